@@ -1,0 +1,143 @@
+"""Mesh files in and out: load any common format into one clean triangle mesh, normalise it to
+the unit cube of the evaluation protocol, export GLB/OBJ/STL/PLY. Bad input raises MeshError."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+from vat.errors import MeshError
+
+LOAD_FORMATS = ("obj", "ply", "stl", "glb", "gltf", "off")
+EXPORT_FORMATS = ("glb", "obj", "stl", "ply")
+
+# Limits that stop a hostile or broken upload before it eats the machine.
+MAX_FILE_BYTES = 512 * 1024 * 1024
+MAX_FACES = 10_000_000
+
+
+def _file_type(name: str) -> str:
+    ext = Path(name).suffix.lower().lstrip(".")
+    if ext not in LOAD_FORMATS:
+        raise MeshError(
+            f"{Path(name).name!r} is not a mesh file vat reads: expected one of "
+            f"{', '.join('.' + f for f in LOAD_FORMATS)}"
+        )
+    return ext
+
+
+def load_mesh(
+    source: str | os.PathLike | bytes,
+    file_type: str | None = None,
+    *,
+    max_bytes: int = MAX_FILE_BYTES,
+    max_faces: int = MAX_FACES,
+) -> trimesh.Trimesh:
+    """Read a mesh file (a path, or bytes with `file_type`) into one triangle mesh.
+
+    Scenes are flattened with their node transforms applied; points, lines and other
+    non-triangle geometry are dropped; faces touching NaN/inf vertices and zero-area faces are
+    removed. Raises MeshError when the file is not a readable mesh or nothing usable is left.
+    The mesh is *not* normalised: call normalize_mesh for the protocol's unit cube.
+    """
+    if isinstance(source, (bytes, bytearray)):
+        if file_type is None:
+            raise MeshError("file_type is required when a mesh is given as bytes")
+        ext = _file_type("x." + file_type)
+        name = f"<{ext} bytes>"
+        size = len(source)
+        if size > max_bytes:
+            raise MeshError(f"{name} is {size / 2**20:.0f} MiB; the limit is {max_bytes / 2**20:.0f} MiB")
+        opener = dict(file_obj=io.BytesIO(bytes(source)), file_type=ext)
+    else:
+        path = Path(source)
+        name = path.name
+        ext = _file_type(file_type and "x." + file_type or path.name)
+        if not path.is_file():
+            raise MeshError(f"{path} does not exist or is not a file")
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise MeshError(f"{name} is {size / 2**20:.0f} MiB; the limit is {max_bytes / 2**20:.0f} MiB")
+        if size == 0:
+            raise MeshError(f"{name} is empty (0 bytes)")
+        opener = dict(file_obj=str(path), file_type=ext)
+
+    try:
+        scene = trimesh.load_scene(**opener)
+        meshes = [g for g in scene.dump(concatenate=False) if isinstance(g, trimesh.Trimesh)]
+    except MeshError:
+        raise
+    except Exception as exc:  # trimesh raises many types for corrupt files
+        raise MeshError(f"could not read {name} as a .{ext} mesh: {exc}") from exc
+
+    meshes = [m for m in meshes if len(m.faces) > 0]
+    if not meshes:
+        raise MeshError(f"{name} contains no triangle faces")
+    total_faces = sum(len(m.faces) for m in meshes)
+    if total_faces > max_faces:
+        raise MeshError(f"{name} has {total_faces:,} faces; the limit is {max_faces:,}")
+    mesh = meshes[0] if len(meshes) == 1 else trimesh.util.concatenate(meshes)
+    return clean_mesh(mesh, name=name)
+
+
+def clean_mesh(mesh: trimesh.Trimesh, name: str = "mesh") -> trimesh.Trimesh:
+    """Drop faces with non-finite vertices and zero-area faces; raise MeshError if none are left."""
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    if faces.ndim != 2 or faces.shape[1] != 3 or len(faces) == 0:
+        raise MeshError(f"{name} contains no triangle faces")
+    if faces.min() < 0 or faces.max() >= len(vertices):
+        raise MeshError(f"{name} has faces that index missing vertices")
+    finite = np.isfinite(vertices).all(axis=1)
+    keep = finite[faces].all(axis=1)
+    if not keep.any():
+        raise MeshError(f"{name} has no face with finite (non-NaN, non-inf) vertices")
+    mesh = mesh.copy()
+    if not keep.all():
+        mesh.update_faces(keep)
+    mesh.update_faces(mesh.nondegenerate_faces())
+    mesh.remove_unreferenced_vertices()
+    if len(mesh.faces) == 0:
+        raise MeshError(f"{name} has only degenerate (zero-area) faces")
+    return mesh
+
+
+def normalization_transform(mesh: trimesh.Trimesh) -> np.ndarray:
+    """4x4 matrix that centres the bounding box at the origin and scales its longest side to 1."""
+    lo, hi = mesh.bounds
+    extent = float((hi - lo).max())
+    if not np.isfinite(extent) or extent <= 1e-12:
+        raise MeshError("the mesh has a degenerate (zero-size) bounding box")
+    transform = np.eye(4)
+    transform[:3, :3] /= extent
+    transform[:3, 3] = -(lo + hi) / 2 / extent
+    return transform
+
+
+def normalize_mesh(mesh: trimesh.Trimesh) -> tuple[trimesh.Trimesh, np.ndarray]:
+    """A copy of `mesh` in the unit cube [-0.5, 0.5]^3, and the 4x4 transform that was applied."""
+    transform = normalization_transform(mesh)
+    out = mesh.copy()
+    out.apply_transform(transform)
+    return out, transform
+
+
+def export_mesh(mesh: trimesh.Trimesh, path: str | os.PathLike) -> Path:
+    """Write `mesh` to `path`; the suffix picks the format (.glb, .obj, .stl, .ply)."""
+    path = Path(path)
+    ext = path.suffix.lower().lstrip(".")
+    if ext not in EXPORT_FORMATS:
+        raise MeshError(
+            f"cannot export to {path.name!r}: expected one of {', '.join('.' + f for f in EXPORT_FORMATS)}"
+        )
+    if len(mesh.faces) == 0:
+        raise MeshError("refusing to export a mesh with no faces")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    mesh.export(tmp, file_type=ext)
+    os.replace(tmp, path)
+    return path
