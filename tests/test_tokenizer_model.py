@@ -1,0 +1,79 @@
+"""The VAT network: presets, every ablation switch, prefix decoding, checkpoints."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from vat.errors import VatError
+from vat.models.tokenizer import COMPRESSIONS, DECODERS, PRESETS, QUANTIZERS, VAT, TokenizerConfig
+
+MICRO = TokenizerConfig(num_points=256, width=32, heads=2, num_queries=32, num_latents=16, encoder_layers=1,
+                        decoder_layers=1, codebook_size=64, triplane_tokens=4, plane_channels=4, mlp_hidden=16)
+
+
+def shape_batch(batch=2, points=256, queries=100):
+    torch.manual_seed(0)
+    p = torch.rand(batch, points, 3) - 0.5
+    return p, torch.nn.functional.normalize(p, dim=-1), torch.rand(batch, queries, 3) - 0.5
+
+
+@pytest.mark.parametrize("name, scales, tokens, bytes_", [
+    ("paper-256", 10, 680, 935), ("paper-576", 11, 1256, 2198), ("paper-1024", 12, 2220, 3885), ("tiny", 10, 680, 850)])
+def test_presets_schedule_and_payload_bytes(name, scales, tokens, bytes_):
+    c = PRESETS[name]
+    assert len(c.scale_sides) == scales and c.tokens_per_shape == tokens
+    assert c.tokens_per_shape * c.bits_per_token // 8 == bytes_
+
+
+def test_paper_sizes():
+    c = PRESETS["paper-1024"]
+    assert (c.num_queries, c.width, c.encoder_layers, c.decoder_layers, c.latent_channels) == (3072, 768, 12, 12, 16)
+
+
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+def test_every_ablation_trains(compression, decoder, quantizer):
+    model = VAT(dataclasses.replace(MICRO, compression=compression, decoder=decoder, quantizer=quantizer))
+    p, n, q = shape_batch()
+    out = model(p, n, q)
+    assert out["logits"].shape == (2, 100)
+    (out["logits"].mean() + out["kl"] + out["codebook"]).backward()
+    assert model.encoder.embed.proj.weight.grad.abs().sum() > 0
+    assert (out["kl"] > 0) == (quantizer == "vvq")
+
+
+def test_encode_then_decode_any_prefix():
+    model = VAT(MICRO).eval()
+    p, n, q = shape_batch()
+    indices = model.encode(p, n)
+    assert [i.shape[1] for i in indices] == [s * s for s in MICRO.scale_sides]
+    full = model.query(model.decode_indices(indices), q)
+    torch.testing.assert_close(full, model(p, n, q)["logits"])
+    for s in range(1, len(indices) + 1):
+        assert model.query(model.decode_indices(indices[:s]), q).shape == (2, 100)
+
+
+def test_save_load_round_trip_and_fingerprint(tmp_path):
+    torch.manual_seed(7)
+    model = VAT(MICRO).eval()
+    model.save_pretrained(tmp_path)
+    loaded = VAT.from_pretrained(tmp_path)
+    p, n, q = shape_batch()
+    torch.testing.assert_close(loaded(p, n, q)["logits"], model(p, n, q)["logits"], atol=5e-2, rtol=0)
+    assert loaded.fingerprint() == model.fingerprint()
+    torch.manual_seed(123)
+    assert VAT(MICRO).fingerprint() != model.fingerprint()
+
+
+def test_mismatched_checkpoint_is_a_clear_error(tmp_path):
+    VAT(MICRO).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    config["width"] = 64
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(VatError, match="does not match"):
+        VAT.from_pretrained(tmp_path)
+    with pytest.raises(VatError, match="no tokenizer"):
+        VAT.from_pretrained(tmp_path / "missing")

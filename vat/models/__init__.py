@@ -1,0 +1,1 @@
+"""Neural networks: point embedding, attention blocks, the VAT tokenizer and its quantiser."""

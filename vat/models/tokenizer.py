@@ -1,0 +1,278 @@
+"""The Variational Tokenizer (VAT): in-context compression of surface points into K latent tokens,
+a Gaussian bottleneck quantised across scales (VVQ), and a triplane decoder to occupancy logits.
+Points and queries are in the unit cube [-0.5, 0.5]^3."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vat.errors import VatError
+from vat.models.layers import CrossAttentionBlock, FourierEmbed, SelfAttentionBlock
+from vat.models.quantizer import MultiScaleQuantizer, default_scale_sides
+
+COMPRESSIONS = ("in-context", "pooling", "q-former")
+QUANTIZERS = ("vvq", "residual-vq")
+DECODERS = ("triplane", "cross-attention")
+
+
+@dataclass
+class TokenizerConfig:
+    """Every size of the tokenizer; saved as config.json next to the weights."""
+
+    num_points: int = 80_000  # surface points (with normals) per shape
+    width: int = 768  # C
+    heads: int = 12
+    num_queries: int = 3072  # L: learnable queries that read the point cloud
+    num_latents: int = 1024  # K: latent tokens kept after compression (a square)
+    encoder_layers: int = 12
+    decoder_layers: int = 12
+    latent_channels: int = 16  # Cq
+    codebook_size: int = 16384
+    scale_sides: tuple[int, ...] = ()  # empty: the paper's schedule for K
+    compression: str = "in-context"  # in-context | pooling | q-former
+    quantizer: str = "vvq"  # vvq | residual-vq (no Gaussian)
+    decoder: str = "triplane"  # triplane | cross-attention
+    triplane_tokens: int = 32  # side t of each plane's token grid; mip levels are 2t, 4t, 8t
+    plane_channels: int = 32
+    mlp_hidden: int = 128
+    num_frequencies: int = 8
+
+    def __post_init__(self):
+        self.scale_sides = tuple(self.scale_sides) or default_scale_sides(self.num_latents)
+        for name, value, allowed in (("compression", self.compression, COMPRESSIONS),
+                                     ("quantizer", self.quantizer, QUANTIZERS), ("decoder", self.decoder, DECODERS)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if self.scale_sides[-1] ** 2 != self.num_latents:
+            raise ValueError(f"the last scale ({self.scale_sides[-1]}^2) must hold all {self.num_latents} latents")
+
+    @property
+    def bits_per_token(self) -> int:
+        return max(1, math.ceil(math.log2(self.codebook_size)))
+
+    @property
+    def tokens_per_shape(self) -> int:
+        return sum(s * s for s in self.scale_sides)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRESETS = {
+    "paper-256": TokenizerConfig(num_latents=256, codebook_size=2048),
+    "paper-576": TokenizerConfig(num_latents=576, codebook_size=16384),
+    "paper-1024": TokenizerConfig(num_latents=1024, codebook_size=16384),
+    "tiny": TokenizerConfig(num_points=4096, width=128, heads=4, num_queries=256, num_latents=256,
+                            encoder_layers=4, decoder_layers=4, codebook_size=1024, triplane_tokens=16,
+                            plane_channels=16, mlp_hidden=64),
+}
+
+
+class Encoder(nn.Module):
+    """Points+normals -> L features (cross-attention from learnable queries) -> K latent tokens."""
+
+    def __init__(self, c: TokenizerConfig):
+        super().__init__()
+        self.compression, self.num_latents = c.compression, c.num_latents
+        self.embed = FourierEmbed(c.width, c.num_frequencies, extra_channels=3)
+        self.queries = nn.Parameter(torch.randn(c.num_queries, c.width) * 0.02)
+        self.read = CrossAttentionBlock(c.width, c.heads)
+        self.blocks = nn.ModuleList(SelfAttentionBlock(c.width, c.heads) for _ in range(c.encoder_layers))
+        if c.compression != "pooling":
+            self.latents = nn.Parameter(torch.randn(c.num_latents, c.width) * 0.02)
+        if c.compression == "q-former":
+            self.qformer = nn.ModuleList(CrossAttentionBlock(c.width, c.heads) for _ in range(2))
+        self.norm = nn.LayerNorm(c.width)
+
+    def forward(self, points_BN3: torch.Tensor, normals_BN3: torch.Tensor) -> torch.Tensor:
+        B = points_BN3.shape[0]
+        x_BLC = self.read(self.queries.expand(B, -1, -1), self.embed(points_BN3, normals_BN3))
+        if self.compression == "in-context":
+            # TiTok-style: latents ride along with the features through self-attention, then are sliced out.
+            x_BLC = torch.cat([x_BLC, self.latents.expand(B, -1, -1)], dim=1)
+        for block in self.blocks:
+            x_BLC = block(x_BLC)
+        if self.compression == "in-context":
+            z_BKC = x_BLC[:, -self.num_latents:]
+        elif self.compression == "pooling":
+            z_BKC = F.adaptive_avg_pool1d(x_BLC.transpose(1, 2), self.num_latents).transpose(1, 2)
+        else:
+            z_BKC = self.latents.expand(B, -1, -1)
+            for block in self.qformer:
+                z_BKC = block(z_BKC, x_BLC)
+        return self.norm(z_BKC)
+
+
+class TriplaneField(nn.Module):
+    """Z_hat tokens -> three planes, each a three-level mipmap -> MLP over sampled features -> logits."""
+
+    def __init__(self, c: TokenizerConfig):
+        super().__init__()
+        self.t, self.width = c.triplane_tokens, c.width
+        self.tokens = nn.Parameter(torch.randn(3 * c.triplane_tokens**2, c.width) * 0.02)
+        self.read = CrossAttentionBlock(c.width, c.heads)
+        self.blocks = nn.ModuleList(SelfAttentionBlock(c.width, c.heads) for _ in range(c.decoder_layers))
+        self.norm = nn.LayerNorm(c.width)
+        channels = [c.width, 4 * c.plane_channels, 2 * c.plane_channels, c.plane_channels]
+        # Each stage doubles the plane side; the three outputs are the mip levels 2t, 4t, 8t.
+        self.ups = nn.ModuleList(
+            nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1), nn.GELU(), nn.Conv2d(cout, cout, 3, padding=1))
+            for cin, cout in zip(channels[:-1], channels[1:])
+        )
+        features = 3 * sum(channels[1:])
+        self.mlp = nn.Sequential(nn.Linear(features, c.mlp_hidden), nn.GELU(), nn.Linear(c.mlp_hidden, c.mlp_hidden),
+                                 nn.GELU(), nn.Linear(c.mlp_hidden, 1))
+
+    def planes(self, z_BKC: torch.Tensor) -> list[torch.Tensor]:
+        """The mip levels, each [B * 3, C_level, side, side] (planes xy, xz, yz)."""
+        B = z_BKC.shape[0]
+        x = self.read(self.tokens.expand(B, -1, -1), z_BKC)
+        for block in self.blocks:
+            x = block(x)
+        x = self.norm(x).view(B * 3, self.t, self.t, self.width).permute(0, 3, 1, 2)
+        levels = []
+        for up in self.ups:
+            x = up(x)
+            levels.append(x)
+        return levels
+
+    @staticmethod
+    def query(levels: list[torch.Tensor], mlp: nn.Module, points_BN3: torch.Tensor) -> torch.Tensor:
+        B, N, _ = points_BN3.shape
+        p = points_BN3 * 2.0  # unit cube -> grid_sample's [-1, 1]
+        uv = torch.stack([p[..., [0, 1]], p[..., [0, 2]], p[..., [1, 2]]], dim=1).view(B * 3, 1, N, 2)
+        feats = [F.grid_sample(level, uv.to(level.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+                 for level in levels]
+        f_B3CN = torch.cat(feats, dim=1).view(B, 3, -1, N)
+        return mlp(f_B3CN.flatten(1, 2).transpose(1, 2)).squeeze(-1)
+
+
+class CrossAttentionField(nn.Module):
+    """The ablation: queries' Fourier features cross-attend straight to the decoded latent tokens."""
+
+    def __init__(self, c: TokenizerConfig):
+        super().__init__()
+        self.blocks = nn.ModuleList(SelfAttentionBlock(c.width, c.heads) for _ in range(c.decoder_layers))
+        self.norm = nn.LayerNorm(c.width)
+        self.embed = FourierEmbed(c.width, c.num_frequencies)
+        self.read = CrossAttentionBlock(c.width, c.heads)
+        self.head = nn.Linear(c.width, 1)
+
+    def planes(self, z_BKC: torch.Tensor) -> list[torch.Tensor]:
+        for block in self.blocks:
+            z_BKC = block(z_BKC)
+        return [self.norm(z_BKC)]
+
+
+class VAT(nn.Module):
+    """Encoder -> bottleneck (Gaussian for VVQ) -> multi-scale quantiser -> decoder field."""
+
+    def __init__(self, config: TokenizerConfig):
+        super().__init__()
+        self.config = c = config
+        self.encoder = Encoder(c)
+        moments = 2 if c.quantizer == "vvq" else 1
+        self.to_latent = nn.Linear(c.width, moments * c.latent_channels)
+        self.quantizer = MultiScaleQuantizer(c.latent_channels, c.codebook_size, c.scale_sides)
+        self.from_latent = nn.Linear(c.latent_channels, c.width)
+        self.field = TriplaneField(c) if c.decoder == "triplane" else CrossAttentionField(c)
+
+    # --- latents -------------------------------------------------------------------------
+    def latent(self, points_BN3, normals_BN3, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Z0 [B, K, Cq] and the KL term (0 for plain residual VQ). VVQ: Z0 = mu + sigma * eps."""
+        h = self.to_latent(self.encoder(points_BN3, normals_BN3))
+        if self.config.quantizer != "vvq":
+            return h, h.new_zeros(())
+        mu, logvar = h.float().chunk(2, dim=-1)
+        logvar = logvar.clamp(-30.0, 20.0)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if sample else mu
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean()
+        return z, kl
+
+    def _grid(self, z_BKC: torch.Tensor) -> torch.Tensor:
+        s = self.quantizer.side
+        return z_BKC.transpose(1, 2).reshape(z_BKC.shape[0], -1, s, s)
+
+    @staticmethod
+    def _tokens(f_BChw: torch.Tensor) -> torch.Tensor:
+        return f_BChw.flatten(2).transpose(1, 2)
+
+    # --- decoding --------------------------------------------------------------------------
+    def decode_planes(self, z_hat_BKC: torch.Tensor) -> list[torch.Tensor]:
+        """Everything of the decoder that does not depend on the query points (computed once per shape)."""
+        return self.field.planes(self.from_latent(z_hat_BKC))
+
+    def query(self, planes: list[torch.Tensor], points_BN3: torch.Tensor) -> torch.Tensor:
+        """Occupancy logits [B, N] at points [B, N, 3]."""
+        if isinstance(self.field, TriplaneField):
+            return TriplaneField.query(planes, self.field.mlp, points_BN3)
+        f = self.field
+        return f.head(f.read(f.embed(points_BN3), planes[0])).squeeze(-1)
+
+    def forward(self, points_BN3, normals_BN3, queries_BQ3, quantize: bool = True) -> dict[str, torch.Tensor]:
+        """Training pass: logits at the queries and the auxiliary losses. Phase 1 uses quantize=False."""
+        z, kl = self.latent(points_BN3, normals_BN3, sample=self.training)
+        out = {"kl": kl, "codebook": z.new_zeros(())}
+        if quantize:
+            q = self.quantizer(self._grid(z))
+            z = self._tokens(q.f_hat_BChw)
+            out.update(codebook=q.codebook_loss, indices=q.indices)
+        out["logits"] = self.query(self.decode_planes(z), queries_BQ3)
+        return out
+
+    # --- the codec ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, points_BN3, normals_BN3) -> list[torch.Tensor]:
+        """Token indices per scale (idx_Bl); the Gaussian's mean is stored, not a sample."""
+        z, _ = self.latent(points_BN3, normals_BN3, sample=False)
+        return self.quantizer(self._grid(z)).indices
+
+    @torch.no_grad()
+    def decode_indices(self, indices: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Decoder planes from the first len(indices) scales."""
+        return self.decode_planes(self._tokens(self.quantizer.indices_to_f_hat(indices)))
+
+    # --- checkpoints -----------------------------------------------------------------------------
+    def fingerprint(self) -> bytes:
+        """4 bytes that identify this tokenizer's config and codebook; stored in every .vat file."""
+        digest = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode())
+        digest.update(self.quantizer.codebook.weight.detach().to(torch.float16).cpu().numpy().tobytes())
+        return digest.digest()[:4]
+
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float16) -> None:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "tokenizer_config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        state = {k: v.detach().to(dtype).contiguous() if v.is_floating_point() else v for k, v in self.state_dict().items()}
+        save_file(state, directory / "tokenizer.safetensors")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "VAT":
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        config_path, weights_path = directory / "tokenizer_config.json", directory / "tokenizer.safetensors"
+        if not config_path.is_file() or not weights_path.is_file():
+            raise VatError(f"{directory} has no tokenizer (expected tokenizer_config.json and tokenizer.safetensors)")
+        try:
+            config = TokenizerConfig(**json.loads(config_path.read_text()))
+        except (TypeError, ValueError) as exc:
+            raise VatError(f"{config_path} is not a valid tokenizer config: {exc}") from exc
+        model = cls(config)
+        try:
+            state = load_file(weights_path)
+            model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        except Exception as exc:
+            raise VatError(f"{weights_path} does not match {config_path}: {exc}") from exc
+        return model.eval()
