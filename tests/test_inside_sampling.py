@@ -98,3 +98,18 @@ def test_near_and_band_points_stay_near_the_surface():
     assert np.std(unsigned_distance(mesh, near)) < 0.02
     band = band_points(mesh, 3_000, max_distance=0.05, seed=6)
     assert unsigned_distance(mesh, band).max() <= 0.05 + 1e-6
+
+
+def test_double_sided_and_inverted_parts_still_have_an_inside():
+    from vat.geometry.io import clean_mesh
+
+    box = trimesh.creation.box()
+    doubled = trimesh.Trimesh(np.vstack([box.vertices, box.vertices]),
+                              np.vstack([box.faces, box.faces[:, ::-1] + 8]), process=False)
+    centre = np.zeros((1, 3))
+    assert not contains(doubled, centre)  # the two windings cancel ...
+    cleaned = clean_mesh(doubled)
+    assert len(cleaned.faces) == 12 and contains(cleaned, centre)  # ... until one side is dropped
+    inverted = box.copy()
+    inverted.invert()
+    assert contains(inverted, centre)

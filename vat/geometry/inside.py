@@ -1,8 +1,9 @@
 """Inside/outside and distances for any triangle mesh, watertight or not.
 
-Inside means generalised winding number > 0.5 (libigl's fast winding number, Barill et al. 2018):
-exact for watertight meshes, and robust to holes, self-intersections and triangle soups, which is
-what real artist meshes are. Distances are exact point-to-triangle distances (libigl AABB tree).
+Inside means |generalised winding number| > 0.5 (libigl's fast winding number, Barill et al.
+2018): exact for watertight meshes, and robust to holes, self-intersections, triangle soups and
+inside-out parts, which is what real artist meshes are (double-sided faces, whose windings cancel,
+are dropped on loading by io.clean_mesh). Distances are exact point-to-triangle distances (libigl AABB tree).
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ def winding_number(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
 
 
 def contains(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
-    """Boolean [N]: is each point inside the mesh (winding number > 0.5)."""
-    return winding_number(mesh, points) > INSIDE_WINDING
+    """Boolean [N]: is each point inside the mesh (|winding number| > 0.5; the absolute value
+    makes a part whose faces all point inward count as solid, not as a hole)."""
+    return np.abs(winding_number(mesh, points)) > INSIDE_WINDING
 
 
 def unsigned_distance(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
@@ -44,6 +46,6 @@ def unsigned_distance(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
 
 
 def signed_distance(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
-    """Signed distance [N]: negative inside (winding number > 0.5), positive outside."""
+    """Signed distance [N]: negative inside (see `contains`), positive outside."""
     distance = unsigned_distance(mesh, points)
     return np.where(contains(mesh, points), -distance, distance)

@@ -100,10 +100,25 @@ def clean_mesh(mesh: trimesh.Trimesh, name: str = "mesh") -> trimesh.Trimesh:
     if not keep.all():
         mesh.update_faces(keep)
     mesh.update_faces(mesh.nondegenerate_faces())
+    mesh.update_faces(single_sided_faces(mesh))
     mesh.remove_unreferenced_vertices()
     if len(mesh.faces) == 0:
         raise MeshError(f"{name} has only degenerate (zero-area) faces")
     return mesh
+
+
+def single_sided_faces(mesh: trimesh.Trimesh) -> np.ndarray:
+    """Boolean mask over faces that keeps one face of every double-sided pair (the same triangle
+    twice, by vertex positions, in either winding). Artist models often draw thin parts that way;
+    the pair's winding numbers cancel, which would make their inside read as outside."""
+    corners = np.round(np.asarray(mesh.triangles), 7).reshape(len(mesh.faces), 3, 3)
+    # A triangle's key is its corners in sorted order, so both windings share a key.
+    order = np.lexsort(corners.transpose(2, 0, 1)[::-1], axis=-1)
+    keys = np.take_along_axis(corners, order[..., None], axis=1).reshape(len(mesh.faces), 9)
+    _, first = np.unique(keys, axis=0, return_index=True)
+    keep = np.zeros(len(mesh.faces), dtype=bool)
+    keep[first] = True
+    return keep
 
 
 def normalization_transform(mesh: trimesh.Trimesh) -> np.ndarray:

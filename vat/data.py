@@ -1,0 +1,383 @@
+"""Training data: where meshes come from (a folder, procedural shapes, pybullet, Sweet Home 3D),
+how one mesh becomes samples, and the shard format that train/prepare_data.py writes and
+training reads (numpy only, no torch)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import threading
+import time
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import trimesh
+
+from vat.geometry.io import LOAD_FORMATS, load_mesh, normalize_mesh
+from vat.geometry.sampling import occupancy_queries, sample_surface
+
+log = logging.getLogger(__name__)
+
+SWEETHOME3D_DIR = Path("/usr/share/sweethome3d/furniture")
+DEFAULT_HOLDOUT_LIBRARY = "KatorLegaz"
+PYBULLET_LICENCE = "zlib"
+PROCEDURAL_LICENCE = "CC0-1.0"
+
+# Shard arrays, stacked over the meshes of a chunk: [M, S, 3] surface samples in the unit cube,
+# [M, Q, 3] occupancy queries (uniform ones first, then near-surface) with sdf (negative inside)
+# and the semi-continuous label. Surface samples tolerate float16 (steps of 2.4e-4 near |x| = 0.5);
+# query points stay float32 because their labels change across a 1/64-wide band.
+ARRAY_DTYPES = {
+    "surface_points": np.float16,
+    "surface_normals": np.float16,
+    "query_points": np.float32,
+    "query_sdf": np.float32,
+    "query_occupancy": np.float16,
+}
+SHARD_FORMAT_VERSION = 1
+
+
+# ---------------------------------------------------------------------------- items and sources
+
+
+@dataclass(frozen=True)
+class MeshItem:
+    """One mesh to prepare. `id` is unique and stable (it seeds the sampling); `path` is the file
+    to load (None for procedural shapes); `rotation` is a row-major 3x3 applied on loading."""
+
+    id: str
+    source: str
+    path: str | None = None
+    caption: str | None = None
+    licence: str | None = None
+    split: str = "train"
+    rotation: tuple[float, ...] | None = None
+    extra: dict = field(default_factory=dict, hash=False)
+
+
+def folder_items(root: str | os.PathLike) -> list[MeshItem]:
+    """Every file under `root` (recursively) with a suffix vat loads; ids are relative paths."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder of meshes")
+    suffixes = {"." + f for f in LOAD_FORMATS}
+    return [
+        MeshItem(id=p.relative_to(root).as_posix(), source="folder", path=str(p))
+        for p in sorted(root.rglob("*"))
+        if p.suffix.lower() in suffixes and p.is_file()
+    ]
+
+
+def procedural_items(count: int) -> list[MeshItem]:
+    """Procedural shapes with seeds 0..count-1 (see vat.geometry.procedural.random_shape)."""
+    return [
+        MeshItem(id=f"procedural/{seed:09d}", source="procedural", licence=PROCEDURAL_LICENCE,
+                 extra={"shape_seed": seed})
+        for seed in range(count)
+    ]
+
+
+def pybullet_items(root: str | os.PathLike | None = None) -> list[MeshItem]:
+    """The 1,000 objects of pybullet_data/random_urdfs (zlib licence)."""
+    if root is None:
+        import pybullet_data  # a data-only package: importing it loads no simulator
+
+        root = Path(pybullet_data.getDataPath()) / "random_urdfs"
+    return [
+        MeshItem(id=f"pybullet/random_urdfs/{p.parent.name}", source="pybullet", path=str(p),
+                 licence=PYBULLET_LICENCE)
+        for p in sorted(Path(root).glob("*/*.obj"))
+        if p.stem == p.parent.name
+    ]
+
+
+def read_properties(path: str | os.PathLike) -> dict[str, str]:
+    """A Java .properties file (latin-1, \\uXXXX escapes, backslash line continuations)."""
+    text = Path(path).read_bytes().decode("latin-1")
+    text = re.sub(r"\\\r?\n[ \t]*", "", text)
+    properties = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#!":
+            continue
+        key, value = re.match(r"([^=:\s]+)\s*[=:]?\s*(.*)$", line).groups()
+        properties[key] = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), value)
+    return properties
+
+
+def extract_catalogue(sh3f: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
+    """Unzip a .sh3f catalogue once into cache_dir/<name>/ (atomically: parallel jobs may race)."""
+    sh3f = Path(sh3f)
+    target = Path(cache_dir) / sh3f.stem
+    if (target / "PluginFurnitureCatalog.properties").is_file():
+        return target
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    log.info("unzipping %s into %s", sh3f, target)
+    with zipfile.ZipFile(sh3f) as archive:
+        archive.extractall(tmp)
+    try:
+        tmp.rename(target)
+    except OSError:  # another job finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _caption_from_name(name: str) -> str:
+    # "Coffee cup" -> "a coffee cup", "TV" -> "a TV", "Scissors" -> "scissors",
+    # "Bowl with fruits" -> "a bowl with fruits".
+    words = name.strip()
+    if len(words) > 1 and not words[:2].isupper():
+        words = words[0].lower() + words[1:]
+    head = re.split(r" (?:with|of|for|on|in) ", words)[0].split()[-1].lower() if words else ""
+    if head.endswith("s") and not head.endswith(("ss", "us")):
+        return words
+    return ("an " if words[:1].lower() in "aeiou" else "a ") + words
+
+
+def sweethome3d_items(
+    catalogue_dir: str | os.PathLike = SWEETHOME3D_DIR,
+    cache_dir: str | os.PathLike | None = None,
+    holdout_library: str | None = DEFAULT_HOLDOUT_LIBRARY,
+) -> list[MeshItem]:
+    """Every piece of every .sh3f catalogue, named and licensed from the catalogue's properties.
+
+    Pieces of `holdout_library` (a catalogue's file name without .sh3f) get split "heldout".
+    """
+    if cache_dir is None:
+        cache_dir = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vat" / "sweethome3d"
+    catalogues = sorted(Path(catalogue_dir).glob("*.sh3f"))
+    if not catalogues:
+        raise FileNotFoundError(
+            f"no .sh3f catalogues in {catalogue_dir}; install them with `apt-get install sweethome3d-furniture`"
+        )
+    items = []
+    for sh3f in catalogues:
+        folder = extract_catalogue(sh3f, cache_dir)
+        properties = read_properties(folder / "PluginFurnitureCatalog.properties")
+        licence = properties.get("license", "")
+        split = "heldout" if sh3f.stem == holdout_library else "train"
+        for key, model in properties.items():
+            if not key.startswith("model#"):
+                continue
+            n = key.split("#", 1)[1]
+            name = properties.get(f"name#{n}", "")
+            piece = properties.get(f"id#{n}", n).split("#")[-1]
+            rotation = properties.get(f"modelRotation#{n}")
+            items.append(MeshItem(
+                id=f"sweethome3d/{sh3f.stem}/{piece}",
+                source="sweethome3d",
+                path=str(folder / model.lstrip("/")),
+                caption=_caption_from_name(name) if name else None,
+                licence=licence,
+                split=split,
+                rotation=tuple(float(v) for v in rotation.split()) if rotation else None,
+                extra={"library": sh3f.stem, "name": name, "model": f"{sh3f.name}:{model}",
+                       "creator": properties.get(f"creator#{n}"),
+                       "category": properties.get(f"category#{n}")},
+            ))
+    return items
+
+
+# ---------------------------------------------------------------------------- one mesh -> samples
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Per-mesh sample counts (the paper: 80,000 surface points, 20k + 20k queries)."""
+
+    surface_points: int = 16_384
+    uniform_queries: int = 20_000
+    near_queries: int = 20_000
+    bound: float = 0.55  # uniform queries fill [-bound, bound]^3, a little beyond the unit cube
+    seed: int = 0
+    timeout: float = 600.0  # seconds per mesh; 0 disables
+
+
+def item_seed(item_id: str, base_seed: int = 0) -> int:
+    """A 63-bit seed from the item's id, so a mesh gets the same samples in any run or shard."""
+    digest = hashlib.sha256(f"{base_seed}:{item_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def load_item_mesh(item: MeshItem) -> tuple[trimesh.Trimesh, str | None]:
+    """The item's mesh (not normalised) and its caption."""
+    if item.source == "procedural":
+        from vat.geometry.procedural import random_shape
+
+        shape = random_shape(item.extra["shape_seed"])
+        return shape.mesh, shape.caption
+    mesh = load_mesh(item.path)
+    if item.rotation is not None:
+        matrix = np.eye(4)
+        matrix[:3, :3] = np.reshape(item.rotation, (3, 3))
+        mesh.apply_transform(matrix)
+    return mesh, item.caption
+
+
+def sample_item(item: MeshItem, config: SampleConfig) -> tuple[dict, dict[str, np.ndarray]]:
+    """Normalise one mesh to the unit cube and sample it: (metadata, arrays of ARRAY_DTYPES)."""
+    seed = item_seed(item.id, config.seed)
+    mesh, caption = load_item_mesh(item)
+    mesh, transform = normalize_mesh(mesh)
+    rng = np.random.default_rng(seed)
+    points, normals = sample_surface(mesh, config.surface_points, rng)
+    queries = occupancy_queries(mesh, config.uniform_queries, config.near_queries, config.bound, seed=rng)
+    arrays = {
+        "surface_points": points,
+        "surface_normals": normals,
+        "query_points": queries["points"],
+        "query_sdf": queries["sdf"],
+        "query_occupancy": queries["occupancy"],
+    }
+    meta = {
+        **item_metadata(item),
+        "caption": caption,
+        "seed": seed,
+        "vertices": len(mesh.vertices),
+        "faces": len(mesh.faces),
+        "watertight": bool(mesh.is_watertight),
+        "normalization": np.round(transform, 9).tolist(),
+    }
+    return meta, {k: v.astype(ARRAY_DTYPES[k]) for k, v in arrays.items()}
+
+
+def item_metadata(item: MeshItem) -> dict:
+    meta = asdict(item)
+    meta.update(meta.pop("extra"))
+    meta.pop("rotation")
+    return meta
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _raise_timeout(signum, frame):
+    raise _Timeout()
+
+
+def process_item(item: MeshItem, config: SampleConfig) -> tuple[dict, dict[str, np.ndarray] | None]:
+    """sample_item that never raises: a bad mesh gives ({..., "ok": False, "error": ...}, None).
+
+    The timeout uses SIGALRM, so it interrupts Python code but not a long call inside a C
+    extension until that call returns.
+    """
+    use_alarm = config.timeout > 0 and threading.current_thread() is threading.main_thread()
+    if use_alarm:
+        previous = signal.signal(signal.SIGALRM, _raise_timeout)
+        signal.setitimer(signal.ITIMER_REAL, config.timeout)
+    start = time.process_time()  # CPU time, all threads: meaningful on a shared machine too
+    try:
+        meta, arrays = sample_item(item, config)
+        return {**meta, "ok": True, "cpu_seconds": round(time.process_time() - start, 3)}, arrays
+    except _Timeout:
+        error = f"TimeoutError: took longer than {config.timeout:g} s"
+    except Exception as exc:  # one bad mesh must not stop a run over 800k of them
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        if use_alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    return {**item_metadata(item), "ok": False, "error": error}, None
+
+
+# ---------------------------------------------------------------------------- shard files
+
+# A chunk is two files: NAME.jsonl with one line per item attempted (bad ones with "ok": false
+# and "error"), and NAME.npz with the arrays of the ok ones stacked in the same order. The npz is
+# renamed into place last, so its presence means the chunk is complete.
+
+
+def write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+def write_chunk(directory: str | os.PathLike, name: str, records: list[dict],
+                samples: list[dict[str, np.ndarray] | None]) -> Path:
+    """Write one chunk (records of every attempted item; samples None for bad items)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    write_atomic(directory / f"{name}.jsonl", lambda f: f.write(lines.encode()))
+    good = [s for s in samples if s is not None]
+    arrays = {
+        key: np.stack([s[key] for s in good]) if good else np.zeros((0,), dtype)
+        for key, dtype in ARRAY_DTYPES.items()
+    }
+    path = directory / f"{name}.npz"
+    write_atomic(path, lambda f: np.savez(f, **arrays))
+    return path
+
+
+def chunk_records(npz_path: str | os.PathLike) -> list[dict]:
+    """Every record (ok and bad) of a chunk, in order."""
+    with open(Path(npz_path).with_suffix(".jsonl"), encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def chunk_complete(npz_path: str | os.PathLike, ids: list[str]) -> bool:
+    """True if the chunk exists and holds exactly these item ids (a resumed run skips it)."""
+    npz_path = Path(npz_path)
+    if not npz_path.is_file() or not npz_path.with_suffix(".jsonl").is_file():
+        return False
+    return [r["id"] for r in chunk_records(npz_path)] == list(ids)
+
+
+def list_chunks(directory: str | os.PathLike) -> list[Path]:
+    """The complete chunks (.npz with a .jsonl) under `directory`, sorted by name."""
+    return sorted(p for p in Path(directory).glob("*.npz") if p.with_suffix(".jsonl").is_file())
+
+
+def read_chunk(npz_path: str | os.PathLike) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """A chunk's arrays ([M, ...] each) and the metadata of its M ok meshes, in array order."""
+    with np.load(npz_path) as data:
+        arrays = {key: data[key] for key in data.files}
+    records = [r for r in chunk_records(npz_path) if r["ok"]]
+    return arrays, records
+
+
+def iter_shards(directory: str | os.PathLike) -> Iterator[dict]:
+    """Every prepared mesh under `directory`, one dict each: its metadata plus its arrays."""
+    for path in list_chunks(directory):
+        arrays, records = read_chunk(path)
+        for row, record in enumerate(records):
+            yield {**record, **{key: value[row] for key, value in arrays.items()}}
+
+
+class ShardDataset:
+    """Map-style random access over prepared shards (torch DataLoader accepts it as it is).
+
+    Keeps the last chunk read in memory, so shuffle within chunks (or sample chunk by chunk)
+    for speed.
+    """
+
+    def __init__(self, directory: str | os.PathLike):
+        self.chunks = list_chunks(directory)
+        self.records: list[dict] = []
+        self._index: list[tuple[int, int]] = []
+        for c, path in enumerate(self.chunks):
+            ok = [r for r in chunk_records(path) if r["ok"]]
+            self.records.extend(ok)
+            self._index.extend((c, row) for row in range(len(ok)))
+        self._cached: tuple[int, dict[str, np.ndarray]] | None = None
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, i: int) -> dict:
+        c, row = self._index[i]
+        if self._cached is None or self._cached[0] != c:
+            with np.load(self.chunks[c]) as data:
+                self._cached = (c, {key: data[key] for key in data.files})
+        return {**self.records[i], **{key: value[row] for key, value in self._cached[1].items()}}
