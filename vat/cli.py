@@ -18,9 +18,6 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints"
 
 # Subcommands of the command-line contract whose models are not in this release yet.
 PLANNED = {
-    "encode": "the VAT tokenizer",
-    "decode": "the VAT tokenizer",
-    "eval-recon": "the VAT tokenizer",
     "generate": "the next-scale generator",
     "eval-gen": "the next-scale generator",
     "render": "the renderer",
@@ -57,6 +54,55 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     for key, value in extraction.items():
         print(f"{key:28s} {value}")
     _write_json(args.json, summary, [{"bench": "extraction", **extraction}])
+    return 0
+
+
+def _codec(args: argparse.Namespace):
+    from vat.pipeline import MeshCodec
+
+    return MeshCodec.from_pretrained(args.checkpoint)
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    from vat.geometry import load_mesh
+
+    codec = _codec(args)
+    mesh = load_mesh(args.mesh)
+    encoded = codec.encode(mesh, scales=args.scales, seed=args.seed)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(encoded.data)
+    size = Path(args.mesh).stat().st_size
+    print(f"{args.mesh}: {encoded.num_tokens} tokens in {len(encoded.indices)} scales -> {out} "
+          f"({len(encoded.data)} bytes, compression ratio {size / len(encoded.data):.0f}x)")
+    return 0
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
+    from vat.codec import CodecError
+    from vat.geometry import export_mesh
+
+    codec = _codec(args)
+    try:
+        data = Path(args.vat_file).read_bytes()
+    except OSError as exc:
+        raise CodecError(f"cannot read {args.vat_file}: {exc.strerror}") from exc
+    indices = codec.read(data)
+    mesh = codec.decode_mesh(indices, scales=args.scale, resolution=args.resolution, progress=True)
+    export_mesh(mesh, args.output)
+    print(f"{args.vat_file}: {args.scale or len(indices)} of {codec.num_scales} scales -> {args.output} "
+          f"({len(mesh.vertices)} vertices, {len(mesh.faces)} faces)")
+    return 0
+
+
+def _cmd_eval_recon(args: argparse.Namespace) -> int:
+    from vat.evaluate import evaluate_reconstruction
+
+    result = evaluate_reconstruction(_codec(args), args.meshes, limit=args.limit, resolution=args.resolution,
+                                     baselines=not args.no_baselines, seed=args.seed)
+    for key, value in result["summary"].items():
+        print(f"{key:16s} {value:.4f}" if isinstance(value, float) else f"{key:16s} {value}")
+    _write_json(args.json, result["summary"], result["items"])
     return 0
 
 
@@ -120,19 +166,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("info", "versions, device and checkpoint", _cmd_info)
 
-    p = add("encode", "mesh -> .vat token file", _cmd_planned)
-    p.add_argument("mesh")
-    p.add_argument("-o", "--output", required=True)
-    p = add("decode", ".vat token file -> mesh", _cmd_planned)
-    p.add_argument("vat_file")
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--scale", type=int)
+    p = add("encode", "mesh -> .vat token file (prints tokens, bytes, compression ratio)", _cmd_encode)
+    p.add_argument("mesh", help="mesh file (.obj .ply .stl .glb .gltf .off)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.vat")
+    p.add_argument("--scales", type=int, help="store only the first S scales (smaller, coarser)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the surface sampling")
+    p = add("decode", ".vat token file -> mesh", _cmd_decode)
+    p.add_argument("vat_file", metavar="IN.vat")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.{glb,obj,stl,ply}")
+    p.add_argument("--scale", type=int, help="decode from the first S scales only (coarse-to-fine)")
+    p.add_argument("--resolution", type=int, default=256, help="marching-cubes grid cells per axis")
     p = add("generate", "image (and/or text) -> mesh", _cmd_planned)
     p.add_argument("image", nargs="?")
     p.add_argument("--text")
     p.add_argument("-o", "--output", required=True)
-    p = add("eval-recon", "tokenizer reconstruction + Draco/voxel baselines at the same bytes", _cmd_planned, True)
-    p.add_argument("--meshes", required=True)
+    p = add("eval-recon", "tokenizer reconstruction + Draco/voxel baselines at the same bytes", _cmd_eval_recon, True)
+    p.add_argument("--meshes", required=True, metavar="DIR", help="folder of meshes (recursive)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N meshes (sorted by path)")
+    p.add_argument("--resolution", type=int, default=256, help="marching-cubes grid (protocol: 256)")
+    p.add_argument("--no-baselines", action="store_true", help="skip Draco and voxel")
+    p.add_argument("--seed", type=int, default=0)
     p = add("eval-gen", "render, generate, ICP-align, score", _cmd_planned, True)
     p.add_argument("--meshes", required=True)
     p = add("render", "render a mesh from the paper's 24-view orbit", _cmd_planned)

@@ -1,0 +1,63 @@
+"""The mesh codec around the tokenizer: file sizes, prefixes, and clean errors on bad input."""
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from vat.codec import CodecError, encode_tokens
+from vat.errors import VatError
+from vat.models.tokenizer import VAT, TokenizerConfig
+from vat.pipeline import MeshCodec, resolve_checkpoint
+
+MICRO = TokenizerConfig(num_points=256, width=32, heads=2, num_queries=32, num_latents=16, encoder_layers=1,
+                        decoder_layers=1, codebook_size=64, triplane_tokens=4, plane_channels=4, mlp_hidden=16)
+
+
+@pytest.fixture(scope="module")
+def codec():
+    torch.manual_seed(0)
+    return MeshCodec(VAT(MICRO), device="cpu")
+
+
+def test_encode_size_and_round_trip(codec):
+    encoded = codec.encode(trimesh.creation.box((3.0, 1.0, 2.0)))
+    tokens = sum(s * s for s in MICRO.scale_sides)
+    assert encoded.num_tokens == tokens
+    assert len(encoded.data) == 15 + len(MICRO.scale_sides) + (tokens * 6 + 7) // 8
+    for a, b in zip(codec.read(encoded.data), encoded.indices, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_encoding_is_placement_invariant_and_seeded(codec):
+    box = trimesh.creation.box((3.0, 1.0, 2.0))
+    moved = box.copy().apply_scale(7.0).apply_translation((10, -4, 2))
+    assert codec.encode(box).data == codec.encode(moved).data
+
+
+def test_prefix_of_scales(codec):
+    encoded = codec.encode(trimesh.creation.icosphere(2), scales=2)
+    assert len(codec.read(encoded.data)) == 2
+    with pytest.raises(VatError, match="between 1 and"):
+        codec.encode(trimesh.creation.icosphere(2), scales=99)
+
+
+def test_foreign_and_broken_files(codec):
+    foreign = encode_tokens([np.zeros(1, np.int64)], MICRO.scale_sides, 6, b"\0\0\0\0")
+    with pytest.raises(CodecError, match="another tokenizer"):
+        codec.read(foreign)
+    with pytest.raises(CodecError, match="truncated|shorter"):
+        codec.read(codec.encode(trimesh.creation.icosphere(2)).data[:-3])
+
+
+def test_empty_field_is_a_clear_error(codec):
+    # An untrained decoder predicts "outside" everywhere: say so instead of writing an empty mesh.
+    indices = codec.encode(trimesh.creation.icosphere(2)).indices
+    with pytest.raises(VatError, match="no surface"):
+        codec.decode_mesh(indices, resolution=16)
+
+
+def test_checkpoint_resolution(tmp_path):
+    assert resolve_checkpoint(tmp_path) == tmp_path
+    with pytest.raises(VatError, match="not a folder"):
+        resolve_checkpoint(tmp_path / "missing" / "deeper")

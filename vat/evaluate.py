@@ -1,0 +1,92 @@
+"""Evaluation runs on the pinned protocol (DESIGN.md): tokenizer reconstruction beside the Draco
+and voxel baselines at the same byte budget."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from vat.baselines import draco_at_budget, voxel_at_budget
+from vat.errors import VatError
+from vat.geometry.io import LOAD_FORMATS, load_mesh, normalize_mesh
+from vat.metrics import accuracy, chamfer_fscore, cs_iou, iou, near_queries, protocol_queries
+from vat.pipeline import MeshCodec
+
+log = logging.getLogger(__name__)
+
+
+def mesh_files(directory: str | os.PathLike, limit: int | None = None) -> list[Path]:
+    """Mesh files under `directory` (recursive, sorted), at most `limit`."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise VatError(f"{directory} is not a folder of meshes")
+    files = sorted(p for p in directory.rglob("*") if p.suffix.lower().lstrip(".") in LOAD_FORMATS and p.is_file())
+    if not files:
+        raise VatError(f"{directory} holds no mesh files ({', '.join(LOAD_FORMATS)})")
+    return files[:limit] if limit else files
+
+
+def reconstruction_item(codec: MeshCodec, path: Path, resolution: int = 256, baselines: bool = True,
+                        seed: int = 0) -> dict:
+    """Every protocol number for one mesh: Acc, IoU, Near-Acc, CS-IoU, Chamfer, F-score, bytes,
+    ratio, and the baselines' F-score and bytes at the tokenizer's byte budget."""
+    start = time.perf_counter()
+    mesh, _ = normalize_mesh(load_mesh(path))
+    encoded = codec.encode(mesh, seed=seed)
+    queries, near = protocol_queries(mesh, seed=seed), near_queries(mesh, seed=seed)
+    ious = []
+    for s in range(1, codec.num_scales + 1):
+        field = codec.occupancy_fn(encoded.indices, s)
+        ious.append(iou(field(queries["points"]) > 0, queries["inside"]))
+    predicted = field(queries["points"]) > 0
+    decoded = codec.decode_mesh(encoded.indices, resolution=resolution)
+    item = {
+        "mesh": str(path),
+        "input_bytes": path.stat().st_size,
+        "bytes": len(encoded.data),
+        "ratio": path.stat().st_size / len(encoded.data),
+        "tokens": encoded.num_tokens,
+        "acc": accuracy(predicted, queries["inside"]),
+        "iou": ious[-1],
+        "near_acc": accuracy(field(near["points"]) > 0, near["inside"]),
+        "cs_iou": cs_iou(ious),
+        "iou_per_scale": ious,
+        **{k: v for k, v in chamfer_fscore(mesh, decoded, seed=seed).items() if k in ("chamfer", "f_score")},
+    }
+    if baselines:
+        for name, result in (("draco", draco_at_budget(mesh, len(encoded.data), seed=seed)),
+                             ("voxel", voxel_at_budget(mesh, len(encoded.data)))):
+            item[f"{name}_f_score"] = result.detail["f_score"] if result else 0.0
+            item[f"{name}_chamfer"] = result.detail["chamfer"] if result else None
+            item[f"{name}_bytes"] = result.bytes if result else None
+    item["seconds"] = time.perf_counter() - start
+    return item
+
+
+def summarize(items: list[dict]) -> dict:
+    """Mean of every numeric key over the items that succeeded, and the counts."""
+    ok = [i for i in items if "error" not in i]
+    summary = {"meshes": len(items), "failed": len(items) - len(ok)}
+    keys = [k for k, v in (ok[0].items() if ok else []) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    for key in keys:
+        values = [i[key] for i in ok if isinstance(i.get(key), (int, float))]
+        if values:
+            summary[key] = float(np.mean(values))
+    return summary
+
+
+def evaluate_reconstruction(codec: MeshCodec, directory: str | os.PathLike, limit: int | None = None,
+                            resolution: int = 256, baselines: bool = True, seed: int = 0) -> dict:
+    items = []
+    for path in tqdm(mesh_files(directory, limit), desc="eval-recon", unit="mesh"):
+        try:
+            items.append(reconstruction_item(codec, path, resolution, baselines, seed))
+        except VatError as exc:  # a bad mesh or an empty decode: record it, go on
+            log.warning("%s: %s", path, exc)
+            items.append({"mesh": str(path), "error": str(exc)})
+    return {"summary": summarize(items), "items": items}

@@ -1,0 +1,122 @@
+"""Pipelines over trained models: the VAT mesh codec (mesh -> tokens -> .vat -> mesh per scale).
+Image/text generation joins it once the generator lands."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import trimesh
+
+from vat.codec import decode_tokens, encode_tokens
+from vat.errors import VatError
+from vat.geometry.extract import OccupancyFn, extract_mesh, postprocess
+from vat.geometry.io import normalize_mesh
+from vat.geometry.sampling import sample_surface
+from vat.models.tokenizer import VAT
+
+QUERY_BATCH = 65_536
+
+
+def resolve_checkpoint(checkpoint: str | os.PathLike) -> Path:
+    """A local folder as it is; otherwise a Hugging Face hub id, downloaded (or taken from the
+    local hub cache when offline). Raises VatError naming what was tried."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        return path
+    name = str(checkpoint)
+    if path.exists() or name.count("/") != 1:
+        raise VatError(f"checkpoint {name!r} is not a folder (and not a hub id like 'org/name')")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id=name))
+    except Exception as exc:  # offline, unknown repo, no huggingface_hub: say which
+        raise VatError(f"checkpoint {name!r} is not a local folder and could not be fetched from the hub: {exc}") from exc
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class Encoded:
+    indices: list[np.ndarray]  # per stored scale: int64 [side * side]
+    data: bytes  # the .vat file
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(i) for i in self.indices)
+
+
+class MeshCodec:
+    """The tokenizer as a 3D codec. Meshes are normalised to the unit cube before encoding, and
+    decoded meshes come back in that unit cube."""
+
+    def __init__(self, tokenizer: VAT, device: str | torch.device | None = None):
+        self.device = torch.device(device) if device is not None else default_device()
+        self.tokenizer = tokenizer.to(self.device).eval()
+        self.config = tokenizer.config
+        self.fingerprint = tokenizer.fingerprint()
+
+    @classmethod
+    def from_pretrained(cls, checkpoint: str | os.PathLike, device: str | torch.device | None = None) -> "MeshCodec":
+        return cls(VAT.from_pretrained(resolve_checkpoint(checkpoint)), device)
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.config.scale_sides)
+
+    def tokens_at(self, scales: int) -> int:
+        return sum(s * s for s in self.config.scale_sides[:scales])
+
+    def _check_scales(self, scales: int | None, available: int) -> int:
+        scales = available if scales is None else scales
+        if not 1 <= scales <= available:
+            raise VatError(f"scale must be between 1 and {available}, got {scales}")
+        return scales
+
+    def encode(self, mesh: trimesh.Trimesh, scales: int | None = None, seed: int = 0) -> Encoded:
+        """Tokens of `mesh` (any placement; it is normalised first) and its .vat bytes.
+        `scales` keeps only the first scales: a smaller file of a coarser shape."""
+        scales = self._check_scales(scales, self.num_scales)
+        normalized, _ = normalize_mesh(mesh)
+        points, normals = sample_surface(normalized, self.config.num_points, seed)
+        to = dict(device=self.device, dtype=torch.float32)
+        idx = self.tokenizer.encode(torch.as_tensor(points, **to)[None], torch.as_tensor(normals, **to)[None])
+        indices = [i[0].cpu().numpy() for i in idx[:scales]]
+        data = encode_tokens(indices, self.config.scale_sides, self.config.bits_per_token, self.fingerprint)
+        return Encoded(indices, data)
+
+    def read(self, data: bytes) -> list[np.ndarray]:
+        """Token indices from .vat bytes made by this tokenizer (CodecError otherwise)."""
+        tokens = decode_tokens(data, expected_fingerprint=self.fingerprint, codebook_size=self.config.codebook_size)
+        if tokens.scale_sides != self.config.scale_sides:
+            raise VatError(f"the .vat file's scales {tokens.scale_sides} are not this tokenizer's {self.config.scale_sides}")
+        return list(tokens.indices)
+
+    @torch.no_grad()
+    def occupancy_fn(self, indices: list[np.ndarray], scales: int | None = None) -> OccupancyFn:
+        """Occupancy logits (> 0 inside) as a function of points [N, 3], from the first `scales` scales."""
+        scales = self._check_scales(scales, len(indices))
+        idx = [torch.as_tensor(np.asarray(i), dtype=torch.long, device=self.device)[None] for i in indices[:scales]]
+        planes = self.tokenizer.decode_indices(idx)
+
+        @torch.no_grad()
+        def logits(points_N3: np.ndarray) -> np.ndarray:
+            out = []
+            for start in range(0, len(points_N3), QUERY_BATCH):
+                chunk = torch.as_tensor(points_N3[start:start + QUERY_BATCH], dtype=torch.float32, device=self.device)
+                out.append(self.tokenizer.query(planes, chunk[None])[0].float().cpu().numpy())
+            return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+        return logits
+
+    def decode_mesh(self, indices: list[np.ndarray], scales: int | None = None, resolution: int = 256,
+                    clean: bool = True, progress: bool = False) -> trimesh.Trimesh:
+        """The mesh decoded from the first `scales` scales (all stored ones by default)."""
+        mesh, _ = extract_mesh(self.occupancy_fn(indices, scales), resolution=resolution, level=0.0, progress=progress)
+        return postprocess(mesh) if clean else mesh
