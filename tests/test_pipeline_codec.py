@@ -50,8 +50,13 @@ def test_foreign_and_broken_files(codec):
         codec.read(codec.encode(trimesh.creation.icosphere(2)).data[:-3])
 
 
-def test_empty_field_is_a_clear_error(codec):
-    # An untrained decoder predicts "outside" everywhere: say so instead of writing an empty mesh.
+def test_empty_field_is_a_clear_error():
+    # A decoder that says "outside" everywhere must produce a message, not an empty mesh file.
+    model = VAT(MICRO)
+    last = model.field.mlp[-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.constant_(last.bias, -10.0)
+    codec = MeshCodec(model, device="cpu")
     indices = codec.encode(trimesh.creation.icosphere(2)).indices
     with pytest.raises(VatError, match="no surface"):
         codec.decode_mesh(indices, resolution=16)

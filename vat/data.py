@@ -335,8 +335,9 @@ def chunk_complete(npz_path: str | os.PathLike, ids: list[str]) -> bool:
 
 
 def list_chunks(directory: str | os.PathLike) -> list[Path]:
-    """The complete chunks (.npz with a .jsonl) under `directory`, sorted by name."""
-    return sorted(p for p in Path(directory).glob("*.npz") if p.with_suffix(".jsonl").is_file())
+    """The complete chunks (.npz with a .jsonl) under `directory` and its subfolders (so several
+    prepared folders side by side train as one), sorted by path."""
+    return sorted(p for p in Path(directory).rglob("*.npz") if p.with_suffix(".jsonl").is_file())
 
 
 def read_chunk(npz_path: str | os.PathLike) -> tuple[dict[str, np.ndarray], list[dict]]:
@@ -374,6 +375,10 @@ class ShardDataset:
 
     def __len__(self) -> int:
         return len(self._index)
+
+    def chunk_of_items(self) -> np.ndarray:
+        """[len(self)] the chunk each item lies in (items are listed chunk by chunk)."""
+        return np.array([chunk for chunk, _ in self._index], dtype=np.int64)
 
     def __getitem__(self, i: int) -> dict:
         c, row = self._index[i]

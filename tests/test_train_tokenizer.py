@@ -1,0 +1,139 @@
+"""train/train_tokenizer.py: DDP lockstep under torchrun, resuming, the exported model, and an
+overfit run of the real (quantised) tokenizer that must actually learn."""
+
+import importlib.util
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vat.models.tokenizer import VAT
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "train" / "train_tokenizer.py"
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+train_tokenizer = _load("train_tokenizer", SCRIPT)
+prepare_data = _load("prepare_data", ROOT / "train" / "prepare_data.py")
+
+MICRO_MODEL = [f"--model-override={o}" for o in (
+    "width=32", "heads=2", "num_queries=16", "num_latents=16", "encoder_layers=1", "decoder_layers=1",
+    "codebook_size=64", "triplane_tokens=4", "plane_channels=4", "mlp_hidden=16", "num_points=128")]
+# Two phase-1 steps, then phase 2: the codebook is filled from latents at step 2 and, with a
+# threshold above the average usage, dead codes are restarted at steps 3 and 4.
+FAST = [*MICRO_MODEL, "--batch-size=2", "--uniform-queries=128", "--near-queries=128", "--phase1-steps=2",
+        "--restart-every=1", "--restart-threshold=1.0", "--warmup-steps=1", "--workers=0", "--log-every=1"]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards")
+    prepare_data.main(["--out", str(out), "--procedural", "4", "--workers", "1", "--surface-points", "2048",
+                       "--uniform-queries", "2048", "--near-queries", "2048"])
+    return out
+
+
+@pytest.fixture
+def one_thread():
+    """Small models on a shared 2-core machine train several times faster on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_ddp_ranks_stay_identical_through_phase_two_and_restarts(shards, tmp_path):
+    out = tmp_path / "run"
+    # --standalone rendezvous on localhost:0, so the agent picks free ports itself.
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
+         "--data", str(shards), "--val-data", str(shards), "--out", str(out), "--steps", "4", "--val-every", "4",
+         *FAST],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    restarted = {int(step): int(count) for step, count in
+                 re.findall(r"step (\d+): .*codebook/restarted (\d+)", result.stderr + result.stdout)}
+    assert restarted[3] == 64 and restarted[4] > 0  # the codebook fill, then a dead-code restart
+    state = torch.load(out / train_tokenizer.CHECKPOINT, weights_only=True)
+    assert state["step"] == 4
+    digests = state["replica_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert "validation (EMA): iou" in result.stderr + result.stdout
+    VAT.from_pretrained(out / train_tokenizer.FINAL)
+
+
+def test_single_process_exports_the_ema_model(shards, tmp_path, one_thread):
+    out = tmp_path / "run"
+    summary = train_tokenizer.main(["--data", str(shards), "--val-data", str(shards), "--out", str(out),
+                                    "--steps", "3", *FAST])
+    assert summary["step"] == 3 and set(summary["val"]) == {"iou", "acc", "iou_unquantized", "acc_unquantized"}
+    model = VAT.from_pretrained(out / train_tokenizer.FINAL)
+    state = torch.load(out / train_tokenizer.CHECKPOINT, weights_only=True)
+    ema = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, ema[key], rtol=0, atol=0)  # the EMA weights, in float32
+    assert model.config.width == 32 and (out / "train_config.json").is_file()
+    assert any((out / "tb").iterdir())
+
+
+def test_resume_continues_from_the_checkpoint(shards, tmp_path, one_thread):
+    out = tmp_path / "run"
+    args = ["--data", str(shards), "--out", str(out), *FAST]
+    first = train_tokenizer.main([*args, "--steps", "3"])
+    assert first["start_step"] == 0
+    second = train_tokenizer.main([*args, "--steps", "6"])
+    assert second["start_step"] == 3 and second["step"] == 6
+    state = torch.load(out / train_tokenizer.CHECKPOINT, weights_only=True)
+    assert state["step"] == 6
+    # AdamW counted every update (the quantiser's since phase 2 began at step 2): the second run
+    # started from the first one's optimizer state.
+    assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {6, 4}
+    with pytest.raises(SystemExit, match="other model settings"):
+        train_tokenizer.main([*args, "--steps", "7", "--model-override", "mlp_hidden=8"])
+
+
+def test_cli_reads_config_files_and_overrides(tmp_path):
+    config_file = tmp_path / "c.json"
+    config_file.write_text('{"preset": "tiny", "lr": 0.002, "model_overrides": {"width": 64, "heads": 2}}')
+    config = train_tokenizer.parse_args(["--data", "d", "--out", "o", "--config", str(config_file), "--lr", "0.003",
+                                         "--model-override", "num_latents=64", "--model-override", "compression=pooling"])
+    assert config.lr == 0.003 and config.preset == "tiny"
+    model = config.model_config()
+    assert (model.width, model.heads, model.num_latents, model.compression) == (64, 2, 64, "pooling")
+    assert model.scale_sides[-1] == 8  # the schedule follows the overridden K
+    with pytest.raises(SystemExit):
+        train_tokenizer.parse_args(["--out", "o"])
+
+
+# The tiny preset's architecture with fewer layers, channels and points, so that a few hundred
+# steps fit the budget: still in-context compression, VVQ over the 10 scales of K = 256 with a
+# 1024-code codebook, and the triplane decoder.
+OVERFIT_MODEL = [f"--model-override={o}" for o in (
+    "width=64", "num_queries=64", "encoder_layers=1", "decoder_layers=1", "triplane_tokens=4", "num_points=256")]
+
+
+@pytest.mark.slow
+def test_overfits_four_shapes_with_quantisation(shards, tmp_path, one_thread):
+    start = time.perf_counter()
+    summary = train_tokenizer.main([
+        "--data", str(shards), "--val-data", str(shards), "--out", str(tmp_path / "run"), "--preset", "tiny",
+        *OVERFIT_MODEL, "--steps", "500", "--phase1-steps", "300", "--restart-every", "50", "--batch-size", "4",
+        "--uniform-queries", "1024", "--near-queries", "1024", "--lr", "3e-3", "--warmup-steps", "20",
+        "--ema-decay", "0.9", "--val-every", "500", "--save-every", "500", "--log-every", "100", "--workers", "0",
+    ])
+    seconds = time.perf_counter() - start
+    # Measured on each shape's 2048 uniform + 2048 near-surface queries, inside = occupancy > 0.5.
+    assert summary["val"]["iou"] >= 0.9, (summary["val"], seconds)

@@ -1,0 +1,523 @@
+"""Stage 1: train the VAT tokenizer on shards written by train/prepare_data.py.
+
+    python train/train_tokenizer.py --data /data/vat/train --val-data /data/vat/heldout --out runs/tiny \
+        --config train/configs/tokenizer_tiny.json
+    torchrun --nproc_per_node 8 train/train_tokenizer.py --data ... --out runs/paper256 --preset paper-256 \
+        --batch-size 32 --steps 300000 --phase1-steps 200000
+    python train/train_tokenizer.py ... --preset tiny --model-override width=64 --model-override heads=2
+
+Phase 1 trains without quantisation; phase 2 starts by filling the codebook with encoder latents
+and fine-tunes everything with it, restarting dead codes now and then. Running the same command
+again resumes from OUT/checkpoint.pt. OUT/final holds the EMA weights (VAT.from_pretrained).
+Options come from the TrainConfig defaults, then --config JSON, then the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from vat import data, metrics
+from vat.models.tokenizer import PRESETS, VAT, TokenizerConfig
+
+log = logging.getLogger("train_tokenizer")
+
+CHECKPOINT = "checkpoint.pt"
+FINAL = "final"
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a run; saved as OUT/train_config.json (with the model config)."""
+
+    data: str  # shard folder (train/prepare_data.py --out)
+    out: str  # run folder: checkpoint, tb/, final/
+    val_data: str | None = None  # held-out shard folder for IoU / accuracy
+    preset: str = "tiny"  # model size, a key of vat.models.tokenizer.PRESETS
+    model_overrides: dict = field(default_factory=dict)  # TokenizerConfig fields replaced in the preset
+    steps: int = 300_000  # phase 1 + phase 2 (paper: 200k + 100k)
+    phase1_steps: int = 200_000  # steps without quantisation
+    batch_size: int = 8  # shapes per rank and step
+    uniform_queries: int = 20_000  # occupancy queries per shape and step, drawn from the uniform ones...
+    near_queries: int = 20_000  # ...and from the near-surface ones (surface points: model num_points)
+    lr: float = 1e-4  # peak
+    min_lr_ratio: float = 0.0  # the cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 2_000
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = 1.0
+    ema_decay: float = 0.99
+    occupancy_weight: float = 1.0
+    codebook_weight: float = 0.2
+    kl_weight: float = 1e-4
+    restart_every: int = 200  # phase 2: move dead codes onto encoder latents every N steps (0: never)
+    restart_threshold: float = 0.03  # a code is dead below this share of the average usage
+    val_every: int = 2_000
+    val_shapes: int = 64  # at most this many validation shapes
+    save_every: int = 1_000
+    log_every: int = 20
+    workers: int = 2  # data loader processes per rank
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        if not 0 <= self.phase1_steps <= self.steps:
+            raise ValueError("phase1_steps must be in 0..steps")
+
+    def model_config(self) -> TokenizerConfig:
+        overrides = dict(self.model_overrides)
+        if "num_latents" in overrides:  # the preset's scale schedule was made for its own K
+            overrides.setdefault("scale_sides", ())
+        return replace(PRESETS[self.preset], **overrides)
+
+
+# ---------------------------------------------------------------------------- configuration
+
+
+def _override(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:  # a bare word such as compression=pooling
+        return key, value
+
+
+def parse_args(argv: list[str] | None) -> TrainConfig:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                argument_default=argparse.SUPPRESS)
+    p.add_argument("--config", type=Path, help="JSON file of TrainConfig fields (the command line wins)")
+    p.add_argument("--data", help="training shard folder")
+    p.add_argument("--val-data", help="held-out shard folder for validation")
+    p.add_argument("--out", help="run folder (resumed when it holds a checkpoint)")
+    model = p.add_argument_group("model")
+    model.add_argument("--preset", choices=sorted(PRESETS))
+    model.add_argument("--model-override", dest="model_overrides", type=_override, action="append",
+                       metavar="FIELD=VALUE", help="replace a TokenizerConfig field, e.g. width=64 (repeatable)")
+    optim = p.add_argument_group("optimisation")
+    for name, kind, text in (
+        ("steps", int, "total steps"), ("phase1_steps", int, "steps before quantisation is switched on"),
+        ("batch_size", int, "shapes per rank and step"), ("uniform_queries", int, "uniform queries per shape"),
+        ("near_queries", int, "near-surface queries per shape"), ("lr", float, "peak learning rate"),
+        ("min_lr_ratio", float, "final lr / peak lr"), ("warmup_steps", int, "linear warm-up steps"),
+        ("weight_decay", float, "AdamW weight decay"), ("grad_clip", float, "max gradient norm"),
+        ("ema_decay", float, "EMA decay of the weights"), ("occupancy_weight", float, "BCE weight"),
+        ("codebook_weight", float, "codebook MSE weight"), ("kl_weight", float, "KL weight"),
+        ("restart_every", int, "dead-code restart interval in phase 2 (0: never)"),
+        ("restart_threshold", float, "usage below which a code is dead"),
+    ):
+        optim.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
+    run = p.add_argument_group("run")
+    for name, kind, text in (
+        ("val_every", int, "validate every N steps"), ("val_shapes", int, "at most N validation shapes"),
+        ("save_every", int, "checkpoint every N steps"), ("log_every", int, "log every N steps"),
+        ("workers", int, "data loader processes per rank"), ("seed", int, "seed of everything"),
+    ):
+        run.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    args = vars(p.parse_args(argv))
+
+    options = json.loads(args.pop("config").read_text()) if "config" in args else {}
+    if "model_overrides" in args:
+        options["model_overrides"] = {**options.get("model_overrides", {}), **dict(args.pop("model_overrides"))}
+    options.update(args)
+    missing = [name for name in ("data", "out") if name not in options]
+    if missing:
+        p.error("missing " + ", ".join("--" + m for m in missing))
+    try:
+        config = TrainConfig(**options)
+        config.model_config()
+    except (TypeError, ValueError) as exc:
+        p.error(str(exc))
+    return config
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def stored_uniform_queries(directory: str | os.PathLike) -> int:
+    """How many of each shape's queries are uniform (they come first); from the shard manifests."""
+    counts = {json.loads(p.read_text())["sample_config"]["uniform_queries"]
+              for p in Path(directory).rglob("manifest-*.json")}
+    if len(counts) != 1:
+        raise SystemExit(f"{directory}: expected manifests of train/prepare_data.py agreeing on uniform_queries, "
+                         f"found {sorted(counts) or 'none'}")
+    return counts.pop()
+
+
+class ShapeSamples(torch.utils.data.Dataset):
+    """Shard items as tensors: a random subset of the surface points and of the uniform and
+    near-surface queries, drawn with the seed that comes with the index (so runs reproduce)."""
+
+    def __init__(self, directory: str | os.PathLike, num_points: int, uniform_queries: int, near_queries: int):
+        self.shards = data.ShardDataset(directory)
+        if len(self.shards) == 0:
+            raise SystemExit(f"{directory} holds no prepared shapes")
+        self.stored_uniform = stored_uniform_queries(directory)
+        first = self.shards[0]
+        self.stored_near = len(first["query_points"]) - self.stored_uniform
+        for want, have, what in ((num_points, len(first["surface_points"]), "surface points (model num_points)"),
+                                 (uniform_queries, self.stored_uniform, "uniform queries"),
+                                 (near_queries, self.stored_near, "near-surface queries")):
+            if want > have:
+                raise SystemExit(f"{directory}: asked for {want} {what} per shape, the shards hold {have}")
+        self.num_points, self.uniform_queries, self.near_queries = num_points, uniform_queries, near_queries
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def __getitem__(self, key: tuple[int, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+        index, entropy = key
+        item = self.shards[index]
+        rng = np.random.default_rng(entropy)
+        surface = rng.choice(len(item["surface_points"]), self.num_points, replace=False)
+        queries = np.concatenate([rng.choice(self.stored_uniform, self.uniform_queries, replace=False),
+                                  self.stored_uniform + rng.choice(self.stored_near, self.near_queries, replace=False)])
+        return {
+            "points": torch.from_numpy(item["surface_points"][surface].astype(np.float32)),
+            "normals": torch.from_numpy(item["surface_normals"][surface].astype(np.float32)),
+            "queries": torch.from_numpy(item["query_points"][queries].astype(np.float32)),
+            "occupancy": torch.from_numpy(item["query_occupancy"][queries].astype(np.float32)),
+        }
+
+
+class ShardBatches(torch.utils.data.Sampler):
+    """One rank's endless batches from `start_step` on. Each epoch visits the chunks in a shuffled
+    order and their rows shuffled (ShardDataset keeps one chunk in memory), every rank taking every
+    world-th item. Each element is (item index, seed of its point/query subset), all derived from
+    (seed, epoch, step), so a resumed run sees what an uninterrupted one would."""
+
+    def __init__(self, shards: data.ShardDataset, batch_size: int, rank: int, world: int, seed: int, start_step: int):
+        chunk_of_item = shards.chunk_of_items()
+        self.items_of_chunk = np.split(np.arange(len(chunk_of_item)), np.flatnonzero(np.diff(chunk_of_item)) + 1)
+        self.batch_size, self.rank, self.world, self.seed, self.start_step = batch_size, rank, world, seed, start_step
+        # Equal epoch lengths on all ranks keep them in the same chunks (with fewer items than
+        # ranks, every rank sees all of them, with different subsets).
+        self.epoch_length = len(chunk_of_item) // world or len(chunk_of_item)
+
+    def _epoch(self, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, epoch])
+        order = np.concatenate([rng.permutation(self.items_of_chunk[c]) for c in rng.permutation(len(self.items_of_chunk))])
+        if len(order) < self.world:
+            return order
+        return order[self.rank::self.world][: self.epoch_length]
+
+    def __iter__(self):
+        step = self.start_step
+        epoch, offset = divmod(step * self.batch_size, self.epoch_length)
+        order = self._epoch(epoch)
+        while True:
+            batch = []
+            while len(batch) < self.batch_size:
+                take = order[offset: offset + self.batch_size - len(batch)]
+                batch.extend(take.tolist())
+                offset += len(take)
+                if offset == len(order):
+                    epoch, offset = epoch + 1, 0
+                    order = self._epoch(epoch)
+            yield [(index, (self.seed, self.rank, step, k)) for k, index in enumerate(batch)]
+            step += 1
+
+
+# ---------------------------------------------------------------------------- distributed helpers
+
+
+def setup_distributed(device_choice: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); initialises the process group under torchrun."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    use_cuda = device_choice == "cuda" or (device_choice == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return rank, world, device
+
+
+def rank_of_process() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def gather_rows(x_NC: torch.Tensor) -> torch.Tensor:
+    """Rows of every rank, concatenated (all ranks pass the same shape)."""
+    if not dist.is_initialized():
+        return x_NC
+    parts = [torch.empty_like(x_NC) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x_NC.contiguous())
+    return torch.cat(parts)
+
+
+def state_digest(*modules: nn.Module) -> str:
+    """sha256 of the modules' state: replicas that trained in lockstep have equal digests."""
+    h = hashlib.sha256()
+    for module in modules:
+        for name, tensor in module.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def step_seed(*entropy: int) -> int:
+    return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0])
+
+
+# ---------------------------------------------------------------------------- training pieces
+
+
+def make_optimizer(model: VAT, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; weight decay on the weights of linear and convolution layers only (not on norms,
+    biases, learned token sets or the codebook, which decay would pull towards zero)."""
+    decay = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))}
+    params = list(model.parameters())
+    groups = [{"params": [p for p in params if id(p) in decay], "weight_decay": config.weight_decay},
+              {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Linear warm-up to the peak, then cosine decay to min_lr_ratio at the last step."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def wrap(model: VAT, quantize: bool, device: torch.device) -> nn.Module:
+    """The module to train. DDP only syncs parameters that get gradients, so the quantiser is
+    frozen in phase 1 (where it is unused) and the wrapper is rebuilt when phase 2 starts.
+    DDP broadcasts rank 0's buffers (the codebook usage) at every forward."""
+    model.quantizer.requires_grad_(quantize)
+    if not dist.is_initialized():
+        return model
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+@torch.no_grad()
+def restart_codes(model: VAT, ema: AveragedModel, batch: dict, threshold: float, everything: bool = False) -> int:
+    """Move dead codes (all codes if `everything`) onto encoder latents of this step's batch,
+    gathered from every rank. Rank 0 picks them by its usage and broadcasts the codebook and
+    usage, so replicas stay equal.
+    The EMA's codebook takes the result as is: averaging a code with its old place means nothing."""
+    quantizer = model.quantizer
+    z_BKC, _ = model.latent(batch["points"], batch["normals"], sample=True)
+    samples_NC = gather_rows(z_BKC.flatten(0, 1).float())
+    if everything:
+        quantizer.usage.zero_()
+    restarted = quantizer.restart_dead_codes(samples_NC, threshold) if rank_of_process() == 0 else 0
+    if dist.is_initialized():
+        dist.broadcast(quantizer.codebook.weight.data, 0)
+        dist.broadcast(quantizer.usage, 0)
+        count = torch.tensor([restarted], device=samples_NC.device)
+        dist.broadcast(count, 0)
+        restarted = int(count)
+    if restarted:
+        ema.module.quantizer.codebook.weight.copy_(quantizer.codebook.weight)
+    return restarted
+
+
+@torch.no_grad()
+def evaluate(model: VAT, shapes: ShapeSamples, max_shapes: int, device: torch.device) -> dict[str, float]:
+    """IoU and accuracy (vat.metrics) over each shape's stored queries, inside = occupancy > 0.5,
+    predicted inside = logit > 0; with and without quantisation; averaged over shapes (and ranks)."""
+    rank, world = rank_of_process(), dist.get_world_size() if dist.is_initialized() else 1
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(5, dtype=torch.float64)
+    for index in range(rank, min(max_shapes, len(shapes)), world):
+        item = shapes.shards[index]
+        surface = np.random.default_rng(index).choice(len(item["surface_points"]), shapes.num_points, replace=False)
+        points = torch.from_numpy(item["surface_points"][surface].astype(np.float32))[None].to(device)
+        normals = torch.from_numpy(item["surface_normals"][surface].astype(np.float32))[None].to(device)
+        queries = torch.from_numpy(item["query_points"])[None].to(device)
+        inside = item["query_occupancy"] > 0.5
+        for offset, quantize in ((0, True), (2, False)):
+            pred = (model(points, normals, queries, quantize=quantize)["logits"][0] > 0).cpu().numpy()
+            sums[offset] += metrics.iou(pred, inside)
+            sums[offset + 1] += metrics.accuracy(pred, inside)
+        sums[4] += 1
+    if dist.is_initialized():
+        dist.all_reduce(sums)
+    model.train(was_training)
+    n = max(1.0, float(sums[4]))
+    return {"iou": float(sums[0]) / n, "acc": float(sums[1]) / n,
+            "iou_unquantized": float(sums[2]) / n, "acc_unquantized": float(sums[3]) / n}
+
+
+def save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def export(model: VAT, directory: Path) -> None:
+    """VAT.save_pretrained (float32) into `directory`, replacing it only once complete."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, dtype=torch.float32)
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(tmp, directory)
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+def main(argv: list[str] | None = None) -> dict:
+    config = parse_args(argv)
+    rank, world, device = setup_distributed(config.device)
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"%(asctime)s %(levelname)s rank{rank} %(name)s: %(message)s")
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model_config = config.model_config()
+
+    resume = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True) if (out / CHECKPOINT).is_file() else None
+    if resume is not None and resume["model_config"] != model_config.to_dict():
+        changed = sorted(k for k, v in model_config.to_dict().items() if resume["model_config"].get(k) != v)
+        raise SystemExit(f"{out / CHECKPOINT} was trained with other model settings ({', '.join(changed)}); "
+                         "use another --out or the same settings")
+    if rank == 0:
+        text = json.dumps({"train": asdict(config), "model": model_config.to_dict()}, indent=2) + "\n"
+        data.write_atomic(out / "train_config.json", lambda f: f.write(text.encode()))
+
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    model = VAT(model_config).to(device)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+    optimizer = make_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
+    start_step = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        ema.load_state_dict(resume["ema"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        start_step = resume["step"]
+        log.info("resumed from %s at step %d", out / CHECKPOINT, start_step)
+    del resume
+
+    shapes = ShapeSamples(config.data, model_config.num_points, config.uniform_queries, config.near_queries)
+    val_shapes = ShapeSamples(config.val_data, model_config.num_points, 0, 0) if config.val_data else None
+    sampler = ShardBatches(shapes.shards, config.batch_size, rank, world, config.seed, start_step)
+    loader = torch.utils.data.DataLoader(shapes, batch_sampler=sampler, num_workers=config.workers,
+                                         pin_memory=device.type == "cuda", persistent_workers=config.workers > 0)
+    log.info("%d training shapes, %d ranks x %d per step, %.2fM parameters, device %s",
+             len(shapes), world, config.batch_size, sum(p.numel() for p in model.parameters()) / 1e6, device)
+
+    writer = None
+    if rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(out / "tb", purge_step=start_step)
+
+    def checkpoint(step: int) -> list[str]:
+        digests = [None] * world
+        digest = state_digest(model, ema)
+        if dist.is_initialized():
+            dist.all_gather_object(digests, digest)
+        else:
+            digests = [digest]
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"replicas diverged at step {step}: {digests}")
+        if rank == 0:
+            save_atomic({"step": step, "model": model.state_dict(), "ema": ema.state_dict(),
+                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "model_config": model_config.to_dict(), "train_config": asdict(config),
+                         "replica_digests": digests}, out / CHECKPOINT)
+        return digests
+
+    def validate(step: int) -> dict[str, float]:
+        result = evaluate(ema.module, val_shapes, config.val_shapes, device)
+        log.info("step %d validation (EMA): %s", step, ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
+        if writer is not None:
+            for key, value in result.items():
+                writer.add_scalar(f"val/{key}", value, step)
+        return result
+
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    quantize = start_step >= config.phase1_steps
+    trained = wrap(model, quantize, device)
+    model.train()
+    val_result = {}
+    step = start_step
+    batches = iter(loader)
+    with tqdm(total=config.steps, initial=start_step, disable=rank != 0, unit="step", mininterval=2) as bar, \
+            logging_redirect_tqdm():
+        for step in range(start_step, config.steps):
+            torch.manual_seed(step_seed(config.seed, rank, step))  # resuming replays the same noise
+            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+            restarted = 0
+            if step == config.phase1_steps:
+                quantize = True
+                trained = wrap(model, quantize, device)
+                restarted = restart_codes(model, ema, batch, config.restart_threshold, everything=True)
+                log.info("step %d: phase 2, quantisation on; codebook filled with encoder latents", step)
+            elif quantize and config.restart_every and (step - config.phase1_steps) % config.restart_every == 0:
+                restarted = restart_codes(model, ema, batch, config.restart_threshold)
+
+            with autocast:
+                result = trained(batch["points"], batch["normals"], batch["queries"], quantize=quantize)
+            occupancy = F.binary_cross_entropy_with_logits(result["logits"].float(), batch["occupancy"])
+            loss = (config.occupancy_weight * occupancy + config.codebook_weight * result["codebook"]
+                    + config.kl_weight * result["kl"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            ema.update_parameters(model)
+            bar.update()
+
+            done = step + 1
+            if writer is not None and (done % config.log_every == 0 or restarted):  # rank 0's batch
+                scalars = {"loss/total": loss.item(), "loss/occupancy": occupancy.item(),
+                           "loss/codebook": result["codebook"].item(), "loss/kl": result["kl"].item(),
+                           "train/grad_norm": grad_norm.item(), "train/lr": scheduler.get_last_lr()[0],
+                           "codebook/live_codes": int((model.quantizer.usage >= config.restart_threshold).sum()),
+                           "codebook/restarted": restarted}
+                for key, value in scalars.items():
+                    writer.add_scalar(key, value, done)
+                bar.set_postfix(loss=f"{scalars['loss/total']:.4f}", phase=2 if quantize else 1)
+                log.info("step %d: %s", done, ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
+            if val_shapes is not None and (done % config.val_every == 0 or done == config.steps):
+                val_result = validate(done)
+            if done % config.save_every == 0 or done == config.steps:
+                digests = checkpoint(done)
+
+    if start_step >= config.steps:
+        digests = checkpoint(start_step)  # nothing left to train: still check and report
+        if val_shapes is not None:
+            val_result = validate(start_step)
+    if rank == 0:
+        export(ema.module, out / FINAL)
+        log.info("wrote the EMA model to %s", out / FINAL)
+    if writer is not None:
+        writer.close()
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    return {"start_step": start_step, "step": max(start_step, config.steps), "val": val_result,
+            "replica_digests": digests}
+
+
+if __name__ == "__main__":
+    main()
