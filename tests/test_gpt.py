@@ -1,0 +1,238 @@
+"""The next-scale generator: block-causal mask, kv-cache equal to the full pass, sampling filters,
+seeds, classifier-free guidance, condition dropout, checkpoints, and an overfit run that learns."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from vat.errors import VatError
+from vat.models.gpt import (PRESETS, GeneratorConfig, NextScaleGPT, guidance_weight, top_k_filter,
+                            top_p_filter)
+from vat.models.quantizer import MultiScaleQuantizer
+
+MICRO = GeneratorConfig(width=32, depth=2, heads=2, vocabulary=32, latent_channels=8, scale_sides=(1, 2, 3, 4),
+                        image_channels=12, image_tokens=5, text_channels=10)
+
+
+def micro(config=MICRO, seed=0):
+    """A micro generator and quantiser; weights jittered so that the zero-initialised AdaLN gates open
+    (at init every block is the identity, which would make mask and cache tests vacuous)."""
+    torch.manual_seed(seed)
+    model = NextScaleGPT(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    quantizer = MultiScaleQuantizer(config.latent_channels, config.vocabulary, config.scale_sides).eval()
+    return model, quantizer
+
+
+def conditions(batch=2, config=MICRO, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, config.image_tokens, config.image_channels, generator=g),
+            torch.randn(batch, config.text_channels, generator=g))
+
+
+@torch.no_grad()
+def ground_truth(quantizer, batch=2, seed=2):
+    """Indices per scale from a random latent grid, and the teacher-forcing input built from them."""
+    g = torch.Generator().manual_seed(seed)
+    side = quantizer.scale_sides[-1]
+    indices = quantizer(torch.randn(batch, quantizer.channels, side, side, generator=g)).indices
+    return indices, quantizer.teacher_forcing_input(indices)
+
+
+def scale_slices(config):
+    ends = [0]
+    for n in config.tokens_per_scale:
+        ends.append(ends[-1] + n)
+    return [slice(a, b) for a, b in zip(ends[:-1], ends[1:])]
+
+
+def test_presets():
+    paper, tiny = PRESETS["paper"], PRESETS["tiny"]
+    assert (paper.width, paper.depth, paper.image_channels, paper.text_channels) == (1280, 12, 1024, 768)
+    assert len(tiny.scale_sides) == 10 and tiny.vocabulary == 1024 and tiny.latent_channels == 16
+    assert GeneratorConfig.from_dict(json.loads(json.dumps(tiny.to_dict()))) == tiny
+    with pytest.raises(ValueError, match="heads"):
+        dataclasses.replace(MICRO, heads=3)
+
+
+def test_mask_is_block_causal_over_levels():
+    model, _ = micro()
+    mask = model.attention_mask()
+    levels = [0] * MICRO.image_tokens + [s + 1 for s, n in enumerate(MICRO.tokens_per_scale) for _ in range(n)]
+    assert mask.shape == (len(levels), len(levels))
+    for i, li in enumerate(levels):
+        assert mask[i].tolist() == [lj <= li for lj in levels]
+
+
+def test_teacher_forced_logits_shape_and_perturbations():
+    model, quantizer = micro()
+    image, text = conditions()
+    _, x = ground_truth(quantizer)
+    logits = model(image, text, x)
+    assert logits.shape == (2, sum(MICRO.tokens_per_scale), MICRO.vocabulary)
+    scales = scale_slices(MICRO)
+    for s in range(1, len(scales)):
+        x2 = x.clone()
+        x2[:, scales[s].start - 1:scales[s].stop - 1] += 1.0  # x has no start token: scale s is shifted by one
+        changed = model(image, text, x2)
+        for r in range(len(scales)):
+            same = torch.allclose(changed[:, scales[r]], logits[:, scales[r]], atol=1e-6)
+            assert same == (r < s), (s, r)
+    for other in (model(image + 1.0, text, x), model(image, text + 1.0, x)):
+        for sl in scales:
+            assert not torch.allclose(other[:, sl], logits[:, sl], atol=1e-4)
+
+
+def test_kv_cache_logits_equal_the_full_pass_at_every_scale():
+    model, quantizer = micro()
+    image, text = conditions()
+    indices, x = ground_truth(quantizer)
+    full = model(image, text, x)
+    # The cached path, fed the ground truth one scale at a time.
+    image_BNW, text_BW = model.condition(image, text, 2)
+    caches = [{} for _ in model.blocks]
+    new, f_hat = torch.cat([image_BNW, model.scale_tokens(0, None, text_BW)], dim=1), None
+    mask = model.attention_mask()
+    for si, sl in enumerate(scale_slices(MICRO)):
+        end = model.ends[si + 1]
+        h = model._transformer(new, text_BW, mask[end - new.shape[1]:end, :end], caches)
+        step = model._logits(h[:, -(sl.stop - sl.start):], text_BW)
+        torch.testing.assert_close(step, full[:, sl], atol=1e-5, rtol=1e-5)
+        f_hat, x_next = quantizer.next_scale_input(si, f_hat, indices[si])
+        if x_next is not None:
+            new = model.scale_tokens(si + 1, x_next, text_BW)
+
+
+def test_top_k_keeps_exactly_k():
+    logits = torch.tensor([[1.0, 3.0, 3.0, 2.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]])
+    kept = top_k_filter(logits, 2).isfinite()
+    assert kept.sum(1).tolist() == [2, 2] and kept[0].tolist() == [False, True, True, False, False]
+    assert top_k_filter(logits, 3)[0].isfinite().tolist() == [False, True, True, True, False]
+    assert torch.equal(top_k_filter(logits, 0), logits)
+
+
+@pytest.mark.parametrize("p, kept", [(0.01, {0}), (0.45, {0}), (0.6, {0, 1}), (0.9, {0, 1, 2}), (0.99, {0, 1, 2, 3})])
+def test_top_p_keeps_the_smallest_nucleus(p, kept):
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    order = torch.tensor([2, 0, 3, 1])  # shuffled so the result must be scattered back
+    logits = probs.log()[order][None]
+    survivors = {int(order[i]) for i in top_p_filter(logits, p)[0].isfinite().nonzero().flatten()}
+    assert survivors == kept
+    assert torch.equal(top_p_filter(logits, 0.0), logits)
+
+
+def test_seeds_and_cache_give_reproducible_tokens():
+    model, quantizer = micro()
+    image, text = conditions()
+    a = model.generate(quantizer, image, text, seed=3)
+    b = model.generate(quantizer, image, text, seed=3, use_cache=False)
+    c = model.generate(quantizer, image, text, seed=torch.Generator().manual_seed(3))
+    d = model.generate(quantizer, image, text, seed=4)
+    assert [i.shape for i in a] == [(2, n) for n in MICRO.tokens_per_scale]
+    assert all(torch.equal(x, y) and torch.equal(x, z) for x, y, z in zip(a, b, c))
+    assert not all(torch.equal(x, y) for x, y in zip(a, d))
+
+
+@pytest.mark.parametrize("use_image, use_text", [(True, False), (False, True), (True, True), (False, False)])
+def test_any_combination_of_conditions_samples(use_image, use_text):
+    model, quantizer = micro()
+    image, text = conditions(batch=3)
+    out = model.generate(quantizer, image if use_image else None, text if use_text else None, batch_size=3,
+                         cfg=2.0, top_k=5, top_p=0.9, temperature=0.8, seed=0)
+    assert [i.shape for i in out] == [(3, n) for n in MICRO.tokens_per_scale]
+    assert all(((i >= 0) & (i < MICRO.vocabulary)).all() for i in out)
+
+
+@pytest.mark.parametrize("cfg, schedule", [(0.0, "linear"), (2.0, "linear"), (3.0, "constant")])
+def test_greedy_sampling_follows_the_guided_teacher_forced_logits(cfg, schedule):
+    """Greedy tokens must be the argmax of (1 + w) * cond - w * uncond from the full pass over those
+    very tokens; at w = 0 that is the conditional model alone."""
+    model, quantizer = micro()
+    image, text = conditions()
+    tokens = model.generate(quantizer, image, text, cfg=cfg, cfg_schedule=schedule, top_k=1)
+    x = quantizer.teacher_forcing_input(tokens)
+    cond, uncond = model(image, text, x), model(None, None, x)
+    for si, sl in enumerate(scale_slices(MICRO)):
+        w = guidance_weight(cfg, si, len(MICRO.scale_sides), schedule)
+        assert torch.equal(((1 + w) * cond[:, sl] - w * uncond[:, sl]).argmax(-1), tokens[si])
+
+
+def test_guidance_weight_schedules():
+    assert [guidance_weight(3.0, s, 4, "linear") for s in range(4)] == [0.0, 1.0, 2.0, 3.0]
+    assert guidance_weight(3.0, 0, 4, "constant") == 3.0
+    with pytest.raises(VatError, match="cfg_schedule"):
+        guidance_weight(3.0, 0, 4, "cosine")
+
+
+def test_condition_dropout_only_in_training():
+    model, quantizer = micro(dataclasses.replace(MICRO, condition_dropout=1.0))
+    image, text = conditions()
+    _, x = ground_truth(quantizer)
+    unconditional = model(None, None, x)
+    assert not torch.allclose(model(image, text, x), unconditional)
+    model.train()
+    torch.testing.assert_close(model(image, text, x), unconditional)
+
+
+def test_bad_condition_shapes_are_refused():
+    model, quantizer = micro()
+    image, text = conditions()
+    _, x = ground_truth(quantizer)
+    with pytest.raises(VatError, match="image tokens"):
+        model(image[:, :3], text, x)
+    with pytest.raises(VatError, match="text"):
+        model(image, text[:, :4], x)
+    with pytest.raises(VatError, match="quantiser"):
+        model.generate(MultiScaleQuantizer(8, 16, MICRO.scale_sides), image, text)
+
+
+def test_save_load_round_trip(tmp_path):
+    model, quantizer = micro()
+    image, text = conditions()
+    _, x = ground_truth(quantizer)
+    model.save_pretrained(tmp_path / "fp32", dtype=torch.float32)
+    assert torch.equal(NextScaleGPT.from_pretrained(tmp_path / "fp32")(image, text, x), model(image, text, x))
+    model.save_pretrained(tmp_path / "fp16")
+    loaded = NextScaleGPT.from_pretrained(tmp_path / "fp16")
+    assert loaded.config == MICRO and not loaded.training
+    torch.testing.assert_close(loaded(image, text, x), model(image, text, x), atol=0.05, rtol=0.05)
+
+
+def test_mismatched_or_missing_checkpoint_raises(tmp_path):
+    NextScaleGPT(MICRO).save_pretrained(tmp_path)
+    config_path = tmp_path / "generator_config.json"
+    config_path.write_text(json.dumps({**MICRO.to_dict(), "width": 64}))
+    with pytest.raises(VatError, match="does not match"):
+        NextScaleGPT.from_pretrained(tmp_path)
+    config_path.write_text(json.dumps({**MICRO.to_dict(), "colour": "red"}))
+    with pytest.raises(VatError, match="not a valid generator config"):
+        NextScaleGPT.from_pretrained(tmp_path)
+    with pytest.raises(VatError, match="no generator"):
+        NextScaleGPT.from_pretrained(tmp_path / "missing")
+
+
+def test_overfit_four_shapes_and_regenerate_them_greedily():
+    """Four random image-token tensors stand in for the DINOv2 features of four shapes' renders (the
+    render -> DINOv2 pipeline comes later); the generator must memorise each one's 155 tokens and
+    regenerate them greedily, with the default condition dropout in training and guidance in sampling."""
+    config = dataclasses.replace(MICRO, width=64, heads=4, scale_sides=(1, 2, 3, 4, 5, 6, 8), vocabulary=256)
+    torch.manual_seed(0)
+    model = NextScaleGPT(config)
+    quantizer = MultiScaleQuantizer(config.latent_channels, config.vocabulary, config.scale_sides).eval()
+    image, _ = conditions(batch=4, config=config)
+    indices, x = ground_truth(quantizer, batch=4)
+    target = torch.cat(indices, dim=1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    model.train()
+    for _ in range(150):
+        loss = torch.nn.functional.cross_entropy(model(image, None, x).flatten(0, 1), target.flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    generated = torch.cat(model.generate(quantizer, image, top_k=1), dim=1)
+    assert (generated == target).float().mean() >= 0.95, loss.item()

@@ -1,0 +1,342 @@
+"""Stage 2: a VAR-style next-scale autoregressive transformer over the tokenizer's multi-scale tokens,
+conditioned on DINOv2 image tokens (a prefix) and a CLIP text embedding (start token and AdaLN condition).
+
+Sequence layout: [N image tokens | start token = scale 1 | scales 2..S], one level id per token
+(0 for the image tokens, s for scale s); a token attends to every token of a lower or equal level.
+Layout names: B batch, N image tokens, W model width, C input channels, l tokens of one scale,
+L tokens of all scales, T = N + L sequence positions, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vat.errors import VatError
+from vat.models.layers import MLP
+from vat.models.quantizer import SCALE_SIDES, MultiScaleQuantizer
+
+CFG_SCHEDULES = ("linear", "constant")
+
+
+@dataclass
+class GeneratorConfig:
+    """Every size of the generator; saved as generator_config.json next to the weights."""
+
+    width: int = 1280
+    depth: int = 12
+    heads: int = 16
+    mlp_ratio: float = 4.0
+    vocabulary: int = 16384  # the tokenizer's codebook size
+    latent_channels: int = 16  # the tokenizer's Cq
+    scale_sides: tuple[int, ...] = SCALE_SIDES[1024]  # the tokenizer's schedule
+    image_channels: int = 1024  # DINOv2 ViT-L/14 token width
+    image_tokens: int = 257  # DINOv2 ViT-L/14 at 224 px: 16 x 16 patches + CLS
+    text_channels: int = 768  # CLIP ViT-L/14 text embedding width
+    condition_dropout: float = 0.1  # per sample, in training: both conditions become null (for CFG)
+
+    def __post_init__(self):
+        self.scale_sides = tuple(self.scale_sides)
+        if list(self.scale_sides) != sorted(set(self.scale_sides)) or self.scale_sides[0] < 1:
+            raise ValueError(f"scale sides must be positive and increase strictly, got {self.scale_sides}")
+        if self.width % self.heads:
+            raise ValueError(f"{self.width} channels do not split into {self.heads} heads")
+        if not 0.0 <= self.condition_dropout <= 1.0:
+            raise ValueError(f"condition_dropout must be in [0, 1], got {self.condition_dropout}")
+
+    @property
+    def tokens_per_scale(self) -> tuple[int, ...]:
+        return tuple(s * s for s in self.scale_sides)
+
+    def matching(self, tokenizer_config) -> "GeneratorConfig":
+        """This config with the vocabulary, Cq and schedule of a TokenizerConfig."""
+        return dataclasses.replace(self, vocabulary=tokenizer_config.codebook_size,
+                                   latent_channels=tokenizer_config.latent_channels,
+                                   scale_sides=tokenizer_config.scale_sides)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "GeneratorConfig":
+        return cls(**values)
+
+
+PRESETS = {
+    "paper": GeneratorConfig(),
+    # Matches the tokenizer's "tiny" preset; the condition widths match the small condition
+    # encoders shipped with the default checkpoint (8 x 8 patches + CLS).
+    "tiny": GeneratorConfig(width=192, depth=6, heads=6, vocabulary=1024, scale_sides=SCALE_SIDES[256],
+                            image_channels=128, image_tokens=65, text_channels=128),
+}
+
+
+class NormalizedAttention(nn.Module):
+    """Self-attention on L2-normalised queries and keys with a learnable per-head temperature (VAR):
+    attention logits stay bounded however large the activations grow. Optionally keeps a kv-cache."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+        self.log_temperature = nn.Parameter(torch.full((heads, 1, 1), math.log(4.0)))
+
+    def forward(self, x_BTW: torch.Tensor, mask_TM: torch.Tensor, cache: dict | None) -> torch.Tensor:
+        """mask_TM: True where a query may attend a key; with a cache, the keys are cached + new ones.
+        cache: {} before the first step; filled in place with k and v of every position seen."""
+        B, T, W = x_BTW.shape
+        q, k, v = self.qkv(x_BTW).view(B, T, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        # Capped at 100 as in VAR: a runaway temperature would make attention one-hot.
+        q = F.normalize(q, dim=-1) * self.log_temperature.clamp(max=math.log(100.0)).exp()
+        k = F.normalize(k, dim=-1)
+        if cache is not None:
+            if cache:
+                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_TM, scale=1.0)
+        return self.out(y.transpose(1, 2).reshape(B, T, W))
+
+
+class AdaLNBlock(nn.Module):
+    """Pre-norm transformer block whose norms' scale and shift and the residual gates come from the text vector."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(width, elementwise_affine=False)
+        self.attn = NormalizedAttention(width, heads)
+        self.mlp = MLP(width, mlp_ratio)
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+        # adaLN-Zero (DiT): zero gates make every block start as the identity.
+        nn.init.zeros_(self.modulation[1].weight)
+        nn.init.zeros_(self.modulation[1].bias)
+
+    def forward(self, x_BTW: torch.Tensor, cond_BW: torch.Tensor, mask_TM: torch.Tensor, cache: dict | None):
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond_BW)[:, None].chunk(6, dim=-1)
+        x_BTW = x_BTW + gate1 * self.attn(self.norm(x_BTW) * (1 + scale1) + shift1, mask_TM, cache)
+        return x_BTW + gate2 * self.mlp(self.norm(x_BTW) * (1 + scale2) + shift2)
+
+
+def top_k_filter(logits_BV: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep exactly the k largest logits of each row (ties broken by position); k <= 0 keeps all."""
+    if k <= 0 or k >= logits_BV.shape[-1]:
+        return logits_BV
+    keep = torch.zeros_like(logits_BV, dtype=torch.bool).scatter(-1, logits_BV.topk(k, dim=-1).indices, True)
+    return logits_BV.masked_fill(~keep, float("-inf"))
+
+
+def top_p_filter(logits_BV: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus: keep the smallest set of most likely tokens whose probability reaches p (never empty);
+    p <= 0 or p >= 1 keeps all."""
+    if p <= 0.0 or p >= 1.0:
+        return logits_BV
+    sorted_BV, order_BV = logits_BV.sort(dim=-1, descending=True)
+    probs_BV = sorted_BV.softmax(dim=-1)
+    # A token goes when the strictly more likely ones already reach p; the first one never does.
+    drop_sorted = probs_BV.cumsum(dim=-1) - probs_BV >= p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order_BV, drop_sorted)
+    return logits_BV.masked_fill(drop, float("-inf"))
+
+
+def sample_tokens(logits_BlV: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """idx_Bl drawn from softmax(logits / temperature) after top-k then top-p filtering (top_k=1: greedy)."""
+    if temperature <= 0:
+        raise VatError(f"temperature must be positive (use top_k=1 for greedy), got {temperature}")
+    logits = top_p_filter(top_k_filter(logits_BlV.float() / temperature, top_k), top_p)
+    idx = torch.multinomial(logits.softmax(dim=-1).flatten(0, -2), 1, generator=generator)
+    return idx.view(logits_BlV.shape[:-1])
+
+
+def guidance_weight(cfg: float, scale_index: int, num_scales: int, schedule: str) -> float:
+    """w for scale `scale_index` (0-based): constant -> cfg; linear -> cfg * s / (S - 1), i.e. 0 at the
+    first scale and cfg at the last (VAR). Guided logits are (1 + w) * cond - w * uncond."""
+    if schedule == "constant":
+        return cfg
+    if schedule == "linear":
+        return cfg * scale_index / max(num_scales - 1, 1)
+    raise VatError(f"cfg_schedule must be one of {CFG_SCHEDULES}, got {schedule!r}")
+
+
+class NextScaleGPT(nn.Module):
+    """Predicts all tokens of scale s in parallel from the conditions and the quantiser's Z_hat of scales < s."""
+
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        self.config = c = config
+        self.image_proj = nn.Linear(c.image_channels, c.width)
+        self.text_proj = nn.Linear(c.text_channels, c.width)
+        self.word_embed = nn.Linear(c.latent_channels, c.width)
+        # Stand-ins for a missing or dropped condition; the unconditional half of classifier-free guidance.
+        self.null_image = nn.Parameter(torch.randn(c.image_tokens, c.width) * 0.02)
+        self.null_text = nn.Parameter(torch.randn(c.width) * 0.02)
+        self.pos_image = nn.Parameter(torch.randn(c.image_tokens, c.width) * 0.02)
+        self.pos_scales = nn.Parameter(torch.randn(sum(c.tokens_per_scale), c.width) * 0.02)
+        self.level_embed = nn.Embedding(len(c.scale_sides), c.width)
+        nn.init.normal_(self.level_embed.weight, std=0.02)
+        self.blocks = nn.ModuleList(AdaLNBlock(c.width, c.heads, c.mlp_ratio) for _ in range(c.depth))
+        self.head_norm = nn.LayerNorm(c.width, elementwise_affine=False)
+        self.head_modulation = nn.Sequential(nn.SiLU(), nn.Linear(c.width, 2 * c.width))
+        nn.init.zeros_(self.head_modulation[1].weight)
+        nn.init.zeros_(self.head_modulation[1].bias)
+        self.head = nn.Linear(c.width, c.vocabulary)
+
+        scale_ids = torch.repeat_interleave(torch.arange(1, len(c.scale_sides) + 1), torch.tensor(c.tokens_per_scale))
+        self.register_buffer("levels_T", torch.cat([torch.zeros(c.image_tokens, dtype=torch.long), scale_ids]),
+                             persistent=False)
+        # Sequence position where each scale ends (scale s occupies ends[s-1]:ends[s]).
+        self.ends = [c.image_tokens + sum(c.tokens_per_scale[:s]) for s in range(len(c.scale_sides) + 1)]
+
+    def attention_mask(self) -> torch.Tensor:
+        """[T, T] bool, True where token i may attend token j: level[j] <= level[i]."""
+        levels = self.levels_T
+        return levels[None, :] <= levels[:, None]
+
+    # --- embeddings --------------------------------------------------------------------------
+    def condition(self, image_tokens_BNC: torch.Tensor | None, text_BC: torch.Tensor | None, batch: int,
+                  drop_B: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image prefix [B, N, W] (with its position embedding) and text vector [B, W];
+        null embeddings where a condition is None or drop_B is True."""
+        c = self.config
+        if image_tokens_BNC is None:
+            image_BNW = self.null_image.expand(batch, -1, -1)
+        elif image_tokens_BNC.shape != (batch, c.image_tokens, c.image_channels):
+            raise VatError(f"expected image tokens [{batch}, {c.image_tokens}, {c.image_channels}], "
+                           f"got {list(image_tokens_BNC.shape)}")
+        else:
+            image_BNW = self.image_proj(image_tokens_BNC)
+        if text_BC is None:
+            text_BW = self.null_text.expand(batch, -1)
+        elif text_BC.shape != (batch, c.text_channels):
+            raise VatError(f"expected a text embedding [{batch}, {c.text_channels}], got {list(text_BC.shape)}")
+        else:
+            text_BW = self.text_proj(text_BC)
+        if drop_B is not None:
+            image_BNW = torch.where(drop_B[:, None, None], self.null_image, image_BNW)
+            text_BW = torch.where(drop_B[:, None], self.null_text, text_BW)
+        return image_BNW + self.pos_image, text_BW
+
+    def scale_tokens(self, first_scale: int, x_BlC: torch.Tensor | None, text_BW: torch.Tensor) -> torch.Tensor:
+        """Embeddings of consecutive scales from `first_scale` (0-based): scale 0 is the start token
+        (the text vector); later scales are word embeddings of the quantiser's inputs x_BlC."""
+        parts = [text_BW[:, None]] if first_scale == 0 else []
+        if x_BlC is not None:
+            parts.append(self.word_embed(x_BlC))
+        x_BlW = torch.cat(parts, dim=1)
+        lo = self.ends[first_scale] - self.config.image_tokens
+        levels = self.levels_T[self.ends[first_scale]:self.ends[first_scale] + x_BlW.shape[1]]
+        return x_BlW + self.pos_scales[lo:lo + x_BlW.shape[1]] + self.level_embed(levels - 1)
+
+    def _transformer(self, x_BTW, text_BW, mask_TM, caches: list[dict] | None) -> torch.Tensor:
+        for i, block in enumerate(self.blocks):
+            x_BTW = block(x_BTW, text_BW, mask_TM, None if caches is None else caches[i])
+        return x_BTW
+
+    def _logits(self, h_BlW: torch.Tensor, text_BW: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.head_modulation(text_BW)[:, None].chunk(2, dim=-1)
+        return self.head(self.head_norm(h_BlW) * (1 + scale) + shift)
+
+    # --- training --------------------------------------------------------------------------
+    def forward(self, image_tokens_BNC: torch.Tensor | None, text_BC: torch.Tensor | None,
+                x_teacher_BLC: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits [B, L, V] for all scales; x_teacher_BLC is [B, L - 1, Cq] from
+        quantizer.teacher_forcing_input. In training each sample loses both conditions with p = condition_dropout."""
+        B = x_teacher_BLC.shape[0]
+        if x_teacher_BLC.shape[1:] != (sum(self.config.tokens_per_scale) - 1, self.config.latent_channels):
+            raise VatError(f"expected teacher-forcing input [B, {sum(self.config.tokens_per_scale) - 1}, "
+                           f"{self.config.latent_channels}], got {list(x_teacher_BLC.shape)}")
+        drop_B = None
+        if self.training and self.config.condition_dropout > 0:
+            drop_B = torch.rand(B, device=x_teacher_BLC.device) < self.config.condition_dropout
+        image_BNW, text_BW = self.condition(image_tokens_BNC, text_BC, B, drop_B)
+        x_BTW = torch.cat([image_BNW, self.scale_tokens(0, x_teacher_BLC, text_BW)], dim=1)
+        h_BTW = self._transformer(x_BTW, text_BW, self.attention_mask(), None)
+        return self._logits(h_BTW[:, self.config.image_tokens:], text_BW)
+
+    # --- sampling --------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, quantizer: MultiScaleQuantizer, image_tokens: torch.Tensor | None = None,
+                 text: torch.Tensor | None = None, batch_size: int = 1, cfg: float = 1.5,
+                 cfg_schedule: str = "linear", temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0,
+                 seed: int | torch.Generator | None = None, use_cache: bool = True) -> list[torch.Tensor]:
+        """Token indices per scale (idx_Bl), coarse to fine. With cfg != 0 and a condition, the conditional
+        and unconditional (null) passes run as one doubled batch; see guidance_weight for the formula.
+        use_cache=True feeds only each new scale's tokens; False re-runs the whole prefix every step.
+        batch_size only counts when no condition is given; seed: an int or a torch.Generator for
+        reproducible tokens, None for torch's global generator."""
+        c = self.config
+        if (quantizer.scale_sides, quantizer.codebook_size, quantizer.channels) != \
+                (c.scale_sides, c.vocabulary, c.latent_channels):
+            raise VatError("the quantiser's scales, codebook size or channels do not match the generator's config")
+        if cfg_schedule not in CFG_SCHEDULES:
+            raise VatError(f"cfg_schedule must be one of {CFG_SCHEDULES}, got {cfg_schedule!r}")
+        device = self.pos_scales.device
+        batch_size = next((given.shape[0] for given in (image_tokens, text) if given is not None), batch_size)
+        generator = seed if isinstance(seed, torch.Generator) or seed is None else \
+            torch.Generator(device=device).manual_seed(seed)
+
+        guided = cfg != 0 and (image_tokens is not None or text is not None)
+        image_BNW, text_BW = self.condition(image_tokens, text, batch_size)
+        if guided:
+            null_image_BNW, null_text_BW = self.condition(None, None, batch_size)
+            image_BNW, text_BW = torch.cat([image_BNW, null_image_BNW]), torch.cat([text_BW, null_text_BW])
+        mask_TT = self.attention_mask()
+        caches = [{} for _ in self.blocks] if use_cache else None
+        new_BTW = torch.cat([image_BNW, self.scale_tokens(0, None, text_BW)], dim=1)
+        seen_BTW, f_hat, indices = None, None, []
+        for si in range(len(c.scale_sides)):
+            begin, end = self.ends[si], self.ends[si + 1]
+            if use_cache:
+                start = end - new_BTW.shape[1]
+                h_BTW = self._transformer(new_BTW, text_BW, mask_TT[start:end, :end], caches)
+            else:
+                seen_BTW = new_BTW if seen_BTW is None else torch.cat([seen_BTW, new_BTW], dim=1)
+                h_BTW = self._transformer(seen_BTW, text_BW, mask_TT[:end, :end], None)
+            logits_BlV = self._logits(h_BTW[:, -(end - begin):], text_BW).float()
+            if guided:
+                cond_BlV, uncond_BlV = logits_BlV.chunk(2)
+                w = guidance_weight(cfg, si, len(c.scale_sides), cfg_schedule)
+                logits_BlV = (1 + w) * cond_BlV - w * uncond_BlV
+            idx_Bl = sample_tokens(logits_BlV, temperature, top_k, top_p, generator)
+            indices.append(idx_Bl)
+            f_hat, x_next_BlC = quantizer.next_scale_input(si, f_hat, idx_Bl)
+            if x_next_BlC is not None:
+                new_BTW = self.scale_tokens(si + 1, x_next_BlC.repeat(2 if guided else 1, 1, 1), text_BW)
+        return indices
+
+    # --- checkpoints -----------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float16) -> None:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "generator_config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        state = {k: v.detach().to(dtype).contiguous() if v.is_floating_point() else v for k, v in self.state_dict().items()}
+        save_file(state, directory / "generator.safetensors")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "NextScaleGPT":
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        config_path, weights_path = directory / "generator_config.json", directory / "generator.safetensors"
+        if not config_path.is_file() or not weights_path.is_file():
+            raise VatError(f"{directory} has no generator (expected generator_config.json and generator.safetensors)")
+        try:
+            config = GeneratorConfig.from_dict(json.loads(config_path.read_text()))
+        except (TypeError, ValueError) as exc:
+            raise VatError(f"{config_path} is not a valid generator config: {exc}") from exc
+        model = cls(config)
+        try:
+            state = load_file(weights_path)
+            model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        except Exception as exc:
+            raise VatError(f"{weights_path} does not match {config_path}: {exc}") from exc
+        return model.eval()
