@@ -15,6 +15,7 @@ Options come from the TrainConfig defaults, then --config JSON, then the command
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import logging
@@ -514,6 +515,10 @@ def main(argv: list[str] | None = None) -> dict:
         writer.close()
     if dist.is_initialized():
         dist.barrier()
+        # The DDP wrapper's reducer holds the process group: free it first, or gloo's threads can
+        # abort the process at exit ("terminate called without an active exception").
+        del trained, batches, loader
+        gc.collect()
         dist.destroy_process_group()
     return {"start_step": start_step, "step": max(start_step, config.steps), "val": val_result,
             "replica_digests": digests}

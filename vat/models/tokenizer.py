@@ -118,7 +118,10 @@ class TriplaneField(nn.Module):
     def __init__(self, c: TokenizerConfig):
         super().__init__()
         self.t, self.width = c.triplane_tokens, c.width
-        self.tokens = nn.Parameter(torch.randn(3 * c.triplane_tokens**2, c.width) * 0.02)
+        # Unit-scale init: at 0.02 the first blocks' outputs swamp these learned plane cells, all
+        # cells start alike and the decoder spends hundreds of steps breaking that symmetry
+        # (4 procedural shapes, 300 steps: fresh-query IoU 0.40-0.48 at 0.02, 0.66-0.83 at 1.0).
+        self.tokens = nn.Parameter(torch.randn(3 * c.triplane_tokens**2, c.width))
         self.read = CrossAttentionBlock(c.width, c.heads)
         self.blocks = nn.ModuleList(SelfAttentionBlock(c.width, c.heads) for _ in range(c.decoder_layers))
         self.norm = nn.LayerNorm(c.width)
