@@ -10,7 +10,6 @@ L tokens of all scales, T = N + L sequence positions, V vocabulary.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vat.errors import VatError
+from vat.models.checkpoint import load_weights, save_weights
 from vat.models.layers import MLP
 from vat.models.quantizer import SCALE_SIDES, MultiScaleQuantizer
 
@@ -313,30 +313,8 @@ class NextScaleGPT(nn.Module):
 
     # --- checkpoints -----------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float16) -> None:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "generator_config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-        state = {k: v.detach().to(dtype).contiguous() if v.is_floating_point() else v for k, v in self.state_dict().items()}
-        save_file(state, directory / "generator.safetensors")
+        save_weights(self, self.config.to_dict(), directory, "generator", dtype)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "NextScaleGPT":
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        config_path, weights_path = directory / "generator_config.json", directory / "generator.safetensors"
-        if not config_path.is_file() or not weights_path.is_file():
-            raise VatError(f"{directory} has no generator (expected generator_config.json and generator.safetensors)")
-        try:
-            config = GeneratorConfig.from_dict(json.loads(config_path.read_text()))
-        except (TypeError, ValueError) as exc:
-            raise VatError(f"{config_path} is not a valid generator config: {exc}") from exc
-        model = cls(config)
-        try:
-            state = load_file(weights_path)
-            model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-        except Exception as exc:
-            raise VatError(f"{weights_path} does not match {config_path}: {exc}") from exc
-        return model.eval()
+        return load_weights(directory, "generator", lambda d: cls(GeneratorConfig.from_dict(d)))

@@ -8,14 +8,14 @@ import dataclasses
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vat.errors import VatError
+from vat.models.checkpoint import load_weights, save_weights
 from vat.models.layers import CrossAttentionBlock, FourierEmbed, SelfAttentionBlock
 from vat.models.quantizer import MultiScaleQuantizer, default_scale_sides
 
@@ -264,30 +264,8 @@ class VAT(nn.Module):
         return digest.digest()[:4]
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype = torch.float16) -> None:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "tokenizer_config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-        state = {k: v.detach().to(dtype).contiguous() if v.is_floating_point() else v for k, v in self.state_dict().items()}
-        save_file(state, directory / "tokenizer.safetensors")
+        save_weights(self, self.config.to_dict(), directory, "tokenizer", dtype)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "VAT":
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        config_path, weights_path = directory / "tokenizer_config.json", directory / "tokenizer.safetensors"
-        if not config_path.is_file() or not weights_path.is_file():
-            raise VatError(f"{directory} has no tokenizer (expected tokenizer_config.json and tokenizer.safetensors)")
-        try:
-            config = TokenizerConfig(**json.loads(config_path.read_text()))
-        except (TypeError, ValueError) as exc:
-            raise VatError(f"{config_path} is not a valid tokenizer config: {exc}") from exc
-        model = cls(config)
-        try:
-            state = load_file(weights_path)
-            model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-        except Exception as exc:
-            raise VatError(f"{weights_path} does not match {config_path}: {exc}") from exc
-        return model.eval()
+        return load_weights(directory, "tokenizer", lambda d: cls(TokenizerConfig(**d)))
