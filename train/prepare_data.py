@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from vat import data
 from vat.data import SampleConfig
+from vat.errors import VatError
 
 log = logging.getLogger("prepare_data")
 
@@ -115,7 +116,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     _check_same_config(out / f"manifest-{tag}.json", config)
 
-    items = gather_items(args)
+    try:
+        items = gather_items(args)
+    except (OSError, VatError) as exc:  # a missing folder or catalogue: say so, no traceback
+        raise SystemExit(f"prepare_data: {exc}") from exc
     chunks = [items[k : k + args.chunk_size] for k in range(0, len(items), args.chunk_size)]
     names = [f"{tag}-c{c:06d}" for c in range(len(chunks))]
     todo = [c for c, chunk in enumerate(chunks)

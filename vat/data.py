@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 import trimesh
 
-from vat.geometry.io import LOAD_FORMATS, load_mesh, normalize_mesh
+from vat.geometry.io import find_mesh_files, load_mesh, normalize_mesh
 from vat.geometry.sampling import occupancy_queries, sample_surface
 
 log = logging.getLogger(__name__)
@@ -66,14 +66,7 @@ class MeshItem:
 def folder_items(root: str | os.PathLike) -> list[MeshItem]:
     """Every file under `root` (recursively) with a suffix vat loads; ids are relative paths."""
     root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a folder of meshes")
-    suffixes = {"." + f for f in LOAD_FORMATS}
-    return [
-        MeshItem(id=p.relative_to(root).as_posix(), source="folder", path=str(p))
-        for p in sorted(root.rglob("*"))
-        if p.suffix.lower() in suffixes and p.is_file()
-    ]
+    return [MeshItem(id=p.relative_to(root).as_posix(), source="folder", path=str(p)) for p in find_mesh_files(root)]
 
 
 def procedural_items(count: int) -> list[MeshItem]:

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from vat.baselines import draco_at_budget, voxel_at_budget
 from vat.errors import VatError
-from vat.geometry.io import LOAD_FORMATS, load_mesh, normalize_mesh
+from vat.geometry.io import LOAD_FORMATS, find_mesh_files, load_mesh, normalize_mesh
 from vat.metrics import accuracy, chamfer_fscore, cs_iou, iou, near_queries, protocol_queries
 from vat.pipeline import MeshCodec
 
@@ -22,10 +22,7 @@ log = logging.getLogger(__name__)
 
 def mesh_files(directory: str | os.PathLike, limit: int | None = None) -> list[Path]:
     """Mesh files under `directory` (recursive, sorted), at most `limit`."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise VatError(f"{directory} is not a folder of meshes")
-    files = sorted(p for p in directory.rglob("*") if p.suffix.lower().lstrip(".") in LOAD_FORMATS and p.is_file())
+    files = find_mesh_files(directory)
     if not files:
         raise VatError(f"{directory} holds no mesh files ({', '.join(LOAD_FORMATS)})")
     return files[:limit] if limit else files

@@ -30,6 +30,14 @@ def _file_type(name: str) -> str:
     return ext
 
 
+def find_mesh_files(directory: str | os.PathLike) -> list[Path]:
+    """Files under `directory` (recursively, sorted) with a suffix load_mesh reads."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise MeshError(f"{directory} is not a folder of meshes")
+    return sorted(p for p in directory.rglob("*") if p.suffix.lower().lstrip(".") in LOAD_FORMATS and p.is_file())
+
+
 def load_mesh(
     source: str | os.PathLike | bytes,
     file_type: str | None = None,
