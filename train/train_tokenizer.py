@@ -68,6 +68,7 @@ class TrainConfig:
     occupancy_weight: float = 1.0
     codebook_weight: float = 0.2
     kl_weight: float = 1e-4
+    kl_warmup_steps: int = 2_000  # the KL weight ramps up linearly from 0 over these steps (against posterior collapse)
     restart_every: int = 200  # phase 2: move dead codes onto encoder latents every N steps (0: never)
     restart_threshold: float = 0.03  # a code is dead below this share of the average usage
     val_every: int = 2_000
@@ -125,6 +126,7 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
         ("weight_decay", float, "AdamW weight decay"), ("grad_clip", float, "max gradient norm"),
         ("ema_decay", float, "EMA decay of the weights"), ("occupancy_weight", float, "BCE weight"),
         ("codebook_weight", float, "codebook MSE weight"), ("kl_weight", float, "KL weight"),
+        ("kl_warmup_steps", int, "steps over which the KL weight ramps up from 0"),
         ("restart_every", int, "dead-code restart interval in phase 2 (0: never)"),
         ("restart_threshold", float, "usage below which a code is dead"),
     ):
@@ -304,6 +306,13 @@ def lr_factor(step: int, config: TrainConfig) -> float:
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def kl_factor(step: int, config: TrainConfig) -> float:
+    """KL annealing: with the full weight from the start, the KL term's small but steady pull
+    (normalised by Adam into full-size steps) raises sigma before the decoder depends on the
+    latents, and they end as noise the decoder ignores."""
+    return min(1.0, (step + 1) / config.kl_warmup_steps) if config.kl_warmup_steps > 0 else 1.0
+
+
 def wrap(model: VAT, quantize: bool, device: torch.device) -> nn.Module:
     """The module to train. DDP only syncs parameters that get gradients, so the quantiser is
     frozen in phase 1 (where it is unused) and the wrapper is rebuilt when phase 2 starts.
@@ -479,7 +488,7 @@ def main(argv: list[str] | None = None) -> dict:
                 result = trained(batch["points"], batch["normals"], batch["queries"], quantize=quantize)
             occupancy = F.binary_cross_entropy_with_logits(result["logits"].float(), batch["occupancy"])
             loss = (config.occupancy_weight * occupancy + config.codebook_weight * result["codebook"]
-                    + config.kl_weight * result["kl"])
+                    + kl_factor(step, config) * config.kl_weight * result["kl"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -495,6 +504,7 @@ def main(argv: list[str] | None = None) -> dict:
                            "train/grad_norm": grad_norm.item(), "train/lr": scheduler.get_last_lr()[0],
                            "codebook/live_codes": int((model.quantizer.usage >= config.restart_threshold).sum()),
                            "codebook/restarted": restarted}
+                scalars.update({f"latent/{k}": result[k].item() for k in ("mu_spread", "sigma") if k in result})
                 for key, value in scalars.items():
                     writer.add_scalar(key, value, done)
                 bar.set_postfix(loss=f"{scalars['loss/total']:.4f}", phase=2 if quantize else 1)
