@@ -20,7 +20,6 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints"
 PLANNED = {
     "generate": "the next-scale generator",
     "eval-gen": "the next-scale generator",
-    "render": "the renderer",
 }
 
 
@@ -106,6 +105,16 @@ def _cmd_eval_recon(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_render(args: argparse.Namespace) -> int:
+    from vat.geometry.render import load_for_render, render_views, save_views
+
+    views = render_views(load_for_render(args.mesh), views=args.views, size=args.size, seed=args.seed)
+    save_views(views, args.output)
+    print(f"{args.mesh}: {len(views)} views of {args.size}x{args.size} px (fov {views[0].fov} deg, distance "
+          f"{views[0].distance:.3f}) -> {args.output}/ (RGBA PNGs + cameras.json)")
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     import platform
 
@@ -188,9 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p = add("eval-gen", "render, generate, ICP-align, score", _cmd_planned, True)
     p.add_argument("--meshes", required=True)
-    p = add("render", "render a mesh from the paper's 24-view orbit", _cmd_planned)
-    p.add_argument("mesh")
-    p.add_argument("-o", "--output", required=True)
+    p = add("render", "render a mesh from the paper's 24-view orbit: RGBA PNGs + cameras.json", _cmd_render)
+    p.add_argument("mesh", help="mesh file (.obj .ply .stl .glb .gltf .off); textures and colours are kept")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="writes DIR/000.png ... and DIR/cameras.json")
+    p.add_argument("--views", type=int, default=24, help="views on the orbit (protocol: 24)")
+    p.add_argument("--size", type=int, default=512, help="image width and height in pixels (protocol: 512)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the azimuth start and the elevations")
     return parser
 
 

@@ -1,0 +1,644 @@
+"""Headless rendering of meshes on the paper's camera protocol (section 6.1, after SV3D): a 24-view
+orbit with a 33.8 degree field of view, elevations in [-5, 30] degrees, the camera as close as it can
+be without cutting the object off in any view, RGBA images composited on white. The conditioning
+images of the generator and `vat eval-gen` come from here, so it must run on a CPU without a display:
+OpenGL through moderngl, headless via EGL on Linux (Mesa's llvmpipe where there is no GPU).
+
+World convention: the mesh is normalised as everywhere in vat (bounding box centred at the origin,
+longest side 1) and +Y is up (glTF, OBJ and Blender's Y-up exports). Azimuth 0 looks at the object
+from +Z (its glTF front), azimuth grows counter-clockwise seen from above, elevation lifts the camera
+above the XZ plane. `camera_to_world` is in the OpenGL/Blender camera convention (the camera looks
+along its -Z axis, +Y up, +X right); `intrinsics` maps OpenCV camera coordinates (x right, y down,
+z forward, i.e. (X, -Y, -Z) of the OpenGL camera frame) to pixels, with u to the right, v downward
+and the image spanning [0, size] (pixel centres at half-integers).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse
+import scipy.sparse.csgraph
+import trimesh
+
+from vat.errors import MeshError, VatError
+from vat.geometry.io import MAX_FACES, MAX_FILE_BYTES, _file_type, normalization_transform
+
+FOV_DEGREES = 33.8
+ELEVATION_RANGE = (-5.0, 30.0)
+# Fraction of the half-image kept free around the object in its tightest view, so antialiased
+# edges never touch the border.
+MARGIN = 0.05
+NEUTRAL_GREY = (0.7, 0.7, 0.7, 1.0)
+# Edges bent more than this stay sharp in the shading (as Blender's auto smooth does).
+CREASE_DEGREES = 40.0
+# Renders are at most a few hundred pixels wide, so larger textures only cost upload time and memory.
+MAX_TEXTURE_SIZE = 2048
+# Multisample antialiasing: MSAA_SAMPLES per pixel (capped at what the driver offers), on an image
+# SUPERSAMPLE times larger that is box-filtered down, so thin parts and edges do not alias.
+MSAA_SAMPLES = 4
+SUPERSAMPLE = 2
+# Largest image (before supersampling) every GL driver can hold in one framebuffer.
+MAX_SIZE = 4096
+# The protocol's orbit the camera distance is fitted over: every render of a mesh, whatever its
+# view, uses the same distance, so scale is consistent across views (as the paper asks).
+_FIT_AZIMUTHS = np.arange(0.0, 360.0, 10.0)
+_FIT_ELEVATIONS = np.arange(ELEVATION_RANGE[0], ELEVATION_RANGE[1] + 1e-9, 5.0)
+
+INSTALL_HINT = (
+    "install OpenGL for headless rendering: on Debian/Ubuntu `apt-get install -y libegl1 libegl-mesa0 "
+    "libgl1-mesa-dri`, and `pip install moderngl` (see requirements.txt)"
+)
+
+
+@dataclass
+class RenderedView:
+    """One rendered image and the camera that made it (angles in degrees, OpenGL camera_to_world)."""
+
+    rgba: np.ndarray  # uint8 [size, size, 4]: straight (not premultiplied) colour, alpha = coverage
+    azimuth: float
+    elevation: float
+    distance: float  # camera to origin, in units of the normalised mesh (longest side 1)
+    fov: float  # vertical and horizontal field of view (square image)
+    camera_to_world: np.ndarray  # float64 [4, 4]
+    intrinsics: np.ndarray  # float64 [3, 3], pixels
+
+    def camera(self) -> dict:
+        """The camera as JSON-ready numbers (what cameras.json holds per view)."""
+        return {
+            "azimuth": self.azimuth,
+            "elevation": self.elevation,
+            "distance": self.distance,
+            "fov": self.fov,
+            "camera_to_world": self.camera_to_world.tolist(),
+            "intrinsics": self.intrinsics.tolist(),
+        }
+
+
+def composite_on_white(rgba: np.ndarray) -> np.ndarray:
+    """uint8 RGB of straight-alpha RGBA [..., 4] laid over a white background (the paper's)."""
+    rgba = np.asarray(rgba)
+    if rgba.shape[-1] != 4:
+        raise VatError(f"expected an RGBA image with 4 channels last, got shape {rgba.shape}")
+    rgb, alpha = rgba[..., :3].astype(np.float32), rgba[..., 3:].astype(np.float32) / 255.0
+    return np.clip(np.rint(rgb * alpha + 255.0 * (1.0 - alpha)), 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading with materials
+
+
+def load_for_render(
+    source: str | os.PathLike | bytes,
+    file_type: str | None = None,
+    *,
+    max_bytes: int = MAX_FILE_BYTES,
+    max_faces: int = MAX_FACES,
+) -> trimesh.Scene:
+    """Read a mesh file (a path, or bytes with `file_type`) as a scene that keeps its materials,
+    textures and colours, with the same limits and MeshError messages as load_mesh (which
+    flattens everything to geometry). OBJ textures are found next to the file."""
+    if isinstance(source, (bytes, bytearray)):
+        if file_type is None:
+            raise MeshError("file_type is required when a mesh is given as bytes")
+        ext = _file_type("x." + file_type)
+        name, size = f"<{ext} bytes>", len(source)
+        opener = dict(file_obj=io.BytesIO(bytes(source)), file_type=ext)
+    else:
+        path = Path(source)
+        name = path.name
+        ext = _file_type(file_type and "x." + file_type or path.name)
+        if not path.is_file():
+            raise MeshError(f"{path} does not exist or is not a file")
+        size = path.stat().st_size
+        if size == 0:
+            raise MeshError(f"{name} is empty (0 bytes)")
+        opener = dict(file_obj=str(path), file_type=ext)
+    if size > max_bytes:
+        raise MeshError(f"{name} is {size / 2**20:.0f} MiB; the limit is {max_bytes / 2**20:.0f} MiB")
+    try:
+        scene = trimesh.load_scene(**opener)
+        meshes = [g for g in scene.dump(concatenate=False) if isinstance(g, trimesh.Trimesh)]
+    except MeshError:
+        raise
+    except Exception as exc:  # trimesh raises many types for corrupt files
+        raise MeshError(f"could not read {name} as a .{ext} mesh: {exc}") from exc
+    total_faces = sum(len(m.faces) for m in meshes)
+    if total_faces == 0:
+        raise MeshError(f"{name} contains no triangle faces")
+    if total_faces > max_faces:
+        raise MeshError(f"{name} has {total_faces:,} faces; the limit is {max_faces:,}")
+    return scene
+
+
+# ----------------------------------------------------------------------------------------------
+# Mesh -> arrays the GPU draws
+
+
+@dataclass
+class _Part:
+    """One drawable piece of a mesh (one material), in normalised coordinates."""
+
+    positions_V3: np.ndarray  # float64 as read, float32 once normalised
+    normals_V3: np.ndarray  # float32, smooth but sharp at creases (zero where undefined)
+    faces_F3: np.ndarray  # uint32
+    colors_V4: np.ndarray | None  # uint8 vertex colours
+    uv_V2: np.ndarray | None  # float32, v up (OBJ/trimesh convention)
+    image: object | None  # PIL image of the base colour
+    base_color: tuple  # RGBA in [0, 1], multiplies colours and texture
+
+
+def _color01(value, default=NEUTRAL_GREY) -> tuple:
+    if value is None:
+        return default
+    rgba = trimesh.visual.color.to_rgba(np.asarray(value).reshape(1, -1))[0]
+    return tuple(float(c) / 255.0 for c in rgba)
+
+
+def _shading_normals(vertices_V3: np.ndarray, faces_F3: np.ndarray, crease_degrees: float = CREASE_DEGREES):
+    """Smooth normals that stay sharp at creases: (corner_group_3F, normals_G3).
+
+    The corners of faces that meet at a vertex over an edge bent less than `crease_degrees` share
+    one group and one normal (area-weighted sum of their faces' normals); a box gets flat faces, a
+    sphere smooth ones. Adjacency is found on welded positions, so UV seams (split vertices) do not
+    show. Faces wound against their neighbour are not joined: their normals would cancel."""
+    num_faces = len(faces_F3)
+    corners = vertices_V3[faces_F3]
+    face_normals_F3 = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    length = np.linalg.norm(face_normals_F3, axis=1, keepdims=True)
+    unit_F3 = np.divide(face_normals_F3, length, out=np.zeros_like(face_normals_F3), where=length > 0)
+    # Exact duplicates by their bytes (+ 0.0 turns -0.0 into 0.0): much faster than unique(axis=0).
+    keys = np.ascontiguousarray(vertices_V3 + 0.0).view(np.dtype((np.void, 3 * vertices_V3.itemsize))).ravel()
+    _, weld = np.unique(keys, return_inverse=True)
+    welded_F3 = weld.reshape(-1)[faces_F3]
+    edges_E2 = np.sort(welded_F3[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+    edge_face_E = np.repeat(np.arange(num_faces), 3)
+    order = np.lexsort((edges_E2[:, 1], edges_E2[:, 0]))
+    edges_E2, edge_face_E = edges_E2[order], edge_face_E[order]
+    # Faces sharing an edge sit next to each other once edges are sorted (a chain where non-manifold).
+    pair = np.nonzero((edges_E2[1:] == edges_E2[:-1]).all(axis=1))[0]
+    face_a, face_b, shared_P2 = edge_face_E[pair], edge_face_E[pair + 1], edges_E2[pair]
+    smooth = (unit_F3[face_a] * unit_F3[face_b]).sum(axis=1) > math.cos(math.radians(crease_degrees))
+    face_a, face_b, shared_P2 = face_a[smooth], face_b[smooth], shared_P2[smooth]
+    rows, cols = [], []
+    for end in (0, 1):  # join the two faces' corners at both ends of the shared edge
+        vertex = shared_P2[:, end, None]
+        rows.append(3 * face_a + (welded_F3[face_a] == vertex).argmax(axis=1))
+        cols.append(3 * face_b + (welded_F3[face_b] == vertex).argmax(axis=1))
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    graph = scipy.sparse.coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(3 * num_faces,) * 2)
+    _, group_3F = scipy.sparse.csgraph.connected_components(graph, directed=False)
+    corner_face = np.repeat(np.arange(num_faces), 3)
+    normals_G3 = np.stack([np.bincount(group_3F, face_normals_F3[corner_face, k]) for k in range(3)], axis=1)
+    length = np.linalg.norm(normals_G3, axis=1, keepdims=True)
+    return group_3F, np.divide(normals_G3, length, out=np.zeros_like(normals_G3), where=length > 0)
+
+
+def _material_of(visual) -> tuple[object | None, tuple]:
+    """(base-colour image, base-colour factor) of a TextureVisuals' material.
+
+    glTF (PBRMaterial): the factor multiplies the texture, as the spec says. OBJ/MTL
+    (SimpleMaterial): map_Kd replaces Kd, as Blender's importer does."""
+    material = getattr(visual, "material", None)
+    if material is None:
+        return None, NEUTRAL_GREY
+    if isinstance(material, trimesh.visual.material.PBRMaterial):
+        return material.baseColorTexture, _color01(material.baseColorFactor, (1.0, 1.0, 1.0, 1.0))
+    image = getattr(material, "image", None)
+    if image is not None:
+        return image, (1.0, 1.0, 1.0, 1.0)
+    return None, _color01(getattr(material, "diffuse", None))
+
+
+def _part_of(mesh: trimesh.Trimesh) -> _Part | None:
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    faces = np.asarray(mesh.faces, dtype=np.int64).reshape(-1, 3)
+    if len(faces) == 0 or len(vertices) == 0:
+        return None
+    keep = np.isfinite(vertices).all(axis=1)[faces].all(axis=1)
+    faces = faces[keep]
+    if len(faces) == 0:
+        return None
+    vertices = np.nan_to_num(vertices)
+    group_3F, normals_G3 = _shading_normals(vertices, faces)
+
+    vertex_colors = face_colors = uv = image = None
+    base_color = NEUTRAL_GREY
+    visual = mesh.visual
+    kind = getattr(visual, "kind", None)
+    if kind == "vertex":
+        vertex_colors, base_color = np.asarray(visual.vertex_colors, dtype=np.uint8), (1.0, 1.0, 1.0, 1.0)
+    elif kind == "face":
+        face_colors, base_color = np.asarray(visual.face_colors, dtype=np.uint8)[keep], (1.0, 1.0, 1.0, 1.0)
+    elif kind == "texture":
+        image, base_color = _material_of(visual)
+        uv_visual = getattr(visual, "uv", None)
+        if image is not None and uv_visual is not None and len(uv_visual) == len(vertices):
+            uv = np.nan_to_num(np.asarray(uv_visual, dtype=np.float32).reshape(-1, 2))
+        else:
+            image = None
+
+    # One GPU vertex per (normal group, source of the other attributes): the file's vertex, or the
+    # face where colours are per face.
+    corner_vertex = faces.reshape(-1)
+    source, num_sources = (np.arange(3 * len(faces)) // 3, len(faces)) if face_colors is not None \
+        else (corner_vertex, len(vertices))
+    _, first, inverse = np.unique(group_3F.astype(np.int64) * num_sources + source,
+                                  return_index=True, return_inverse=True)
+    return _Part(
+        positions_V3=vertices[corner_vertex[first]],
+        normals_V3=normals_G3[group_3F[first]].astype(np.float32),
+        faces_F3=inverse.reshape(-1, 3).astype(np.uint32),
+        colors_V4=vertex_colors[corner_vertex[first]] if vertex_colors is not None
+        else face_colors[first // 3] if face_colors is not None else None,
+        uv_V2=uv[corner_vertex[first]] if uv is not None else None,
+        image=image,
+        base_color=base_color,
+    )
+
+
+def _parts_of(mesh) -> list[_Part]:
+    """Drawable parts of a Trimesh or Scene (node transforms applied), moved into the protocol's
+    unit cube: the bounding box of all parts centred at the origin, its longest side 1."""
+    if isinstance(mesh, trimesh.Scene):
+        try:
+            geometry = [g for g in mesh.dump(concatenate=False) if isinstance(g, trimesh.Trimesh)]
+        except Exception as exc:  # a scene graph trimesh cannot flatten
+            raise MeshError(f"could not flatten the scene to render it: {exc}") from exc
+    elif isinstance(mesh, trimesh.Trimesh):
+        geometry = [mesh]
+    else:
+        raise MeshError(f"cannot render a {type(mesh).__name__}: expected a trimesh.Trimesh or trimesh.Scene")
+    parts = [p for p in (_part_of(g) for g in geometry) if p is not None]
+    if not parts:
+        raise MeshError("nothing to render: the mesh has no triangle faces with finite vertices")
+    transform = normalization_transform(trimesh.PointCloud(np.concatenate([p.positions_V3 for p in parts])))
+    scale, offset = transform[0, 0], transform[:3, 3]
+    for p in parts:
+        p.positions_V3 = (p.positions_V3 * scale + offset).astype(np.float32)
+    return parts
+
+
+# ----------------------------------------------------------------------------------------------
+# Cameras
+
+
+def orbit_angles(views: int = 24, seed: int = 0, elevations=None) -> tuple[np.ndarray, np.ndarray]:
+    """(azimuths, elevations) in degrees of the protocol's orbit: `views` azimuths evenly spaced
+    over 360 degrees from a seed-dependent start, and elevations drawn uniformly in [-5, 30] with
+    the same seed unless given (one number for all views, or one per view)."""
+    if int(views) != views or views < 1:
+        raise VatError(f"views must be a positive whole number, got {views}")
+    views = int(views)
+    rng = np.random.default_rng(seed)
+    azimuths = (rng.uniform(0.0, 360.0) + np.arange(views) * 360.0 / views) % 360.0
+    if elevations is None:
+        return azimuths, rng.uniform(*ELEVATION_RANGE, size=views)
+    elevation_V = np.asarray(elevations, dtype=np.float64).ravel()
+    if len(elevation_V) == 1:
+        elevation_V = np.repeat(elevation_V, views)
+    if len(elevation_V) != views:
+        raise VatError(f"elevations must be one number or {views} numbers (one per view), got {len(elevation_V)}")
+    return azimuths, elevation_V
+
+
+def _camera_axes(azimuth_deg, elevation_deg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit vectors (right, up, back) [N, 3] of cameras looking at the origin; back points from
+    the origin to the camera."""
+    a, e = np.radians(np.asarray(azimuth_deg, float)), np.radians(np.asarray(elevation_deg, float))
+    back = np.stack([np.cos(e) * np.sin(a), np.sin(e), np.cos(e) * np.cos(a)], axis=-1).reshape(-1, 3)
+    right = np.stack([np.cos(a), np.zeros_like(a), -np.sin(a)], axis=-1).reshape(-1, 3)
+    return right, np.cross(back, right), back
+
+
+def _fit_distance(points_N3: np.ndarray, azimuths, elevations, fov_deg: float) -> float:
+    """Smallest camera distance at which every point lies inside the frame (less MARGIN) in every
+    view of the protocol's orbit (a 10 x 5 degree grid over all azimuths and elevations [-5, 30];
+    a view between grid points is at most ~0.5% tighter, well inside the margin) and in the given
+    views outside that band. So the distance depends only on the mesh, whatever views are asked for.
+
+    A point p is inside when |p.right| and |p.up| are at most tan(fov/2) times its depth d - p.back,
+    i.e. d >= max(|p.r|, |p.u|)/t + p.b: four linear functions of p, so each view's worst point is
+    a support point in one of four directions, all found with one matrix product."""
+    azimuths, elevations = np.ravel(azimuths), np.ravel(elevations)
+    outside = (elevations < ELEVATION_RANGE[0]) | (elevations > ELEVATION_RANGE[1])
+    t = math.tan(math.radians(fov_deg) / 2) * (1 - MARGIN)
+    grid_a, grid_e = np.meshgrid(_FIT_AZIMUTHS, _FIT_ELEVATIONS, indexing="ij")
+    right, up, back = _camera_axes(np.concatenate([grid_a.ravel(), azimuths[outside]]),
+                                   np.concatenate([grid_e.ravel(), elevations[outside]]))
+    directions_3D = np.concatenate([back + s * axis / t for axis in (right, up) for s in (1, -1)]).T
+    points = points_N3.astype(np.float32)
+    support_D = np.full(directions_3D.shape[1], -np.inf, dtype=np.float32)
+    for start in range(0, len(points), 8192):  # bounded memory for millions of vertices
+        support_D = np.maximum(support_D, (points[start:start + 8192] @ directions_3D.astype(np.float32)).max(0))
+    return float(support_D.max())
+
+
+def _look_at(azimuth_deg: float, elevation_deg: float, distance: float) -> np.ndarray:
+    right, up, back = (v[0] for v in _camera_axes(azimuth_deg, elevation_deg))
+    camera_to_world = np.eye(4)
+    camera_to_world[:3, 0], camera_to_world[:3, 1], camera_to_world[:3, 2] = right, up, back
+    camera_to_world[:3, 3] = back * distance
+    return camera_to_world
+
+
+def _intrinsics(size: int, fov_deg: float) -> np.ndarray:
+    focal = size / 2 / math.tan(math.radians(fov_deg) / 2)
+    return np.array([[focal, 0.0, size / 2], [0.0, focal, size / 2], [0.0, 0.0, 1.0]])
+
+
+def _projection(fov_deg: float, near: float, far: float) -> np.ndarray:
+    f = 1 / math.tan(math.radians(fov_deg) / 2)
+    return np.array([
+        [f, 0, 0, 0],
+        [0, f, 0, 0],
+        [0, 0, (far + near) / (near - far), 2 * far * near / (near - far)],
+        [0, 0, -1, 0],
+    ])
+
+
+# ----------------------------------------------------------------------------------------------
+# OpenGL
+
+_VERTEX_SHADER = """
+#version 330
+uniform mat4 model_view;
+uniform mat4 projection;
+in vec3 in_position;
+in vec3 in_normal;
+in vec4 in_color;
+in vec2 in_uv;
+out vec3 v_position;
+out vec3 v_normal;
+out vec4 v_color;
+out vec2 v_uv;
+void main() {
+    vec4 p = model_view * vec4(in_position, 1.0);
+    v_position = p.xyz;
+    v_normal = mat3(model_view) * in_normal;  // model_view is a rotation and a translation
+    v_color = in_color;
+    v_uv = in_uv;
+    gl_Position = projection * p;
+}
+"""
+
+# Two-sided Lambert + ambient under a light near the camera (a headlight, lifted a little up and
+# left so fronts are not flat). Artist meshes have inconsistent winding, so the face normal (from
+# screen-space derivatives) is turned to the viewer and the smooth normal to the face normal's side.
+_FRAGMENT_SHADER = """
+#version 330
+uniform vec4 base_color;
+uniform bool use_vertex_color;
+uniform bool use_texture;
+uniform sampler2D base_texture;
+uniform vec3 light_direction;
+uniform float ambient;
+in vec3 v_position;
+in vec3 v_normal;
+in vec4 v_color;
+in vec2 v_uv;
+out vec4 f_color;
+void main() {
+    vec3 to_eye = normalize(-v_position);
+    vec3 n = normalize(cross(dFdx(v_position), dFdy(v_position)));
+    if (dot(n, to_eye) < 0.0) n = -n;
+    float smooth_length = length(v_normal);
+    if (smooth_length > 1e-6) n = v_normal / smooth_length * (dot(v_normal, n) < 0.0 ? -1.0 : 1.0);
+    vec4 albedo = base_color;
+    if (use_vertex_color) albedo *= v_color;
+    if (use_texture) albedo *= texture(base_texture, vec2(v_uv.x, 1.0 - v_uv.y));
+    float shade = ambient + (1.0 - ambient) * max(dot(n, light_direction), 0.0);
+    f_color = vec4(albedo.rgb * shade, 1.0);
+}
+"""
+
+_LIGHT_DIRECTION = np.array([-0.25, 0.35, 1.0]) / np.linalg.norm([-0.25, 0.35, 1.0])
+_AMBIENT = 0.3
+
+_LOCK = threading.Lock()  # a GL context is current in one thread at a time
+_RENDERER: _Renderer | None = None
+
+
+def _create_context():
+    try:
+        import moderngl
+    except ImportError as exc:
+        raise VatError(f"rendering needs the moderngl package: {INSTALL_HINT}") from exc
+    import sys
+
+    # Headless first on Linux (EGL: no display needed); elsewhere the platform's default.
+    backends = ["egl", None] if sys.platform.startswith("linux") else [None]
+    errors = []
+    for backend in backends:
+        try:
+            kwargs = {"backend": backend} if backend else {}
+            return moderngl.create_standalone_context(require=330, **kwargs)
+        except Exception as exc:  # moderngl raises plain Exceptions when a library is missing
+            errors.append(f"{backend or 'default'}: {exc}")
+    raise VatError(f"could not create an OpenGL 3.3 context ({'; '.join(errors)}); {INSTALL_HINT}")
+
+
+class _Renderer:
+    """The process's GL context, shader program and framebuffers, made once and reused."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.ctx = _create_context()
+        self.program = self.ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_FRAGMENT_SHADER)
+        self.samples = min(MSAA_SAMPLES, self.ctx.max_samples)
+        self.max_texture = min(MAX_TEXTURE_SIZE, int(self.ctx.info.get("GL_MAX_TEXTURE_SIZE", MAX_TEXTURE_SIZE)))
+        self._targets: dict[int, tuple] = {}
+
+    def targets(self, pixels: int):
+        """(multisampled framebuffer, resolved framebuffer) of pixels x pixels, cached per size."""
+        if pixels not in self._targets:
+            if len(self._targets) >= 4:
+                for fbo in self._targets.pop(next(iter(self._targets))):
+                    fbo.release()
+            ctx = self.ctx
+            msaa = ctx.framebuffer(
+                color_attachments=[ctx.renderbuffer((pixels, pixels), 4, samples=self.samples)],
+                depth_attachment=ctx.depth_renderbuffer((pixels, pixels), samples=self.samples),
+            )
+            resolved = ctx.framebuffer(color_attachments=[ctx.renderbuffer((pixels, pixels), 4)])
+            self._targets[pixels] = (msaa, resolved)
+        return self._targets[pixels]
+
+    def upload(self, parts: list[_Part]) -> list[tuple]:
+        """Vertex arrays (and textures) of the parts, with the uniforms each needs."""
+        ctx, uploaded = self.ctx, []
+        for part in parts:
+            buffers = [ctx.buffer(part.positions_V3.tobytes()), ctx.buffer(part.normals_V3.tobytes())]
+            content = [(buffers[0], "3f", "in_position"), (buffers[1], "3f", "in_normal")]
+            if part.colors_V4 is not None:
+                buffers.append(ctx.buffer(part.colors_V4.tobytes()))
+                content.append((buffers[-1], "4f1", "in_color"))
+            texture = None
+            if part.uv_V2 is not None:
+                buffers.append(ctx.buffer(part.uv_V2.tobytes()))
+                content.append((buffers[-1], "2f", "in_uv"))
+                texture = self._texture(part.image)
+            buffers.append(ctx.buffer(part.faces_F3.tobytes()))
+            vao = ctx.vertex_array(self.program, content, index_buffer=buffers[-1], index_element_size=4)
+            uniforms = {
+                "base_color": part.base_color,
+                "use_vertex_color": part.colors_V4 is not None,
+                "use_texture": texture is not None,
+            }
+            uploaded.append((vao, texture, uniforms, buffers))
+        return uploaded
+
+    def _texture(self, image):
+        from PIL import Image
+
+        image = image.convert("RGBA")
+        if max(image.size) > self.max_texture:
+            image = image.copy()
+            image.thumbnail((self.max_texture, self.max_texture), Image.Resampling.LANCZOS)
+        texture = self.ctx.texture(image.size, 4, image.tobytes())
+        texture.build_mipmaps()
+        texture.filter = (self.ctx.LINEAR_MIPMAP_LINEAR, self.ctx.LINEAR)
+        return texture
+
+    def draw(self, uploaded, camera_to_world: np.ndarray, projection: np.ndarray, size: int) -> np.ndarray:
+        """Straight-alpha uint8 RGBA [size, size, 4], row 0 at the top of the image."""
+        import moderngl
+
+        pixels = size * SUPERSAMPLE
+        msaa, resolved = self.targets(pixels)
+        msaa.use()
+        msaa.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+        self.ctx.enable(moderngl.DEPTH_TEST)
+        self.ctx.disable(moderngl.CULL_FACE)
+        program = self.program
+        # GL reads matrices column-major: hand it the transposes.
+        program["model_view"].write(np.linalg.inv(camera_to_world).astype("f4").T.tobytes())
+        program["projection"].write(projection.astype("f4").T.tobytes())
+        program["light_direction"].value = tuple(_LIGHT_DIRECTION)
+        program["ambient"].value = _AMBIENT
+        for vao, texture, uniforms, _ in uploaded:
+            for name, value in uniforms.items():
+                program[name].value = value
+            if texture is not None:
+                texture.use(0)
+                program["base_texture"].value = 0
+            vao.render(moderngl.TRIANGLES)
+        self.ctx.copy_framebuffer(resolved, msaa)
+        data = resolved.read(components=4, dtype="f1")
+        # GL's first row is the bottom of the image.
+        samples = np.frombuffer(data, np.uint8).reshape(pixels, pixels, 4)[::-1].astype(np.uint16)
+        premultiplied = sum(samples[i::SUPERSAMPLE, j::SUPERSAMPLE]
+                            for i in range(SUPERSAMPLE) for j in range(SUPERSAMPLE)) / (255.0 * SUPERSAMPLE**2)
+        alpha = premultiplied[..., 3:]
+        rgb = np.divide(premultiplied[..., :3], alpha, out=np.ones_like(premultiplied[..., :3]), where=alpha > 0)
+        rgba = np.concatenate([rgb, alpha], axis=-1)
+        rgba = np.clip(np.rint(rgba * 255.0), 0, 255).astype(np.uint8)
+        rgba[rgba[..., 3] == 0, :3] = 255
+        return rgba
+
+
+def _release(uploaded) -> None:
+    for vao, texture, _, buffers in uploaded:
+        vao.release()
+        if texture is not None:
+            texture.release()
+        for buffer in buffers:
+            buffer.release()
+
+
+def _renderer() -> _Renderer:
+    """The process's renderer, made on first use (call with _LOCK held). A forked child cannot
+    use its parent's context, so it makes its own."""
+    global _RENDERER
+    if _RENDERER is None or _RENDERER.pid != os.getpid():
+        _RENDERER = _Renderer()
+    return _RENDERER
+
+
+# ----------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def _render(mesh, azimuths, elevations, size: int) -> list[RenderedView]:
+    if int(size) != size or not 8 <= size <= MAX_SIZE:
+        raise VatError(f"size must be a whole number of pixels from 8 to {MAX_SIZE}, got {size}")
+    size = int(size)
+    azimuths = np.asarray(azimuths, dtype=np.float64).ravel()
+    elevations = np.asarray(elevations, dtype=np.float64).ravel()
+    if not (np.isfinite(azimuths).all() and np.isfinite(elevations).all()):
+        raise VatError("camera angles must be finite numbers")
+    if (np.abs(elevations) >= 90).any():
+        raise VatError(f"elevations must lie strictly between -90 and 90 degrees, got {elevations.tolist()}")
+    parts = _parts_of(mesh)
+    points = np.concatenate([p.positions_V3 for p in parts]).astype(np.float64)
+    distance = _fit_distance(points, azimuths, elevations, FOV_DEGREES)
+    radius = float(np.linalg.norm(points, axis=1).max())
+    near, far = max(1e-3, distance - 1.01 * radius - 1e-3), distance + 1.01 * radius + 1e-3
+    projection = _projection(FOV_DEGREES, near, far)
+    intrinsics = _intrinsics(size, FOV_DEGREES)
+
+    rendered = []
+    with _LOCK:
+        renderer = _renderer()
+        with renderer.ctx:
+            uploaded = renderer.upload(parts)
+            try:
+                for azimuth, elevation in zip(azimuths, elevations):
+                    camera_to_world = _look_at(azimuth, elevation, distance)
+                    rgba = renderer.draw(uploaded, camera_to_world, projection, size)
+                    rendered.append(RenderedView(
+                        rgba=rgba, azimuth=float(azimuth), elevation=float(elevation), distance=distance,
+                        fov=FOV_DEGREES, camera_to_world=camera_to_world, intrinsics=intrinsics.copy(),
+                    ))
+            finally:
+                _release(uploaded)
+    return rendered
+
+
+def render_views(mesh, views: int = 24, size: int = 512, seed: int = 0, elevations=None) -> list[RenderedView]:
+    """The protocol's orbit of `mesh` (trimesh.Trimesh or Scene, normalised here; textures, vertex
+    and face colours are drawn where present, else neutral grey): `views` square RGBA images of
+    `size` pixels, azimuths evenly spaced from a seed-dependent start, elevations uniform in
+    [-5, 30] from `seed` unless given (one number, or one per view)."""
+    azimuths, elevation_V = orbit_angles(views, seed, elevations)
+    return _render(mesh, azimuths, elevation_V, size)
+
+
+def render_view(mesh, azimuth_deg: float, elevation_deg: float, size: int = 512) -> RenderedView:
+    """One view of `mesh` at the camera distance of its protocol orbit, so a view rendered alone
+    equals the same view of render_views (elevations outside [-5, 30] move the camera back as far
+    as that view needs)."""
+    return _render(mesh, [azimuth_deg], [elevation_deg], size)[0]
+
+
+def save_views(views: list[RenderedView], directory: str | os.PathLike) -> list[Path]:
+    """Write DIR/000.png, 001.png, ... (RGBA) and DIR/cameras.json; returns the image paths."""
+    from PIL import Image
+
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VatError(f"cannot create the output folder {directory}: {exc.strerror}") from exc
+    digits = max(3, len(str(len(views) - 1)))
+    paths, cameras = [], []
+    for index, view in enumerate(views):
+        path = directory / f"{index:0{digits}d}.png"
+        Image.fromarray(view.rgba).save(path)
+        paths.append(path)
+        cameras.append({"file": path.name, **view.camera()})
+    meta = {
+        "convention": "camera_to_world: OpenGL/Blender camera (looks along -Z, +Y up); intrinsics: "
+                      "OpenCV pixels (u right, v down) of camera coordinates (X, -Y, -Z); world +Y up; "
+                      "mesh normalised to the unit cube; angles in degrees",
+        "views": cameras,
+    }
+    (directory / "cameras.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return paths
