@@ -10,6 +10,7 @@ from vat.geometry.io import (
     LOAD_FORMATS,
     export_mesh,
     load_mesh,
+    load_scene,
     normalization_transform,
     normalize_mesh,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "SEMI_CONTINUOUS_BAND",
     "export_mesh",
     "load_mesh",
+    "load_scene",
     "near_surface_points",
     "normalization_transform",
     "normalize_mesh",

@@ -38,28 +38,22 @@ def find_mesh_files(directory: str | os.PathLike) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.suffix.lower().lstrip(".") in LOAD_FORMATS and p.is_file())
 
 
-def load_mesh(
+def load_scene(
     source: str | os.PathLike | bytes,
     file_type: str | None = None,
     *,
     max_bytes: int = MAX_FILE_BYTES,
     max_faces: int = MAX_FACES,
-) -> trimesh.Trimesh:
-    """Read a mesh file (a path, or bytes with `file_type`) into one triangle mesh.
-
-    Scenes are flattened with their node transforms applied; points, lines and other
-    non-triangle geometry are dropped; faces touching NaN/inf vertices and zero-area faces are
-    removed. Raises MeshError when the file is not a readable mesh or nothing usable is left.
-    The mesh is *not* normalised: call normalize_mesh for the protocol's unit cube.
-    """
+) -> tuple[trimesh.Scene, list[trimesh.Trimesh]]:
+    """Read a mesh file (a path, or bytes with `file_type`) as a trimesh scene, keeping materials,
+    textures and colours (OBJ textures are found next to the file), and its triangle meshes with
+    faces, node transforms applied. The size and face limits and every MeshError message of
+    load_mesh live here."""
     if isinstance(source, (bytes, bytearray)):
         if file_type is None:
             raise MeshError("file_type is required when a mesh is given as bytes")
         ext = _file_type("x." + file_type)
-        name = f"<{ext} bytes>"
-        size = len(source)
-        if size > max_bytes:
-            raise MeshError(f"{name} is {size / 2**20:.0f} MiB; the limit is {max_bytes / 2**20:.0f} MiB")
+        name, size = f"<{ext} bytes>", len(source)
         opener = dict(file_obj=io.BytesIO(bytes(source)), file_type=ext)
     else:
         path = Path(source)
@@ -68,11 +62,11 @@ def load_mesh(
         if not path.is_file():
             raise MeshError(f"{path} does not exist or is not a file")
         size = path.stat().st_size
-        if size > max_bytes:
-            raise MeshError(f"{name} is {size / 2**20:.0f} MiB; the limit is {max_bytes / 2**20:.0f} MiB")
         if size == 0:
             raise MeshError(f"{name} is empty (0 bytes)")
         opener = dict(file_obj=str(path), file_type=ext)
+    if size > max_bytes:
+        raise MeshError(f"{name} is {size / 2**20:.0f} MiB; the limit is {max_bytes / 2**20:.0f} MiB")
 
     try:
         scene = trimesh.load_scene(**opener)
@@ -88,6 +82,25 @@ def load_mesh(
     total_faces = sum(len(m.faces) for m in meshes)
     if total_faces > max_faces:
         raise MeshError(f"{name} has {total_faces:,} faces; the limit is {max_faces:,}")
+    return scene, meshes
+
+
+def load_mesh(
+    source: str | os.PathLike | bytes,
+    file_type: str | None = None,
+    *,
+    max_bytes: int = MAX_FILE_BYTES,
+    max_faces: int = MAX_FACES,
+) -> trimesh.Trimesh:
+    """Read a mesh file (a path, or bytes with `file_type`) into one triangle mesh.
+
+    Scenes are flattened with their node transforms applied; points, lines and other
+    non-triangle geometry are dropped; faces touching NaN/inf vertices and zero-area faces are
+    removed. Raises MeshError when the file is not a readable mesh or nothing usable is left.
+    The mesh is *not* normalised: call normalize_mesh for the protocol's unit cube.
+    """
+    _, meshes = load_scene(source, file_type, max_bytes=max_bytes, max_faces=max_faces)
+    name = Path(source).name if not isinstance(source, (bytes, bytearray)) else f"<{file_type} bytes>"
     mesh = meshes[0] if len(meshes) == 1 else trimesh.util.concatenate(meshes)
     return clean_mesh(mesh, name=name)
 

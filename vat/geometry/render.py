@@ -15,7 +15,6 @@ and the image spanning [0, size] (pixel centres at half-integers).
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -29,7 +28,7 @@ import scipy.sparse.csgraph
 import trimesh
 
 from vat.errors import MeshError, VatError
-from vat.geometry.io import MAX_FACES, MAX_FILE_BYTES, _file_type, normalization_transform
+from vat.geometry.io import MAX_FACES, MAX_FILE_BYTES, load_scene, normalization_transform
 
 FOV_DEGREES = 33.8
 ELEVATION_RANGE = (-5.0, 30.0)
@@ -105,37 +104,7 @@ def load_for_render(
     """Read a mesh file (a path, or bytes with `file_type`) as a scene that keeps its materials,
     textures and colours, with the same limits and MeshError messages as load_mesh (which
     flattens everything to geometry). OBJ textures are found next to the file."""
-    if isinstance(source, (bytes, bytearray)):
-        if file_type is None:
-            raise MeshError("file_type is required when a mesh is given as bytes")
-        ext = _file_type("x." + file_type)
-        name, size = f"<{ext} bytes>", len(source)
-        opener = dict(file_obj=io.BytesIO(bytes(source)), file_type=ext)
-    else:
-        path = Path(source)
-        name = path.name
-        ext = _file_type(file_type and "x." + file_type or path.name)
-        if not path.is_file():
-            raise MeshError(f"{path} does not exist or is not a file")
-        size = path.stat().st_size
-        if size == 0:
-            raise MeshError(f"{name} is empty (0 bytes)")
-        opener = dict(file_obj=str(path), file_type=ext)
-    if size > max_bytes:
-        raise MeshError(f"{name} is {size / 2**20:.0f} MiB; the limit is {max_bytes / 2**20:.0f} MiB")
-    try:
-        scene = trimesh.load_scene(**opener)
-        meshes = [g for g in scene.dump(concatenate=False) if isinstance(g, trimesh.Trimesh)]
-    except MeshError:
-        raise
-    except Exception as exc:  # trimesh raises many types for corrupt files
-        raise MeshError(f"could not read {name} as a .{ext} mesh: {exc}") from exc
-    total_faces = sum(len(m.faces) for m in meshes)
-    if total_faces == 0:
-        raise MeshError(f"{name} contains no triangle faces")
-    if total_faces > max_faces:
-        raise MeshError(f"{name} has {total_faces:,} faces; the limit is {max_faces:,}")
-    return scene
+    return load_scene(source, file_type, max_bytes=max_bytes, max_faces=max_faces)[0]
 
 
 # ----------------------------------------------------------------------------------------------
