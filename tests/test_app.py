@@ -1,29 +1,340 @@
-"""The demo's handlers: real results for good input, a gr.Error (never a traceback) for bad input."""
+"""The demo's handlers, called directly: real results for good input, a gr.Error (never a traceback)
+for bad input, models loaded once, session files cleaned up. (test_app_client.py drives the launched
+app over HTTP; test_app_browser.py drives it in Chromium.)"""
+
+import pickle
+import shutil
+import threading
+from types import SimpleNamespace
 
 import gradio as gr
+import numpy as np
 import pytest
 import trimesh
+from conftest import draw_object_image
 
 import app
+from vat.pipeline import Pipeline
 
 
-def test_demo_builds():
-    assert isinstance(app.build_demo(), gr.Blocks)
+@pytest.fixture(scope="module")
+def demo(tiny_checkpoint, examples_dir):
+    return app.Demo(tiny_checkpoint, examples_dir)
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    return str(draw_object_image(tmp_path_factory.mktemp("img") / "object.png"))
+
+
+class Progress:
+    """Stands in for gr.Progress: records what the handler reports."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, value, desc=None, total=None, unit="steps"):
+        self.calls.append((value, desc))
+
+
+@pytest.fixture(scope="module")
+def generated(demo, image):
+    progress = Progress()
+    out = demo.generate(image, seed=7, randomize_seed=False, resolution=64, progress=progress)
+    return out, progress
+
+
+def _faces(path) -> int:
+    return len(trimesh.load(path, force="mesh").faces)
+
+
+def test_generate_reports_every_scale_and_returns_a_mesh(demo, generated, image):
+    (seen, note, glb, seed, info, slider, readout, session), progress = generated
+    result = session.results["generate"]
+    total = result.num_scales
+    assert [value for value, _ in progress.calls[:total]] == [(s, total) for s in range(1, total + 1)]
+    assert "Decoding" in progress.calls[-1][1]
+    assert seed == 7 and "Seed **7**" in info and f"{len(result.vat())} bytes" in info
+    assert _faces(glb) > 0 and seen.size == (512, 512) and "built-in segmentation" in note
+    assert slider.maximum == slider.value == total
+    assert readout.startswith(f"Scale **{total} of {total}**")
+    # Skipping background removal frames the whole image.
+    kept = demo.generate(image, seed=7, randomize_seed=False, resolution=64, skip_background_removal=True,
+                         progress=Progress())
+    assert kept[3] == 7 and "Background kept" in kept[1]
+
+
+def test_text_only_and_seed_reproducibility(demo, image):
+    a = demo.generate(image, seed=11, randomize_seed=False, resolution=64, progress=Progress())[-1]
+    b = demo.generate(image, seed=11, randomize_seed=False, resolution=64, progress=Progress())[-1]
+    c = demo.generate(image, seed=12, randomize_seed=False, resolution=64, progress=Progress())[-1]
+    tokens = [np.concatenate(s.results["generate"].indices) for s in (a, b, c)]
+    assert np.array_equal(tokens[0], tokens[1]) and not np.array_equal(tokens[0], tokens[2])
+    text_only = demo.generate(None, text="a red ball", resolution=64, progress=Progress())
+    assert text_only[0] is None and _faces(text_only[2]) > 0 and 0 <= text_only[3] <= app.MAX_SEED
+
+
+def test_scale_slider_decodes_on_demand_and_caches(demo, generated, monkeypatch):
+    session = generated[0][-1]
+    result = session.results["generate"]
+    decodes, original = [], app.decode_tokens
+
+    def counting(checkpoint, indices, scales, *args, **kwargs):
+        decodes.append(scales)
+        return original(checkpoint, indices, scales, *args, **kwargs)
+
+    monkeypatch.setattr(app, "decode_tokens", counting)
+    glb, readout, _ = demo.show_scale(2, session)
+    assert _faces(glb) > 0 and readout.startswith(f"Scale **2 of {result.num_scales}**: {result.tokens_at(2)} tokens")
+    assert f"{len(result.vat(2))} bytes" in readout and len(result.vat(2)) < len(result.vat())
+    assert demo.show_scale(2, session)[0] == glb and demo.show_scale(1, session)[0] != glb
+    assert decodes == [2, 1]  # scale 2 was decoded once, then came from the session's cache
+    with pytest.raises(gr.Error, match="between 1 and"):
+        demo.show_scale(result.num_scales + 1, session)
+    with pytest.raises(gr.Error, match="generate a mesh"):
+        demo.show_scale(1, None)
+
+
+@pytest.mark.parametrize("file_format", app.EXPORT_CHOICES)
+def test_downloads_in_every_format(demo, generated, file_format):
+    session = generated[0][-1]
+    result = session.results["generate"]
+    path, vat_path, _ = demo.download(file_format, 0, True, 3, session)
+    assert path.endswith(f".{file_format}") and _faces(path) > 0
+    with open(vat_path, "rb") as f:
+        data = f.read()
+    assert data == result.vat(3) and len(result.codec.read(data)) == 3
+
+
+def test_download_simplifies_and_keeps_floaters_on_request(demo, generated):
+    session = generated[0][-1]
+    full = len(session.results["generate"].mesh().faces)
+    simplified, _, _ = demo.download("obj", 500, True, 0, session)
+    assert 0 < _faces(simplified) <= 550 < full
+    raw, _, _ = demo.download("ply", 0, False, 0, session)
+    assert _faces(raw) >= full  # floaters kept: at least the faces of the cleaned mesh
+    with pytest.raises(gr.Error, match="at least 4"):
+        demo.download("glb", 2, True, 0, session)
+    with pytest.raises(gr.Error, match="format must be one of"):
+        demo.download("fbx", 0, True, 0, session)
+
+
+def test_preview_shows_what_the_model_sees(demo, tmp_path):
+    rgba = draw_object_image(tmp_path / "cutout.png", transparent=True)
+    seen, note = demo.preview(str(rgba), 0.5)
+    assert seen.size == (512, 512) and "transparency" in note
+    # A smaller foreground ratio leaves more white around the object.
+    white = lambda im: (np.asarray(im) > 250).all(-1).mean()  # noqa: E731
+    assert white(seen) > white(demo.preview(str(rgba), 0.95)[0])
+    assert demo.preview(None) == (None, "")
+    assert "Background kept" in demo.preview(str(rgba), 0.85, True)[1]
+
+
+def test_mesh_to_tokens_and_back(demo, tmp_path):
+    mesh_path = tmp_path / "box.obj"
+    trimesh.creation.box((1.0, 0.6, 0.3)).export(mesh_path)
+    source, recon, report, vat_path, slider, readout, session = demo.encode(str(mesh_path), 64)
+    result = session.results["encode"]
+    data = open(vat_path, "rb").read()
+    ratio = mesh_path.stat().st_size / len(data)
+    assert f"**{len(data)} bytes**" in report and f"**{ratio:,.0f}×**" in report and "F-score@0.01" in report
+    assert _faces(source) == 12 and _faces(recon) > 0 and slider.maximum == result.num_scales
+    glb, line, _ = demo.show_reconstruction(1, session)
+    assert _faces(glb) > 0 and line.startswith(f"Scale **1 of {result.num_scales}**") and "F-score@0.01" in line
+    decoded, info, download, _ = demo.decode(vat_path, 2, 64, session)
+    assert _faces(decoded) > 0 and "decoded from 2" in info and f"{len(data)} bytes" in info
+
+
+@pytest.mark.parametrize("content, message",
+                         [(b"", "upload.obj is empty"), (b"not a mesh at all", "no triangle faces")])
+def test_bad_meshes_are_messages(demo, tmp_path, content, message):
+    bad = tmp_path / "upload.obj"
+    bad.write_bytes(content)
+    with pytest.raises(gr.Error, match=message):
+        demo.encode(str(bad))
+    with pytest.raises(gr.Error, match="upload a mesh"):
+        demo.encode(None)
+
+
+def test_bad_vat_and_bad_image_are_messages(demo, tmp_path):
+    bad = tmp_path / "tokens.vat"
+    bad.write_bytes(b"VAT\x01 not really")
+    with pytest.raises(gr.Error, match="not a .vat file"):
+        demo.decode(str(bad))
+    corrupt = tmp_path / "photo.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    # The upload arrives as gradio's file dict: the message names the file, not the server path.
+    upload = {"path": str(corrupt), "orig_name": "holiday.png"}
+    with pytest.raises(gr.Error, match="holiday.png") as error:
+        demo.generate(upload, progress=Progress())
+    assert str(tmp_path) not in str(error.value)
+    with pytest.raises(gr.Error, match="holiday.png"):
+        demo.preview(upload)
+    with pytest.raises(gr.Error, match="upload an image"):
+        demo.generate(None, progress=Progress())
+
+
+def test_without_weights_tabs_say_how_to_get_them(empty_checkpoint, image):
+    bare = app.Demo(empty_checkpoint, None)
+    for call in (lambda: bare.generate(image, progress=Progress()), lambda: bare.encode(image)):
+        with pytest.raises(gr.Error, match="--checkpoint DIR_OR_HUB_ID"):
+            call()
+    notices = _notices(bare.build())
+    assert len(notices) == 2 and all(n.visible and "--checkpoint" in n.value for n in notices)
+    # The compare tool needs no weights.
+    glb = app.procedural(2)[0]
+    assert "F-score@0.01** 1.000" in app.compare(glb, glb, False)[0]
+
+
+def _notices(blocks: gr.Blocks) -> list:
+    """The missing-weights notices of the model tabs."""
+    return [b for b in blocks.blocks.values() if getattr(b, "elem_id", None) in ("generate-missing", "codec-missing")]
+
+
+def test_with_weights_the_notices_are_hidden(demo):
+    notices = _notices(demo.build())
+    assert len(notices) == 2 and not any(n.visible for n in notices)
+
+
+def test_queue_is_bounded_and_sessions_are_cleaned_up(demo, monkeypatch):
+    blocks = demo.build()
+    monkeypatch.setattr(blocks, "launch", lambda **kwargs: kwargs)
+    launched = app.serve(blocks, port=1234, prevent_thread_lock=True)
+    assert blocks._queue.max_size == app.QUEUE_SIZE and launched["server_port"] == 1234
+    states = [b for b in blocks.blocks.values() if isinstance(b, gr.State)]
+    assert len(states) == 1 and states[0].delete_callback is app._close_session
+    assert states[0].time_to_live == app.SESSION_TTL_S
+    unload = [f for f in blocks.fns.values() if any(t[1] == "unload" for t in f.targets)]
+    assert [f.fn for f in unload] == [app._end_session]
+
+
+def test_every_handler_has_a_stable_api_name_and_generate_needs_only_the_image(demo):
+    blocks = demo.build()
+    endpoints = blocks.get_api_info()["named_endpoints"]
+    assert set(endpoints) == {f"/{n}" for n in ("preprocess", "generate", "show_scale", "download", "encode",
+                                                "show_reconstruction", "decode", "compare", "procedural")}
+    first, *rest = endpoints["/generate"]["parameters"]
+    assert first["parameter_name"] == "image" and not first["parameter_has_default"]
+    assert [p["parameter_name"] for p in rest][:3] == ["text", "seed", "randomize_seed"]
+    assert all(p["parameter_has_default"] for p in rest)
+
+
+def test_models_load_once_under_concurrent_first_requests(tiny_checkpoint, monkeypatch):
+    calls = []
+    original = Pipeline.from_pretrained.__func__
+
+    def counting(cls, *args, **kwargs):
+        calls.append(args)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "from_pretrained", classmethod(counting))
+    models = app.Models(tiny_checkpoint)
+    pipelines, codecs = [], []
+    threads = [threading.Thread(target=lambda: pipelines.append(models.pipeline())) for _ in range(4)]
+    threads += [threading.Thread(target=lambda: codecs.append(models.codec())) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(pipelines) == 4 and len(codecs) == 2
+    assert all(p is pipelines[0] for p in pipelines) and all(c is pipelines[0].codec for c in codecs)
+
+
+def test_codec_tabs_work_when_the_generator_cannot_load(tiny_checkpoint, image, monkeypatch, tmp_path):
+    def unavailable(*args, **kwargs):
+        raise ImportError("no transformers here", name="transformers")
+
+    monkeypatch.setattr(Pipeline, "from_pretrained", unavailable)
+    # A copy: the app keeps one Models per checkpoint name, and the original's pipeline is loaded.
+    bare = app.Demo(shutil.copytree(tiny_checkpoint, tmp_path / "checkpoint"), None)
+    mesh_path = tmp_path / "ball.stl"
+    trimesh.creation.icosphere(2).export(mesh_path)
+    assert _faces(bare.encode(str(mesh_path), 64)[1]) > 0
+    with pytest.raises(gr.Error, match="need the package 'transformers'.*pip install -r requirements.txt"):
+        bare.generate(image, progress=Progress())
+
+
+def test_model_calls_take_and_return_plain_data(demo, image, tmp_path, monkeypatch):
+    # On a ZeroGPU Space the model calls run in a forked worker, their arguments and results pickled.
+    crossings = []
+    for name in ("sample_tokens", "decode_tokens", "encode_mesh"):
+        def across(*args, _call=getattr(app, name), progress=None, **kwargs):
+            args, kwargs = pickle.loads(pickle.dumps((args, kwargs)))
+            result = _call(*args, **kwargs, **({} if progress is None else {"progress": progress}))
+            crossings.append(_call.__name__)
+            return pickle.loads(pickle.dumps(result))
+
+        monkeypatch.setattr(app, name, across)
+    session = demo.generate(image, resolution=64, progress=Progress())[-1]
+    assert _faces(demo.show_scale(1, session)[0]) > 0 and _faces(demo.download("glb", 0, False, 1, session)[0]) > 0
+    mesh_path = tmp_path / "ball.obj"
+    trimesh.creation.icosphere(2).export(mesh_path)
+    vat_path = demo.encode(str(mesh_path), 64, session)[3]
+    assert _faces(demo.decode(vat_path, 1, 64, session)[0]) > 0
+    assert crossings == ["sample_tokens", "decode_tokens", "decode_tokens", "decode_tokens", "encode_mesh",
+                         "decode_tokens", "decode_tokens"]
+
+
+def test_session_files_are_removed_when_the_session_ends(demo, image):
+    request = SimpleNamespace(session_hash="../../abc")  # the hash comes from the client: never a path
+    state = demo.generate(image, resolution=64, request=request, progress=Progress())[-1]
+    assert state.folder.parent == app.OUTPUT_ROOT and any(state.folder.iterdir())
+    app._end_session(request)  # demo.unload: the tab closed
+    assert not state.folder.exists()
+    state = demo.show_scale(1, state)[-1]  # the session goes on: new files in a new folder
+    assert any(state.folder.iterdir())
+    app._close_session(state)  # gr.State's delete_callback: the state expired
+    assert not state.folder.exists()
+    app._close_session(None)
+
+
+def test_a_new_result_drops_the_old_ones_raw_meshes(demo, image):
+    session = demo.generate(image, resolution=64, progress=Progress())[-1]
+    first = session.results["generate"]
+    demo.download("glb", 0, False, 2, session)
+    assert {("generate", first.num_scales, True), ("generate", 2, False)} <= set(session.meshes)
+    session = demo.generate(image, resolution=64, progress=Progress(), state=session)[-1]
+    assert session.results["generate"] is not first and set(session.meshes) == {("generate", first.num_scales, True)}
+
+
+def test_gpu_decorator_only_on_spaces(monkeypatch):
+    def fn():
+        return 1
+
+    monkeypatch.setattr(app, "spaces", None)
+    assert app.on_gpu(fn) is fn
+    seen = {}
+
+    def gpu(duration):
+        seen["duration"] = duration
+        return lambda f: ("on gpu", f)
+
+    monkeypatch.setattr(app, "spaces", SimpleNamespace(GPU=gpu))
+    assert app.on_gpu(fn) == ("on gpu", fn) and seen["duration"] == app.GPU_SECONDS
+
+
+def test_examples_are_the_images_of_the_folder(tmp_path, examples_dir):
+    assert [p.rsplit("/", 1)[-1] for p in app.example_images(examples_dir)] == ["red-disc.png"]
+    assert app.example_images(tmp_path / "missing") == [] and app.example_images(None) == []
+    assert isinstance(app.Demo(None, tmp_path).build(), gr.Blocks)  # no examples: still builds
 
 
 def test_procedural_and_compare(tmp_path):
-    glb, caption, download = app.procedural(5)
-    assert len(trimesh.load(glb, force="mesh").faces) > 0 and caption.startswith("**a")
-    report, view = app.compare(glb, glb, False)
-    assert "F-score@0.01** 1.000" in report
-
-
-@pytest.mark.parametrize("content", [b"", b"not a mesh at all"])
-def test_bad_upload_is_a_message(tmp_path, content):
-    bad = tmp_path / "upload.obj"
-    bad.write_bytes(content)
-    good, _, _ = app.procedural(1)
-    with pytest.raises(gr.Error):
-        app.compare(str(bad), good, False)
+    glb, caption, download, session = app.procedural(5)
+    assert _faces(glb) > 0 and caption.startswith("**a") and glb.startswith(str(session.folder))
+    report, view, _ = app.compare(glb, glb, False, session)
+    assert "F-score@0.01** 1.000" in report and view.startswith(str(session.folder))
+    moved = trimesh.load(glb, force="mesh").apply_translation((0.05, 0, 0))
+    moved.export(tmp_path / "moved.ply")
+    assert float(app.compare(glb, str(tmp_path / "moved.ply"))[0].split("** ")[1].split(" ")[0]) < 0.9
     with pytest.raises(gr.Error, match="Upload two meshes"):
-        app.compare(None, good, False)
+        app.compare(None, glb, False)
+
+
+def test_main_parses_the_documented_flags(monkeypatch, tiny_checkpoint):
+    launched = {}
+    monkeypatch.setattr(app, "serve", lambda demo, host, port, share: launched.update(host=host, port=port, share=share,
+                                                                                       demo=demo))
+    app.main(["--host", "0.0.0.0", "--port", "7999", "--share", "--checkpoint", str(tiny_checkpoint)])
+    assert launched["host"] == "0.0.0.0" and launched["port"] == 7999 and launched["share"] is True
+    assert isinstance(launched["demo"], gr.Blocks)

@@ -236,3 +236,14 @@ def test_overfit_four_shapes_and_regenerate_them_greedily():
     model.eval()
     generated = torch.cat(model.generate(quantizer, image, top_k=1), dim=1)
     assert (generated == target).float().mean() >= 0.95, loss.item()
+
+
+def test_config_matches_the_condition_encoders():
+    """matching_encoders takes the encoders' token count and widths; an absent encoder (None) leaves
+    its condition's sizes, which then only shape the null embedding."""
+    from types import SimpleNamespace
+
+    both = MICRO.matching_encoders(SimpleNamespace(image_tokens=65, image_channels=128, text_channels=96))
+    assert both == dataclasses.replace(MICRO, image_tokens=65, image_channels=128, text_channels=96)
+    text_only = MICRO.matching_encoders(SimpleNamespace(image_tokens=None, image_channels=None, text_channels=96))
+    assert text_only == dataclasses.replace(MICRO, text_channels=96)

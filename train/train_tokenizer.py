@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import json
 import logging
-import math
 import os
-import shutil
+import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -37,6 +35,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vat import data, metrics
 from vat.models.tokenizer import PRESETS, VAT, TokenizerConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # train/common.py, also when imported from elsewhere
+from common import (ShardBatches, export, gather_rows, lr_factor, make_optimizer, parse_override,  # noqa: E402
+                    rank_of_process, replica_digests, save_atomic, setup_distributed, step_seed)
 
 log = logging.getLogger("train_tokenizer")
 
@@ -96,16 +98,6 @@ class TrainConfig:
 # ---------------------------------------------------------------------------- configuration
 
 
-def _override(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:  # a bare word such as compression=pooling
-        return key, value
-
-
 def parse_args(argv: list[str] | None) -> TrainConfig:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 argument_default=argparse.SUPPRESS)
@@ -115,7 +107,7 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
     p.add_argument("--out", help="run folder (resumed when it holds a checkpoint)")
     model = p.add_argument_group("model")
     model.add_argument("--preset", choices=sorted(PRESETS))
-    model.add_argument("--model-override", dest="model_overrides", type=_override, action="append",
+    model.add_argument("--model-override", dest="model_overrides", type=parse_override, action="append",
                        metavar="FIELD=VALUE", help="replace a TokenizerConfig field, e.g. width=64 (repeatable)")
     optim = p.add_argument_group("optimisation")
     for name, kind, text in (
@@ -205,105 +197,7 @@ class ShapeSamples(torch.utils.data.Dataset):
         }
 
 
-class ShardBatches(torch.utils.data.Sampler):
-    """One rank's endless batches from `start_step` on. Each epoch visits the chunks in a shuffled
-    order and their rows shuffled (ShardDataset keeps one chunk in memory), every rank taking every
-    world-th item. Each element is (item index, seed of its point/query subset), all derived from
-    (seed, epoch, step), so a resumed run sees what an uninterrupted one would."""
-
-    def __init__(self, shards: data.ShardDataset, batch_size: int, rank: int, world: int, seed: int, start_step: int):
-        chunk_of_item = shards.chunk_of_items()
-        self.items_of_chunk = np.split(np.arange(len(chunk_of_item)), np.flatnonzero(np.diff(chunk_of_item)) + 1)
-        self.batch_size, self.rank, self.world, self.seed, self.start_step = batch_size, rank, world, seed, start_step
-        # Equal epoch lengths on all ranks keep them in the same chunks (with fewer items than
-        # ranks, every rank sees all of them, with different subsets).
-        self.epoch_length = len(chunk_of_item) // world or len(chunk_of_item)
-
-    def _epoch(self, epoch: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, epoch])
-        order = np.concatenate([rng.permutation(self.items_of_chunk[c]) for c in rng.permutation(len(self.items_of_chunk))])
-        if len(order) < self.world:
-            return order
-        return order[self.rank::self.world][: self.epoch_length]
-
-    def __iter__(self):
-        step = self.start_step
-        epoch, offset = divmod(step * self.batch_size, self.epoch_length)
-        order = self._epoch(epoch)
-        while True:
-            batch = []
-            while len(batch) < self.batch_size:
-                take = order[offset: offset + self.batch_size - len(batch)]
-                batch.extend(take.tolist())
-                offset += len(take)
-                if offset == len(order):
-                    epoch, offset = epoch + 1, 0
-                    order = self._epoch(epoch)
-            yield [(index, (self.seed, self.rank, step, k)) for k, index in enumerate(batch)]
-            step += 1
-
-
-# ---------------------------------------------------------------------------- distributed helpers
-
-
-def setup_distributed(device_choice: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device); initialises the process group under torchrun."""
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    use_cuda = device_choice == "cuda" or (device_choice == "auto" and torch.cuda.is_available())
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return rank, world, device
-
-
-def rank_of_process() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def gather_rows(x_NC: torch.Tensor) -> torch.Tensor:
-    """Rows of every rank, concatenated (all ranks pass the same shape)."""
-    if not dist.is_initialized():
-        return x_NC
-    parts = [torch.empty_like(x_NC) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x_NC.contiguous())
-    return torch.cat(parts)
-
-
-def state_digest(*modules: nn.Module) -> str:
-    """sha256 of the modules' state: replicas that trained in lockstep have equal digests."""
-    h = hashlib.sha256()
-    for module in modules:
-        for name, tensor in module.state_dict().items():
-            h.update(name.encode())
-            h.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def step_seed(*entropy: int) -> int:
-    return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0])
-
-
 # ---------------------------------------------------------------------------- training pieces
-
-
-def make_optimizer(model: VAT, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; weight decay on the weights of linear and convolution layers only (not on norms,
-    biases, learned token sets or the codebook, which decay would pull towards zero)."""
-    decay = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))}
-    params = list(model.parameters())
-    groups = [{"params": [p for p in params if id(p) in decay], "weight_decay": config.weight_decay},
-              {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
-
-
-def lr_factor(step: int, config: TrainConfig) -> float:
-    """Linear warm-up to the peak, then cosine decay to min_lr_ratio at the last step."""
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def kl_factor(step: int, config: TrainConfig) -> float:
@@ -374,21 +268,6 @@ def evaluate(model: VAT, shapes: ShapeSamples, max_shapes: int, device: torch.de
             "iou_unquantized": float(sums[2]) / n, "acc_unquantized": float(sums[3]) / n}
 
 
-def save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def export(model: VAT, directory: Path) -> None:
-    """VAT.save_pretrained (float32) into `directory`, replacing it only once complete."""
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, dtype=torch.float32)
-    shutil.rmtree(directory, ignore_errors=True)
-    os.replace(tmp, directory)
-
-
 # ---------------------------------------------------------------------------- the run
 
 
@@ -440,14 +319,7 @@ def main(argv: list[str] | None = None) -> dict:
         writer = SummaryWriter(out / "tb", purge_step=start_step)
 
     def checkpoint(step: int) -> list[str]:
-        digests = [None] * world
-        digest = state_digest(model, ema)
-        if dist.is_initialized():
-            dist.all_gather_object(digests, digest)
-        else:
-            digests = [digest]
-        if len(set(digests)) != 1:
-            raise RuntimeError(f"replicas diverged at step {step}: {digests}")
+        digests = replica_digests(step, model, ema)
         if rank == 0:
             save_atomic({"step": step, "model": model.state_dict(), "ema": ema.state_dict(),
                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -519,7 +391,7 @@ def main(argv: list[str] | None = None) -> dict:
         if val_shapes is not None:
             val_result = validate(start_step)
     if rank == 0:
-        export(ema.module, out / FINAL)
+        export(out / FINAL, ema.module)
         log.info("wrote the EMA model to %s", out / FINAL)
     if writer is not None:
         writer.close()

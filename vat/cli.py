@@ -16,11 +16,6 @@ from vat.errors import VatError
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints"
 
-# Subcommands of the command-line contract whose models are not in this release yet.
-PLANNED = {
-    "generate": "the next-scale generator",
-    "eval-gen": "the next-scale generator",
-}
 
 
 def _write_json(path: str | None, summary: dict, items: list[dict]) -> None:
@@ -46,13 +41,83 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from vat.bench import bench_extraction
+    from vat.bench import bench_extraction, bench_image_to_mesh, bench_models, bench_sampling
 
-    extraction = bench_extraction(resolution=args.resolution, coarse_resolution=args.coarse_resolution)
-    summary = {k: extraction[k] for k in ("extract_query_ratio", "extract_chamfer_diff", "extract_time_ratio")}
-    for key, value in extraction.items():
-        print(f"{key:28s} {value}")
-    _write_json(args.json, summary, [{"bench": "extraction", **extraction}])
+    items = [{"bench": "extraction", **bench_extraction(resolution=args.resolution,
+                                                       coarse_resolution=args.coarse_resolution)}]
+    summary = {k: items[0][k] for k in ("extract_query_ratio", "extract_chamfer_diff", "extract_time_ratio")}
+    if not args.skip_generation:
+        pipeline, weights = bench_models(args.checkpoint)
+        image = bench_image(args.image)
+        from vat.preprocess import preprocess_image
+
+        tokens, text = pipeline.encoders.encode(images=[preprocess_image(image).image], texts=None)
+        sampling = bench_sampling(pipeline.generator, pipeline.codec.tokenizer.quantizer, image_tokens=tokens,
+                                  text=text, repeats=args.repeats)
+        end_to_end = bench_image_to_mesh(pipeline, image, resolution=args.resolution, repeats=args.repeats)
+        items += [{"bench": "sampling", "weights": weights, **sampling},
+                  {"bench": "image_to_mesh", "weights": weights, **end_to_end}]
+        summary.update(kv_cache_speedup=sampling["kv_cache_speedup"], sample_cached_s=sampling["sample_cached_s"],
+                       sample_uncached_s=sampling["sample_uncached_s"], image_to_mesh_s=end_to_end["image_to_mesh_s"],
+                       weights=weights)
+    for item in items:
+        for key, value in item.items():
+            print(f"{key:28s} {value:.4g}" if isinstance(value, float) else f"{key:28s} {value}")
+    _write_json(args.json, summary, items)
+    return 0
+
+
+def bench_image(path: str | None):
+    """The bench's input image: the given file, else a render of the analytic bench shape."""
+    from vat.preprocess import load_image
+
+    if path:
+        return load_image(path)
+    from PIL import Image
+
+    from vat.geometry.analytic import bench_shape_sdf
+    from vat.geometry.extract import extract_mesh
+    from vat.geometry.render import render_view
+
+    mesh, _ = extract_mesh(lambda p: -bench_shape_sdf()(p), resolution=64)
+    return Image.fromarray(render_view(mesh, 30.0, 15.0, size=512).rgba)
+
+
+def _generation_settings(args: argparse.Namespace) -> dict:
+    return dict(cfg=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from vat.geometry import export_mesh
+    from vat.pipeline import Pipeline
+
+    if args.image is None and not args.text:
+        raise VatError("give an image, --text, or both")
+    pipeline = Pipeline.from_pretrained(args.checkpoint)
+    generation = pipeline.generate(image=args.image, text=args.text, seed=args.seed, resolution=args.resolution,
+                                   remove_background="none" if args.no_background_removal else "auto",
+                                   foreground_ratio=args.foreground_ratio, **_generation_settings(args))
+    mesh = generation.mesh(args.scale)
+    export_mesh(mesh, args.output)
+    scales = args.scale or generation.num_scales
+    if args.vat:
+        Path(args.vat).write_bytes(generation.vat(scales))
+    times = ", ".join(f"{k} {v:.2f}s" for k, v in generation.timings.items())
+    print(f"{args.output}: {len(mesh.faces)} faces from {generation.tokens_at(scales)} tokens "
+          f"({scales} of {generation.num_scales} scales), seed {args.seed}"
+          f"{', input ' + generation.preprocess_method if generation.preprocess_method else ''}; {times}")
+    return 0
+
+
+def _cmd_eval_gen(args: argparse.Namespace) -> int:
+    from vat.evaluate import evaluate_generation
+    from vat.pipeline import Pipeline
+
+    result = evaluate_generation(Pipeline.from_pretrained(args.checkpoint), args.meshes, limit=args.limit,
+                                 seed=args.seed, resolution=args.resolution, settings=_generation_settings(args))
+    for key, value in result["summary"].items():
+        print(f"{key:16s} {value:.4f}" if isinstance(value, float) else f"{key:16s} {value}")
+    _write_json(args.json, result["summary"], result["items"])
     return 0
 
 
@@ -137,15 +202,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_planned(args: argparse.Namespace) -> int:
-    print(
-        f"vat {args.command}: not available yet: it needs {PLANNED[args.command]}, which is not in "
-        f"vat {__version__}. See the README's roadmap.",
-        file=sys.stderr,
-    )
-    return 2
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vat", description="vat: the Variational Tokenizer as a 3D codec, and image-to-3D generation.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -169,9 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=10_000, help="surface samples per mesh (protocol: 10000)")
     p.add_argument("--seed", type=int, default=0)
 
-    p = add("bench", "timings and query counts: coarse-to-fine vs dense mesh extraction", _cmd_bench, True)
+    p = add("bench", "timings: coarse-to-fine vs dense extraction, sampling with/without the kv-cache, "
+                     "image to mesh", _cmd_bench, True)
     p.add_argument("--resolution", type=int, default=256, help="grid cells per axis (protocol: 256)")
     p.add_argument("--coarse-resolution", type=int, default=32, help="first grid of coarse-to-fine")
+    p.add_argument("--image", help="input image of the image-to-mesh timing (default: a render of the bench shape)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs; the best is reported")
+    p.add_argument("--skip-generation", action="store_true", help="only the extraction bench")
 
     add("info", "versions, device and checkpoint", _cmd_info)
 
@@ -185,18 +245,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUT.{glb,obj,stl,ply}")
     p.add_argument("--scale", type=int, help="decode from the first S scales only (coarse-to-fine)")
     p.add_argument("--resolution", type=int, default=256, help="marching-cubes grid cells per axis")
-    p = add("generate", "image (and/or text) -> mesh", _cmd_planned)
-    p.add_argument("image", nargs="?")
-    p.add_argument("--text")
-    p.add_argument("-o", "--output", required=True)
+    def sampling_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--seed", type=int, default=0, help="sampling seed (the same seed gives the same mesh)")
+        p.add_argument("--cfg", type=float, default=1.5, help="classifier-free guidance scale (0: off)")
+        p.add_argument("--temperature", type=float, default=1.0)
+        p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (0: all)")
+        p.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling mass (0: off)")
+        p.add_argument("--resolution", type=int, default=256, help="marching-cubes grid cells per axis")
+
+    p = add("generate", "image (and/or text) -> mesh", _cmd_generate)
+    p.add_argument("image", nargs="?", help="input image (PNG/JPEG/WebP; alpha is used as the mask when present)")
+    p.add_argument("--text", help="text prompt (with or without an image)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.{glb,obj,stl,ply}")
+    p.add_argument("--vat", metavar="OUT.vat", help="also write the generated tokens as a .vat file")
+    p.add_argument("--scale", type=int, help="decode from the first S scales only (coarse-to-fine)")
+    p.add_argument("--foreground-ratio", type=float, default=0.85, help="object size in the recentred input")
+    p.add_argument("--no-background-removal", action="store_true", help="use the image as it is")
+    sampling_options(p)
     p = add("eval-recon", "tokenizer reconstruction + Draco/voxel baselines at the same bytes", _cmd_eval_recon, True)
     p.add_argument("--meshes", required=True, metavar="DIR", help="folder of meshes (recursive)")
     p.add_argument("--limit", type=int, help="evaluate only the first N meshes (sorted by path)")
     p.add_argument("--resolution", type=int, default=256, help="marching-cubes grid (protocol: 256)")
     p.add_argument("--no-baselines", action="store_true", help="skip Draco and voxel")
     p.add_argument("--seed", type=int, default=0)
-    p = add("eval-gen", "render, generate, ICP-align, score", _cmd_planned, True)
-    p.add_argument("--meshes", required=True)
+    p = add("eval-gen", "render a view of each mesh, generate from it, ICP-align, F-score and Chamfer", _cmd_eval_gen, True)
+    p.add_argument("--meshes", required=True, metavar="DIR", help="folder of meshes (recursive)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N meshes (sorted by path)")
+    sampling_options(p)
     p = add("render", "render a mesh from the paper's 24-view orbit: RGBA PNGs + cameras.json", _cmd_render)
     p.add_argument("mesh", help="mesh file (.obj .ply .stl .glb .gltf .off); textures and colours are kept")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="writes DIR/000.png ... and DIR/cameras.json")

@@ -245,7 +245,8 @@ def sample_item(item: MeshItem, config: SampleConfig) -> tuple[dict, dict[str, n
 def item_metadata(item: MeshItem) -> dict:
     meta = asdict(item)
     meta.update(meta.pop("extra"))
-    meta.pop("rotation")
+    if meta["rotation"] is None:  # kept when set: rebuilding the mesh from its record needs it
+        meta.pop("rotation")
     return meta
 
 

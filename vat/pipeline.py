@@ -4,6 +4,7 @@ Image/text generation joins it once the generator lands."""
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,3 +121,127 @@ class MeshCodec:
         """The mesh decoded from the first `scales` scales (all stored ones by default)."""
         mesh, _ = extract_mesh(self.occupancy_fn(indices, scales), resolution=resolution, level=0.0, progress=progress)
         return postprocess(mesh) if clean else mesh
+
+
+# ---------------------------------------------------------------------------- image/text -> 3D
+
+
+@dataclass
+class Generation:
+    """What `Pipeline.generate` returns: the tokens of every scale, the preprocessed input, the
+    timings, and meshes decoded on demand (one per number of scales, cached)."""
+
+    indices: list[np.ndarray]  # per scale, int64 [side * side], coarse to fine
+    codec: "MeshCodec"
+    seed: int
+    settings: dict
+    timings: dict  # seconds: preprocess, condition, sample; decode_s<S> as meshes are decoded
+    input_image: "object | None" = None  # PIL.Image the model saw (RGB on white), None for text only
+    preprocess_method: str | None = None  # alpha | rembg | builtin | none
+    resolution: int = 256
+    _meshes: dict = None
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.indices)
+
+    def tokens_at(self, scales: int | None = None) -> int:
+        return self.codec.tokens_at(scales or self.num_scales)
+
+    def vat(self, scales: int | None = None) -> bytes:
+        """The .vat file of the first `scales` scales (all by default)."""
+        scales = self.codec._check_scales(scales, self.num_scales)
+        return encode_tokens(self.indices[:scales], self.codec.config.scale_sides, self.codec.config.bits_per_token,
+                             self.codec.fingerprint)
+
+    def mesh(self, scales: int | None = None, resolution: int | None = None) -> trimesh.Trimesh:
+        """The mesh decoded from the first `scales` scales (cached); in the unit cube."""
+        scales = self.codec._check_scales(scales, self.num_scales)
+        resolution = resolution or self.resolution
+        if self._meshes is None:
+            self._meshes = {}
+        key = (scales, resolution)
+        if key not in self._meshes:
+            start = time.perf_counter()
+            self._meshes[key] = self.codec.decode_mesh(self.indices, scales=scales, resolution=resolution)
+            self.timings[f"decode_s{scales}_r{resolution}"] = time.perf_counter() - start
+        return self._meshes[key]
+
+
+class Pipeline:
+    """Image and/or text -> VAT tokens (next-scale generator) -> mesh (the tokenizer's decoder).
+
+    A checkpoint folder holds the tokenizer, the generator and the condition encoders (each a
+    NAME_config.json beside NAME.safetensors)."""
+
+    def __init__(self, codec: MeshCodec, generator, encoders, device: str | torch.device | None = None):
+        from vat.models.gpt import NextScaleGPT
+
+        self.codec = codec
+        self.device = codec.device if device is None else torch.device(device)
+        self.generator: NextScaleGPT = generator.to(self.device).eval()
+        self.encoders = encoders.to(self.device).eval()
+        if (generator.config.scale_sides, generator.config.vocabulary, generator.config.latent_channels) != \
+                (codec.config.scale_sides, codec.config.codebook_size, codec.config.latent_channels):
+            raise VatError("the generator was not trained on this tokenizer's tokens "
+                           "(scales, codebook size or channels differ): use the folder they were saved in together")
+
+    @classmethod
+    def from_pretrained(cls, checkpoint: str | os.PathLike, device: str | torch.device | None = None) -> "Pipeline":
+        from vat.models.conditioning import ConditionEncoders
+        from vat.models.gpt import NextScaleGPT
+
+        folder = resolve_checkpoint(checkpoint)
+        codec = MeshCodec(VAT.from_pretrained(folder), device)
+        return cls(codec, NextScaleGPT.from_pretrained(folder), ConditionEncoders.from_pretrained(folder), codec.device)
+
+    @property
+    def num_scales(self) -> int:
+        return self.codec.num_scales
+
+    @torch.no_grad()
+    def generate(self, image=None, text: str | None = None, seed: int = 0, cfg: float = 1.5, cfg_schedule: str = "linear",
+                 temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0, preprocess: bool = True,
+                 foreground_ratio: float = 0.85, remove_background: str = "auto", resolution: int = 256,
+                 progress=None) -> Generation:
+        """Tokens of every scale for an image (path, bytes, PIL or array) and/or a text prompt.
+        `progress(done_scales, total_scales)` is called after each scale. Meshes are decoded lazily
+        (`Generation.mesh(scales)`)."""
+        from vat.preprocess import load_image, preprocess_image
+
+        text = (text or "").strip() or None
+        if image is None and text is None:
+            raise VatError("give an image, a text prompt, or both")
+        timings, input_image, method = {}, None, None
+        start = time.perf_counter()
+        if image is not None:
+            loaded = load_image(image)
+            if preprocess:
+                done = preprocess_image(loaded, foreground_ratio=foreground_ratio, remove_background=remove_background)
+                input_image, method = done.image, done.method
+            else:
+                input_image, method = loaded.convert("RGB"), "none"
+        timings["preprocess"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        image_tokens, text_vector = self.encoders.encode(images=[input_image] if input_image is not None else None,
+                                                         texts=[text] if text is not None else None)
+        timings["condition"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        calls = {"n": 0}
+
+        def step(done: int, total: int) -> None:
+            calls["n"] = done
+            if progress is not None:
+                progress(done, total)
+
+        idx = self.generator.generate(self.codec.tokenizer.quantizer, image_tokens=image_tokens, text=text_vector,
+                                      cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k,
+                                      top_p=top_p, seed=seed, on_scale=step)
+        timings["sample"] = time.perf_counter() - start
+        settings = dict(text=text, cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k,
+                        top_p=top_p, preprocess=preprocess, foreground_ratio=foreground_ratio,
+                        remove_background=remove_background)
+        return Generation([i[0].cpu().numpy() for i in idx], self.codec, seed, settings, timings, input_image, method,
+                          resolution)

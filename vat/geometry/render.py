@@ -400,7 +400,14 @@ def _create_context():
         import moderngl
     except ImportError as exc:
         raise VatError(f"rendering needs the moderngl package: {INSTALL_HINT}") from exc
+    import importlib.util
     import sys
+
+    # Mesa's llvmpipe and triton (which torch's CUDA build loads when transformers builds a model)
+    # each bring their own LLVM; loading triton after llvmpipe crashes the process (segfault), the
+    # other order works. So triton, where installed, goes first.
+    if importlib.util.find_spec("triton") is not None:
+        import triton  # noqa: F401
 
     # Headless first on Linux (EGL: no display needed); elsewhere the platform's default.
     backends = ["egl", None] if sys.platform.startswith("linux") else [None]

@@ -61,6 +61,13 @@ class GeneratorConfig:
                                    latent_channels=tokenizer_config.latent_channels,
                                    scale_sides=tokenizer_config.scale_sides)
 
+    def matching_encoders(self, encoders) -> "GeneratorConfig":
+        """This config with the image token count and the widths of ConditionEncoders
+        (vat.models.conditioning); an absent encoder keeps the sizes of its null condition."""
+        sizes = {"image_tokens": encoders.image_tokens, "image_channels": encoders.image_channels,
+                 "text_channels": encoders.text_channels}
+        return dataclasses.replace(self, **{k: v for k, v in sizes.items() if v is not None})
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -265,12 +272,14 @@ class NextScaleGPT(nn.Module):
     def generate(self, quantizer: MultiScaleQuantizer, image_tokens: torch.Tensor | None = None,
                  text: torch.Tensor | None = None, batch_size: int = 1, cfg: float = 1.5,
                  cfg_schedule: str = "linear", temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0,
-                 seed: int | torch.Generator | None = None, use_cache: bool = True) -> list[torch.Tensor]:
+                 seed: int | torch.Generator | None = None, use_cache: bool = True,
+                 on_scale=None) -> list[torch.Tensor]:
         """Token indices per scale (idx_Bl), coarse to fine. With cfg != 0 and a condition, the conditional
         and unconditional (null) passes run as one doubled batch; see guidance_weight for the formula.
         use_cache=True feeds only each new scale's tokens; False re-runs the whole prefix every step.
         batch_size only counts when no condition is given; seed: an int or a torch.Generator for
-        reproducible tokens, None for torch's global generator."""
+        reproducible tokens, None for torch's global generator. on_scale(done, total), if given, is
+        called after each scale (progress bars)."""
         c = self.config
         if (quantizer.scale_sides, quantizer.codebook_size, quantizer.channels) != \
                 (c.scale_sides, c.vocabulary, c.latent_channels):
@@ -306,6 +315,8 @@ class NextScaleGPT(nn.Module):
                 logits_BlV = (1 + w) * cond_BlV - w * uncond_BlV
             idx_Bl = sample_tokens(logits_BlV, temperature, top_k, top_p, generator)
             indices.append(idx_Bl)
+            if on_scale is not None:
+                on_scale(si + 1, len(c.scale_sides))
             f_hat, x_next_BlC = quantizer.next_scale_input(si, f_hat, idx_Bl)
             if x_next_BlC is not None:
                 new_BTW = self.scale_tokens(si + 1, x_next_BlC.repeat(2 if guided else 1, 1, 1), text_BW)

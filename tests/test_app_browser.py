@@ -1,0 +1,145 @@
+"""The demo in a real browser: headless Debian Chromium driven by Playwright loads the page, uploads an
+example image, presses Generate, waits for the 3D viewer to draw the mesh, moves the scale slider
+and saves a screenshot.
+
+Needs the Debian package `chromium` (`apt-get install -y chromium`); Playwright's own browser
+download (`playwright install`) is never used. The same code makes the README's screenshot:
+
+    python tests/test_app_browser.py --checkpoint checkpoints --image examples/X.png --out docs/demo.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+TIMEOUT_MS = 120_000
+
+
+def _drawn_fraction(png: bytes) -> float:
+    """Share of a viewer screenshot that is not the white background: how much of a model is drawn."""
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    return float((np.abs(rgb - 255).max(-1) > 24).mean())
+
+
+def _wait_for_model(page, viewer: str) -> float:
+    """Wait until the viewer's canvas shows a model (Babylon draws it a moment after the file loads)."""
+    canvas = page.locator(f"{viewer} canvas")
+    canvas.wait_for(state="visible", timeout=TIMEOUT_MS)
+    for _ in range(TIMEOUT_MS // 250):
+        drawn = _drawn_fraction(canvas.screenshot())
+        if drawn > 0.01:
+            return drawn
+        page.wait_for_timeout(250)
+    raise AssertionError(f"the 3D viewer {viewer} never drew a model")
+
+
+READOUT = r"Scale (\d+) of (\d+):[^\n]*"  # the scale readout's line (the element also shows progress)
+WAIT_FOR_READOUT = ("before => { const m = (document.querySelector('#scale-readout')?.innerText ?? '')"
+                    f".match(/{READOUT}/); return m !== null && m[0] !== before && m; }}")
+
+
+def _readout(page, before: str | None = None) -> str:
+    """The readout's line, once it differs from `before` (waits for the handler to answer)."""
+    return page.wait_for_function(WAIT_FOR_READOUT, arg=before, timeout=TIMEOUT_MS).json_value()[0]
+
+
+def drive_demo(url: str, image: str | Path, screenshot: str | Path, example_name: str | None = None,
+               after_generate=None) -> dict:
+    """Drive the demo at `url` in headless Chromium; writes a full-page PNG to `screenshot` and
+    returns what it saw (readouts before and after moving the slider, drawn share of the viewer).
+    `after_generate()`, if given, is called once the mesh is shown (the tab is still open)."""
+    from playwright.sync_api import sync_playwright
+
+    seen = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            # Offline and hermetic: only the app itself is reachable.
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(url)
+                       else route.abort())
+            page.goto(url)
+            page.locator("#generate-button").wait_for(timeout=TIMEOUT_MS)
+            if example_name is not None:  # the examples gallery shows the folder's images
+                page.locator(f"img[src$='{example_name}']").first.wait_for(timeout=TIMEOUT_MS)
+            page.locator("#input-image input[type=file]").set_input_files(str(image))
+            page.locator("#model-input img").wait_for(timeout=TIMEOUT_MS)  # the preprocessed preview
+            page.locator("#generate-button").click()
+            seen["readout"] = _readout(page)
+            seen["drawn"] = _wait_for_model(page, "#mesh-view")
+            if after_generate is not None:
+                after_generate()
+            # Move the slider to about a fifth of its range: the mesh of the first few scales.
+            slider = page.locator("#scale-slider input[type=range]")
+            box = slider.bounding_box()
+            page.mouse.click(box["x"] + 0.2 * box["width"], box["y"] + box["height"] / 2)
+            seen["scaled_readout"] = _readout(page, before=seen["readout"])
+            seen["slider"] = int(slider.input_value())
+            seen["scaled_drawn"] = _wait_for_model(page, "#mesh-view")
+            page.wait_for_timeout(500)  # let the viewer finish its frame before the picture
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    return seen
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no {CHROMIUM}: apt-get install -y chromium (Debian)")
+def test_generate_and_scrub_in_a_browser(app_url, examples_dir, tmp_path):
+    import app
+
+    shot = tmp_path / "demo.png"
+    before = set(app.OUTPUT_ROOT.iterdir())
+    written = []  # the files of this browser's session, while its tab is open
+    seen = drive_demo(app_url, examples_dir / "red-disc.png", shot, example_name="red-disc.png",
+                      after_generate=lambda: written.extend(f for d in set(app.OUTPUT_ROOT.iterdir()) - before
+                                                            for f in d.glob("*.glb")))
+    assert len(written) == 1 and written[0].name.startswith("generated-")
+    # The browser has closed the tab: demo.unload removes the session's files.
+    for _ in range(40):
+        if not written[0].parent.exists():
+            break
+        time.sleep(0.25)
+    assert not written[0].parent.exists(), "the closed session's files are still there"
+    total = int(seen["readout"].split(" of ")[1].split(":")[0])
+    assert total > 2 and seen["drawn"] > 0.01
+    assert 1 <= seen["slider"] < total and seen["scaled_readout"].startswith(f"Scale {seen['slider']} of {total}")
+    assert seen["scaled_drawn"] > 0.01
+    with Image.open(shot) as picture:
+        assert picture.width == 1400 and picture.height >= 1000
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Launch the demo over a checkpoint, drive it, and write the screenshot (for the README)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import app
+    from conftest import free_port
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--checkpoint", default=None, help="folder or hub id (default: the app's default)")
+    parser.add_argument("--image", required=True, help="the image to upload")
+    parser.add_argument("--examples", default=str(app.EXAMPLES_DIR))
+    parser.add_argument("--out", required=True, help="where to write the PNG")
+    args = parser.parse_args(argv)
+    demo = app.build_demo(args.checkpoint, args.examples)
+    port = free_port()
+    app.serve(demo, port=port, prevent_thread_lock=True)
+    try:
+        seen = drive_demo(f"http://127.0.0.1:{port}/", args.image, args.out)
+    finally:
+        demo.close()
+    print(f"{args.out}: {seen['readout']} / after the slider: {seen['scaled_readout']}")
+
+
+if __name__ == "__main__":
+    main()

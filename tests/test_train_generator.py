@@ -1,0 +1,237 @@
+"""train/prepare_generator_data.py and train/train_generator.py: tokens, renders and cached features
+per shape, resuming and bad shapes; training as a plain process and under torchrun (replicas in
+lockstep), resuming, cached features only from the same frozen encoder, and the exported folder."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vat.errors import VatError
+from vat.models.conditioning import PRESETS, ConditionEncoders
+from vat.models.gpt import NextScaleGPT
+from vat.models.tokenizer import VAT, TokenizerConfig
+
+# Mesa's llvmpipe (headless OpenGL of the renders) and triton (loaded by torch's compiler stack,
+# which transformers imports) each bundle LLVM: importing triton after a GL context exists crashes
+# the process, the other order works. Collection imports this before any test renders.
+if importlib.util.find_spec("triton") is not None:
+    import triton  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "train" / "train_generator.py"
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+train_generator = _load("train_generator", SCRIPT)
+prepare_generator_data = _load("prepare_generator_data", ROOT / "train" / "prepare_generator_data.py")
+prepare_data = _load("prepare_data", ROOT / "train" / "prepare_data.py")
+
+MICRO_TOKENIZER = TokenizerConfig(num_points=256, width=32, heads=2, num_queries=16, num_latents=16, encoder_layers=1,
+                                  decoder_layers=1, codebook_size=64, triplane_tokens=4, plane_channels=4,
+                                  mlp_hidden=16)
+MICRO_GENERATOR = [f"--model-override={o}" for o in ("width=32", "depth=1", "heads=2")]
+FAST = [*MICRO_GENERATOR, "--batch-size=2", "--warmup-steps=1", "--workers=0", "--log-every=1", "--val-shapes=4",
+        "--val-generate=2"]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small models on a shared 2-core machine run several times faster on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, one_thread):
+    """Shards of 4 procedural shapes, a (random) tokenizer checkpoint and tiny condition encoders."""
+    from vat.geometry.procedural import random_shape
+    from vat.geometry.render import render_views
+
+    try:
+        render_views(random_shape(0).mesh, 1, 16)
+    except VatError as exc:
+        pytest.skip(f"cannot render here: {exc}")
+    root = tmp_path_factory.mktemp("inputs")
+    prepare_data.main(["--out", str(root / "shards"), "--procedural", "4", "--workers", "1", "--chunk-size", "3",
+                       "--surface-points", "512", "--uniform-queries", "64", "--near-queries", "64"])
+    torch.manual_seed(0)
+    VAT(MICRO_TOKENIZER).save_pretrained(root / "tokenizer")
+    ConditionEncoders(PRESETS["tiny"]).save_pretrained(root / "encoders", dtype=torch.float32)
+    return root
+
+
+@pytest.fixture(scope="module")
+def prepared(inputs):
+    """The generator data of the 4 shapes: 2 views of 64 px, with the tiny encoders' features."""
+    out = inputs / "generator-data"
+    summary = prepare_generator_data.main([
+        "--data", str(inputs / "shards"), "--tokenizer", str(inputs / "tokenizer"), "--out", str(out),
+        "--views", "2", "--size", "64", "--encoders", str(inputs / "encoders"), "--workers", "1"])
+    return out, summary
+
+
+def _chunks(folder):
+    from vat import data
+
+    return [data.read_chunk(path) for path in data.list_chunks(folder)]
+
+
+def test_prepare_writes_tokens_renders_and_features(inputs, prepared):
+    out, summary = prepared
+    assert summary["ok"] == 4 and summary["bad"] == 0 and summary["chunks"] == 2
+    tokenizer = VAT.from_pretrained(inputs / "tokenizer")
+    encoders = ConditionEncoders.from_pretrained(inputs / "encoders")
+    shards = _chunks(inputs / "shards")
+    for (arrays, records), (source, _) in zip(_chunks(out), shards):
+        assert arrays["tokens"].shape == (len(records), 30) and arrays["tokens"].dtype == np.int32
+        assert arrays["views"].shape == (len(records), 2, 64, 64, 3) and arrays["views"].dtype == np.uint8
+        assert arrays["image_features"].shape == (len(records), 2, 65, 128)
+        assert arrays["text_features"].shape == (len(records), 128)
+        record, views = records[0], arrays["views"][0]
+        assert (views < 200).any() and (views == 255).all(-1).mean() > 0.1  # a grey object on white
+        assert not np.array_equal(views[0], views[1])  # two different cameras
+        # The tokens are the tokenizer's own, of the seeded point subset.
+        subset = np.random.default_rng(record["seed"]).choice(512, 256, replace=False)
+        points = torch.tensor(source["surface_points"][0][subset], dtype=torch.float32)[None]
+        normals = torch.tensor(source["surface_normals"][0][subset], dtype=torch.float32)[None]
+        expected = torch.cat(tokenizer.encode(points, normals), dim=1)[0].numpy()
+        np.testing.assert_array_equal(arrays["tokens"][0], expected)
+        image, text = encoders.encode(views, [record["caption"]] * 2)
+        np.testing.assert_allclose(arrays["image_features"][0], image.numpy(), atol=2e-2, rtol=2e-2)
+        np.testing.assert_allclose(arrays["text_features"][0], text[0].numpy(), atol=2e-2, rtol=2e-2)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["tokenizer"]["fingerprint"] == tokenizer.fingerprint().hex()
+    assert set(manifest["encoders"]) == {"image", "text"}
+
+
+def test_prepare_resumes_and_refuses_other_settings(inputs, prepared):
+    out, _ = prepared
+    args = ["--data", str(inputs / "shards"), "--tokenizer", str(inputs / "tokenizer"), "--out", str(out),
+            "--views", "2", "--size", "64", "--encoders", str(inputs / "encoders"), "--workers", "1"]
+    again = prepare_generator_data.main(args)
+    assert again["chunks_skipped"] == 2 and again["ok"] == 0
+    with pytest.raises(SystemExit, match="other settings"):
+        prepare_generator_data.main([*args[:-6], "--views", "3", "--workers", "1"])
+
+
+def test_prepare_logs_and_skips_bad_shapes(tmp_path, inputs, one_thread):
+    """A mesh file gone since its shard was written: that shape is listed as bad, the others go on."""
+    from vat.geometry.procedural import random_shape
+
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    for seed in (0, 1):
+        random_shape(seed).mesh.export(meshes / f"shape{seed}.ply")
+    prepare_data.main(["--out", str(tmp_path / "shards"), "--meshes", str(meshes), "--workers", "1",
+                       "--surface-points", "512", "--uniform-queries", "64", "--near-queries", "64"])
+    (meshes / "shape1.ply").unlink()
+    summary = prepare_generator_data.main([
+        "--data", str(tmp_path / "shards"), "--tokenizer", str(inputs / "tokenizer"), "--out", str(tmp_path / "out"),
+        "--views", "1", "--size", "32", "--workers", "2"])
+    assert (summary["ok"], summary["bad"]) == (1, 1)
+    (arrays, records), = _chunks(tmp_path / "out")
+    assert [r["id"] for r in records] == ["shape0.ply"] and len(arrays["tokens"]) == 1
+    assert "image_features" not in arrays  # no encoders given
+    errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    assert [e["id"] for e in errors] == ["shape1.ply"] and "does not exist" in errors[0]["error"]
+
+
+def test_single_process_trains_encoders_and_exports_a_pipeline_folder(inputs, prepared, tmp_path, one_thread):
+    out = tmp_path / "run"
+    summary = train_generator.main(["--data", str(prepared[0]), "--val-data", str(prepared[0]),
+                                    "--tokenizer", str(inputs / "tokenizer"), "--out", str(out), "--steps", "3",
+                                    "--val-every", "3", "--train-encoders", *FAST])
+    assert summary["step"] == 3 and (summary["image"], summary["text"]) == ("views", "ids")
+    assert {"loss", "acc", "generated_acc", *(f"acc_scale_{s:02d}" for s in range(1, 5))} == set(summary["val"])
+    final = out / train_generator.FINAL
+    generator, encoders = NextScaleGPT.from_pretrained(final), ConditionEncoders.from_pretrained(final)
+    VAT.from_pretrained(final)
+    state = torch.load(out / train_generator.CHECKPOINT, weights_only=True)
+    ema = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
+    for key, value in generator.state_dict().items():
+        torch.testing.assert_close(value, ema["generator." + key], rtol=0, atol=0)  # the EMA weights, in float32
+    for key, value in encoders.image.model.state_dict().items():
+        torch.testing.assert_close(value, ema["encoders.image.model." + key], rtol=0, atol=0)
+    assert generator.config.width == 32 and generator.config.image_tokens == 65
+    assert any((out / "tb").iterdir()) and (out / "train_config.json").is_file()
+
+
+def test_cached_features_only_from_the_same_frozen_encoders(inputs, prepared, tmp_path, one_thread):
+    args = ["--data", str(prepared[0]), "--tokenizer", str(inputs / "tokenizer"), "--steps", "1", *FAST]
+    same = train_generator.main([*args, "--out", str(tmp_path / "a"), "--encoders", str(inputs / "encoders")])
+    assert (same["image"], same["text"]) == ("features", "features")
+    other = train_generator.main([*args, "--out", str(tmp_path / "b"), "--encoders", "tiny"])  # other weights
+    assert (other["image"], other["text"]) == ("views", "ids")
+    trained = train_generator.main([*args, "--out", str(tmp_path / "c"), "--encoders", str(inputs / "encoders"),
+                                    "--train-encoders", "--conditions", "image"])
+    assert (trained["image"], trained["text"]) == ("views", None)
+
+
+def test_ddp_ranks_stay_identical(inputs, prepared, tmp_path):
+    out = tmp_path / "run"
+    # --standalone rendezvous on localhost:0, so the agent picks free ports itself.
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
+         "--data", str(prepared[0]), "--val-data", str(prepared[0]), "--tokenizer", str(inputs / "tokenizer"),
+         "--out", str(out), "--steps", "3", "--val-every", "3", "--train-encoders", *FAST],
+        capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    state = torch.load(out / train_generator.CHECKPOINT, weights_only=True)
+    assert state["step"] == 3
+    digests = state["replica_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert "validation (EMA): loss" in result.stderr + result.stdout
+    NextScaleGPT.from_pretrained(out / train_generator.FINAL)
+
+
+def test_resume_continues_from_the_checkpoint(inputs, prepared, tmp_path, one_thread):
+    out = tmp_path / "run"
+    args = ["--data", str(prepared[0]), "--tokenizer", str(inputs / "tokenizer"), "--out", str(out), *FAST]
+    first = train_generator.main([*args, "--steps", "3"])
+    assert first["start_step"] == 0
+    second = train_generator.main([*args, "--steps", "5"])
+    assert second["start_step"] == 3 and second["step"] == 5
+    state = torch.load(out / train_generator.CHECKPOINT, weights_only=True)
+    assert state["step"] == 5
+    # AdamW counted every update: the second run started from the first one's optimizer state.
+    assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {5}
+    with pytest.raises(SystemExit, match="other generator settings"):
+        train_generator.main([*args, "--steps", "6", "--model-override", "depth=2"])
+
+
+def test_data_of_another_tokenizer_is_refused(inputs, prepared, tmp_path):
+    torch.manual_seed(1)
+    VAT(MICRO_TOKENIZER).save_pretrained(tmp_path / "other")
+    with pytest.raises(SystemExit, match="another tokenizer"):
+        train_generator.main(["--data", str(prepared[0]), "--tokenizer", str(tmp_path / "other"),
+                              "--out", str(tmp_path / "run"), "--steps", "1", *FAST])
+
+
+def test_cli_reads_config_files_and_overrides(tmp_path):
+    config = train_generator.parse_args(["--data", "d", "--out", "o", "--tokenizer", "t", "--config",
+                                         str(ROOT / "train" / "configs" / "generator_tiny.json"), "--lr", "0.002",
+                                         "--model-override", "depth=3", "--conditions", "image"])
+    assert config.preset == "tiny" and config.encoders == "tiny" and config.train_encoders
+    assert config.lr == 0.002 and config.model_overrides["depth"] == 3 and config.conditions == "image"
+    with pytest.raises(SystemExit):
+        train_generator.parse_args(["--data", "d", "--out", "o"])  # no --tokenizer
+    with pytest.raises(SystemExit):
+        train_generator.parse_args(["--data", "d", "--out", "o", "--tokenizer", "t", "--encoders", "some/folder",
+                                    "--image-encoder", "facebook/dinov2-large"])

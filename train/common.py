@@ -1,0 +1,185 @@
+"""Pieces both training scripts share: torchrun/DDP set-up, replica checks, deterministic per-step
+seeds, the chunk-aware batch sampler, AdamW groups, warm-up + cosine, atomic checkpoint writes.
+
+The scripts import it as `common` (train/ is on sys.path when they run, and they add it when
+imported from elsewhere, as the tests do)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """FIELD=VALUE of a --model-override; VALUE is JSON, or a bare word such as compression=pooling."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+# ---------------------------------------------------------------------------- distributed helpers
+
+
+def setup_distributed(device_choice: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); initialises the process group under torchrun."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    use_cuda = device_choice == "cuda" or (device_choice == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return rank, world, device
+
+
+def rank_of_process() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def gather_rows(x_NC: torch.Tensor) -> torch.Tensor:
+    """Rows of every rank, concatenated (all ranks pass the same shape)."""
+    if not dist.is_initialized():
+        return x_NC
+    parts = [torch.empty_like(x_NC) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x_NC.contiguous())
+    return torch.cat(parts)
+
+
+def state_digest(*modules: nn.Module) -> str:
+    """sha256 of the modules' state: replicas that trained in lockstep have equal digests."""
+    h = hashlib.sha256()
+    for module in modules:
+        for name, tensor in module.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def replica_digests(step: int, *modules: nn.Module) -> list[str]:
+    """Every rank's state_digest of the modules; raises if the replicas differ."""
+    digest = state_digest(*modules)
+    digests = [None] * world_size()
+    if dist.is_initialized():
+        dist.all_gather_object(digests, digest)
+    else:
+        digests = [digest]
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"replicas diverged at step {step}: {digests}")
+    return digests
+
+
+def encoder_fingerprints(encoders) -> dict:
+    """{"image"/"text": {"config": its config, "digest": state_digest}} of the encoders present in a
+    ConditionEncoders (None: {}): features cached by train/prepare_generator_data.py are used in
+    training only when they came from the very same frozen encoder."""
+    if encoders is None:
+        return {}
+    return {name: {"config": dataclasses.asdict(encoder.config), "digest": state_digest(encoder)}
+            for name, encoder in (("image", encoders.image), ("text", encoders.text)) if encoder is not None}
+
+
+def step_seed(*entropy: int) -> int:
+    return int(np.random.SeedSequence(list(entropy)).generate_state(1)[0])
+
+
+# ---------------------------------------------------------------------------- data order
+
+
+class ShardBatches(torch.utils.data.Sampler):
+    """One rank's endless batches from `start_step` on. Each epoch visits the chunks in a shuffled
+    order and their rows shuffled (shard datasets keep one chunk in memory), every rank taking every
+    world-th item. Each element is (item index, seed of its random choices), all derived from
+    (seed, epoch, step), so a resumed run sees what an uninterrupted one would.
+    `shards.chunk_of_items()`: [items] the chunk each item lies in, items listed chunk by chunk."""
+
+    def __init__(self, shards, batch_size: int, rank: int, world: int, seed: int, start_step: int):
+        chunk_of_item = shards.chunk_of_items()
+        self.items_of_chunk = np.split(np.arange(len(chunk_of_item)), np.flatnonzero(np.diff(chunk_of_item)) + 1)
+        self.batch_size, self.rank, self.world, self.seed, self.start_step = batch_size, rank, world, seed, start_step
+        # Equal epoch lengths on all ranks keep them in the same chunks (with fewer items than
+        # ranks, every rank sees all of them, with different random choices).
+        self.epoch_length = len(chunk_of_item) // world or len(chunk_of_item)
+
+    def _epoch(self, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, epoch])
+        order = np.concatenate([rng.permutation(self.items_of_chunk[c]) for c in rng.permutation(len(self.items_of_chunk))])
+        if len(order) < self.world:
+            return order
+        return order[self.rank::self.world][: self.epoch_length]
+
+    def __iter__(self):
+        step = self.start_step
+        epoch, offset = divmod(step * self.batch_size, self.epoch_length)
+        order = self._epoch(epoch)
+        while True:
+            batch = []
+            while len(batch) < self.batch_size:
+                take = order[offset: offset + self.batch_size - len(batch)]
+                batch.extend(take.tolist())
+                offset += len(take)
+                if offset == len(order):
+                    epoch, offset = epoch + 1, 0
+                    order = self._epoch(epoch)
+            yield [(index, (self.seed, self.rank, step, k)) for k, index in enumerate(batch)]
+            step += 1
+
+
+# ---------------------------------------------------------------------------- optimisation
+
+
+def make_optimizer(model: nn.Module, config) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters (config: lr, betas, weight_decay); weight decay on the
+    weights of linear and convolution layers only (not on norms, biases, embeddings, learned token
+    sets or codebooks, which decay would pull towards zero)."""
+    decay = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))}
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if id(p) in decay], "weight_decay": config.weight_decay},
+              {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+
+
+def lr_factor(step: int, config) -> float:
+    """Linear warm-up to the peak, then cosine decay to min_lr_ratio at the last step
+    (config: warmup_steps, steps, min_lr_ratio)."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def export(directory: Path, *models: nn.Module) -> None:
+    """Each model's save_pretrained (float32) into `directory`, replacing it only once complete."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for model in models:
+        model.save_pretrained(tmp, dtype=torch.float32)
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(tmp, directory)

@@ -1,0 +1,293 @@
+"""Stage-2 data: for every shape that train/prepare_data.py prepared, the frozen tokenizer's tokens
+of every scale, renders of its mesh (reloaded from the shape's record) composited on white, its
+caption, and, when condition encoders are given, their features of every view and of the caption.
+
+    python train/prepare_generator_data.py --data /data/vat/train --tokenizer runs/tiny/final \
+        --out /data/vat/gen-train --views 8 --size 224
+    python train/prepare_generator_data.py --data ... --tokenizer ... --out ... --device cuda \
+        --image-encoder facebook/dinov2-large --text-encoder ViT-L-14
+
+Each input chunk NAME.npz becomes OUT/NAME.{jsonl,npz} (the same path below OUT): one record per
+shape tried (a bad one with "ok": false and "error"), and the arrays of the good ones, in order:
+    tokens          int32 [M, L]           indices of all scales, coarse to fine (L = sum of side^2)
+    views           uint8 [M, V, S, S, 3]  renders on white (vat.geometry.render, seeded by the shape)
+    image_features  float16 [M, V, N, C]   with an image encoder: its tokens of every view
+    text_features   float16 [M, C]         with a text encoder: its embedding of the caption ("" if none)
+OUT/manifest.json records the tokenizer (fingerprint and config), views, size and encoders; a re-run
+skips complete chunks and refuses other settings. Bad shapes are also listed in OUT/errors.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vat import data
+from vat.errors import VatError
+from vat.models.conditioning import ConditionConfig, ConditionEncoders, ImageEncoderConfig, TextEncoderConfig
+from vat.models.tokenizer import VAT
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # train/common.py, also when imported from elsewhere
+from common import encoder_fingerprints  # noqa: E402
+
+# Mesa's llvmpipe (headless OpenGL of the renders) and triton (loaded by torch's compiler stack,
+# which transformers imports) each bundle LLVM: loading triton after a GL context exists crashes
+# the process, the other order works. Load it first where it is installed (the CUDA torch build).
+if importlib.util.find_spec("triton") is not None:
+    import triton  # noqa: F401
+
+log = logging.getLogger("prepare_generator_data")
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, type=Path, help="shard folder of train/prepare_data.py")
+    p.add_argument("--tokenizer", required=True, type=Path, help="tokenizer checkpoint folder (VAT.from_pretrained)")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--views", type=int, default=8, help="renders per shape")
+    p.add_argument("--size", type=int, default=224, help="render side in pixels")
+    encoders = p.add_argument_group("condition features (optional; frozen encoders, cached per view and caption)")
+    encoders.add_argument("--encoders", type=Path, help="a folder of ConditionEncoders.save_pretrained")
+    encoders.add_argument("--image-encoder", help="DINOv2: hub id or local folder (e.g. facebook/dinov2-large)")
+    encoders.add_argument("--text-encoder", help="CLIP text: open_clip model name, hub repo or folder (e.g. ViT-L-14)")
+    encoders.add_argument("--image-size", type=int, default=224, help="the image encoder's input side")
+    encoders.add_argument("--allow-download", action="store_true", help="fetch missing hub weights (needs internet)")
+    run = p.add_argument_group("run")
+    run.add_argument("--workers", type=int, default=None, help="rendering processes (default: the usable cores)")
+    run.add_argument("--batch-size", type=int, default=16, help="shapes (tokens) or images (features) per batch")
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    args = p.parse_args(argv)
+    if args.encoders and (args.image_encoder or args.text_encoder):
+        p.error("give --encoders or --image-encoder/--text-encoder, not both")
+    if args.views < 1 or args.size < 8:
+        p.error("--views must be at least 1 and --size at least 8")
+    args.workers = args.workers or len(os.sched_getaffinity(0))
+    return args
+
+
+def load_encoders(args: argparse.Namespace) -> ConditionEncoders | None:
+    if args.encoders:
+        return ConditionEncoders.from_pretrained(args.encoders, allow_download=args.allow_download)
+    if not (args.image_encoder or args.text_encoder):
+        return None
+    config = ConditionConfig(
+        image=ImageEncoderConfig(args.image_encoder, image_size=args.image_size) if args.image_encoder else None,
+        text=TextEncoderConfig(args.text_encoder) if args.text_encoder else None)
+    return ConditionEncoders(config, allow_download=args.allow_download)
+
+
+# ---------------------------------------------------------------------------- one shape
+
+
+def item_from_record(record: dict) -> data.MeshItem:
+    """The MeshItem a shard record was prepared from (what vat.data.load_item_mesh needs)."""
+    extra = {"shape_seed": record["shape_seed"]} if "shape_seed" in record else {}
+    rotation = record.get("rotation")
+    return data.MeshItem(id=record["id"], source=record["source"], path=record.get("path"),
+                         caption=record.get("caption"), licence=record.get("licence"),
+                         split=record.get("split", "train"), rotation=tuple(rotation) if rotation else None,
+                         extra=extra)
+
+
+def render_record(record: dict, views: int, size: int) -> tuple[np.ndarray | None, str | None]:
+    """(uint8 [views, size, size, 3] renders on white, None), or (None, error) for a bad shape.
+    Files are rendered with their materials (vat.geometry.render.load_for_render); the reloaded
+    shape must have the prepared one's normalisation, so renders and tokens show the same object."""
+    from vat.geometry.io import normalization_transform
+    from vat.geometry.render import composite_on_white, load_for_render, render_views
+
+    try:
+        item = item_from_record(record)
+        if item.path is None:
+            mesh, _ = data.load_item_mesh(item)
+        else:
+            mesh = load_for_render(item.path)
+            if item.rotation is not None:
+                matrix = np.eye(4)
+                matrix[:3, :3] = np.reshape(item.rotation, (3, 3))
+                mesh.apply_transform(matrix)
+        if not np.allclose(normalization_transform(mesh), record["normalization"], rtol=1e-4, atol=1e-6):
+            raise VatError("the reloaded mesh is not the prepared one (its bounding box differs): "
+                           "was the file changed, or its rotation not recorded?")
+        rendered = render_views(mesh, views, size, seed=record["seed"])
+        return np.stack([composite_on_white(view.rgba) for view in rendered]), None
+    except Exception as exc:  # one bad mesh must not stop a run over many
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def _render_task(task: tuple[dict, int, int]) -> tuple[np.ndarray | None, str | None]:
+    return render_record(*task)
+
+
+# ---------------------------------------------------------------------------- one chunk
+
+
+@torch.no_grad()
+def shape_tokens(tokenizer: VAT, points_MP3: np.ndarray, normals_MP3: np.ndarray, seeds: list[int], batch_size: int,
+                 device: torch.device) -> np.ndarray:
+    """int32 [M, L]: VAT.encode (the Gaussian's mean, no sampling) of a fixed subset of each shape's
+    stored surface points (the tokenizer's num_points, chosen by the shape's seed)."""
+    num_points = tokenizer.config.num_points
+    if points_MP3.shape[1] < num_points:
+        raise VatError(f"the tokenizer reads {num_points} surface points per shape, the shards hold "
+                       f"{points_MP3.shape[1]}")
+    subsets = [np.random.default_rng(seed).choice(points_MP3.shape[1], num_points, replace=False) for seed in seeds]
+    tokens = [np.zeros((0, sum(s * s for s in tokenizer.config.scale_sides)), np.int32)]
+    for start in range(0, len(seeds), batch_size):
+        rows = range(start, min(start + batch_size, len(seeds)))
+        points = torch.from_numpy(np.stack([points_MP3[m][subsets[m]] for m in rows]).astype(np.float32))
+        normals = torch.from_numpy(np.stack([normals_MP3[m][subsets[m]] for m in rows]).astype(np.float32))
+        tokens.append(torch.cat(tokenizer.encode(points.to(device), normals.to(device)), dim=1).cpu().numpy())
+    return np.concatenate(tokens).astype(np.int32)
+
+
+@torch.no_grad()
+def condition_features(encoders: ConditionEncoders, views_MVSS3: np.ndarray, captions: list[str | None],
+                       batch_size: int) -> dict[str, np.ndarray]:
+    """float16 image_features [M, V, N, C] and text_features [M, C] of the encoders present."""
+    out = {}
+    if encoders.image is not None:
+        flat = views_MVSS3.reshape(-1, *views_MVSS3.shape[2:])
+        features = [encoders.encode_images(flat[k:k + batch_size]).float().cpu() for k in range(0, len(flat), batch_size)]
+        out["image_features"] = torch.cat(features).view(*views_MVSS3.shape[:2], *features[0].shape[1:]).half().numpy()
+    if encoders.text is not None:
+        texts = [c or "" for c in captions]
+        features = [encoders.encode_texts(texts[k:k + batch_size]).float().cpu() for k in range(0, len(texts), batch_size)]
+        out["text_features"] = torch.cat(features).half().numpy()
+    return out
+
+
+def write_chunk(path: Path, records: list[dict], arrays: dict[str, np.ndarray]) -> None:
+    """NAME.jsonl, then NAME.npz (its presence marks the chunk complete; vat.data reads both)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    data.write_atomic(path.with_suffix(".jsonl"), lambda f: f.write(lines.encode()))
+    data.write_atomic(path, lambda f: np.savez_compressed(f, **arrays))
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+def _check_manifest(path: Path, manifest: dict) -> None:
+    # Resuming skips complete chunks, so mixing tokenizers, renders or encoders in one folder must fail loudly.
+    manifest = json.loads(json.dumps(manifest))  # tuples become lists, as in the file
+    if path.is_file():
+        before = json.loads(path.read_text())
+        if before != manifest:
+            changed = sorted(k for k in set(before) | set(manifest) if before.get(k) != manifest.get(k))
+            raise SystemExit(f"{path.parent} was prepared with other settings ({', '.join(changed)}): "
+                             "choose another --out or the same settings")
+    else:
+        text = json.dumps(manifest, indent=2) + "\n"
+        data.write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Prepare every chunk not done yet; returns counts of this run."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("trimesh").setLevel(logging.WARNING)
+    inputs = data.list_chunks(args.data)
+    if not inputs:
+        raise SystemExit(f"{args.data} holds no shards of train/prepare_data.py")
+    # Fresh processes, not forks: a fork of a process that has rendered (Mesa's threads) or run torch
+    # (its thread pools) can deadlock. They import this script, so triton loads before OpenGL there too.
+    pool = multiprocessing.get_context("spawn").Pool(args.workers) if args.workers > 1 else None
+    try:
+        return _run(args, inputs, pool)
+    except VatError as exc:  # missing weights, a bad checkpoint: say so, no traceback
+        raise SystemExit(f"prepare_generator_data: {exc}") from exc
+    finally:
+        if pool is not None:
+            pool.terminate()
+
+
+def _run(args: argparse.Namespace, inputs: list[Path], pool) -> dict:
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    tokenizer = VAT.from_pretrained(args.tokenizer).to(device)
+    encoders = load_encoders(args)
+    if encoders is not None:
+        encoders.to(device)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "tokenizer": {"fingerprint": tokenizer.fingerprint().hex(), "config": tokenizer.config.to_dict()},
+        "views": args.views,
+        "size": args.size,
+        "encoders": encoder_fingerprints(encoders),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    _check_manifest(args.out / MANIFEST, manifest)
+
+    jobs = []  # (input chunk, output chunk, ids of its good shapes)
+    for path in inputs:
+        ids = [r["id"] for r in data.chunk_records(path) if r["ok"]]
+        target = args.out / path.relative_to(args.data)
+        if not data.chunk_complete(target, ids):
+            jobs.append((path, target, ids))
+    log.info("%d chunks, %d already done; rendering with %d workers on %s", len(inputs), len(inputs) - len(jobs),
+             args.workers, device)
+
+    def submit(job):
+        """Render a chunk's shapes in the pool (in order); at most two chunks wait, so renders
+        never pile up in memory faster than they are written."""
+        tasks = [(r, args.views, args.size) for r in data.chunk_records(job[0]) if r["ok"]]
+        return pool.map_async(_render_task, tasks, chunksize=1) if pool is not None else tasks
+
+    def collect(handle) -> list[tuple[np.ndarray | None, str | None]]:
+        return handle.get() if pool is not None else [_render_task(t) for t in handle]
+
+    pending = [submit(job) for job in jobs[:2]]
+    counts = {"chunks": len(inputs), "chunks_skipped": len(inputs) - len(jobs), "ok": 0, "bad": 0}
+    start = time.perf_counter()
+    with tqdm(total=sum(len(ids) for *_, ids in jobs), unit="shape", mininterval=2) as bar, \
+            open(args.out / "errors.jsonl", "a", encoding="utf-8") as errors:
+        for index, (path, target, _) in enumerate(jobs):
+            rendered = collect(pending.pop(0))
+            if index + 2 < len(jobs):
+                pending.append(submit(jobs[index + 2]))
+            arrays, records = data.read_chunk(path)
+            good = [row for row, (views, _) in enumerate(rendered) if views is not None]
+            out_records = []
+            for record, (views, error) in zip(records, rendered):
+                kept = {k: v for k, v in record.items() if k not in ("ok", "error", "cpu_seconds")}
+                out_records.append({**kept, "ok": error is None, **({"error": error} if error else {})})
+                if error:
+                    log.warning("skipped %s: %s", record["id"], error)
+                    errors.write(json.dumps({"id": record["id"], "path": record.get("path"), "error": error}) + "\n")
+            good_records = [records[row] for row in good]
+            views = np.zeros((0, args.views, args.size, args.size, 3), np.uint8)
+            views = np.stack([rendered[row][0] for row in good]) if good else views
+            out = {"tokens": shape_tokens(tokenizer, arrays["surface_points"][good], arrays["surface_normals"][good],
+                                          [r["seed"] for r in good_records], args.batch_size, device),
+                   "views": views}
+            if encoders is not None and good:
+                out.update(condition_features(encoders, views, [r.get("caption") for r in good_records],
+                                              args.batch_size))
+            write_chunk(target, out_records, out)
+            errors.flush()
+            counts["ok"] += len(good)
+            counts["bad"] += len(records) - len(good)
+            bar.update(len(records))
+    counts["seconds"] = round(time.perf_counter() - start, 3)
+    log.info("%d shapes ok, %d bad in %.1f s (%d chunks were done before)", counts["ok"], counts["bad"],
+             counts["seconds"], counts["chunks_skipped"])
+    return counts
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,545 @@
+"""Stage 2: train the next-scale generator on data written by train/prepare_generator_data.py.
+
+    python train/train_generator.py --data /data/vat/gen-train --val-data /data/vat/gen-heldout \
+        --tokenizer runs/tiny/final --out runs/gen-tiny --config train/configs/generator_tiny.json
+    torchrun --nproc_per_node 8 train/train_generator.py --data ... --tokenizer ... --out runs/gen-paper \
+        --preset paper --encoders paper --batch-size 32 --steps 200000
+    python train/train_generator.py ... --conditions image --model-override depth=4
+
+Each step takes one random view of every shape of the batch and its caption; the generator learns
+the tokenizer's tokens of all scales at once, teacher-forced with the tokenizer's own quantiser
+(`teacher_forcing_input`, the same code path as sampling). Condition dropout (for classifier-free
+guidance) happens inside the generator. Frozen condition encoders use the features cached in the
+data when they came from the very same encoder, else run on the renders; `--train-encoders` trains
+them with the generator (the shipped tiny model does: nothing comes from the hub offline).
+Running the same command again resumes from OUT/checkpoint.pt. OUT/final holds the EMA generator,
+the condition encoders and the tokenizer, a folder vat.pipeline.Pipeline.from_pretrained loads.
+Options come from the TrainConfig defaults, then --config JSON, then the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from vat import data
+from vat.errors import VatError
+from vat.models import conditioning
+from vat.models.conditioning import ConditionConfig, ConditionEncoders, ImageEncoderConfig, TextEncoderConfig
+from vat.models.gpt import PRESETS, NextScaleGPT
+from vat.models.tokenizer import VAT
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # train/common.py, also when imported from elsewhere
+from common import (ShardBatches, encoder_fingerprints, export, lr_factor, make_optimizer,  # noqa: E402
+                    parse_override, rank_of_process, replica_digests, save_atomic, setup_distributed, step_seed,
+                    world_size)
+
+log = logging.getLogger("train_generator")
+
+CHECKPOINT = "checkpoint.pt"
+FINAL = "final"
+CONDITIONS = ("both", "image", "text")
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a run; saved as OUT/train_config.json (with the model configs)."""
+
+    data: str  # folder of train/prepare_generator_data.py
+    out: str  # run folder: checkpoint, tb/, final/
+    tokenizer: str  # the tokenizer checkpoint the data was prepared with
+    val_data: str | None = None  # held-out folder of train/prepare_generator_data.py
+    preset: str = "tiny"  # generator size, a key of vat.models.gpt.PRESETS
+    model_overrides: dict = field(default_factory=dict)  # GeneratorConfig fields replaced in the preset
+    encoders: str = "tiny"  # a key of vat.models.conditioning.PRESETS, or a ConditionEncoders folder
+    image_encoder: str | None = None  # a DINOv2 hub id or folder in place of the preset's image encoder
+    text_encoder: str | None = None  # an open_clip model, hub repo or folder in place of the preset's text encoder
+    train_encoders: bool = False  # train the condition encoders with the generator
+    conditions: str = "both"  # both | image | text: what the generator is conditioned on
+    allow_download: bool = False  # fetch missing hub weights (needs internet)
+    steps: int = 200_000
+    batch_size: int = 16  # shapes per rank and step
+    lr: float = 1e-4  # peak
+    min_lr_ratio: float = 0.0  # the cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 2_000
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 2.0
+    ema_decay: float = 0.999
+    label_smoothing: float = 0.0
+    val_every: int = 2_000
+    val_shapes: int = 64  # at most this many validation shapes (teacher-forced loss and accuracy)
+    val_generate: int = 8  # of which this many are also sampled greedily (token accuracy of generation)
+    save_every: int = 1_000
+    log_every: int = 20
+    workers: int = 2  # data loader processes per rank
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        if self.conditions not in CONDITIONS:
+            raise ValueError(f"conditions must be one of {CONDITIONS}, got {self.conditions!r}")
+        if self.encoders not in conditioning.PRESETS and (self.image_encoder or self.text_encoder):
+            raise ValueError("--image-encoder/--text-encoder replace parts of an encoder preset, not of a folder")
+
+    @property
+    def uses_image(self) -> bool:
+        return self.conditions in ("both", "image")
+
+    @property
+    def uses_text(self) -> bool:
+        return self.conditions in ("both", "text")
+
+
+# ---------------------------------------------------------------------------- configuration
+
+
+def parse_args(argv: list[str] | None) -> TrainConfig:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                argument_default=argparse.SUPPRESS)
+    p.add_argument("--config", type=Path, help="JSON file of TrainConfig fields (the command line wins)")
+    p.add_argument("--data", help="training folder of train/prepare_generator_data.py")
+    p.add_argument("--val-data", help="held-out folder for validation")
+    p.add_argument("--tokenizer", help="the tokenizer checkpoint folder the data was prepared with")
+    p.add_argument("--out", help="run folder (resumed when it holds a checkpoint)")
+    model = p.add_argument_group("model")
+    model.add_argument("--preset", choices=sorted(PRESETS))
+    model.add_argument("--model-override", dest="model_overrides", type=parse_override, action="append",
+                       metavar="FIELD=VALUE", help="replace a GeneratorConfig field, e.g. depth=4 (repeatable)")
+    model.add_argument("--encoders", help=f"condition encoders: {' | '.join(conditioning.PRESETS)} or a folder")
+    model.add_argument("--image-encoder", help="DINOv2 hub id or folder replacing the preset's")
+    model.add_argument("--text-encoder", help="open_clip model, hub repo or folder replacing the preset's")
+    model.add_argument("--train-encoders", action="store_true", help="train the condition encoders too")
+    model.add_argument("--conditions", choices=CONDITIONS, help="condition on the image, the text or both")
+    model.add_argument("--allow-download", action="store_true", help="fetch missing hub weights (needs internet)")
+    optim = p.add_argument_group("optimisation")
+    for name, kind, text in (
+        ("steps", int, "total steps"), ("batch_size", int, "shapes per rank and step"),
+        ("lr", float, "peak learning rate"), ("min_lr_ratio", float, "final lr / peak lr"),
+        ("warmup_steps", int, "linear warm-up steps"), ("weight_decay", float, "AdamW weight decay"),
+        ("grad_clip", float, "max gradient norm"), ("ema_decay", float, "EMA decay of the weights"),
+        ("label_smoothing", float, "cross-entropy label smoothing"),
+    ):
+        optim.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
+    run = p.add_argument_group("run")
+    for name, kind, text in (
+        ("val_every", int, "validate every N steps"), ("val_shapes", int, "at most N validation shapes"),
+        ("val_generate", int, "of which N are sampled greedily"), ("save_every", int, "checkpoint every N steps"),
+        ("log_every", int, "log every N steps"), ("workers", int, "data loader processes per rank"),
+        ("seed", int, "seed of everything"),
+    ):
+        run.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    args = vars(p.parse_args(argv))
+
+    options = json.loads(args.pop("config").read_text()) if "config" in args else {}
+    if "model_overrides" in args:
+        options["model_overrides"] = {**options.get("model_overrides", {}), **dict(args.pop("model_overrides"))}
+    options.update(args)
+    missing = [name for name in ("data", "out", "tokenizer") if name not in options]
+    if missing:
+        p.error("missing " + ", ".join("--" + m for m in missing))
+    try:
+        config = TrainConfig(**options)
+    except (TypeError, ValueError) as exc:
+        p.error(str(exc))
+    return config
+
+
+def build_encoders(config: TrainConfig) -> ConditionEncoders:
+    """The condition encoders of the run (only the conditions it uses), trainable if asked."""
+    if config.encoders in conditioning.PRESETS:
+        preset = conditioning.PRESETS[config.encoders]
+        image = ImageEncoderConfig(config.image_encoder, image_size=preset.image.image_size) \
+            if config.image_encoder else preset.image
+        text = TextEncoderConfig(config.text_encoder) if config.text_encoder else preset.text
+        encoders = ConditionEncoders(ConditionConfig(image=image if config.uses_image else None,
+                                                     text=text if config.uses_text else None),
+                                     allow_download=config.allow_download)
+    else:
+        encoders = ConditionEncoders.from_pretrained(config.encoders, allow_download=config.allow_download)
+        if not config.uses_image:
+            encoders.image = None
+        if not config.uses_text:
+            encoders.text = None
+        encoders.config = ConditionConfig(image=encoders.config.image if config.uses_image else None,
+                                          text=encoders.config.text if config.uses_text else None)
+    if config.uses_image and encoders.image is None or config.uses_text and encoders.text is None:
+        raise VatError(f"{config.encoders} has no encoder for a condition the run uses ({config.conditions})")
+    return encoders.set_trainable(config.train_encoders)
+
+
+# ---------------------------------------------------------------------------- data
+
+
+class GeneratorShapes(torch.utils.data.Dataset):
+    """Shapes of a train/prepare_generator_data.py folder as tensors: the tokens of all scales, one
+    view chosen with the seed that comes with the index (a ShardBatches element; a plain index and
+    `view` for validation), and the conditions in the form the run consumes: cached features, or
+    renders and caption token ids for the encoders to run on."""
+
+    def __init__(self, directory: str | os.PathLike, image: str | None, text: str | None, tokenize=None,
+                 view: int | None = None):
+        """image: "features" (cached), "views" (renders) or None; text: "features", "ids" or None."""
+        self.views = read_manifest(directory)["views"]
+        self.chunks = data.list_chunks(directory)
+        self.records, self._index = [], []
+        for c, path in enumerate(self.chunks):
+            ok = [r for r in data.chunk_records(path) if r["ok"]]
+            self.records.extend(ok)
+            self._index.extend((c, row) for row in range(len(ok)))
+        if not self.records:
+            raise SystemExit(f"{directory} holds no shapes of train/prepare_generator_data.py")
+        self.image, self.text, self.tokenize, self.view = image, text, tokenize, view
+        self.keys = ["tokens"] + {"features": ["image_features"], "views": ["views"]}.get(image, []) + \
+            (["text_features"] if text == "features" else [])
+        self._cached: tuple[int, dict[str, np.ndarray]] | None = None
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def chunk_of_items(self) -> np.ndarray:
+        return np.array([chunk for chunk, _ in self._index], dtype=np.int64)
+
+    def _chunk(self, c: int) -> dict[str, np.ndarray]:
+        if self._cached is None or self._cached[0] != c:
+            with np.load(self.chunks[c]) as arrays:
+                missing = [k for k in self.keys if k not in arrays.files]
+                if missing:
+                    raise SystemExit(f"{self.chunks[c]} has no {', '.join(missing)}: prepare the data with the "
+                                     "encoders whose features it should cache")
+                self._cached = (c, {k: arrays[k] for k in self.keys})
+        return self._cached[1]
+
+    def __getitem__(self, key: int | tuple[int, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+        index, entropy = key if isinstance(key, tuple) else (key, None)
+        c, row = self._index[index]
+        arrays = self._chunk(c)
+        view = self.view if self.view is not None else int(np.random.default_rng(entropy).integers(self.views))
+        item = {"tokens": torch.from_numpy(arrays["tokens"][row].astype(np.int64))}
+        if self.image == "features":
+            item["image_features"] = torch.from_numpy(arrays["image_features"][row][view].astype(np.float32))
+        elif self.image == "views":
+            item["views"] = torch.from_numpy(arrays["views"][row][view])
+        if self.text == "features":
+            item["text_features"] = torch.from_numpy(arrays["text_features"][row].astype(np.float32))
+        elif self.text == "ids":
+            item["text_ids"] = self.tokenize([self.records[index].get("caption") or ""])[0]
+        return item
+
+
+def read_manifest(directory: str) -> dict:
+    path = Path(directory) / "manifest.json"
+    if not path.is_file():
+        raise SystemExit(f"{directory} has no manifest.json: prepare it with train/prepare_generator_data.py")
+    return json.loads(path.read_text())
+
+
+def condition_sources(config: TrainConfig, encoders: ConditionEncoders, manifest: dict) -> tuple[str | None, str | None]:
+    """How each condition reaches the generator: "features" cached in the data (only from the same
+    frozen encoder), else "views" / "ids" for the encoders to run on; None if unused."""
+    fingerprints = {} if config.train_encoders else encoder_fingerprints(encoders)
+    cached = {name: name in fingerprints and manifest.get("encoders", {}).get(name) == json.loads(
+        json.dumps(fingerprints[name])) for name in ("image", "text")}
+    image = ("features" if cached["image"] else "views") if config.uses_image else None
+    text = ("features" if cached["text"] else "ids") if config.uses_text else None
+    return image, text
+
+
+# ---------------------------------------------------------------------------- the model being trained
+
+
+class Trainee(nn.Module):
+    """What the optimiser updates: the generator, and the condition encoders when they train with it
+    (one module, so DDP and the EMA see every trained weight)."""
+
+    def __init__(self, generator: NextScaleGPT, encoders: ConditionEncoders | None):
+        super().__init__()
+        self.generator, self.encoders = generator, encoders
+
+    def forward(self, x_teacher_BLC, image_BNC=None, text_BC=None, views=None, text_ids=None) -> torch.Tensor:
+        if views is not None:
+            image_BNC = self.encoders.encode_images(views)
+        if text_ids is not None:
+            text_BC = self.encoders.encode_text_ids(text_ids)
+        return self.generator(image_BNC, text_BC, x_teacher_BLC)
+
+
+def freeze_unused(generator: NextScaleGPT, uses_image: bool, uses_text: bool) -> None:
+    """Freeze what no step touches, so DDP does not wait for gradients that never come: the
+    projection of an unused condition, and a used condition's null embedding without dropout."""
+    generator.image_proj.requires_grad_(uses_image)
+    generator.text_proj.requires_grad_(uses_text)
+    dropout = generator.config.condition_dropout > 0
+    generator.null_image.requires_grad_(dropout or not uses_image)
+    generator.null_text.requires_grad_(dropout or not uses_text)
+
+
+def split_scales(tokens_BL: torch.Tensor, tokens_per_scale: tuple[int, ...]) -> list[torch.Tensor]:
+    return list(tokens_BL.split(list(tokens_per_scale), dim=1))
+
+
+def token_accuracy(logits_BLV: torch.Tensor, tokens_BL: torch.Tensor, tokens_per_scale) -> tuple[float, list[float]]:
+    """Share of all tokens whose argmax is right, and the same per scale."""
+    right_BL = (logits_BLV.argmax(-1) == tokens_BL).float()
+    return right_BL.mean().item(), [part.mean().item() for part in right_BL.split(list(tokens_per_scale), dim=1)]
+
+
+class Conditions:
+    """Turns a batch into the trainee's keyword arguments: cached features as they are, renders and
+    caption ids either for trained encoders (inside the trainee) or through frozen ones here."""
+
+    def __init__(self, encoders: ConditionEncoders, trainable: bool):
+        self.encoders, self.trainable = encoders, trainable
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        kwargs = {}
+        if "image_features" in batch:
+            kwargs["image_BNC"] = batch["image_features"]
+        if "text_features" in batch:
+            kwargs["text_BC"] = batch["text_features"]
+        if "views" in batch:
+            if self.trainable:
+                kwargs["views"] = batch["views"]
+            else:
+                kwargs["image_BNC"] = self.encoders.encode_images(batch["views"])
+        if "text_ids" in batch:
+            if self.trainable:
+                kwargs["text_ids"] = batch["text_ids"]
+            else:
+                kwargs["text_BC"] = self.encoders.encode_text_ids(batch["text_ids"])
+        return kwargs
+
+
+@torch.no_grad()
+def evaluate(trainee: Trainee, shapes: GeneratorShapes, conditions: Conditions, quantizer, max_shapes: int,
+             generate: int, device: torch.device, autocast) -> dict[str, float]:
+    """Teacher-forced loss and per-scale token accuracy (no condition dropout: eval mode) over the
+    first max_shapes shapes (view 0), and the token accuracy of greedy sampling (top_k = 1, the
+    default guidance) for the first `generate` of them; averaged over shapes and ranks."""
+    rank, world = rank_of_process(), world_size()
+    was_training = trainee.training
+    trainee.eval()
+    tokens_per_scale = trainee.generator.config.tokens_per_scale
+    # accuracy per scale, accuracy, loss, shapes, accuracy of generation, generated shapes
+    sums = torch.zeros(len(tokens_per_scale) + 5, dtype=torch.float64)
+    for index in range(rank, min(max_shapes, len(shapes)), world):
+        item = shapes[index]
+        batch = {k: v[None].to(device) for k, v in item.items()}
+        tokens_BL = batch.pop("tokens")
+        x_BLC = quantizer.teacher_forcing_input(split_scales(tokens_BL, tokens_per_scale))
+        kwargs = conditions(batch)
+        with autocast:
+            logits = trainee(x_BLC, **kwargs).float()
+        accuracy, per_scale = token_accuracy(logits, tokens_BL, tokens_per_scale)
+        sums[:len(tokens_per_scale)] += torch.tensor(per_scale, dtype=torch.float64)
+        sums[-5] += accuracy
+        sums[-4] += F.cross_entropy(logits.flatten(0, 1), tokens_BL.flatten()).item()
+        sums[-3] += 1
+        if index < generate:
+            image_BNC = kwargs.get("image_BNC")
+            text_BC = kwargs.get("text_BC")
+            if "views" in kwargs:
+                image_BNC = trainee.encoders.encode_images(kwargs["views"])
+            if "text_ids" in kwargs:
+                text_BC = trainee.encoders.encode_text_ids(kwargs["text_ids"])
+            with autocast:
+                sampled = trainee.generator.generate(quantizer, image_BNC, text_BC, top_k=1, seed=index)
+            sums[-2] += (torch.cat(sampled, dim=1) == tokens_BL).float().mean().item()
+            sums[-1] += 1
+    if dist.is_initialized():
+        dist.all_reduce(sums)
+    trainee.train(was_training)
+    n, g = max(1.0, float(sums[-3])), max(1.0, float(sums[-1]))
+    result = {"loss": float(sums[-4]) / n, "acc": float(sums[-5]) / n,
+              **{f"acc_scale_{s + 1:02d}": float(sums[s]) / n for s in range(len(tokens_per_scale))}}
+    if sums[-1] > 0:
+        result["generated_acc"] = float(sums[-2]) / g
+    return result
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+def main(argv: list[str] | None = None) -> dict:
+    config = parse_args(argv)
+    rank, world, device = setup_distributed(config.device)
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"%(asctime)s %(levelname)s rank{rank} %(name)s: %(message)s")
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        tokenizer = VAT.from_pretrained(config.tokenizer)
+        torch.manual_seed(config.seed)  # the same initial weights on every rank
+        encoders = build_encoders(config)
+    except VatError as exc:  # missing weights, a bad checkpoint: say so, no traceback
+        raise SystemExit(f"train_generator: {exc}") from exc
+    manifest = read_manifest(config.data)
+    if manifest["tokenizer"]["fingerprint"] != tokenizer.fingerprint().hex():
+        raise SystemExit(f"{config.data} was prepared with another tokenizer than {config.tokenizer} "
+                         f"(fingerprint {manifest['tokenizer']['fingerprint']}, not {tokenizer.fingerprint().hex()})")
+    quantizer = tokenizer.quantizer.to(device).requires_grad_(False).eval()
+    generator_config = dataclasses.replace(PRESETS[config.preset].matching(tokenizer.config).matching_encoders(encoders),
+                                           **config.model_overrides)
+    encoders_config = encoders.config.to_dict()
+
+    resume = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True) if (out / CHECKPOINT).is_file() else None
+    if resume is not None:
+        for key, now in (("generator_config", generator_config.to_dict()), ("encoders_config", encoders_config)):
+            now = json.loads(json.dumps(now))
+            if json.loads(json.dumps(resume[key])) != now:
+                raise SystemExit(f"{out / CHECKPOINT} was trained with other {key.split('_')[0]} settings; "
+                                 "use another --out or the same settings")
+    if rank == 0:
+        text = json.dumps({"train": asdict(config), "generator": generator_config.to_dict(),
+                           "encoders": encoders_config}, indent=2) + "\n"
+        data.write_atomic(out / "train_config.json", lambda f: f.write(text.encode()))
+
+    generator = NextScaleGPT(generator_config)
+    freeze_unused(generator, config.uses_image, config.uses_text)
+    trainee = Trainee(generator, encoders if config.train_encoders else None).to(device)
+    encoders.to(device)
+    ema = AveragedModel(trainee, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+    optimizer = make_optimizer(trainee, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
+    start_step = 0
+    if resume is not None:
+        trainee.load_state_dict(resume["model"])
+        ema.load_state_dict(resume["ema"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        start_step = resume["step"]
+        log.info("resumed from %s at step %d", out / CHECKPOINT, start_step)
+    del resume
+
+    image_source, text_source = condition_sources(config, encoders, manifest)
+    tokenize = encoders.tokenize if text_source == "ids" else None
+    shapes = GeneratorShapes(config.data, image_source, text_source, tokenize)
+    val_shapes = None
+    if config.val_data:
+        val_manifest = read_manifest(config.val_data)
+        if val_manifest["tokenizer"]["fingerprint"] != manifest["tokenizer"]["fingerprint"]:
+            raise SystemExit(f"{config.val_data} was prepared with another tokenizer than {config.data}")
+        val_image, val_text = condition_sources(config, encoders, val_manifest)
+        val_shapes = GeneratorShapes(config.val_data, val_image, val_text,
+                                     encoders.tokenize if val_text == "ids" else None, view=0)
+    sampler = ShardBatches(shapes, config.batch_size, rank, world, config.seed, start_step)
+    loader = torch.utils.data.DataLoader(shapes, batch_sampler=sampler, num_workers=config.workers,
+                                         pin_memory=device.type == "cuda", persistent_workers=config.workers > 0)
+    conditions = Conditions(encoders, config.train_encoders)
+    trained_params = sum(p.numel() for p in trainee.parameters() if p.requires_grad)
+    log.info("%d training shapes, %d ranks x %d per step, %.2fM trained parameters, image %s, text %s, device %s",
+             len(shapes), world, config.batch_size, trained_params / 1e6, image_source, text_source, device)
+
+    writer = None
+    if rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(out / "tb", purge_step=start_step)
+
+    def checkpoint(step: int) -> list[str]:
+        digests = replica_digests(step, trainee, ema)
+        if rank == 0:
+            save_atomic({"step": step, "model": trainee.state_dict(), "ema": ema.state_dict(),
+                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "generator_config": generator_config.to_dict(), "encoders_config": encoders_config,
+                         "train_config": asdict(config), "replica_digests": digests}, out / CHECKPOINT)
+        return digests
+
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def validate(step: int) -> dict[str, float]:
+        ema_encoders = ema.module.encoders if config.train_encoders else encoders
+        ema_conditions = Conditions(ema_encoders, config.train_encoders)
+        result = evaluate(ema.module, val_shapes, ema_conditions, quantizer, config.val_shapes, config.val_generate,
+                          device, autocast)
+        log.info("step %d validation (EMA): %s", step, ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
+        if writer is not None:
+            for key, value in result.items():
+                writer.add_scalar(f"val/{key}", value, step)
+        return result
+
+    wrapped = trainee if not dist.is_initialized() else \
+        DistributedDataParallel(trainee, device_ids=[device.index] if device.type == "cuda" else None)
+    trainee.train()
+    tokens_per_scale = generator_config.tokens_per_scale
+    val_result, digests = {}, []
+    batches = iter(loader)
+    with tqdm(total=config.steps, initial=start_step, disable=rank != 0, unit="step", mininterval=2) as bar, \
+            logging_redirect_tqdm():
+        for step in range(start_step, config.steps):
+            torch.manual_seed(step_seed(config.seed, rank, step))  # resuming replays the same dropout
+            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+            tokens_BL = batch.pop("tokens")
+            with torch.no_grad():
+                x_BLC = quantizer.teacher_forcing_input(split_scales(tokens_BL, tokens_per_scale))
+            with autocast:
+                logits_BLV = wrapped(x_BLC, **conditions(batch))
+            loss = F.cross_entropy(logits_BLV.float().flatten(0, 1), tokens_BL.flatten(),
+                                   label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_([p for p in trainee.parameters() if p.requires_grad],
+                                                 config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            ema.update_parameters(trainee)
+            bar.update()
+
+            done = step + 1
+            if writer is not None and done % config.log_every == 0:  # rank 0's batch
+                accuracy, per_scale = token_accuracy(logits_BLV.detach().float(), tokens_BL, tokens_per_scale)
+                scalars = {"loss/total": loss.item(), "train/grad_norm": grad_norm.item(),
+                           "train/lr": scheduler.get_last_lr()[0], "acc/all": accuracy,
+                           **{f"acc/scale_{s + 1:02d}": a for s, a in enumerate(per_scale)}}
+                for key, value in scalars.items():
+                    writer.add_scalar(key, value, done)
+                bar.set_postfix(loss=f"{scalars['loss/total']:.4f}", acc=f"{scalars['acc/all']:.3f}")
+                log.info("step %d: %s", done, ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
+            if val_shapes is not None and (done % config.val_every == 0 or done == config.steps):
+                val_result = validate(done)
+            if done % config.save_every == 0 or done == config.steps:
+                digests = checkpoint(done)
+
+    if start_step >= config.steps:
+        digests = checkpoint(start_step)  # nothing left to train: still check and report
+        if val_shapes is not None:
+            val_result = validate(start_step)
+    if rank == 0:
+        export(out / FINAL, ema.module.generator, ema.module.encoders if config.train_encoders else encoders, tokenizer)
+        log.info("wrote the EMA generator, the condition encoders and the tokenizer to %s", out / FINAL)
+    if writer is not None:
+        writer.close()
+    if dist.is_initialized():
+        dist.barrier()
+        # The DDP wrapper's reducer holds the process group: free it first, or gloo's threads can
+        # abort the process at exit ("terminate called without an active exception").
+        del wrapped, batches, loader
+        gc.collect()
+        dist.destroy_process_group()
+    return {"start_step": start_step, "step": max(start_step, config.steps), "val": val_result,
+            "replica_digests": digests, "image": image_source, "text": text_source}
+
+
+if __name__ == "__main__":
+    main()
