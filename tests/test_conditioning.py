@@ -3,18 +3,12 @@ checkpoints, offline loading and its errors, the three condition combinations th
 and an overfit run that regenerates four rendered shapes' tokens from their images and captions."""
 
 import dataclasses
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 import torch
 
-# Mesa's llvmpipe (headless OpenGL of the renders) and triton (loaded by torch's compiler stack,
-# which transformers imports) each bundle LLVM: importing triton after a GL context exists crashes
-# the process, the other order works. Collection imports this before any test renders.
-if importlib.util.find_spec("triton") is not None:
-    import triton  # noqa: F401
 
 from vat.errors import VatError
 from vat.models import gpt

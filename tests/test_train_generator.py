@@ -18,11 +18,6 @@ from vat.models.conditioning import PRESETS, ConditionEncoders
 from vat.models.gpt import NextScaleGPT
 from vat.models.tokenizer import VAT, TokenizerConfig
 
-# Mesa's llvmpipe (headless OpenGL of the renders) and triton (loaded by torch's compiler stack,
-# which transformers imports) each bundle LLVM: importing triton after a GL context exists crashes
-# the process, the other order works. Collection imports this before any test renders.
-if importlib.util.find_spec("triton") is not None:
-    import triton  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "train" / "train_generator.py"

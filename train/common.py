@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -183,3 +185,79 @@ def export(directory: Path, *models: nn.Module) -> None:
         model.save_pretrained(tmp, dtype=torch.float32)
     shutil.rmtree(directory, ignore_errors=True)
     os.replace(tmp, directory)
+
+
+# ---------------------------------------------------------------------------- the run's scaffolding
+
+
+def config_from_args(parser: argparse.ArgumentParser, argv: list[str] | None, config_cls, required: tuple[str, ...],
+                     check=None):
+    """The run's config: the dataclass defaults, then --config JSON, then the command line (the
+    parser's defaults must be SUPPRESS); --model-override entries merge into the JSON's. Missing
+    `required` options and invalid values end in parser.error (one line, no traceback)."""
+    args = vars(parser.parse_args(argv))
+    options = json.loads(args.pop("config").read_text()) if "config" in args else {}
+    if "model_overrides" in args:
+        options["model_overrides"] = {**options.get("model_overrides", {}), **dict(args.pop("model_overrides"))}
+    options.update(args)
+    missing = [name for name in required if name not in options]
+    if missing:
+        parser.error("missing " + ", ".join("--" + m for m in missing))
+    try:
+        config = config_cls(**options)
+        if check is not None:
+            check(config)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    return config
+
+
+def start_run(config) -> tuple[int, int, torch.device, Path]:
+    """(rank, world size, device, run folder): the process group, logging (rank 0 at INFO) and OUT."""
+    rank, world, device = setup_distributed(config.device)
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"%(asctime)s %(levelname)s rank{rank} %(name)s: %(message)s")
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return rank, world, device, out
+
+
+def restore(resume: dict | None, model: nn.Module, ema: nn.Module, optimizer, scheduler, where: Path) -> int:
+    """Load a checkpoint's model, EMA, optimiser and schedule; the step to go on from (0 without one)."""
+    if resume is None:
+        return 0
+    model.load_state_dict(resume["model"])
+    ema.load_state_dict(resume["ema"])
+    optimizer.load_state_dict(resume["optimizer"])
+    scheduler.load_state_dict(resume["scheduler"])
+    logging.getLogger(__name__).info("resumed from %s at step %d", where, resume["step"])
+    return resume["step"]
+
+
+def tensorboard_writer(out: Path, rank: int, start_step: int):
+    """Rank 0's TensorBoard writer in OUT/tb (events after start_step from an earlier run dropped)."""
+    if rank != 0:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(out / "tb", purge_step=start_step)
+
+
+def report(log: logging.Logger, writer, step: int, scalars: dict, what: str, prefix: str = "") -> None:
+    """One log line and the TensorBoard scalars (under `prefix`) of a step."""
+    log.info("step %d%s: %s", step, what, ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
+    if writer is not None:
+        for key, value in scalars.items():
+            writer.add_scalar(prefix + key, value, step)
+
+
+def finish_run(writer) -> None:
+    """Close the writer; under torchrun wait for every rank and take the process group down. The
+    caller drops its DDP wrapper and loader first: the wrapper's reducer holds the process group,
+    and gloo's threads can abort the process at exit ("terminate called without an active exception")."""
+    if writer is not None:
+        writer.close()
+    if dist.is_initialized():
+        dist.barrier()
+        gc.collect()
+        dist.destroy_process_group()

@@ -20,7 +20,6 @@ skips complete chunks and refuses other settings. Bad shapes are also listed in 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import multiprocessing
@@ -41,11 +40,6 @@ from vat.models.tokenizer import VAT
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # train/common.py, also when imported from elsewhere
 from common import encoder_fingerprints  # noqa: E402
 
-# Mesa's llvmpipe (headless OpenGL of the renders) and triton (loaded by torch's compiler stack,
-# which transformers imports) each bundle LLVM: loading triton after a GL context exists crashes
-# the process, the other order works. Load it first where it is installed (the CUDA torch build).
-if importlib.util.find_spec("triton") is not None:
-    import triton  # noqa: F401
 
 log = logging.getLogger("prepare_generator_data")
 
@@ -205,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not inputs:
         raise SystemExit(f"{args.data} holds no shards of train/prepare_data.py")
     # Fresh processes, not forks: a fork of a process that has rendered (Mesa's threads) or run torch
-    # (its thread pools) can deadlock. They import this script, so triton loads before OpenGL there too.
+    # (its thread pools) can deadlock.
     pool = multiprocessing.get_context("spawn").Pool(args.workers) if args.workers > 1 else None
     try:
         return _run(args, inputs, pool)

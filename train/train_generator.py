@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import json
 import logging
 import os
@@ -47,9 +46,9 @@ from vat.models.gpt import PRESETS, NextScaleGPT
 from vat.models.tokenizer import VAT
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # train/common.py, also when imported from elsewhere
-from common import (ShardBatches, encoder_fingerprints, export, lr_factor, make_optimizer,  # noqa: E402
-                    parse_override, rank_of_process, replica_digests, save_atomic, setup_distributed, step_seed,
-                    world_size)
+from common import (ShardBatches, config_from_args, encoder_fingerprints, export, finish_run,  # noqa: E402
+                    lr_factor, make_optimizer, parse_override, rank_of_process, replica_digests, report, restore,
+                    save_atomic, start_run, step_seed, tensorboard_writer, world_size)
 
 log = logging.getLogger("train_generator")
 
@@ -150,20 +149,7 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
     ):
         run.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
     run.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    args = vars(p.parse_args(argv))
-
-    options = json.loads(args.pop("config").read_text()) if "config" in args else {}
-    if "model_overrides" in args:
-        options["model_overrides"] = {**options.get("model_overrides", {}), **dict(args.pop("model_overrides"))}
-    options.update(args)
-    missing = [name for name in ("data", "out", "tokenizer") if name not in options]
-    if missing:
-        p.error("missing " + ", ".join("--" + m for m in missing))
-    try:
-        config = TrainConfig(**options)
-    except (TypeError, ValueError) as exc:
-        p.error(str(exc))
-    return config
+    return config_from_args(p, argv, TrainConfig, ("data", "out", "tokenizer"))
 
 
 def build_encoders(config: TrainConfig) -> ConditionEncoders:
@@ -383,11 +369,7 @@ def evaluate(trainee: Trainee, shapes: GeneratorShapes, conditions: Conditions, 
 
 def main(argv: list[str] | None = None) -> dict:
     config = parse_args(argv)
-    rank, world, device = setup_distributed(config.device)
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format=f"%(asctime)s %(levelname)s rank{rank} %(name)s: %(message)s")
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    rank, world, device, out = start_run(config)
     try:
         tokenizer = VAT.from_pretrained(config.tokenizer)
         torch.manual_seed(config.seed)  # the same initial weights on every rank
@@ -422,14 +404,7 @@ def main(argv: list[str] | None = None) -> dict:
     ema = AveragedModel(trainee, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
     optimizer = make_optimizer(trainee, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
-    start_step = 0
-    if resume is not None:
-        trainee.load_state_dict(resume["model"])
-        ema.load_state_dict(resume["ema"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        start_step = resume["step"]
-        log.info("resumed from %s at step %d", out / CHECKPOINT, start_step)
+    start_step = restore(resume, trainee, ema, optimizer, scheduler, out / CHECKPOINT)
     del resume
 
     image_source, text_source = condition_sources(config, encoders, manifest)
@@ -451,11 +426,7 @@ def main(argv: list[str] | None = None) -> dict:
     log.info("%d training shapes, %d ranks x %d per step, %.2fM trained parameters, image %s, text %s, device %s",
              len(shapes), world, config.batch_size, trained_params / 1e6, image_source, text_source, device)
 
-    writer = None
-    if rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(out / "tb", purge_step=start_step)
+    writer = tensorboard_writer(out, rank, start_step)
 
     def checkpoint(step: int) -> list[str]:
         digests = replica_digests(step, trainee, ema)
@@ -473,10 +444,7 @@ def main(argv: list[str] | None = None) -> dict:
         ema_conditions = Conditions(ema_encoders, config.train_encoders)
         result = evaluate(ema.module, val_shapes, ema_conditions, quantizer, config.val_shapes, config.val_generate,
                           device, autocast)
-        log.info("step %d validation (EMA): %s", step, ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
-        if writer is not None:
-            for key, value in result.items():
-                writer.add_scalar(f"val/{key}", value, step)
+        report(log, writer, step, result, " validation (EMA)", prefix="val/")
         return result
 
     wrapped = trainee if not dist.is_initialized() else \
@@ -512,10 +480,8 @@ def main(argv: list[str] | None = None) -> dict:
                 scalars = {"loss/total": loss.item(), "train/grad_norm": grad_norm.item(),
                            "train/lr": scheduler.get_last_lr()[0], "acc/all": accuracy,
                            **{f"acc/scale_{s + 1:02d}": a for s, a in enumerate(per_scale)}}
-                for key, value in scalars.items():
-                    writer.add_scalar(key, value, done)
+                report(log, writer, done, scalars, "")
                 bar.set_postfix(loss=f"{scalars['loss/total']:.4f}", acc=f"{scalars['acc/all']:.3f}")
-                log.info("step %d: %s", done, ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
             if val_shapes is not None and (done % config.val_every == 0 or done == config.steps):
                 val_result = validate(done)
             if done % config.save_every == 0 or done == config.steps:
@@ -528,15 +494,8 @@ def main(argv: list[str] | None = None) -> dict:
     if rank == 0:
         export(out / FINAL, ema.module.generator, ema.module.encoders if config.train_encoders else encoders, tokenizer)
         log.info("wrote the EMA generator, the condition encoders and the tokenizer to %s", out / FINAL)
-    if writer is not None:
-        writer.close()
-    if dist.is_initialized():
-        dist.barrier()
-        # The DDP wrapper's reducer holds the process group: free it first, or gloo's threads can
-        # abort the process at exit ("terminate called without an active exception").
-        del wrapped, batches, loader
-        gc.collect()
-        dist.destroy_process_group()
+    del wrapped, batches, loader  # before finish_run: see there
+    finish_run(writer)
     return {"start_step": start_step, "step": max(start_step, config.steps), "val": val_result,
             "replica_digests": digests, "image": image_source, "text": text_source}
 

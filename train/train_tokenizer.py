@@ -15,7 +15,6 @@ Options come from the TrainConfig defaults, then --config JSON, then the command
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import logging
 import os
@@ -37,8 +36,9 @@ from vat import data, metrics
 from vat.models.tokenizer import PRESETS, VAT, TokenizerConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # train/common.py, also when imported from elsewhere
-from common import (ShardBatches, export, gather_rows, lr_factor, make_optimizer, parse_override,  # noqa: E402
-                    rank_of_process, replica_digests, save_atomic, setup_distributed, step_seed)
+from common import (ShardBatches, config_from_args, export, finish_run, gather_rows, lr_factor,  # noqa: E402
+                    make_optimizer, parse_override, rank_of_process, replica_digests, report, restore,
+                    save_atomic, start_run, step_seed, tensorboard_writer)
 
 log = logging.getLogger("train_tokenizer")
 
@@ -131,21 +131,7 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
     ):
         run.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
     run.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    args = vars(p.parse_args(argv))
-
-    options = json.loads(args.pop("config").read_text()) if "config" in args else {}
-    if "model_overrides" in args:
-        options["model_overrides"] = {**options.get("model_overrides", {}), **dict(args.pop("model_overrides"))}
-    options.update(args)
-    missing = [name for name in ("data", "out") if name not in options]
-    if missing:
-        p.error("missing " + ", ".join("--" + m for m in missing))
-    try:
-        config = TrainConfig(**options)
-        config.model_config()
-    except (TypeError, ValueError) as exc:
-        p.error(str(exc))
-    return config
+    return config_from_args(p, argv, TrainConfig, ("data", "out"), check=TrainConfig.model_config)
 
 
 # ---------------------------------------------------------------------------- data
@@ -273,11 +259,7 @@ def evaluate(model: VAT, shapes: ShapeSamples, max_shapes: int, device: torch.de
 
 def main(argv: list[str] | None = None) -> dict:
     config = parse_args(argv)
-    rank, world, device = setup_distributed(config.device)
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format=f"%(asctime)s %(levelname)s rank{rank} %(name)s: %(message)s")
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    rank, world, device, out = start_run(config)
     model_config = config.model_config()
 
     resume = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True) if (out / CHECKPOINT).is_file() else None
@@ -294,14 +276,7 @@ def main(argv: list[str] | None = None) -> dict:
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
-    start_step = 0
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        ema.load_state_dict(resume["ema"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        start_step = resume["step"]
-        log.info("resumed from %s at step %d", out / CHECKPOINT, start_step)
+    start_step = restore(resume, model, ema, optimizer, scheduler, out / CHECKPOINT)
     del resume
 
     shapes = ShapeSamples(config.data, model_config.num_points, config.uniform_queries, config.near_queries)
@@ -312,11 +287,7 @@ def main(argv: list[str] | None = None) -> dict:
     log.info("%d training shapes, %d ranks x %d per step, %.2fM parameters, device %s",
              len(shapes), world, config.batch_size, sum(p.numel() for p in model.parameters()) / 1e6, device)
 
-    writer = None
-    if rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(out / "tb", purge_step=start_step)
+    writer = tensorboard_writer(out, rank, start_step)
 
     def checkpoint(step: int) -> list[str]:
         digests = replica_digests(step, model, ema)
@@ -329,10 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def validate(step: int) -> dict[str, float]:
         result = evaluate(ema.module, val_shapes, config.val_shapes, device)
-        log.info("step %d validation (EMA): %s", step, ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
-        if writer is not None:
-            for key, value in result.items():
-                writer.add_scalar(f"val/{key}", value, step)
+        report(log, writer, step, result, " validation (EMA)", prefix="val/")
         return result
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -377,10 +345,8 @@ def main(argv: list[str] | None = None) -> dict:
                            "codebook/live_codes": int((model.quantizer.usage >= config.restart_threshold).sum()),
                            "codebook/restarted": restarted}
                 scalars.update({f"latent/{k}": result[k].item() for k in ("mu_spread", "sigma") if k in result})
-                for key, value in scalars.items():
-                    writer.add_scalar(key, value, done)
+                report(log, writer, done, scalars, "")
                 bar.set_postfix(loss=f"{scalars['loss/total']:.4f}", phase=2 if quantize else 1)
-                log.info("step %d: %s", done, ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
             if val_shapes is not None and (done % config.val_every == 0 or done == config.steps):
                 val_result = validate(done)
             if done % config.save_every == 0 or done == config.steps:
@@ -393,15 +359,8 @@ def main(argv: list[str] | None = None) -> dict:
     if rank == 0:
         export(out / FINAL, ema.module)
         log.info("wrote the EMA model to %s", out / FINAL)
-    if writer is not None:
-        writer.close()
-    if dist.is_initialized():
-        dist.barrier()
-        # The DDP wrapper's reducer holds the process group: free it first, or gloo's threads can
-        # abort the process at exit ("terminate called without an active exception").
-        del trained, batches, loader
-        gc.collect()
-        dist.destroy_process_group()
+    del trained, batches, loader  # before finish_run: see there
+    finish_run(writer)
     return {"start_step": start_step, "step": max(start_step, config.steps), "val": val_result,
             "replica_digests": digests}
 
