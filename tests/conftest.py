@@ -83,6 +83,21 @@ def empty_checkpoint(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("no-weights")
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str) -> object:
+    """A script of train/ (not a package) imported as a module, e.g. load_script("train_tokenizer")."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "train" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

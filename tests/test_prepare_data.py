@@ -1,6 +1,5 @@
 """train/prepare_data.py end to end on a small folder with good and deliberately bad meshes."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -9,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 
 from vat import data
 from vat.geometry.io import export_mesh
@@ -20,14 +20,7 @@ SMALL = ["--surface-points", "128", "--uniform-queries", "200", "--near-queries"
 BAD = {"not_a_mesh.obj", "empty.stl", "nan_vertices.obj"}
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("prepare_data", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-prepare_data = _load_script()
+prepare_data = load_script("prepare_data")
 
 
 @pytest.fixture(scope="module")

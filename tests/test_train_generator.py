@@ -2,7 +2,6 @@
 per shape, resuming and bad shapes; training as a plain process and under torchrun (replicas in
 lockstep), resuming, cached features only from the same frozen encoder, and the exported folder."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 import torch
 
 from vat.errors import VatError
@@ -23,17 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "train" / "train_generator.py"
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
-train_generator = _load("train_generator", SCRIPT)
-prepare_generator_data = _load("prepare_generator_data", ROOT / "train" / "prepare_generator_data.py")
-prepare_data = _load("prepare_data", ROOT / "train" / "prepare_data.py")
+train_generator = load_script("train_generator")
+prepare_generator_data = load_script("prepare_generator_data")
+prepare_data = load_script("prepare_data")
 
 MICRO_TOKENIZER = TokenizerConfig(num_points=256, width=32, heads=2, num_queries=16, num_latents=16, encoder_layers=1,
                                   decoder_layers=1, codebook_size=64, triplane_tokens=4, plane_channels=4,

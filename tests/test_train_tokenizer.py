@@ -1,7 +1,6 @@
 """train/train_tokenizer.py: DDP lockstep under torchrun, resuming, the exported model, and an
 overfit run of the real (quantised) tokenizer that must actually learn."""
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -9,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 import torch
 
 from vat.models.tokenizer import VAT
@@ -17,16 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "train" / "train_tokenizer.py"
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
-train_tokenizer = _load("train_tokenizer", SCRIPT)
-prepare_data = _load("prepare_data", ROOT / "train" / "prepare_data.py")
+train_tokenizer = load_script("train_tokenizer")
+prepare_data = load_script("prepare_data")
 
 MICRO_MODEL = [f"--model-override={o}" for o in (
     "width=32", "heads=2", "num_queries=16", "num_latents=16", "encoder_layers=1", "decoder_layers=1",
