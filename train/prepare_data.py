@@ -1,4 +1,4 @@
-"""Turn meshes into training shards: surface points + normals and labelled occupancy queries.
+r"""Turn meshes into training shards: surface points + normals and labelled occupancy queries.
 
     python train/prepare_data.py --out /data/vat/train --meshes ~/objaverse --procedural 10000 \
         --pybullet --sweethome3d --workers 16 --num-shards 100 --shard-index $SLURM_ARRAY_TASK_ID

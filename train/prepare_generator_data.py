@@ -1,4 +1,4 @@
-"""Stage-2 data: for every shape that train/prepare_data.py prepared, the frozen tokenizer's tokens
+r"""Stage-2 data: for every shape that train/prepare_data.py prepared, the frozen tokenizer's tokens
 of every scale, renders of its mesh (reloaded from the shape's record) composited on white, its
 caption, and, when condition encoders are given, their features of every view and of the caption.
 

@@ -1,4 +1,4 @@
-"""Stage 2: train the next-scale generator on data written by train/prepare_generator_data.py.
+r"""Stage 2: train the next-scale generator on data written by train/prepare_generator_data.py.
 
     python train/train_generator.py --data /data/vat/gen-train --val-data /data/vat/gen-heldout \
         --tokenizer runs/tiny/final --out runs/gen-tiny --config train/configs/generator_tiny.json
@@ -19,7 +19,6 @@ Options come from the TrainConfig defaults, then --config JSON, then the command
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -46,9 +45,9 @@ from vat.models.gpt import PRESETS, NextScaleGPT
 from vat.models.tokenizer import VAT
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # train/common.py, also when imported from elsewhere
-from common import (ShardBatches, config_from_args, encoder_fingerprints, export, finish_run,  # noqa: E402
-                    lr_factor, make_optimizer, parse_override, rank_of_process, replica_digests, report, restore,
-                    save_atomic, start_run, step_seed, tensorboard_writer, world_size)
+from common import (ShardBatches, add_options, config_from_args, encoder_fingerprints, export,  # noqa: E402
+                    finish_run, lr_factor, make_optimizer, rank_of_process, replica_digests, report, restore,
+                    save_atomic, start_run, step_seed, tensorboard_writer, training_parser, world_size)
 
 log = logging.getLogger("train_generator")
 
@@ -114,41 +113,19 @@ class TrainConfig:
 
 
 def parse_args(argv: list[str] | None) -> TrainConfig:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                argument_default=argparse.SUPPRESS)
-    p.add_argument("--config", type=Path, help="JSON file of TrainConfig fields (the command line wins)")
-    p.add_argument("--data", help="training folder of train/prepare_generator_data.py")
-    p.add_argument("--val-data", help="held-out folder for validation")
-    p.add_argument("--tokenizer", help="the tokenizer checkpoint folder the data was prepared with")
-    p.add_argument("--out", help="run folder (resumed when it holds a checkpoint)")
-    model = p.add_argument_group("model")
-    model.add_argument("--preset", choices=sorted(PRESETS))
-    model.add_argument("--model-override", dest="model_overrides", type=parse_override, action="append",
-                       metavar="FIELD=VALUE", help="replace a GeneratorConfig field, e.g. depth=4 (repeatable)")
+    p, model, optim, run = training_parser(
+        __doc__, (("--data", "training folder of train/prepare_generator_data.py"),
+                  ("--val-data", "held-out folder for validation"),
+                  ("--tokenizer", "the tokenizer checkpoint folder the data was prepared with")),
+        PRESETS, "GeneratorConfig")
     model.add_argument("--encoders", help=f"condition encoders: {' | '.join(conditioning.PRESETS)} or a folder")
     model.add_argument("--image-encoder", help="DINOv2 hub id or folder replacing the preset's")
     model.add_argument("--text-encoder", help="open_clip model, hub repo or folder replacing the preset's")
     model.add_argument("--train-encoders", action="store_true", help="train the condition encoders too")
     model.add_argument("--conditions", choices=CONDITIONS, help="condition on the image, the text or both")
     model.add_argument("--allow-download", action="store_true", help="fetch missing hub weights (needs internet)")
-    optim = p.add_argument_group("optimisation")
-    for name, kind, text in (
-        ("steps", int, "total steps"), ("batch_size", int, "shapes per rank and step"),
-        ("lr", float, "peak learning rate"), ("min_lr_ratio", float, "final lr / peak lr"),
-        ("warmup_steps", int, "linear warm-up steps"), ("weight_decay", float, "AdamW weight decay"),
-        ("grad_clip", float, "max gradient norm"), ("ema_decay", float, "EMA decay of the weights"),
-        ("label_smoothing", float, "cross-entropy label smoothing"),
-    ):
-        optim.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
-    run = p.add_argument_group("run")
-    for name, kind, text in (
-        ("val_every", int, "validate every N steps"), ("val_shapes", int, "at most N validation shapes"),
-        ("val_generate", int, "of which N are sampled greedily"), ("save_every", int, "checkpoint every N steps"),
-        ("log_every", int, "log every N steps"), ("workers", int, "data loader processes per rank"),
-        ("seed", int, "seed of everything"),
-    ):
-        run.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
-    run.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    add_options(optim, (("label_smoothing", float, "cross-entropy label smoothing"),))
+    add_options(run, (("val_generate", int, "of which N are sampled greedily"),))
     return config_from_args(p, argv, TrainConfig, ("data", "out", "tokenizer"))
 
 

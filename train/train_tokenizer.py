@@ -1,4 +1,4 @@
-"""Stage 1: train the VAT tokenizer on shards written by train/prepare_data.py.
+r"""Stage 1: train the VAT tokenizer on shards written by train/prepare_data.py.
 
     python train/train_tokenizer.py --data /data/vat/train --val-data /data/vat/heldout --out runs/tiny \
         --config train/configs/tokenizer_tiny.json
@@ -14,7 +14,6 @@ Options come from the TrainConfig defaults, then --config JSON, then the command
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -36,9 +35,9 @@ from vat import data, metrics
 from vat.models.tokenizer import PRESETS, VAT, TokenizerConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # train/common.py, also when imported from elsewhere
-from common import (ShardBatches, config_from_args, export, finish_run, gather_rows, lr_factor,  # noqa: E402
-                    make_optimizer, parse_override, rank_of_process, replica_digests, report, restore,
-                    save_atomic, start_run, step_seed, tensorboard_writer)
+from common import (ShardBatches, add_options, config_from_args, export, finish_run, gather_rows,  # noqa: E402
+                    lr_factor, make_optimizer, rank_of_process, replica_digests, report, restore, save_atomic,
+                    start_run, step_seed, tensorboard_writer, training_parser)
 
 log = logging.getLogger("train_tokenizer")
 
@@ -99,38 +98,17 @@ class TrainConfig:
 
 
 def parse_args(argv: list[str] | None) -> TrainConfig:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                argument_default=argparse.SUPPRESS)
-    p.add_argument("--config", type=Path, help="JSON file of TrainConfig fields (the command line wins)")
-    p.add_argument("--data", help="training shard folder")
-    p.add_argument("--val-data", help="held-out shard folder for validation")
-    p.add_argument("--out", help="run folder (resumed when it holds a checkpoint)")
-    model = p.add_argument_group("model")
-    model.add_argument("--preset", choices=sorted(PRESETS))
-    model.add_argument("--model-override", dest="model_overrides", type=parse_override, action="append",
-                       metavar="FIELD=VALUE", help="replace a TokenizerConfig field, e.g. width=64 (repeatable)")
-    optim = p.add_argument_group("optimisation")
-    for name, kind, text in (
-        ("steps", int, "total steps"), ("phase1_steps", int, "steps before quantisation is switched on"),
-        ("batch_size", int, "shapes per rank and step"), ("uniform_queries", int, "uniform queries per shape"),
-        ("near_queries", int, "near-surface queries per shape"), ("lr", float, "peak learning rate"),
-        ("min_lr_ratio", float, "final lr / peak lr"), ("warmup_steps", int, "linear warm-up steps"),
-        ("weight_decay", float, "AdamW weight decay"), ("grad_clip", float, "max gradient norm"),
-        ("ema_decay", float, "EMA decay of the weights"), ("occupancy_weight", float, "BCE weight"),
-        ("codebook_weight", float, "codebook MSE weight"), ("kl_weight", float, "KL weight"),
-        ("kl_warmup_steps", int, "steps over which the KL weight ramps up from 0"),
+    p, _, optim, _ = training_parser(__doc__, (("--data", "training shard folder"),
+                                               ("--val-data", "held-out shard folder for validation")),
+                                     PRESETS, "TokenizerConfig")
+    add_options(optim, (
+        ("phase1_steps", int, "steps before quantisation is switched on"),
+        ("uniform_queries", int, "uniform queries per shape"), ("near_queries", int, "near-surface queries per shape"),
+        ("occupancy_weight", float, "BCE weight"), ("codebook_weight", float, "codebook MSE weight"),
+        ("kl_weight", float, "KL weight"), ("kl_warmup_steps", int, "steps over which the KL weight ramps up from 0"),
         ("restart_every", int, "dead-code restart interval in phase 2 (0: never)"),
         ("restart_threshold", float, "usage below which a code is dead"),
-    ):
-        optim.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
-    run = p.add_argument_group("run")
-    for name, kind, text in (
-        ("val_every", int, "validate every N steps"), ("val_shapes", int, "at most N validation shapes"),
-        ("save_every", int, "checkpoint every N steps"), ("log_every", int, "log every N steps"),
-        ("workers", int, "data loader processes per rank"), ("seed", int, "seed of everything"),
-    ):
-        run.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
-    run.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    ))
     return config_from_args(p, argv, TrainConfig, ("data", "out"), check=TrainConfig.model_config)
 
 
