@@ -229,16 +229,9 @@ class Pipeline:
         timings["condition"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        calls = {"n": 0}
-
-        def step(done: int, total: int) -> None:
-            calls["n"] = done
-            if progress is not None:
-                progress(done, total)
-
         idx = self.generator.generate(self.codec.tokenizer.quantizer, image_tokens=image_tokens, text=text_vector,
                                       cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k,
-                                      top_p=top_p, seed=seed, on_scale=step)
+                                      top_p=top_p, seed=seed, on_scale=progress)
         timings["sample"] = time.perf_counter() - start
         settings = dict(text=text, cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k,
                         top_p=top_p, preprocess=preprocess, foreground_ratio=foreground_ratio,
