@@ -84,6 +84,14 @@ def test_bench_generation(tiny_checkpoint, tmp_path):
     assert sampling["kv_cache_same_tokens"] is True
     end_to_end = next(item for item in result["items"] if item["bench"] == "image_to_mesh")
     assert end_to_end["faces"] > 0 and summary["image_to_mesh_s"] >= end_to_end["stage_sample_s"]
+    codec = next(item for item in result["items"] if item["bench"] == "codec")
+    from vat.pipeline import MeshCodec
+
+    tokenizer = MeshCodec.from_pretrained(tiny_checkpoint).config
+    header = 11 + len(tokenizer.scale_sides) + 4  # see vat/codec.py (the tiny preset's file is 875 bytes)
+    assert codec["bytes"] == header + -(-tokenizer.tokens_per_shape * tokenizer.bits_per_token // 8)
+    assert codec["faces"] > 0
+    assert summary["encode_s"] == codec["encode_s"] > 0 and summary["decode_s"] == codec["decode_s"] > 0
 
 
 def test_generate_writes_mesh_and_tokens(tiny_checkpoint, tmp_path, capsys):

@@ -66,3 +66,19 @@ def test_checkpoint_resolution(tmp_path):
     assert resolve_checkpoint(tmp_path) == tmp_path
     with pytest.raises(VatError, match="not a folder"):
         resolve_checkpoint(tmp_path / "missing" / "deeper")
+
+
+def test_pipeline_saves_all_parts_in_float16(tiny_checkpoint, tmp_path):
+    """Pipeline.save_pretrained: how a run's OUT/final becomes the shipped folder."""
+    from safetensors import safe_open
+
+    from vat.pipeline import Pipeline
+
+    Pipeline.from_pretrained(tiny_checkpoint, device="cpu").save_pretrained(tmp_path)
+    for part in ("tokenizer", "generator", "conditioning"):
+        assert (tmp_path / f"{part}_config.json").read_text() == (tiny_checkpoint / f"{part}_config.json").read_text()
+        with safe_open(tmp_path / f"{part}.safetensors", "pt") as f:
+            assert {f.get_tensor(k).dtype for k in f.keys()} <= {torch.float16, torch.int64, torch.int32, torch.bool}
+    again = Pipeline.from_pretrained(tmp_path, device="cpu")
+    assert again.codec.fingerprint == Pipeline.from_pretrained(tiny_checkpoint, device="cpu").codec.fingerprint
+    assert again.generate(text="a chair", seed=3, resolution=16).num_scales == again.num_scales

@@ -142,3 +142,43 @@ def test_script_runs_with_two_workers(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert len(list(data.iter_shards(tmp_path))) == 4
+
+
+def test_export_meshes_writes_the_prepared_shapes_oriented(prepared, tmp_path):
+    """train/export_meshes.py: each good shape once, as prepared (same bounding box), PLY or GLB."""
+    import trimesh
+
+    from vat.geometry.io import load_mesh, normalization_transform
+
+    export_meshes = load_script("export_meshes")
+    shards, _ = prepared
+    records = [r for r in data.iter_shards(shards)]
+    counts = export_meshes.main(["--data", str(shards), "--out", str(tmp_path / "ply")])
+    assert counts == {"written": len(records), "kept": 0, "bad": 0}
+    for record in records:
+        path = tmp_path / "ply" / export_meshes.file_name(record["id"], ".ply")
+        np.testing.assert_allclose(normalization_transform(load_mesh(path)), record["normalization"], atol=1e-5)
+    assert export_meshes.main(["--data", str(shards), "--out", str(tmp_path / "ply")])["kept"] == len(records)
+    export_meshes.main(["--data", str(shards), "--out", str(tmp_path / "glb"), "--textured", "--limit", "1"])
+    (glb,) = (tmp_path / "glb").iterdir()
+    assert glb.suffix == ".glb" and len(trimesh.load(glb, force="mesh").faces) > 0
+    assert export_meshes.file_name("sweethome3d/KatorLegaz/a b", ".ply") == "sweethome3d_KatorLegaz_a_b.ply"
+
+
+def test_export_meshes_applies_the_catalogue_rotation(tmp_path):
+    export_meshes = load_script("export_meshes")
+    catalogues = tmp_path / "furniture"
+    catalogues.mkdir()
+    obj = "v 0 0 0\nv 1 0 0\nv 0 2 0\nv 0 0 3\nf 1 3 2\nf 1 2 4\nf 1 4 3\nf 2 3 4\n"
+    properties = "id#1=Other#b\nname#1=B\nmodel#1=/other/b.obj\nmodelRotation#1=1 0 0 0 0 1 0 -1 0\n"
+    with zipfile.ZipFile(catalogues / "Other.sh3f", "w") as archive:
+        archive.writestr("PluginFurnitureCatalog.properties", properties.encode("latin-1"))
+        archive.writestr("other/b.obj", obj)
+    prepare_data.main(["--out", str(tmp_path / "shards"), "--sweethome3d", "--sweethome3d-dir", str(catalogues),
+                       "--cache-dir", str(tmp_path / "cache"), "--workers", "1", *SMALL])
+    for flags, suffix in (([], ".ply"), (["--textured"], ".glb")):
+        export_meshes.main(["--data", str(tmp_path / "shards"), "--out", str(tmp_path / suffix[1:]), *flags])
+        from vat.geometry.io import load_mesh
+
+        mesh = load_mesh(tmp_path / suffix[1:] / f"sweethome3d_Other_b{suffix}")
+        np.testing.assert_allclose(mesh.extents, [1, 3, 2], atol=1e-6)  # y and z swapped by the rotation

@@ -119,6 +119,24 @@ def test_prepare_resumes_and_refuses_other_settings(inputs, prepared):
         prepare_generator_data.main([*args[:-6], "--views", "3", "--workers", "1"])
 
 
+def test_prepare_reuses_earlier_renders_with_another_tokenizer(inputs, prepared, tmp_path, monkeypatch):
+    """--views-from: a new tokenizer's tokens, the earlier folder's renders, nothing rendered again."""
+    out, _ = prepared
+    torch.manual_seed(1)
+    VAT(MICRO_TOKENIZER).save_pretrained(tmp_path / "tokenizer2")
+    monkeypatch.setattr(prepare_generator_data, "render_record", lambda *a: pytest.fail("rendered again"))
+    args = ["--data", str(inputs / "shards"), "--tokenizer", str(tmp_path / "tokenizer2"), "--views", "2",
+            "--size", "64", "--workers", "1", "--views-from", str(out)]
+    summary = prepare_generator_data.main([*args, "--out", str(tmp_path / "new")])
+    assert summary["ok"] == 4
+    for (new, records), (old, old_records) in zip(_chunks(tmp_path / "new"), _chunks(out)):
+        assert [r["id"] for r in records] == [r["id"] for r in old_records]
+        np.testing.assert_array_equal(new["views"], old["views"])
+        assert not np.array_equal(new["tokens"], old["tokens"])  # the other tokenizer's
+    with pytest.raises(SystemExit, match="not 3 of 64"):
+        prepare_generator_data.main([*args[:4], "--views", "3", *args[6:], "--out", str(tmp_path / "other")])
+
+
 def test_prepare_logs_and_skips_bad_shapes(tmp_path, inputs, one_thread):
     """A mesh file gone since its shard was written: that shape is listed as bad, the others go on."""
     from vat.geometry.procedural import random_shape

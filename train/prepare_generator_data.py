@@ -6,6 +6,12 @@ caption, and, when condition encoders are given, their features of every view an
         --out /data/vat/gen-train --views 8 --size 224
     python train/prepare_generator_data.py --data ... --tokenizer ... --out ... --device cuda \
         --image-encoder facebook/dinov2-large --text-encoder ViT-L-14
+    python train/prepare_generator_data.py --data ... --tokenizer runs/tiny-v2/final --out /data/vat/gen-v2 \
+        --views 8 --size 224 --views-from /data/vat/gen-train
+
+Renders do not depend on the tokenizer: --views-from takes them from an earlier output folder
+(same --views and --size) for every shape it holds, so re-tokenising with a newer tokenizer only
+renders shapes that are new.
 
 Each input chunk NAME.npz becomes OUT/NAME.{jsonl,npz} (the same path below OUT): one record per
 shape tried (a bad one with "ok": false and "error"), and the arrays of the good ones, in order:
@@ -54,6 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--views", type=int, default=8, help="renders per shape")
     p.add_argument("--size", type=int, default=224, help="render side in pixels")
+    p.add_argument("--views-from", type=Path, help="an earlier output folder whose renders to reuse (same views and size)")
     encoders = p.add_argument_group("condition features (optional; frozen encoders, cached per view and caption)")
     encoders.add_argument("--encoders", type=Path, help="a folder of ConditionEncoders.save_pretrained")
     encoders.add_argument("--image-encoder", help="DINOv2: hub id or local folder (e.g. facebook/dinov2-large)")
@@ -125,6 +132,23 @@ def render_record(record: dict, views: int, size: int) -> tuple[np.ndarray | Non
 
 def _render_task(task: tuple[dict, int, int]) -> tuple[np.ndarray | None, str | None]:
     return render_record(*task)
+
+
+def earlier_views(folder: Path | None, relative: Path, views: int, size: int) -> dict[str, np.ndarray]:
+    """Shape id -> renders [views, size, size, 3] from the same chunk of an earlier output folder
+    ({} without one, or where that chunk is missing or incomplete)."""
+    if folder is None:
+        return {}
+    manifest = json.loads((folder / MANIFEST).read_text())
+    if (manifest["views"], manifest["size"]) != (views, size):
+        raise SystemExit(f"--views-from {folder} holds {manifest['views']} views of {manifest['size']} px, "
+                         f"not {views} of {size}")
+    path = folder / relative
+    if not path.is_file():
+        return {}
+    arrays, records = data.read_chunk(path)
+    good = [r["id"] for r in records if r["ok"]]
+    return dict(zip(good, arrays["views"]))
 
 
 # ---------------------------------------------------------------------------- one chunk
@@ -225,6 +249,8 @@ def _run(args: argparse.Namespace, inputs: list[Path], pool) -> dict:
         "encoders": encoder_fingerprints(encoders),
     }
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.views_from is not None and not (args.views_from / MANIFEST).is_file():
+        raise SystemExit(f"--views-from {args.views_from}: no {MANIFEST} of this script there")
     _check_manifest(args.out / MANIFEST, manifest)
 
     jobs = []  # (input chunk, output chunk, ids of its good shapes)
@@ -237,13 +263,18 @@ def _run(args: argparse.Namespace, inputs: list[Path], pool) -> dict:
              args.workers, device)
 
     def submit(job):
-        """Render a chunk's shapes in the pool (in order); at most two chunks wait, so renders
-        never pile up in memory faster than they are written."""
-        tasks = [(r, args.views, args.size) for r in data.chunk_records(job[0]) if r["ok"]]
-        return pool.map_async(_render_task, tasks, chunksize=1) if pool is not None else tasks
+        """Render a chunk's shapes in the pool (in order), except those with earlier renders; at
+        most two chunks wait, so renders never pile up in memory faster than they are written."""
+        reuse = earlier_views(args.views_from, job[1].relative_to(args.out), args.views, args.size)
+        records = [r for r in data.chunk_records(job[0]) if r["ok"]]
+        tasks = [(r, args.views, args.size) for r in records if r["id"] not in reuse]
+        handle = pool.map_async(_render_task, tasks, chunksize=1) if pool is not None else tasks
+        return records, reuse, handle
 
-    def collect(handle) -> list[tuple[np.ndarray | None, str | None]]:
-        return handle.get() if pool is not None else [_render_task(t) for t in handle]
+    def collect(submitted) -> list[tuple[np.ndarray | None, str | None]]:
+        records, reuse, handle = submitted
+        fresh = iter(handle.get() if pool is not None else [_render_task(t) for t in handle])
+        return [(reuse[r["id"]], None) if r["id"] in reuse else next(fresh) for r in records]
 
     pending = [submit(job) for job in jobs[:2]]
     counts = {"chunks": len(inputs), "chunks_skipped": len(inputs) - len(jobs), "ok": 0, "bad": 0}

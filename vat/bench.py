@@ -1,6 +1,7 @@
 """Measurements behind `vat bench`: coarse-to-fine against dense mesh extraction on the analytic
 bench shape (queries, seconds, and the Chamfer-L1 difference of the two meshes), generator
-sampling with and without the kv-cache, and end-to-end image-to-mesh time."""
+sampling with and without the kv-cache, the tokenizer as a codec (mesh -> .vat -> mesh), and
+end-to-end image-to-mesh time."""
 
 from __future__ import annotations
 
@@ -62,6 +63,17 @@ def bench_sampling(generator, quantizer, image_tokens=None, text=None, repeats: 
     uncached = _best_of(lambda: run(False), repeats)
     return {"sample_cached_s": cached, "sample_uncached_s": uncached, "kv_cache_speedup": uncached / cached,
             "kv_cache_same_tokens": same, "tokens": sum(s * s for s in generator.config.scale_sides)}
+
+
+def bench_codec(codec, mesh, resolution: int = 256, repeats: int = 3) -> dict:
+    """Seconds to encode `mesh` (normalise, sample the surface, encode, write the .vat bytes) and to
+    decode those bytes back to a mesh at `resolution` (read, decode the field, extract); best of
+    `repeats`."""
+    encoded = codec.encode(mesh)
+    decoded = codec.decode_mesh(codec.read(encoded.data), resolution=resolution)
+    return {"encode_s": _best_of(lambda: codec.encode(mesh), repeats),
+            "decode_s": _best_of(lambda: codec.decode_mesh(codec.read(encoded.data), resolution=resolution), repeats),
+            "bytes": len(encoded.data), "resolution": resolution, "faces": len(decoded.faces)}
 
 
 def bench_image_to_mesh(pipeline, image, resolution: int = 256, seed: int = 0, repeats: int = 1) -> dict:

@@ -41,7 +41,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from vat.bench import bench_extraction, bench_image_to_mesh, bench_models, bench_sampling
+    from vat.bench import bench_codec, bench_extraction, bench_image_to_mesh, bench_models, bench_sampling
+    from vat.geometry import load_mesh
 
     items = [{"bench": "extraction", **bench_extraction(resolution=args.resolution,
                                                        coarse_resolution=args.coarse_resolution)}]
@@ -55,11 +56,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         sampling = bench_sampling(pipeline.generator, pipeline.codec.tokenizer.quantizer, image_tokens=tokens,
                                   text=text, repeats=args.repeats)
         end_to_end = bench_image_to_mesh(pipeline, image, resolution=args.resolution, repeats=args.repeats)
+        from vat.geometry.procedural import random_shape
+
+        mesh = load_mesh(args.mesh) if args.mesh else random_shape(0).mesh
+        codec = bench_codec(pipeline.codec, mesh, resolution=args.resolution, repeats=args.repeats)
         items += [{"bench": "sampling", "weights": weights, **sampling},
-                  {"bench": "image_to_mesh", "weights": weights, **end_to_end}]
+                  {"bench": "image_to_mesh", "weights": weights, **end_to_end},
+                  {"bench": "codec", "weights": weights, "mesh": args.mesh or "procedural shape 0", **codec}]
         summary.update(kv_cache_speedup=sampling["kv_cache_speedup"], sample_cached_s=sampling["sample_cached_s"],
                        sample_uncached_s=sampling["sample_uncached_s"], image_to_mesh_s=end_to_end["image_to_mesh_s"],
-                       weights=weights)
+                       encode_s=codec["encode_s"], decode_s=codec["decode_s"], weights=weights)
     for item in items:
         for key, value in item.items():
             print(f"{key:28s} {value:.4g}" if isinstance(value, float) else f"{key:28s} {value}")
@@ -231,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coarse-resolution", type=int, default=32, help="first grid of coarse-to-fine")
     p.add_argument("--image", help="input image of the image-to-mesh timing (default: a render of the bench shape)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs; the best is reported")
+    p.add_argument("--mesh", help="mesh of the encode/decode timing (default: procedural shape 0)")
     p.add_argument("--skip-generation", action="store_true", help="only the extraction bench")
 
     add("info", "versions, device and checkpoint", _cmd_info)

@@ -195,6 +195,13 @@ class Pipeline:
         codec = MeshCodec(VAT.from_pretrained(folder), device)
         return cls(codec, NextScaleGPT.from_pretrained(folder), ConditionEncoders.from_pretrained(folder), codec.device)
 
+    def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype = torch.float16) -> None:
+        """The three parts into one folder (what from_pretrained reads), by default in float16:
+        how a training run's OUT/final becomes a small folder to ship."""
+        self.codec.tokenizer.save_pretrained(directory, dtype)
+        self.generator.save_pretrained(directory, dtype)
+        self.encoders.save_pretrained(directory, dtype)
+
     @property
     def num_scales(self) -> int:
         return self.codec.num_scales
