@@ -20,14 +20,12 @@ import re
 import sys
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from vat import data
-from vat.geometry.io import normalization_transform
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prepare_generator_data import item_from_record  # noqa: E402
+from prepare_generator_data import oriented_mesh  # noqa: E402
 
 log = logging.getLogger("export_meshes")
 
@@ -36,25 +34,6 @@ def file_name(shape_id: str, suffix: str) -> str:
     """A portable file name for a shape id ("sh3d/KatorLegaz/chair" -> "sh3d_KatorLegaz_chair.ply")."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", shape_id).strip("._") or "shape"
     return stem + suffix
-
-
-def oriented_mesh(record: dict, textured: bool):
-    """The record's mesh as prepared (before normalisation): a Trimesh, or with `textured` a Scene
-    keeping its materials. Checks it has the prepared shape's bounding box."""
-    from vat.geometry.render import load_for_render
-
-    item = item_from_record(record)
-    if textured and item.path is not None:
-        mesh = load_for_render(item.path)
-        if item.rotation is not None:
-            matrix = np.eye(4)
-            matrix[:3, :3] = np.reshape(item.rotation, (3, 3))
-            mesh.apply_transform(matrix)
-    else:
-        mesh, _ = data.load_item_mesh(item)
-    if not np.allclose(normalization_transform(mesh), record["normalization"], rtol=1e-4, atol=1e-6):
-        raise ValueError(f"{record['id']}: the reloaded mesh is not the prepared one (its bounding box differs)")
-    return mesh
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -104,27 +104,36 @@ def item_from_record(record: dict) -> data.MeshItem:
                          extra=extra)
 
 
+def oriented_mesh(record: dict, textured: bool = True):
+    """The record's mesh as prepared, before normalisation: with `textured` a file is read with its
+    materials (vat.geometry.render.load_for_render, a Scene), else as geometry (a Trimesh); the
+    catalogue rotation is applied. It must have the prepared shape's bounding box (VatError), so
+    renders and tokens show the same object."""
+    from vat.geometry.io import normalization_transform
+    from vat.geometry.render import load_for_render
+
+    item = item_from_record(record)
+    if item.path is None or not textured:
+        mesh, _ = data.load_item_mesh(item)
+    else:
+        mesh = load_for_render(item.path)
+        if item.rotation is not None:
+            matrix = np.eye(4)
+            matrix[:3, :3] = np.reshape(item.rotation, (3, 3))
+            mesh.apply_transform(matrix)
+    if not np.allclose(normalization_transform(mesh), record["normalization"], rtol=1e-4, atol=1e-6):
+        raise VatError("the reloaded mesh is not the prepared one (its bounding box differs): "
+                       "was the file changed, or its rotation not recorded?")
+    return mesh
+
+
 def render_record(record: dict, views: int, size: int) -> tuple[np.ndarray | None, str | None]:
     """(uint8 [views, size, size, 3] renders on white, None), or (None, error) for a bad shape.
-    Files are rendered with their materials (vat.geometry.render.load_for_render); the reloaded
-    shape must have the prepared one's normalisation, so renders and tokens show the same object."""
-    from vat.geometry.io import normalization_transform
-    from vat.geometry.render import composite_on_white, load_for_render, render_views
+    Files are rendered with their materials (oriented_mesh)."""
+    from vat.geometry.render import composite_on_white, render_views
 
     try:
-        item = item_from_record(record)
-        if item.path is None:
-            mesh, _ = data.load_item_mesh(item)
-        else:
-            mesh = load_for_render(item.path)
-            if item.rotation is not None:
-                matrix = np.eye(4)
-                matrix[:3, :3] = np.reshape(item.rotation, (3, 3))
-                mesh.apply_transform(matrix)
-        if not np.allclose(normalization_transform(mesh), record["normalization"], rtol=1e-4, atol=1e-6):
-            raise VatError("the reloaded mesh is not the prepared one (its bounding box differs): "
-                           "was the file changed, or its rotation not recorded?")
-        rendered = render_views(mesh, views, size, seed=record["seed"])
+        rendered = render_views(oriented_mesh(record), views, size, seed=record["seed"])
         return np.stack([composite_on_white(view.rgba) for view in rendered]), None
     except Exception as exc:  # one bad mesh must not stop a run over many
         return None, f"{type(exc).__name__}: {exc}"
