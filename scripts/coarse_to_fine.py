@@ -14,13 +14,13 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vat.geometry.io import load_mesh  # noqa: E402
 from vat.geometry.render import composite_on_white, render_view  # noqa: E402
-from vat.pipeline import MeshCodec, Pipeline  # noqa: E402
+from vat.errors import VatError  # noqa: E402
+from vat.pipeline import Generation, MeshCodec, Pipeline  # noqa: E402
 
 
 def tile(panels: list[tuple[Image.Image, str]], size: int) -> Image.Image:
@@ -32,6 +32,21 @@ def tile(panels: list[tuple[Image.Image, str]], size: int) -> Image.Image:
         sheet.paste(image.convert("RGB").resize((size, size)), (k * size, 0))
         draw.text((k * size + 6, size + 7), text, fill=(40, 40, 40))
     return sheet
+
+
+def first_panel(args) -> tuple[list[tuple[Image.Image, str]], Generation]:
+    """The input panel and the tokens: a generation from the image, or (--mesh) the mesh's own
+    tokens wrapped as a Generation, so both decode, count and size scales the same way."""
+    if args.mesh:
+        codec = MeshCodec.from_pretrained(args.checkpoint)
+        mesh = load_mesh(args.mesh)
+        first = render_view(mesh, args.azimuth, args.elevation, args.size)
+        result = Generation(indices=codec.encode(mesh).indices, codec=codec, seed=0, settings={}, timings={},
+                            resolution=args.resolution)
+        return [(Image.fromarray(composite_on_white(first.rgba)), "input mesh")], result
+    result = Pipeline.from_pretrained(args.checkpoint).generate(image=args.image, seed=args.seed, cfg=args.cfg,
+                                                                resolution=args.resolution)
+    return [(result.input_image, f"input (seed {args.seed})")], result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,35 +65,21 @@ def main(argv: list[str] | None = None) -> None:
     if (args.image is None) == (args.mesh is None):
         p.error("give an image or --mesh")
 
-    if args.mesh:
-        codec = MeshCodec.from_pretrained(args.checkpoint)
-        mesh = load_mesh(args.mesh)
-        indices = codec.encode(mesh).indices
-        first = render_view(mesh, args.azimuth, args.elevation, args.size)
-        panels = [(Image.fromarray(composite_on_white(first.rgba)), "input mesh")]
-        decode = lambda s: codec.decode_mesh(indices, scales=s, resolution=args.resolution)  # noqa: E731
-        scales, tokens_at = len(indices), codec.tokens_at
-        vat_bytes = lambda s: len(codec.encode(mesh, scales=s).data)  # noqa: E731
-    else:
-        pipeline = Pipeline.from_pretrained(args.checkpoint)
-        result = pipeline.generate(image=Image.open(args.image), seed=args.seed, cfg=args.cfg,
-                                   resolution=args.resolution)
-        panels = [(result.input_image, f"input (seed {args.seed})")]
-        decode = lambda s: result.mesh(s)  # noqa: E731
-        scales, tokens_at = result.num_scales, result.tokens_at
-        vat_bytes = lambda s: len(result.vat(s))  # noqa: E731
-    for s in range(1, scales + 1):
+    try:
+        panels, result = first_panel(args)
+    except VatError as exc:  # a missing checkpoint, a bad image or mesh: one line, no traceback
+        raise SystemExit(f"coarse_to_fine: {exc}") from exc
+    for s in range(1, result.num_scales + 1):
         try:
-            view = render_view(decode(s), args.azimuth, args.elevation, args.size)
+            view = render_view(result.mesh(s), args.azimuth, args.elevation, args.size)
             image = Image.fromarray(composite_on_white(view.rgba))
-        except Exception as exc:  # an empty coarse scale has no surface to draw
+        except VatError as exc:  # an empty coarse scale has no surface to draw
             image = Image.new("RGB", (args.size, args.size), "white")
             ImageDraw.Draw(image).text((8, args.size // 2), f"no surface ({type(exc).__name__})", fill=(120, 0, 0))
-        label = f"s={s}: {tokens_at(s)} tok, {vat_bytes(s)} B"
-        panels.append((image, label))
+        panels.append((image, f"s={s}: {result.tokens_at(s)} tok, {len(result.vat(s))} B"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     tile(panels, args.size).save(args.out)
-    print(f"{args.out}: input + {scales} scales")
+    print(f"{args.out}: input + {result.num_scales} scales")
 
 
 if __name__ == "__main__":
