@@ -77,3 +77,31 @@ def test_mismatched_checkpoint_is_a_clear_error(tmp_path):
         VAT.from_pretrained(tmp_path)
     with pytest.raises(VatError, match="no tokenizer"):
         VAT.from_pretrained(tmp_path / "missing")
+
+
+def test_point_mlp_starts_as_the_linear_embedding_and_sees_joint_positions():
+    """The residual MLP on the point embedding starts at zero (a model with it equals one without),
+    and once trained, an average of embeddings tells apart clouds that share their marginals."""
+    from vat.models.layers import FourierEmbed
+
+    torch.manual_seed(0)
+    linear, with_mlp = FourierEmbed(32, 4), FourierEmbed(32, 4, mlp=True)
+    with_mlp.load_state_dict(linear.state_dict(), strict=False)
+    x = torch.rand(1, 64, 3) - 0.5
+    torch.testing.assert_close(with_mlp(x), linear(x), rtol=0, atol=0)
+    # Two diagonals of the square in the xy plane have the same x and y marginals.
+    t = torch.linspace(-0.4, 0.4, 101)
+    a = torch.stack([t, t, torch.zeros_like(t)], -1)[None]
+    b = torch.stack([t, -t, torch.zeros_like(t)], -1)[None]
+    torch.testing.assert_close(linear(a).mean(1), linear(b).mean(1), rtol=0, atol=1e-5)
+    torch.nn.init.normal_(with_mlp.mlp[-1][-1].weight)  # as after training: the MLP is no longer zero
+    assert (with_mlp(a).mean(1) - with_mlp(b).mean(1)).abs().max() > 1e-2
+
+
+def test_configs_saved_before_point_mlp_load_without_it(tmp_path):
+    VAT(MICRO).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    del config["point_mlp"]
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    assert VAT.from_pretrained(tmp_path).encoder.embed.mlp is None
+    assert PRESETS["tiny"].point_mlp and VAT(PRESETS["tiny"]).encoder.embed.mlp is not None

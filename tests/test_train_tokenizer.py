@@ -99,6 +99,53 @@ def test_resume_continues_from_the_checkpoint(shards, tmp_path, one_thread):
         train_tokenizer.main([*args, "--steps", "7", "--model-override", "mlp_hidden=8"])
 
 
+def test_init_from_starts_a_new_run_from_matching_weights(shards, tmp_path, one_thread):
+    """--init-from copies the tensors that fit (here: a model without the point MLP into one with it,
+    which then computes the same function) and leaves the new ones as initialised."""
+    args = ["--data", str(shards), *FAST]
+    train_tokenizer.main([*args, "--out", str(tmp_path / "a"), "--steps", "3", "--model-override", "point_mlp=false"])
+    source = VAT.from_pretrained(tmp_path / "a" / train_tokenizer.FINAL)
+    train_tokenizer.main([*args, "--out", str(tmp_path / "b"), "--steps", "0", "--phase1-steps", "0",
+                          "--init-from", str(tmp_path / "a" / train_tokenizer.FINAL)])
+    started = VAT.from_pretrained(tmp_path / "b" / train_tokenizer.FINAL)
+    assert started.encoder.embed.mlp is not None
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(started.state_dict()[key], value, rtol=0, atol=0)
+    torch.manual_seed(0)
+    p = torch.rand(1, 128, 3) - 0.5
+    torch.testing.assert_close(started.encode(p, p), source.encode(p, p), rtol=0, atol=0)
+    with pytest.raises(SystemExit, match="no tokenizer.safetensors"):
+        train_tokenizer.main([*args, "--out", str(tmp_path / "c"), "--steps", "1", "--phase1-steps", "0",
+                              "--init-from", str(tmp_path)])
+
+
+def test_ablation_trains_and_scores_every_arm(shards, tmp_path, one_thread, capsys):
+    from vat.geometry.procedural import random_shape
+
+    ablate = load_script("ablate_tokenizer")
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    for seed in (5, 6):
+        random_shape(seed).mesh.export(meshes / f"shape{seed}.ply")
+    argv = ["--out", str(tmp_path / "abl"), "--meshes", str(meshes), "--arms", "baseline,residual-vq",
+            "--resolution", "32", "--", "--data", str(shards), "--steps", "3", *FAST]
+    records = ablate.main(argv)
+    assert [r["arm"] for r in records] == ["baseline", "residual-vq"]
+    assert VAT.from_pretrained(tmp_path / "abl" / "residual-vq" / "final").config.quantizer == "residual-vq"
+    for r in records:
+        assert r["step"] == 3 and r["summary"]["meshes"] == 2
+        assert 0 <= r["summary"].get("cs_iou", 0) <= 1
+    printed = capsys.readouterr().out
+    assert "| residual-vq | quantizer=residual-vq | 3 |" in printed
+    assert (tmp_path / "abl" / "ablation.md").read_text().strip() == printed.strip()
+    # Run again: both arms are finished and scored, so nothing is retrained or re-scored.
+    stamp = (tmp_path / "abl" / "baseline" / "eval-recon.json").stat().st_mtime_ns
+    assert [r["summary"] for r in ablate.main(argv)] == [r["summary"] for r in records]
+    assert (tmp_path / "abl" / "baseline" / "eval-recon.json").stat().st_mtime_ns == stamp
+    with pytest.raises(SystemExit):
+        ablate.main(["--out", "o", "--meshes", "m", "--arms", "nope"])
+
+
 def test_cli_reads_config_files_and_overrides(tmp_path):
     config_file = tmp_path / "c.json"
     config_file.write_text('{"preset": "tiny", "lr": 0.002, "model_overrides": {"width": 64, "heads": 2}}')

@@ -234,6 +234,25 @@ def restore(resume: dict | None, model: nn.Module, ema: nn.Module, optimizer, sc
     return resume["step"]
 
 
+def init_weights(model: nn.Module, directory: str | os.PathLike, name: str) -> None:
+    """Start a new run from the weights of an earlier one (DIR/NAME.safetensors, e.g. a run's final/):
+    tensors of the same name and shape are copied; the rest (new modules, changed sizes) keep their
+    initialisation. Nothing shared is an error: the folder is not a checkpoint of this model."""
+    from safetensors.torch import load_file
+
+    path = Path(directory) / f"{name}.safetensors"
+    if not path.is_file():
+        raise SystemExit(f"--init-from {directory}: no {path.name} there")
+    source, target = load_file(path), model.state_dict()
+    shared = {k: v for k, v in source.items() if k in target and v.shape == target[k].shape}
+    if not shared:
+        raise SystemExit(f"--init-from {path}: no tensor matches this model by name and shape")
+    model.load_state_dict({k: v.to(target[k].dtype) for k, v in shared.items()}, strict=False)
+    fresh = sorted(k for k in target if k not in shared)
+    logging.getLogger(__name__).info("initialised %d of %d tensors from %s%s", len(shared), len(target), path,
+                                     f"; new: {', '.join(fresh)}" if fresh else "")
+
+
 def tensorboard_writer(out: Path, rank: int, start_step: int):
     """Rank 0's TensorBoard writer in OUT/tb (events after start_step from an earlier run dropped)."""
     if rank != 0:

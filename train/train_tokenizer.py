@@ -36,8 +36,8 @@ from vat.models.tokenizer import PRESETS, VAT, TokenizerConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # train/common.py, also when imported from elsewhere
 from common import (ShardBatches, add_options, config_from_args, export, finish_run, gather_rows,  # noqa: E402
-                    lr_factor, make_optimizer, rank_of_process, replica_digests, report, restore, save_atomic,
-                    start_run, step_seed, tensorboard_writer, training_parser)
+                    init_weights, lr_factor, make_optimizer, rank_of_process, replica_digests, report, restore,
+                    save_atomic, start_run, step_seed, tensorboard_writer, training_parser)
 
 log = logging.getLogger("train_tokenizer")
 
@@ -54,6 +54,7 @@ class TrainConfig:
     val_data: str | None = None  # held-out shard folder for IoU / accuracy
     preset: str = "tiny"  # model size, a key of vat.models.tokenizer.PRESETS
     model_overrides: dict = field(default_factory=dict)  # TokenizerConfig fields replaced in the preset
+    init_from: str | None = None  # a tokenizer folder (e.g. an earlier run's final/) to start a new run from
     steps: int = 300_000  # phase 1 + phase 2 (paper: 200k + 100k)
     phase1_steps: int = 200_000  # steps without quantisation
     batch_size: int = 8  # shapes per rank and step
@@ -103,6 +104,7 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
                                      PRESETS, "TokenizerConfig")
     add_options(optim, (
         ("phase1_steps", int, "steps before quantisation is switched on"),
+        ("init_from", str, "tokenizer folder (an earlier run's final/) whose matching weights start this run"),
         ("uniform_queries", int, "uniform queries per shape"), ("near_queries", int, "near-surface queries per shape"),
         ("occupancy_weight", float, "BCE weight"), ("codebook_weight", float, "codebook MSE weight"),
         ("kl_weight", float, "KL weight"), ("kl_warmup_steps", int, "steps over which the KL weight ramps up from 0"),
@@ -250,7 +252,10 @@ def main(argv: list[str] | None = None) -> dict:
         data.write_atomic(out / "train_config.json", lambda f: f.write(text.encode()))
 
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    model = VAT(model_config).to(device)
+    model = VAT(model_config)
+    if config.init_from and resume is None:
+        init_weights(model, config.init_from, "tokenizer")
+    model = model.to(device)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))

@@ -12,17 +12,29 @@ from torch import nn
 
 class FourierEmbed(nn.Module):
     """xyz in the unit cube -> [sin, cos] of octave frequencies, plus xyz itself; then a linear layer.
-    One module, used by the encoder (surface points, with normals) and by decoders (queries)."""
+    One module, used by the encoder (surface points, with normals) and by decoders (queries).
 
-    def __init__(self, out_channels: int, num_frequencies: int = 8, extra_channels: int = 0):
+    `mlp=True` adds a residual point-wise MLP after the linear layer. The linear embedding is a sum of
+    per-axis terms, so an average of it over a point cloud (what a cross-attention that has not yet
+    learned to be selective computes) holds only the three marginal distributions of the points: a
+    box. A non-linear embedding makes the same average see joint positions. Its last layer starts at
+    zero, so the module starts as the linear embedding (and loads such weights unchanged)."""
+
+    def __init__(self, out_channels: int, num_frequencies: int = 8, extra_channels: int = 0, mlp: bool = False):
         super().__init__()
         self.register_buffer("frequencies", (2.0 ** torch.arange(num_frequencies)) * math.pi, persistent=False)
         self.proj = nn.Linear(3 + 6 * num_frequencies + extra_channels, out_channels)
+        self.mlp = None
+        if mlp:
+            self.mlp = nn.Sequential(nn.LayerNorm(out_channels), MLP(out_channels, ratio=2.0))
+            nn.init.zeros_(self.mlp[-1][-1].weight)
+            nn.init.zeros_(self.mlp[-1][-1].bias)
 
     def forward(self, xyz_BN3: torch.Tensor, extra_BNE: torch.Tensor | None = None) -> torch.Tensor:
         angles = (xyz_BN3[..., None] * self.frequencies).flatten(-2)
         parts = [xyz_BN3, angles.sin(), angles.cos()] + ([extra_BNE] if extra_BNE is not None else [])
-        return self.proj(torch.cat(parts, dim=-1))
+        h = self.proj(torch.cat(parts, dim=-1))
+        return h if self.mlp is None else h + self.mlp(h)
 
 
 class MLP(nn.Sequential):

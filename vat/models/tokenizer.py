@@ -45,6 +45,7 @@ class TokenizerConfig:
     plane_channels: int = 32
     mlp_hidden: int = 128
     num_frequencies: int = 8
+    point_mlp: bool = False  # a residual MLP on the encoder's point embedding (see FourierEmbed)
 
     def __post_init__(self):
         self.scale_sides = tuple(self.scale_sides) or default_scale_sides(self.num_latents)
@@ -73,7 +74,7 @@ PRESETS = {
     "paper-1024": TokenizerConfig(num_latents=1024, codebook_size=16384),
     "tiny": TokenizerConfig(num_points=4096, width=128, heads=4, num_queries=256, num_latents=256,
                             encoder_layers=4, decoder_layers=4, codebook_size=1024, triplane_tokens=16,
-                            plane_channels=16, mlp_hidden=64),
+                            plane_channels=16, mlp_hidden=64, point_mlp=True),
 }
 
 
@@ -83,7 +84,7 @@ class Encoder(nn.Module):
     def __init__(self, c: TokenizerConfig):
         super().__init__()
         self.compression, self.num_latents = c.compression, c.num_latents
-        self.embed = FourierEmbed(c.width, c.num_frequencies, extra_channels=3)
+        self.embed = FourierEmbed(c.width, c.num_frequencies, extra_channels=3, mlp=c.point_mlp)
         # Learned token sets start at unit scale (as the triplane tokens): at 0.02 every query reads the
         # same average of the points and every latent starts alike, the encoder passes on almost nothing
         # at first, the decoder learns one average shape and the KL term then pushes sigma to 1, which

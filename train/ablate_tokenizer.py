@@ -1,0 +1,114 @@
+"""The paper's tokenizer ablations at one budget: every arm is trained by train/train_tokenizer.py with
+the same options (only its switch differs), then scored on held-out meshes with `vat eval-recon`'s
+protocol. Prints a Markdown table and writes OUT/ablation.json.
+
+    python train/ablate_tokenizer.py --out runs/ablation --meshes data/heldout-meshes/geometry --limit 24 \\
+        --arms baseline,residual-vq,pooling -- \\
+        --data data/train --val-data data/heldout --preset tiny --steps 1200 --phase1-steps 800 --lr 1e-3
+
+Everything after `--` goes to train_tokenizer.py for every arm (each in OUT/ARM, so an interrupted
+ablation resumes: finished arms are neither retrained nor re-scored); `--model-override`s there apply
+to every arm, and the arm's own switch comes last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import train_tokenizer  # noqa: E402
+
+from vat.evaluate import evaluate_reconstruction  # noqa: E402
+from vat.models.tokenizer import VAT  # noqa: E402
+from vat.pipeline import MeshCodec  # noqa: E402
+
+log = logging.getLogger("ablate_tokenizer")
+
+# The paper's switches (section 6.3): each arm changes one TokenizerConfig field of the baseline.
+ARMS = {
+    "baseline": [],  # in-context compression, VVQ, triplane decoder
+    "residual-vq": ["quantizer=residual-vq"],  # no Gaussian: plain multi-scale residual VQ
+    "pooling": ["compression=pooling"],
+    "q-former": ["compression=q-former"],
+    "cross-attention": ["decoder=cross-attention"],
+}
+COLUMNS = (("bytes", "bytes", "{:.0f}"), ("iou", "IoU", "{:.3f}"), ("cs_iou", "CS-IoU", "{:.3f}"),
+           ("f_score", "F-score", "{:.3f}"), ("chamfer", "Chamfer", "{:.4f}"), ("near_acc", "Near-Acc", "{:.3f}"))
+
+
+def parse_args(argv: list[str] | None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    train_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    own = argv[:argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help="one run folder per arm goes here")
+    p.add_argument("--meshes", required=True, help="held-out meshes to score (as for vat eval-recon)")
+    p.add_argument("--arms", default="baseline,residual-vq,pooling", help=f"comma-separated, of {', '.join(ARMS)}")
+    p.add_argument("--limit", type=int, help="score only the first N meshes")
+    p.add_argument("--resolution", type=int, default=256, help="marching-cubes grid (protocol: 256)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(own)
+    args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = [a for a in args.arms if a not in ARMS]
+    if unknown or not args.arms:
+        p.error(f"unknown arms {unknown}; choose from {', '.join(ARMS)}")
+    if any(a == "--out" or a.startswith("--out=") for a in train_args):
+        p.error("--out is set per arm (OUT/ARM); pass the rest after --")
+    return args, train_args
+
+
+def run_arm(name: str, args, train_args: list[str]) -> dict:
+    """Train (or resume) one arm, then score it; a score of the same weights and settings is reused."""
+    out = args.out / name
+    overrides = [f"--model-override={o}" for o in ARMS[name]]
+    summary = train_tokenizer.main([*train_args, *overrides, "--out", str(out)])
+    weights = out / train_tokenizer.FINAL / "tokenizer.safetensors"
+    scored = out / "eval-recon.json"
+    settings = {"meshes": str(args.meshes), "limit": args.limit, "resolution": args.resolution, "seed": args.seed,
+                "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    if scored.is_file():
+        previous = json.loads(scored.read_text())
+        if previous.get("settings") == settings:
+            return previous
+    codec = MeshCodec(VAT.from_pretrained(out / train_tokenizer.FINAL))
+    result = evaluate_reconstruction(codec, args.meshes, limit=args.limit, resolution=args.resolution,
+                                     baselines=False, seed=args.seed)
+    record = {"arm": name, "overrides": ARMS[name], "settings": settings, "step": summary["step"],
+              "val": summary.get("val", {}), "summary": result["summary"], "items": result["items"]}
+    scored.write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def table(records: list[dict]) -> str:
+    head = "| arm | switch | steps | " + " | ".join(title for _, title, _ in COLUMNS) + " | failed |"
+    rows = [head, "|" + "---|" * (len(COLUMNS) + 4)]
+    for r in records:
+        s = r["summary"]
+        cells = [fmt.format(s[key]) if key in s else "-" for key, _, fmt in COLUMNS]
+        rows.append(f"| {r['arm']} | {', '.join(r['overrides']) or '-'} | {r['step']} | " + " | ".join(cells)
+                    + f" | {s['failed']} of {s['meshes']} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args, train_args = parse_args(argv)
+    records = []
+    for name in args.arms:
+        log.info("arm %s (%s)", name, ", ".join(ARMS[name]) or "baseline")
+        records.append(run_arm(name, args, train_args))
+    text = table(records)
+    (args.out / "ablation.json").write_text(json.dumps(
+        [{k: v for k, v in r.items() if k != "items"} for r in records], indent=1) + "\n")
+    (args.out / "ablation.md").write_text(text + "\n")
+    print(text)
+    return records
+
+
+if __name__ == "__main__":
+    main()
