@@ -146,6 +146,22 @@ def test_ablation_trains_and_scores_every_arm(shards, tmp_path, one_thread, caps
         ablate.main(["--out", "o", "--meshes", "m", "--arms", "nope"])
 
 
+def test_ablation_table_counts_paired_wins_per_mesh():
+    ablate = load_script("ablate_tokenizer")
+
+    def record(arm, scores):
+        items = [{"mesh": m, "cs_iou": v} for m, v in scores.items() if v is not None]
+        return {"arm": arm, "overrides": [], "step": 1, "items": items,
+                "summary": {"meshes": len(scores), "failed": sum(v is None for v in scores.values())}}
+
+    base = record("baseline", {"a": 0.5, "b": 0.2, "c": 0.9, "d": 0.4})
+    other = record("pooling", {"a": 0.4, "b": 0.3, "c": 0.1, "d": None})  # d failed: not a pair
+    assert ablate.paired(base, other) == "2 of 3"
+    rows = ablate.table([base, other]).splitlines()
+    assert rows[0].endswith("| baseline higher CS-IoU | failed |")
+    assert rows[2].endswith("| - | 0 of 4 |") and rows[3].endswith("| 2 of 3 | 1 of 4 |")
+
+
 def test_cli_reads_config_files_and_overrides(tmp_path):
     config_file = tmp_path / "c.json"
     config_file.write_text('{"preset": "tiny", "lr": 0.002, "model_overrides": {"width": 64, "heads": 2}}')

@@ -84,14 +84,24 @@ def run_arm(name: str, args, train_args: list[str]) -> dict:
     return record
 
 
+def paired(reference: dict, record: dict, key: str = "cs_iou") -> str:
+    """Per mesh, how often the first arm beats this one on `key`, over the meshes both scored."""
+    ours = {item["mesh"]: item[key] for item in reference["items"] if key in item}
+    pairs = [(ours[item["mesh"]], item[key]) for item in record["items"] if key in item and item["mesh"] in ours]
+    return f"{sum(a > b for a, b in pairs)} of {len(pairs)}"
+
+
 def table(records: list[dict]) -> str:
-    head = "| arm | switch | steps | " + " | ".join(title for _, title, _ in COLUMNS) + " | failed |"
-    rows = [head, "|" + "---|" * (len(COLUMNS) + 4)]
+    first = records[0]["arm"]
+    head = ("| arm | switch | steps | " + " | ".join(title for _, title, _ in COLUMNS)
+            + f" | {first} higher CS-IoU | failed |")
+    rows = [head, "|" + "---|" * (len(COLUMNS) + 5)]
     for r in records:
         s = r["summary"]
         cells = [fmt.format(s[key]) if key in s else "-" for key, _, fmt in COLUMNS]
+        versus = "-" if r is records[0] else paired(records[0], r)
         rows.append(f"| {r['arm']} | {', '.join(r['overrides']) or '-'} | {r['step']} | " + " | ".join(cells)
-                    + f" | {s['failed']} of {s['meshes']} |")
+                    + f" | {versus} | {s['failed']} of {s['meshes']} |")
     return "\n".join(rows)
 
 
