@@ -117,6 +117,11 @@ def test_init_from_starts_a_new_run_from_matching_weights(shards, tmp_path, one_
     with pytest.raises(SystemExit, match="no tokenizer.safetensors"):
         train_tokenizer.main([*args, "--out", str(tmp_path / "c"), "--steps", "1", "--phase1-steps", "0",
                               "--init-from", str(tmp_path)])
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "tokenizer.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(SystemExit, match="not a readable safetensors file"):
+        train_tokenizer.main([*args, "--out", str(tmp_path / "d"), "--steps", "1", "--phase1-steps", "0",
+                              "--init-from", str(tmp_path / "cut")])
 
 
 def test_ablation_trains_and_scores_every_arm(shards, tmp_path, one_thread, capsys):
@@ -144,6 +149,18 @@ def test_ablation_trains_and_scores_every_arm(shards, tmp_path, one_thread, caps
     assert (tmp_path / "abl" / "baseline" / "eval-recon.json").stat().st_mtime_ns == stamp
     with pytest.raises(SystemExit):
         ablate.main(["--out", "o", "--meshes", "m", "--arms", "nope"])
+    # A cut-off score file is scored again, not a traceback.
+    (tmp_path / "abl" / "baseline" / "eval-recon.json").write_text('{"arm": "base')
+    rescored = ablate.main(argv)[0]["summary"]
+    assert (tmp_path / "abl" / "baseline" / "eval-recon.json").stat().st_mtime_ns != stamp
+    assert {k: rescored.get(k) for k in ("iou", "cs_iou", "bytes")} == \
+        {k: records[0]["summary"].get(k) for k in ("iou", "cs_iou", "bytes")}
+    # Meshes that are not there stop it before any arm trains.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit, match="--meshes"):
+        ablate.main(["--out", str(tmp_path / "abl2"), "--meshes", str(empty), "--", "--data", str(shards)])
+    assert not (tmp_path / "abl2").exists()
 
 
 def test_ablation_table_counts_paired_wins_per_mesh():

@@ -23,7 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_tokenizer  # noqa: E402
 
-from vat.evaluate import evaluate_reconstruction  # noqa: E402
+from vat.errors import VatError  # noqa: E402
+from vat.evaluate import evaluate_reconstruction, mesh_files  # noqa: E402
 from vat.models.tokenizer import VAT  # noqa: E402
 from vat.pipeline import MeshCodec  # noqa: E402
 
@@ -71,10 +72,12 @@ def run_arm(name: str, args, train_args: list[str]) -> dict:
     scored = out / "eval-recon.json"
     settings = {"meshes": str(args.meshes), "limit": args.limit, "resolution": args.resolution, "seed": args.seed,
                 "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
-    if scored.is_file():
+    try:
         previous = json.loads(scored.read_text())
-        if previous.get("settings") == settings:
-            return previous
+    except (OSError, ValueError):  # not scored yet, or a cut-off write: score again
+        previous = {}
+    if isinstance(previous, dict) and previous.get("settings") == settings:
+        return previous
     codec = MeshCodec(VAT.from_pretrained(out / train_tokenizer.FINAL))
     result = evaluate_reconstruction(codec, args.meshes, limit=args.limit, resolution=args.resolution,
                                      baselines=False, seed=args.seed)
@@ -108,6 +111,10 @@ def table(records: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> list[dict]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args, train_args = parse_args(argv)
+    try:  # before hours of training, not after
+        mesh_files(args.meshes, args.limit)
+    except VatError as exc:
+        raise SystemExit(f"--meshes: {exc}") from None
     records = []
     for name in args.arms:
         log.info("arm %s (%s)", name, ", ".join(ARMS[name]) or "baseline")

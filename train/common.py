@@ -243,7 +243,11 @@ def init_weights(model: nn.Module, directory: str | os.PathLike, name: str) -> N
     path = Path(directory) / f"{name}.safetensors"
     if not path.is_file():
         raise SystemExit(f"--init-from {directory}: no {path.name} there")
-    source, target = load_file(path), model.state_dict()
+    try:
+        source = load_file(path)
+    except Exception as exc:  # safetensors raises several types for a cut-off or foreign file
+        raise SystemExit(f"--init-from {path}: not a readable safetensors file ({exc})") from None
+    target = model.state_dict()
     shared = {k: v for k, v in source.items() if k in target and v.shape == target[k].shape}
     if not shared:
         raise SystemExit(f"--init-from {path}: no tensor matches this model by name and shape")
