@@ -145,8 +145,19 @@ def test_eval_gen_scores_rendered_meshes(tiny_checkpoint, tmp_path):
     summary, items = result["summary"], result["items"]
     assert summary["meshes"] == 3 and summary["failed"] == 1 and summary["seed"] == 1
     ok = [item for item in items if "error" not in item]
-    assert all(0.0 <= item["f_score"] <= 1.0 and item["chamfer"] > 0 for item in ok)
+    assert all(0.0 <= item["f_score"] <= item["f_score_005"] <= 1.0 and item["chamfer"] > 0 for item in ok)
     assert summary["f_score"] == pytest.approx(sum(item["f_score"] for item in ok) / 2)
+    # The floor: one unconditional mesh scored against each piece.
+    assert all(0.0 <= item["uncond_f_score"] <= item["uncond_f_score_005"] <= 1.0 for item in ok)
+    assert summary["cond_beats_uncond"] == sum(item["f_score"] > item["uncond_f_score"] for item in ok)
+    assert summary["match_chance"] == 0.5 and all(item["match_rank"] in (1, 2) for item in ok)
+    assert summary["match_rate"] == sum(item["match_rank"] == 1 for item in ok) / 2
+
+    assert main(["eval-gen", "--meshes", str(meshes), "--checkpoint", str(tiny_checkpoint), "--resolution", "32",
+                 "--limit", "1", "--no-match", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert "match_rate" not in result["summary"] and "match_rank" not in result["items"][0]
+    assert "uncond_f_score" in result["summary"]
 
 
 def test_python_dash_m_and_info():

@@ -5,8 +5,12 @@ import pytest
 import trimesh
 
 from vat.geometry.inside import contains
+from vat.geometry.io import normalize_mesh
+from vat.geometry.sampling import sample_surface
 from vat.metrics import (
     F_SCORE_TAU,
+    ICP_TARGET_FACTOR,
+    MATCH_SAMPLES,
     SURFACE_SAMPLES,
     accuracy,
     chamfer_fscore,
@@ -14,6 +18,8 @@ from vat.metrics import (
     cs_iou,
     icp_align,
     iou,
+    match_chamfer_matrix,
+    match_ranks,
     near_queries,
     protocol_queries,
 )
@@ -46,6 +52,7 @@ def test_offset_surface_is_outside_tau_everywhere(sphere):
     grown = trimesh.creation.icosphere(subdivisions=5, radius=RADIUS + SHIFT)
     scores = chamfer_fscore(sphere, grown)
     assert scores["f_score"] == 0.0
+    assert scores["f_score_005"] == 1.0  # SHIFT = 0.02 is within the wide tau everywhere
     # Every point is SHIFT from the other surface, in both directions.
     assert scores["chamfer"] == pytest.approx(2 * SHIFT, abs=1e-3)
 
@@ -104,6 +111,40 @@ def test_normalize_modes_on_scaled_shifted_sphere(sphere):
     assert compare_meshes(big, moved, normalize="none")["f_score"] < 0.2
     with pytest.raises(ValueError):
         compare_meshes(big, moved, normalize="bogus")
+
+
+def _four_shapes():
+    """A box, a sphere, a bar with a knob and a flat disc, each normalised, in random poses."""
+    bar = trimesh.util.concatenate([trimesh.creation.box([0.8, 0.3, 0.2]),
+                                    trimesh.creation.icosphere(3, radius=0.12).apply_translation([0.35, 0.1, 0.1])])
+    shapes = [trimesh.creation.box([0.6, 0.4, 0.3]), trimesh.creation.icosphere(3, radius=0.5), bar,
+              trimesh.creation.cylinder(radius=0.5, height=0.1)]
+    return [normalize_mesh(shape)[0] for shape in shapes]
+
+
+def test_match_matrix_finds_each_shape_in_any_pose():
+    """Generations that are the shapes themselves, turned and moved (other samples), are nearest
+    to their own shape: rank 1 everywhere; shifted by one, none is."""
+    shapes = _four_shapes()
+    rng = np.random.default_rng(0)
+    moved = []
+    for k, shape in enumerate(shapes):
+        turned = shape.copy()
+        transform = trimesh.transformations.rotation_matrix(np.radians(90 * k + 10), [0, 0.2, 1])
+        transform[:3, 3] = [0.05 * k, -0.03, 0.02]
+        moved.append(turned.apply_transform(transform))
+    generated = [sample_surface(mesh, MATCH_SAMPLES, rng)[0] for mesh in moved]
+    references = [sample_surface(mesh, MATCH_SAMPLES * ICP_TARGET_FACTOR, rng)[0] for mesh in shapes]
+    chamfer = match_chamfer_matrix(generated, references)
+    assert chamfer.shape == (4, 4) and (chamfer > 0).all()
+    assert list(match_ranks(chamfer)) == [1, 1, 1, 1]
+    assert np.diagonal(chamfer).max() < 0.08 < np.min(chamfer + np.eye(4))  # own shape: about the sample spacing
+    assert (match_ranks(match_chamfer_matrix(generated[1:] + generated[:1], references)) > 1).all()
+
+
+def test_match_ranks_count_strictly_nearer_references():
+    chamfer = np.array([[0.1, 0.2, 0.05], [0.3, 0.3, 0.3], [0.2, 0.1, 0.4]])
+    assert list(match_ranks(chamfer)) == [2, 1, 3]  # a tie does not push a generation down
 
 
 def box_at(extents, centre):

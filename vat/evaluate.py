@@ -1,5 +1,6 @@
 """Evaluation runs on the pinned protocol (DESIGN.md): tokenizer reconstruction beside the Draco
-and voxel baselines at the same byte budget."""
+and voxel baselines at the same byte budget; generation against its unconditional floor and the
+match rate."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import trimesh
 from tqdm.auto import tqdm
 
 from vat.baselines import draco_at_budget, voxel_at_budget
 from vat.errors import VatError
 from vat.geometry.io import LOAD_FORMATS, find_mesh_files, load_mesh, normalize_mesh
-from vat.metrics import accuracy, chamfer_fscore, cs_iou, iou, near_queries, protocol_queries
+from vat.geometry.sampling import sample_surface
+from vat.metrics import (ICP_TARGET_FACTOR, MATCH_SAMPLES, accuracy, chamfer_fscore, compare_meshes, cs_iou, iou,
+                         match_chamfer_matrix, match_ranks, near_queries, protocol_queries)
 from vat.pipeline import MeshCodec
 
 log = logging.getLogger(__name__)
@@ -95,10 +99,12 @@ EVAL_GEN_VIEW_SEED = 0
 
 
 def generation_item(pipeline, path: Path, seed: int = 0, resolution: int = 256, settings: dict | None = None,
-                    view_seed: int = EVAL_GEN_VIEW_SEED, size: int = 512) -> dict:
-    """Render a view of the mesh, generate from it, ICP-align the result to the mesh, score it."""
+                    view_seed: int = EVAL_GEN_VIEW_SEED, size: int = 512,
+                    unconditional: trimesh.Trimesh | None = None) -> tuple[dict, trimesh.Trimesh, trimesh.Trimesh]:
+    """Render a view of the mesh, generate from it, ICP-align the result to the mesh, score it (F@0.01,
+    F@0.05, Chamfer); the `unconditional` mesh is scored the same way (uncond_*). Returns the item,
+    the mesh and the generated mesh."""
     from vat.geometry.render import load_for_render, render_views
-    from vat.metrics import compare_meshes
 
     start = time.perf_counter()
     mesh = load_mesh(path)
@@ -108,27 +114,63 @@ def generation_item(pipeline, path: Path, seed: int = 0, resolution: int = 256, 
     if len(generated.faces) == 0:
         raise VatError("the generated occupancy has no surface")
     scores = compare_meshes(mesh, generated, icp=True, normalize="each", seed=seed)
-    return {
+    item = {
         "mesh": str(path),
         "f_score": scores["f_score"],
+        "f_score_005": scores["f_score_005"],
         "chamfer": scores["chamfer"],
         "seed": seed,
         "view": {"azimuth": view.azimuth, "elevation": view.elevation},
         "faces": len(generated.faces),
         **{f"{k}_seconds": v for k, v in generation.timings.items()},
-        "seconds": time.perf_counter() - start,
     }
+    if unconditional is not None:
+        floor = compare_meshes(mesh, unconditional, icp=True, normalize="each", seed=seed)
+        item.update(uncond_f_score=floor["f_score"], uncond_f_score_005=floor["f_score_005"],
+                    uncond_chamfer=floor["chamfer"])
+    item["seconds"] = time.perf_counter() - start
+    return item, mesh, generated
 
 
 def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | None = None, seed: int = 0,
-                        resolution: int = 256, settings: dict | None = None) -> dict:
-    items = []
+                        resolution: int = 256, settings: dict | None = None, match: bool = True) -> dict:
+    """eval-gen: every mesh's generation_item, and in the summary their means plus
+    - the floor: the unconditional sample (null condition, the same seed and sampling settings; one
+      mesh for the whole run, since nothing of the input reaches it) scored against every mesh, and
+      cond_beats_uncond, the number of meshes whose conditional F@0.01 beats it;
+    - with `match`, match_rate: the share of generations whose own mesh is the nearest by Chamfer
+      after ICP among all evaluated meshes (chance: match_chance = 1 / N), and each item's
+      match_rank. The N x N Chamfers are vat.metrics.match_chamfer_matrix's: ICP and Chamfer on
+      MATCH_SAMPLES surface samples per generation (x ICP_TARGET_FACTOR per mesh), not the
+      protocol's exact distances; only their ranking is used."""
+    floor = pipeline.generate_unconditional(
+        seed=seed, resolution=resolution,
+        **{k: v for k, v in (settings or {}).items() if k in ("temperature", "top_k", "top_p")}).mesh()
+    if len(floor.faces) == 0:
+        log.warning("the unconditional sample has no surface: no floor this run")
+        floor = None
+    rng = np.random.default_rng(seed)
+    items, generated_points, mesh_points = [], [], []
     for path in tqdm(mesh_files(directory, limit), desc="eval-gen", unit="mesh"):
         try:
-            items.append(generation_item(pipeline, path, seed, resolution, settings))
+            item, mesh, generated = generation_item(pipeline, path, seed, resolution, settings, unconditional=floor)
         except VatError as exc:
             log.warning("%s: %s", path, exc)
             items.append({"mesh": str(path), "error": str(exc)})
+            continue
+        items.append(item)
+        if match:  # the samples only: N meshes of 256^3 marching cubes would not fit in memory
+            generated_points.append(sample_surface(normalize_mesh(generated)[0], MATCH_SAMPLES, rng)[0])
+            mesh_points.append(sample_surface(normalize_mesh(mesh)[0], MATCH_SAMPLES * ICP_TARGET_FACTOR, rng)[0])
+    ok = [item for item in items if "error" not in item]
+    if match and ok:
+        ranks = match_ranks(match_chamfer_matrix(generated_points, mesh_points))
+        for item, rank in zip(ok, ranks):
+            item["match_rank"] = int(rank)
     summary = summarize(items)
+    if match and ok:
+        summary.update(match_rate=float(np.mean(ranks == 1)), match_chance=1.0 / len(ok))
+    if floor is not None:
+        summary["cond_beats_uncond"] = sum(item["f_score"] > item["uncond_f_score"] for item in ok)
     summary.update({"seed": seed, **(settings or {})})
     return {"summary": summary, "items": items}

@@ -245,3 +245,16 @@ class Pipeline:
                         remove_background=remove_background)
         return Generation([i[0].cpu().numpy() for i in idx], self.codec, seed, settings, timings, input_image, method,
                           resolution)
+
+    @torch.no_grad()
+    def generate_unconditional(self, seed: int = 0, temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0,
+                               resolution: int = 256) -> Generation:
+        """Tokens sampled from the null condition (what the generator makes of no input; no guidance,
+        there is nothing to guide towards): the floor a conditional generation must beat."""
+        start = time.perf_counter()
+        idx = self.generator.generate(self.codec.tokenizer.quantizer, temperature=temperature, top_k=top_k,
+                                      top_p=top_p, seed=seed)
+        timings = {"sample": time.perf_counter() - start}
+        settings = dict(text=None, cfg=0.0, temperature=temperature, top_k=top_k, top_p=top_p)
+        return Generation([i[0].cpu().numpy() for i in idx], self.codec, seed, settings, timings,
+                          resolution=resolution)

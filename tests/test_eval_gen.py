@@ -1,0 +1,85 @@
+"""vat eval-gen's scores that ignoring the input cannot pass, on a pipeline whose generations are
+known: the match rate, the unconditional floor and F@0.05 (vat.evaluate.evaluate_generation)."""
+
+import numpy as np
+import pytest
+import trimesh
+
+from vat.errors import VatError
+from vat.evaluate import evaluate_generation, mesh_files
+
+
+class KnownGenerations:
+    """A stand-in for vat.pipeline.Pipeline: the n-th generation is `outputs[n]` (eval-gen visits
+    the meshes in mesh_files order), the unconditional one is `floor`."""
+
+    class Result:
+        def __init__(self, mesh):
+            self._mesh, self.timings = mesh, {"sample": 0.0}
+
+        def mesh(self):
+            return self._mesh
+
+    def __init__(self, outputs, floor):
+        self.outputs, self.floor, self.calls = iter(outputs), floor, []
+
+    def generate(self, image, seed, resolution, **settings):
+        self.calls.append(("image", seed, settings))
+        return self.Result(next(self.outputs))
+
+    def generate_unconditional(self, seed, resolution, **settings):
+        self.calls.append(("null", seed, settings))
+        return self.Result(self.floor)
+
+
+@pytest.fixture(scope="module")
+def pieces(tmp_path_factory):
+    """Four distinct shapes as files, and the meshes in the order eval-gen visits them."""
+    from vat.geometry.procedural import random_shape
+    from vat.geometry.render import render_views
+
+    try:
+        render_views(random_shape(0).mesh, 1, 16)
+    except VatError as exc:
+        pytest.skip(f"cannot render here: {exc}")
+    folder = tmp_path_factory.mktemp("pieces")
+    bar = trimesh.util.concatenate([trimesh.creation.box([0.8, 0.3, 0.2]),
+                                    trimesh.creation.icosphere(3, radius=0.12).apply_translation([0.35, 0.1, 0.1])])
+    for name, mesh in (("a-box.ply", trimesh.creation.box([0.6, 0.4, 0.3])), ("b-bar.ply", bar),
+                       ("c-disc.ply", trimesh.creation.cylinder(radius=0.5, height=0.1)),
+                       ("d-ring.ply", trimesh.creation.annulus(0.3, 0.5, 0.3))):
+        mesh.export(folder / name)
+    return folder, [trimesh.load(path, force="mesh") for path in mesh_files(folder)]
+
+
+def test_generations_that_are_the_pieces_match_and_beat_the_floor(pieces):
+    folder, meshes = pieces
+    blob = trimesh.creation.icosphere(3, radius=0.5)
+    pipeline = KnownGenerations(meshes, floor=blob)
+    result = evaluate_generation(pipeline, folder, seed=3, resolution=32, settings={"cfg": 1.5, "temperature": 0.9})
+    summary, items = result["summary"], result["items"]
+    assert summary["match_rate"] == 1.0 and summary["match_chance"] == 0.25
+    assert [item["match_rank"] for item in items] == [1, 1, 1, 1]
+    assert summary["f_score"] > 0.99 and summary["f_score_005"] == 1.0
+    assert summary["cond_beats_uncond"] == 4
+    assert summary["uncond_f_score"] < 0.5 and summary["uncond_f_score"] < summary["uncond_f_score_005"]
+    # One unconditional sample for the run, with the run's seed and sampling settings (no guidance).
+    assert [c for c in pipeline.calls if c[0] == "null"] == [("null", 3, {"temperature": 0.9})]
+    assert all(seed == 3 for _, seed, _ in pipeline.calls)
+
+
+def test_generations_of_the_wrong_piece_do_not_match(pieces):
+    folder, meshes = pieces
+    pipeline = KnownGenerations(meshes[1:] + meshes[:1], floor=trimesh.creation.icosphere(3, radius=0.5))
+    result = evaluate_generation(pipeline, folder, resolution=32)
+    assert result["summary"]["match_rate"] == 0.0
+    assert all(item["match_rank"] > 1 for item in result["items"])
+    assert result["summary"]["f_score"] < 0.9
+
+
+def test_no_match_and_an_empty_floor(pieces):
+    folder, meshes = pieces
+    result = evaluate_generation(KnownGenerations(meshes, floor=trimesh.Trimesh()), folder, limit=2,
+                                 resolution=32, match=False)
+    assert not {"match_rate", "match_chance", "cond_beats_uncond", "uncond_f_score"} & set(result["summary"])
+    assert np.isclose(result["summary"]["f_score"], np.mean([i["f_score"] for i in result["items"]]))
