@@ -105,3 +105,65 @@ def test_configs_saved_before_point_mlp_load_without_it(tmp_path):
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
     assert VAT.from_pretrained(tmp_path).encoder.embed.mlp is None
     assert PRESETS["tiny"].point_mlp and VAT(PRESETS["tiny"]).encoder.embed.mlp is not None
+
+
+MICRO_GRID = dataclasses.replace(MICRO, num_latents=64, scale_sides=(), plane_channels=4, locality="grid")
+
+
+def test_grid_layout_puts_map_neighbours_next_to_each_other_in_space():
+    """Each 2 x 2 block of the token map is one column of 4 cells along z, and the blocks tile x and y,
+    so VVQ's coarse scales are spatially coarse versions of the fine one."""
+    from vat.models.grid import cell_centres, grid_shape, map_to_volume, volume_to_map
+
+    assert grid_shape(256) == (4, 8, 8) and grid_shape(64) == (4, 4, 4)
+    with pytest.raises(ValueError, match="even square"):
+        grid_shape(25)
+    f = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    torch.testing.assert_close(volume_to_map(map_to_volume(f)), f, rtol=0, atol=0)
+    centres = cell_centres(grid_shape(64))  # volume order (z, y, x)
+    xyz = volume_to_map(centres.T.reshape(1, 3, 4, 4, 4))[0]  # [3, 8, 8]: the centre of each map token
+    # Within a 2 x 2 block: same x and y, four different z; across blocks: x steps along columns, y along rows.
+    block = xyz[:, :2, :2].reshape(3, 4)
+    assert block[0].unique().numel() == 1 and block[1].unique().numel() == 1 and block[2].unique().numel() == 4
+    torch.testing.assert_close(xyz[0, :, 2] - xyz[0, :, 0], torch.full((8,), 0.25))
+    torch.testing.assert_close(xyz[1, 2] - xyz[1, 0], torch.full((8,), 0.25))
+
+
+def test_grid_encoder_reads_points_locally():
+    """Before any training, moving the points of one corner changes the latent cells near that corner
+    far more than those of the opposite corner (attention over the cells is the only global path)."""
+    from vat.models.grid import map_to_volume
+
+    torch.manual_seed(0)
+    model = VAT(dataclasses.replace(MICRO_GRID, encoder_layers=0)).eval()
+    p = torch.rand(1, 2048, 3) - 0.5
+    n = torch.nn.functional.normalize(torch.randn(1, 2048, 3), dim=-1)
+    moved = p.clone()
+    corner = (p > 0.2).all(-1)
+    moved[corner] = 0.2 + (moved[corner] - 0.2).flip(-1)
+    with torch.no_grad():
+        def cells(points):
+            z = model.encoder(points, n)  # [1, K, C] in map order
+            return map_to_volume(z.transpose(1, 2).reshape(1, -1, 8, 8))[0]  # [C, Z, Y, X]
+        change = (cells(moved) - cells(p)).abs().sum(0)  # [Z, Y, X]
+    assert change[3, 3, 3] > 0 and change[0, 0, 0] == 0
+
+
+def test_grid_design_trains_and_decodes_any_prefix():
+    model = VAT(MICRO_GRID)
+    p, n, q = shape_batch()
+    out = model(p, n, q)
+    assert out["logits"].shape == (2, 100)
+    (out["logits"].mean() + out["kl"] + out["codebook"]).backward()
+    assert model.encoder.embed.proj.weight.grad.abs().sum() > 0
+    model.eval()
+    indices = model.encode(p, n)
+    torch.testing.assert_close(model.query(model.decode_indices(indices), q), model(p, n, q)["logits"])
+    coarse = [model.query(model.decode_indices(indices[:s]), q) for s in range(1, len(indices) + 1)]
+    assert all(c.shape == (2, 100) for c in coarse) and not torch.equal(coarse[0], coarse[-1])
+
+
+def test_grid_config_rejects_paper_only_switches():
+    with pytest.raises(ValueError, match="paper's design"):
+        dataclasses.replace(MICRO_GRID, decoder="cross-attention")
+    assert PRESETS["tiny-grid"].locality == "grid" and PRESETS["tiny"].locality == "none"

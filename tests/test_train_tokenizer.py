@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import load_script
 import torch
@@ -73,7 +74,7 @@ def test_single_process_exports_the_ema_model(shards, tmp_path, one_thread):
     out = tmp_path / "run"
     summary = train_tokenizer.main(["--data", str(shards), "--val-data", str(shards), "--out", str(out),
                                     "--steps", "3", *FAST])
-    assert summary["step"] == 3 and set(summary["val"]) == {"iou", "acc", "iou_unquantized", "acc_unquantized"}
+    assert summary["step"] == 3 and set(summary["val"]) == {"iou", "acc", "bce", "iou_unquantized", "acc_unquantized", "bce_unquantized"}
     model = VAT.from_pretrained(out / train_tokenizer.FINAL)
     state = torch.load(out / train_tokenizer.CHECKPOINT, weights_only=True)
     ema = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
@@ -161,6 +162,63 @@ def test_ablation_trains_and_scores_every_arm(shards, tmp_path, one_thread, caps
     with pytest.raises(SystemExit, match="--meshes"):
         ablate.main(["--out", str(tmp_path / "abl2"), "--meshes", str(empty), "--", "--data", str(shards)])
     assert not (tmp_path / "abl2").exists()
+
+
+MICRO_GRID_MODEL = [f"--model-override={o}" for o in (
+    "width=32", "heads=2", "num_latents=64", "encoder_layers=1", "decoder_layers=1", "codebook_size=64",
+    "plane_channels=4", "mlp_hidden=16", "num_points=128")]
+
+
+def test_fresh_queries_snapshots_and_seconds_are_recorded(shards, tmp_path, one_thread):
+    """--fresh-shapes keeps 10% of every shape's queries out of training and scores training shapes
+    on them; --max-shapes trains on the first N; the EMA is kept every --snapshot-every steps; the
+    seconds of training survive a resume (the x axis of learning curves)."""
+    samples = train_tokenizer.ShapeSamples(shards, 128, 128, 128, limit=3, reserve=0.1)
+    fresh = samples.fresh_queries()
+    assert len(samples) == 3 and len(samples.chunk_of_items()) == 3
+    assert len(fresh) == 2 * 204 and fresh.min() == 2048 - 204 and fresh.max() == 4095
+    for step in range(20):  # no training draw ever touches a reserved query
+        item = samples.shards[step % 3]
+        batch = samples[(step % 3, (0, step))]
+        drawn = {tuple(q) for q in batch["queries"].numpy().round(6)}
+        assert not drawn & {tuple(q) for q in item["query_points"][fresh].astype(np.float32).round(6)}
+    out = tmp_path / "run"
+    args = ["--data", str(shards), "--out", str(out), "--preset", "tiny-grid", *MICRO_GRID_MODEL, *FAST[len(MICRO_MODEL):],
+            "--fresh-shapes", "2", "--max-shapes", "3", "--val-every", "2", "--snapshot-every", "2"]
+    first = train_tokenizer.main([*args, "--steps", "2"])
+    assert set(first["val"]) == {f"fresh_{k}" for k in ("iou", "acc", "bce", "iou_unquantized", "acc_unquantized",
+                                                         "bce_unquantized")}
+    seconds = torch.load(out / train_tokenizer.CHECKPOINT, weights_only=True)["train_seconds"]
+    second = train_tokenizer.main([*args, "--steps", "4"])
+    assert second["start_step"] == 2
+    assert torch.load(out / train_tokenizer.CHECKPOINT, weights_only=True)["train_seconds"] > seconds > 0
+    snapshots = sorted(p.name for p in (out / train_tokenizer.SNAPSHOTS).iterdir())
+    assert snapshots == ["step-0000002", "step-0000004"]
+    assert VAT.from_pretrained(out / train_tokenizer.SNAPSHOTS / "step-0000004").config.locality == "grid"
+
+
+def test_learning_curves_train_arms_and_draw_them(shards, tmp_path, one_thread):
+    curves = load_script("learning_curves")
+    out = tmp_path / "curves"
+    arms = "paper=tiny,grid=tiny-grid+num_latents=64+plane_channels=4"
+    common = ["--data", str(shards), "--val-data", str(shards), "--steps", "2", "--val-every", "1", "--val-shapes", "2",
+              *[o for o in MICRO_MODEL if "num_queries" not in o and "triplane" not in o and "plane_channels" not in o
+                and "num_latents" not in o], *FAST[len(MICRO_MODEL):]]
+    records = curves.main(["--out", str(out), "--arms", arms, "--", *common])
+    assert [r["arm"] for r in records] == ["paper", "grid"]
+    for r in records:
+        assert [row["step"] for row in r["rows"]] == [1, 2]
+        assert all(0 <= row["val/iou_unquantized"] <= 1 and row["time/train_seconds"] > 0 for row in r["rows"])
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| grid | 2 |" in (out / "curves.md").read_text()
+    # Again, report only: the same table from the logs, nothing retrained.
+    again = curves.main(["--out", str(out), "--arms", arms, "--report-only"])
+    assert again == records
+    with pytest.raises(SystemExit):
+        curves.main(["--out", str(out), "--arms", "x=nope"])
+    one = curves.main(["--out", str(tmp_path / "one"), "--arms", "grid=tiny-grid+width=32+heads=2+plane_channels=4"
+                       "+mlp_hidden=16+num_latents=64+num_points=128", "--one-shape", str(shards), "--one-shape-steps", "30"])[0]
+    assert 0 <= one["fresh_iou"] <= 1 and one["train_bce"] < 0.7
 
 
 def test_ablation_table_counts_paired_wins_per_mesh():

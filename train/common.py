@@ -152,7 +152,7 @@ def make_optimizer(model: nn.Module, config) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters (config: lr, betas, weight_decay); weight decay on the
     weights of linear and convolution layers only (not on norms, biases, embeddings, learned token
     sets or codebooks, which decay would pull towards zero)."""
-    decay = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))}
+    decay = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Conv3d))}
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if id(p) in decay], "weight_decay": config.weight_decay},
               {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0}]

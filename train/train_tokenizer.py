@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sys
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -43,6 +44,7 @@ log = logging.getLogger("train_tokenizer")
 
 CHECKPOINT = "checkpoint.pt"
 FINAL = "final"
+SNAPSHOTS = "snapshots"
 
 
 @dataclass
@@ -76,15 +78,25 @@ class TrainConfig:
     val_every: int = 2_000
     val_shapes: int = 64  # at most this many validation shapes
     save_every: int = 1_000
+    snapshot_every: int = 0  # also keep the EMA model of every N-th step in OUT/snapshots/step-N (learning curves)
     log_every: int = 20
     workers: int = 2  # data loader processes per rank
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
+    # bf16: autocast to bfloat16 (weights stay float32); on a CPU with AMX the convolutions of the
+    # grid design run in channels-last bf16 kernels, several times faster. auto: bf16 on CUDA and on
+    # CPUs with native bf16 (oneDNN says so), else fp32.
+    precision: str = "auto"  # auto | bf16 | fp32
+    max_shapes: int = 0  # train on the first N shapes only (0: all), e.g. the 64-shape rung of the learning-curve ladder
+    fresh_shapes: int = 0  # if N > 0: keep 10% of every shape's queries out of training and score the first N
+    # training shapes on them at each validation (how well the field interpolates between its samples)
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         if not 0 <= self.phase1_steps <= self.steps:
             raise ValueError("phase1_steps must be in 0..steps")
 
@@ -110,6 +122,10 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
         ("kl_weight", float, "KL weight"), ("kl_warmup_steps", int, "steps over which the KL weight ramps up from 0"),
         ("restart_every", int, "dead-code restart interval in phase 2 (0: never)"),
         ("restart_threshold", float, "usage below which a code is dead"),
+        ("precision", str, "auto | bf16 | fp32 (auto: bf16 autocast on CUDA and CPU)"),
+        ("max_shapes", int, "train on the first N shapes only (0: all)"),
+        ("snapshot_every", int, "keep the EMA model every N steps in OUT/snapshots (0: never)"),
+        ("fresh_shapes", int, "hold 10%% of each shape's queries out of training; score N training shapes on them"),
     ))
     return config_from_args(p, argv, TrainConfig, ("data", "out"), check=TrainConfig.model_config)
 
@@ -129,32 +145,49 @@ def stored_uniform_queries(directory: str | os.PathLike) -> int:
 
 class ShapeSamples(torch.utils.data.Dataset):
     """Shard items as tensors: a random subset of the surface points and of the uniform and
-    near-surface queries, drawn with the seed that comes with the index (so runs reproduce)."""
+    near-surface queries, drawn with the seed that comes with the index (so runs reproduce).
+    `limit` keeps the first N shapes; `reserve` keeps that share of each shape's uniform and of its
+    near-surface queries (the last ones stored) out of the draws, for `fresh_queries`."""
 
-    def __init__(self, directory: str | os.PathLike, num_points: int, uniform_queries: int, near_queries: int):
+    def __init__(self, directory: str | os.PathLike, num_points: int, uniform_queries: int, near_queries: int,
+                 limit: int = 0, reserve: float = 0.0):
         self.shards = data.ShardDataset(directory)
         if len(self.shards) == 0:
             raise SystemExit(f"{directory} holds no prepared shapes")
+        self.length = min(limit, len(self.shards)) if limit > 0 else len(self.shards)
         self.stored_uniform = stored_uniform_queries(directory)
         first = self.shards[0]
         self.stored_near = len(first["query_points"]) - self.stored_uniform
+        self.pool_uniform = self.stored_uniform - int(self.stored_uniform * reserve)
+        self.pool_near = self.stored_near - int(self.stored_near * reserve)
         for want, have, what in ((num_points, len(first["surface_points"]), "surface points (model num_points)"),
-                                 (uniform_queries, self.stored_uniform, "uniform queries"),
-                                 (near_queries, self.stored_near, "near-surface queries")):
+                                 (uniform_queries, self.pool_uniform, "uniform queries"),
+                                 (near_queries, self.pool_near, "near-surface queries")):
             if want > have:
-                raise SystemExit(f"{directory}: asked for {want} {what} per shape, the shards hold {have}")
+                raise SystemExit(f"{directory}: asked for {want} {what} per shape, the shards hold {have}"
+                                 + (" after the reserved share" if reserve else ""))
         self.num_points, self.uniform_queries, self.near_queries = num_points, uniform_queries, near_queries
 
     def __len__(self) -> int:
-        return len(self.shards)
+        return self.length
+
+    def chunk_of_items(self) -> np.ndarray:
+        return self.shards.chunk_of_items()[: self.length]
+
+    def fresh_queries(self) -> np.ndarray:
+        """Indices of the stored queries kept out of training (all of them when none are reserved)."""
+        if self.pool_uniform == self.stored_uniform and self.pool_near == self.stored_near:
+            return np.arange(self.stored_uniform + self.stored_near)
+        return np.concatenate([np.arange(self.pool_uniform, self.stored_uniform),
+                               np.arange(self.stored_uniform + self.pool_near, self.stored_uniform + self.stored_near)])
 
     def __getitem__(self, key: tuple[int, tuple[int, ...]]) -> dict[str, torch.Tensor]:
         index, entropy = key
         item = self.shards[index]
         rng = np.random.default_rng(entropy)
         surface = rng.choice(len(item["surface_points"]), self.num_points, replace=False)
-        queries = np.concatenate([rng.choice(self.stored_uniform, self.uniform_queries, replace=False),
-                                  self.stored_uniform + rng.choice(self.stored_near, self.near_queries, replace=False)])
+        queries = np.concatenate([rng.choice(self.pool_uniform, self.uniform_queries, replace=False),
+                                  self.stored_uniform + rng.choice(self.pool_near, self.near_queries, replace=False)])
         return {
             "points": torch.from_numpy(item["surface_points"][surface].astype(np.float32)),
             "normals": torch.from_numpy(item["surface_normals"][surface].astype(np.float32)),
@@ -207,31 +240,37 @@ def restart_codes(model: VAT, ema: AveragedModel, batch: dict, threshold: float,
 
 
 @torch.no_grad()
-def evaluate(model: VAT, shapes: ShapeSamples, max_shapes: int, device: torch.device) -> dict[str, float]:
-    """IoU and accuracy (vat.metrics) over each shape's stored queries, inside = occupancy > 0.5,
-    predicted inside = logit > 0; with and without quantisation; averaged over shapes (and ranks)."""
+def evaluate(model: VAT, shapes: ShapeSamples, max_shapes: int, device: torch.device, bf16: bool = False) -> dict[str, float]:
+    """IoU and accuracy (vat.metrics) over each shape's fresh queries (all stored ones of a held-out
+    set), inside = occupancy > 0.5, predicted inside = logit > 0, and the threshold-free BCE against
+    the semi-continuous labels; with and without quantisation; averaged over shapes (and ranks)."""
     rank, world = rank_of_process(), dist.get_world_size() if dist.is_initialized() else 1
     was_training = model.training
     model.eval()
-    sums = torch.zeros(5, dtype=torch.float64)
+    sums = torch.zeros(7, dtype=torch.float64)
+    fresh = shapes.fresh_queries()
     for index in range(rank, min(max_shapes, len(shapes)), world):
         item = shapes.shards[index]
         surface = np.random.default_rng(index).choice(len(item["surface_points"]), shapes.num_points, replace=False)
         points = torch.from_numpy(item["surface_points"][surface].astype(np.float32))[None].to(device)
         normals = torch.from_numpy(item["surface_normals"][surface].astype(np.float32))[None].to(device)
-        queries = torch.from_numpy(item["query_points"])[None].to(device)
-        inside = item["query_occupancy"] > 0.5
-        for offset, quantize in ((0, True), (2, False)):
-            pred = (model(points, normals, queries, quantize=quantize)["logits"][0] > 0).cpu().numpy()
+        queries = torch.from_numpy(item["query_points"][fresh])[None].to(device)
+        labels = torch.from_numpy(item["query_occupancy"][fresh].astype(np.float32)).to(device)
+        inside = labels.cpu().numpy() > 0.5
+        for offset, quantize in ((0, True), (3, False)):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(points, normals, queries, quantize=quantize)["logits"][0].float()
+            pred = (logits > 0).cpu().numpy()
             sums[offset] += metrics.iou(pred, inside)
             sums[offset + 1] += metrics.accuracy(pred, inside)
-        sums[4] += 1
+            sums[offset + 2] += F.binary_cross_entropy_with_logits(logits, labels).item()
+        sums[6] += 1
     if dist.is_initialized():
         dist.all_reduce(sums)
     model.train(was_training)
-    n = max(1.0, float(sums[4]))
-    return {"iou": float(sums[0]) / n, "acc": float(sums[1]) / n,
-            "iou_unquantized": float(sums[2]) / n, "acc_unquantized": float(sums[3]) / n}
+    n = max(1.0, float(sums[6]))
+    return {key: float(sums[i]) / n for i, key in enumerate(
+        ("iou", "acc", "bce", "iou_unquantized", "acc_unquantized", "bce_unquantized"))}
 
 
 # ---------------------------------------------------------------------------- the run
@@ -243,6 +282,7 @@ def main(argv: list[str] | None = None) -> dict:
     model_config = config.model_config()
 
     resume = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True) if (out / CHECKPOINT).is_file() else None
+    train_seconds = float(resume.get("train_seconds", 0.0)) if resume is not None else 0.0
     if resume is not None and resume["model_config"] != model_config.to_dict():
         changed = sorted(k for k, v in model_config.to_dict().items() if resume["model_config"].get(k) != v)
         raise SystemExit(f"{out / CHECKPOINT} was trained with other model settings ({', '.join(changed)}); "
@@ -262,9 +302,10 @@ def main(argv: list[str] | None = None) -> dict:
     start_step = restore(resume, model, ema, optimizer, scheduler, out / CHECKPOINT)
     del resume
 
-    shapes = ShapeSamples(config.data, model_config.num_points, config.uniform_queries, config.near_queries)
+    shapes = ShapeSamples(config.data, model_config.num_points, config.uniform_queries, config.near_queries,
+                          limit=config.max_shapes, reserve=0.1 if config.fresh_shapes else 0.0)
     val_shapes = ShapeSamples(config.val_data, model_config.num_points, 0, 0) if config.val_data else None
-    sampler = ShardBatches(shapes.shards, config.batch_size, rank, world, config.seed, start_step)
+    sampler = ShardBatches(shapes, config.batch_size, rank, world, config.seed, start_step)
     loader = torch.utils.data.DataLoader(shapes, batch_sampler=sampler, num_workers=config.workers,
                                          pin_memory=device.type == "cuda", persistent_workers=config.workers > 0)
     log.info("%d training shapes, %d ranks x %d per step, %.2fM parameters, device %s",
@@ -278,24 +319,43 @@ def main(argv: list[str] | None = None) -> dict:
             save_atomic({"step": step, "model": model.state_dict(), "ema": ema.state_dict(),
                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                          "model_config": model_config.to_dict(), "train_config": asdict(config),
-                         "replica_digests": digests}, out / CHECKPOINT)
+                         "replica_digests": digests, "train_seconds": train_seconds}, out / CHECKPOINT)
         return digests
 
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and (
+        device.type == "cuda" or (device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())))
+
     def validate(step: int) -> dict[str, float]:
-        result = evaluate(ema.module, val_shapes, config.val_shapes, device)
-        report(log, writer, step, result, " validation (EMA)", prefix="val/")
+        # Seconds of training (validation, checkpoints and start-up excluded), summed over resumes:
+        # the x axis of learning curves against time.
+        report(log, writer, step, {"train_seconds": train_seconds}, "", prefix="time/")
+        result = {}
+        if config.fresh_shapes:
+            fresh = evaluate(ema.module, shapes, config.fresh_shapes, device, bf16)
+            report(log, writer, step, fresh, " fresh queries of training shapes (EMA)", prefix="fresh/")
+            result.update({f"fresh_{k}": v for k, v in fresh.items()})
+        if val_shapes is not None:
+            held_out = evaluate(ema.module, val_shapes, config.val_shapes, device, bf16)
+            report(log, writer, step, held_out, " validation (EMA)", prefix="val/")
+            result.update(held_out)
         return result
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    if bf16 and device.type == "cpu":  # oneDNN's fast bf16 3D convolutions are channels-last
+        for module in model.modules():
+            if isinstance(module, nn.Conv3d):
+                module.to(memory_format=torch.channels_last_3d)
     quantize = start_step >= config.phase1_steps
     trained = wrap(model, quantize, device)
     model.train()
     val_result = {}
     step = start_step
     batches = iter(loader)
+    interval_seconds, interval_steps = 0.0, 0
     with tqdm(total=config.steps, initial=start_step, disable=rank != 0, unit="step", mininterval=2) as bar, \
             logging_redirect_tqdm():
         for step in range(start_step, config.steps):
+            step_start = time.perf_counter()
             torch.manual_seed(step_seed(config.seed, rank, step))  # resuming replays the same noise
             batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
             restarted = 0
@@ -319,6 +379,10 @@ def main(argv: list[str] | None = None) -> dict:
             scheduler.step()
             ema.update_parameters(model)
             bar.update()
+            step_seconds = time.perf_counter() - step_start
+            train_seconds += step_seconds
+            interval_seconds += step_seconds
+            interval_steps += 1
 
             done = step + 1
             if writer is not None and (done % config.log_every == 0 or restarted):  # rank 0's batch
@@ -326,18 +390,22 @@ def main(argv: list[str] | None = None) -> dict:
                            "loss/codebook": result["codebook"].item(), "loss/kl": result["kl"].item(),
                            "train/grad_norm": grad_norm.item(), "train/lr": scheduler.get_last_lr()[0],
                            "codebook/live_codes": int((model.quantizer.usage >= config.restart_threshold).sum()),
-                           "codebook/restarted": restarted}
+                           "codebook/restarted": restarted,
+                           "time/step_seconds": interval_seconds / interval_steps}
                 scalars.update({f"latent/{k}": result[k].item() for k in ("mu_spread", "sigma") if k in result})
                 report(log, writer, done, scalars, "")
                 bar.set_postfix(loss=f"{scalars['loss/total']:.4f}", phase=2 if quantize else 1)
-            if val_shapes is not None and (done % config.val_every == 0 or done == config.steps):
+                interval_seconds, interval_steps = 0.0, 0
+            if (val_shapes is not None or config.fresh_shapes) and (done % config.val_every == 0 or done == config.steps):
                 val_result = validate(done)
             if done % config.save_every == 0 or done == config.steps:
                 digests = checkpoint(done)
+            if rank == 0 and config.snapshot_every and done % config.snapshot_every == 0:
+                export(out / SNAPSHOTS / f"step-{done:07d}", ema.module)
 
     if start_step >= config.steps:
         digests = checkpoint(start_step)  # nothing left to train: still check and report
-        if val_shapes is not None:
+        if val_shapes is not None or config.fresh_shapes:
             val_result = validate(start_step)
     if rank == 0:
         export(out / FINAL, ema.module)

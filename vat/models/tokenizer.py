@@ -16,12 +16,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from vat.models.checkpoint import load_weights, save_weights
+from vat.models.grid import GridEncoder, GridField, grid_shape
 from vat.models.layers import CrossAttentionBlock, FourierEmbed, SelfAttentionBlock
 from vat.models.quantizer import MultiScaleQuantizer, default_scale_sides
 
 COMPRESSIONS = ("in-context", "pooling", "q-former")
 QUANTIZERS = ("vvq", "residual-vq")
 DECODERS = ("triplane", "cross-attention")
+LOCALITIES = ("none", "grid")
 
 
 @dataclass
@@ -46,13 +48,23 @@ class TokenizerConfig:
     mlp_hidden: int = 128
     num_frequencies: int = 8
     point_mlp: bool = False  # a residual MLP on the encoder's point embedding (see FourierEmbed)
+    # "none": the paper's design (every route learned through attention). "grid": the latents are the
+    # cells of a 3D grid laid out on the token map, read and decoded by 3D convolutions (vat.models.grid);
+    # num_queries, compression, decoder and triplane_tokens do not apply, and the layers are attention
+    # blocks over the latent cells.
+    locality: str = "none"
 
     def __post_init__(self):
         self.scale_sides = tuple(self.scale_sides) or default_scale_sides(self.num_latents)
         for name, value, allowed in (("compression", self.compression, COMPRESSIONS),
-                                     ("quantizer", self.quantizer, QUANTIZERS), ("decoder", self.decoder, DECODERS)):
+                                     ("quantizer", self.quantizer, QUANTIZERS), ("decoder", self.decoder, DECODERS),
+                                     ("locality", self.locality, LOCALITIES)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if self.locality == "grid":
+            if (self.compression, self.decoder) != ("in-context", "triplane"):
+                raise ValueError("the compression and decoder ablations belong to the paper's design (locality='none')")
+            grid_shape(self.num_latents)
         if self.scale_sides[-1] ** 2 != self.num_latents:
             raise ValueError(f"the last scale ({self.scale_sides[-1]}^2) must hold all {self.num_latents} latents")
 
@@ -75,6 +87,10 @@ PRESETS = {
     "tiny": TokenizerConfig(num_points=4096, width=128, heads=4, num_queries=256, num_latents=256,
                             encoder_layers=4, decoder_layers=4, codebook_size=1024, triplane_tokens=16,
                             plane_channels=16, mlp_hidden=64, point_mlp=True),
+    # The locality prior at the tiny size: an 8 x 8 x 4 latent grid, 2 + 2 attention blocks over its cells.
+    "tiny-grid": TokenizerConfig(num_points=4096, width=128, heads=4, num_latents=256, encoder_layers=2,
+                                 decoder_layers=2, codebook_size=1024, plane_channels=16, mlp_hidden=128,
+                                 point_mlp=True, locality="grid"),
 }
 
 
@@ -161,15 +177,14 @@ class TriplaneField(nn.Module):
             levels.append(x)
         return levels
 
-    @staticmethod
-    def query(levels: list[torch.Tensor], mlp: nn.Module, points_BN3: torch.Tensor) -> torch.Tensor:
+    def query(self, levels: list[torch.Tensor], points_BN3: torch.Tensor) -> torch.Tensor:
         B, N, _ = points_BN3.shape
         p = points_BN3 * 2.0  # unit cube -> grid_sample's [-1, 1]
         uv = torch.stack([p[..., [0, 1]], p[..., [0, 2]], p[..., [1, 2]]], dim=1).view(B * 3, 1, N, 2)
         feats = [F.grid_sample(level, uv.to(level.dtype), mode="bilinear", padding_mode="border", align_corners=False)
                  for level in levels]
         f_B3CN = torch.cat(feats, dim=1).view(B, 3, -1, N)
-        return mlp(f_B3CN.flatten(1, 2).transpose(1, 2)).squeeze(-1)
+        return self.mlp(f_B3CN.flatten(1, 2).transpose(1, 2)).squeeze(-1)
 
 
 class CrossAttentionField(nn.Module):
@@ -188,6 +203,9 @@ class CrossAttentionField(nn.Module):
             z_BKC = block(z_BKC)
         return [self.norm(z_BKC)]
 
+    def query(self, planes: list[torch.Tensor], points_BN3: torch.Tensor) -> torch.Tensor:
+        return self.head(self.read(self.embed(points_BN3), planes[0])).squeeze(-1)
+
 
 class VAT(nn.Module):
     """Encoder -> bottleneck (Gaussian for VVQ) -> multi-scale quantiser -> decoder field."""
@@ -195,7 +213,8 @@ class VAT(nn.Module):
     def __init__(self, config: TokenizerConfig):
         super().__init__()
         self.config = c = config
-        self.encoder = Encoder(c)
+        grid = c.locality == "grid"
+        self.encoder = GridEncoder(c) if grid else Encoder(c)
         moments = 2 if c.quantizer == "vvq" else 1
         self.to_latent = nn.Linear(c.width, moments * c.latent_channels)
         if c.quantizer == "vvq":
@@ -205,7 +224,7 @@ class VAT(nn.Module):
                 self.to_latent.bias[c.latent_channels:].fill_(-6.0)
         self.quantizer = MultiScaleQuantizer(c.latent_channels, c.codebook_size, c.scale_sides)
         self.from_latent = nn.Linear(c.latent_channels, c.width)
-        self.field = TriplaneField(c) if c.decoder == "triplane" else CrossAttentionField(c)
+        self.field = GridField(c) if grid else TriplaneField(c) if c.decoder == "triplane" else CrossAttentionField(c)
 
     # --- latents -------------------------------------------------------------------------
     def latent(self, points_BN3, normals_BN3, sample: bool, stats: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -242,10 +261,7 @@ class VAT(nn.Module):
 
     def query(self, planes: list[torch.Tensor], points_BN3: torch.Tensor) -> torch.Tensor:
         """Occupancy logits [B, N] at points [B, N, 3]."""
-        if isinstance(self.field, TriplaneField):
-            return TriplaneField.query(planes, self.field.mlp, points_BN3)
-        f = self.field
-        return f.head(f.read(f.embed(points_BN3), planes[0])).squeeze(-1)
+        return self.field.query(planes, points_BN3)
 
     def forward(self, points_BN3, normals_BN3, queries_BQ3, quantize: bool = True) -> dict[str, torch.Tensor]:
         """Training pass: logits at the queries and the auxiliary losses. Phase 1 uses quantize=False."""
