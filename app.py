@@ -1,38 +1,56 @@
 """The vat Gradio demo: a thin UI over vat.pipeline (image to 3D, coarse-to-fine scales, the mesh
-codec, mesh comparison). Run `python app.py [--checkpoint DIR_OR_HUB_ID] [--host H --port P --share]`.
+codec, mesh comparison). Run `python app.py [--checkpoint DIR_OR_HUB_ID] [--host H --port P --share]
+[--max-sessions N]`.
 
 Every handler has a stable api_name, so gradio_client can drive it: /generate takes the image first
-and has a default for every other parameter. Models load once, on first use; without weights the
-app still starts and its model tabs say how to get them.
+and has a default for every other parameter (a seed it passes is the seed it gets; an empty one is
+random). Models load once, on first use; without weights the app still starts and its model tabs say
+how to get them. Memory stays bounded: a session keeps its latest results and a few decoded meshes,
+and the server keeps --max-sessions sessions, none idle for more than an hour.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 # Offline-first: gradio's usage telemetry would phone home on every launch and event.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Everything this process writes goes under one temporary folder, gradio's cache included (uploads
+# and outputs): removed at exit, and on SIGTERM (see main), whether or not gradio's own shutdown
+# gets to clean up. The demo's files live inside it too, so gradio serves them without a copy.
+os.makedirs(os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir(), exist_ok=True)
+PROCESS_TEMP = Path(tempfile.mkdtemp(prefix="vat-app-", dir=os.environ.get("GRADIO_TEMP_DIR")))
+os.environ["GRADIO_TEMP_DIR"] = str(PROCESS_TEMP)
+atexit.register(shutil.rmtree, PROCESS_TEMP, True)
 
 import argparse  # noqa: E402
-import atexit  # noqa: E402
 import contextlib  # noqa: E402
+import ctypes  # noqa: E402
 import functools  # noqa: E402
 import hashlib  # noqa: E402
+import json  # noqa: E402
 import logging  # noqa: E402
+import math  # noqa: E402
 import random  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
+import signal  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
-from pathlib import Path  # noqa: E402
+from collections import OrderedDict  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 
 import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+import trimesh  # noqa: E402
 
 from vat import __version__  # noqa: E402
 from vat.errors import VatError  # noqa: E402
 from vat.geometry import LOAD_FORMATS, export_mesh, load_mesh, normalize_mesh  # noqa: E402
-from vat.geometry.extract import postprocess  # noqa: E402
+from vat.geometry.extract import GRID_BOUND, postprocess  # noqa: E402
 from vat.geometry.procedural import random_shape  # noqa: E402
 from vat.metrics import compare_meshes  # noqa: E402
 
@@ -51,19 +69,30 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 MESH_FILE_TYPES = [f".{f}" for f in LOAD_FORMATS]
 EXPORT_CHOICES = ["glb", "obj", "stl", "ply"]
 # Marching-cubes grid presets: the protocol's 256^3 is the finest; 128^3 keeps a CPU demo in seconds.
-RESOLUTIONS = [("Draft · 64³", 64), ("Standard · 128³", 128), ("Fine · 256³", 256)]
-DEFAULT_RESOLUTION = 128
+# The values are strings because that is the type gradio documents for a radio's choices.
+RESOLUTIONS = [("Draft · 64³", "64"), ("Standard · 128³", "128"), ("Fine · 256³", "256")]
+DEFAULT_RESOLUTION = "128"
 QUEUE_SIZE = 16  # requests waiting beyond this are turned away with "queue full"
-SESSION_TTL_S = 3600  # a session's results and files live this long after its last update
+SESSION_TTL_S = 3600  # a session's results and files live this long after its last use
+MAX_SESSIONS = 16  # sessions whose results are held (least recently used go first); --max-sessions
+MESHES_PER_SESSION = 2  # decoded meshes a session keeps: the one on show and one more (e.g. a download's)
 GPU_SECONDS = 120  # ZeroGPU time asked for per model call
 MAX_SEED = 2**31 - 1
-# Files the demo writes live under one folder per process and one subfolder per session: the
-# subfolder goes when its session ends (tab closed, or idle past SESSION_TTL_S), the rest at exit.
-OUTPUT_ROOT = Path(tempfile.mkdtemp(prefix="vat-app-"))
-atexit.register(shutil.rmtree, OUTPUT_ROOT, True)
+# One subfolder per session for the files the demo writes: it goes when its session ends (tab
+# closed, idle past SESSION_TTL_S, or evicted), the rest with PROCESS_TEMP.
+OUTPUT_ROOT = PROCESS_TEMP / "sessions"
+OUTPUT_ROOT.mkdir()
 # System fonts: the default theme fetches its fonts from Google, which an offline machine cannot reach.
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                           font_mono=["ui-monospace", "Consolas", "monospace"])
+# A slider's number box tells the server only when it loses focus; Enter makes it lose focus.
+PAGE_JS = """() => document.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && event.target.matches(".scale-slider input[type=number]")) event.target.blur();
+})"""
+# The line of a model card (after this marker) that the page shows as what to expect from the model.
+SUMMARY_MARKER = "<!-- demo-summary -->"
+# Library messages name Python arguments; a visitor knows the controls by their labels.
+VISITOR_WORDS = {"remove_background='none'": "ticking “Skip background removal” (under Preprocessing)"}
 
 
 def on_gpu(fn):
@@ -71,9 +100,24 @@ def on_gpu(fn):
     return spaces.GPU(duration=GPU_SECONDS)(fn) if spaces is not None else fn
 
 
-def user_errors(fn):
-    """Turn the library's errors into a gr.Error the visitor sees (never a traceback). Anything
-    else is a bug: its traceback goes to the server log and the visitor gets its one-line message."""
+try:
+    _LIBC = ctypes.CDLL("libc.so.6")
+except OSError:  # not glibc: nothing to trim
+    _LIBC = None
+
+
+def release_memory() -> None:
+    """Give the heap memory that a request freed back to the OS. glibc keeps it in per-thread arenas,
+    and gradio serves requests from many threads: without this the app's RSS crept up by about
+    15 MB a generate (`vat bench --soak`)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def handler(fn):
+    """Every event handler: the library's errors become a gr.Error the visitor sees (never a
+    traceback); anything else is a bug, its traceback goes to the server log and the visitor gets
+    its one-line message. After the call, the memory it freed goes back to the OS."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -86,14 +130,17 @@ def user_errors(fn):
         except Exception as exc:
             log.exception("unexpected error in %s", fn.__name__)
             raise gr.Error(f"unexpected {type(exc).__name__} (a bug in vat, please report it): {exc}") from exc
+        finally:
+            release_memory()
 
     return wrapper
 
 
 def _upload(value) -> tuple[str | None, str]:
-    """(file path, name for messages) of an upload. The image events run with preprocess=False
-    (gr.Image would open the file with Pillow before the handler, and a client would get a bare
-    "error" for a corrupt one), so their uploads arrive as gradio's file dict; direct calls pass a path."""
+    """(file path, name for messages) of an upload. The model events run with preprocess=False (their
+    handlers check every input, with one message whether the call comes from the page or the API; and
+    gr.Image would open the file with Pillow before the handler, so a client would get a bare "error"
+    for a corrupt one): their uploads arrive as gradio's file dict; direct calls pass a path."""
     if value is None or value == "":
         return None, ""
     if isinstance(value, dict):
@@ -104,14 +151,103 @@ def _upload(value) -> tuple[str | None, str]:
 
 
 @contextlib.contextmanager
-def _named(path: str | None, name: str):
-    """Library messages name the server-side upload path; the visitor knows the file by its name."""
+def _for_visitors(path: str | None, name: str):
+    """Library messages name the server-side upload path and Python arguments; the visitor knows
+    the file by its name and the controls by their labels."""
     try:
         yield
     except VatError as exc:
-        if path and path in str(exc):
-            raise VatError(str(exc).replace(path, name)) from exc
+        message = str(exc).replace(path, name) if path else str(exc)
+        for words, label in VISITOR_WORDS.items():
+            message = message.replace(words, label)
+        if message != str(exc):
+            raise VatError(message) from exc
         raise
+
+
+def _count(number: int, noun: str) -> str:
+    """'1 token', '2 tokens', '1,024 faces'."""
+    return f"{number:,} {noun}" + ("" if number == 1 else "s")
+
+
+def _plain(number: float) -> str:
+    """2147483647, 0.05, 10: a number as a person writes it."""
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A numeric input's label and range: its UI component shows them and its handler checks them
+    (an API call reaches the handler without the component's checks), with one message for both."""
+
+    label: str
+    minimum: float
+    maximum: float = math.inf
+    whole: bool = False
+
+    def check(self, value) -> float | int:
+        """`value` as a number in range (an int when whole); VatError naming the input otherwise."""
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise VatError(f"{self.label} must be a number, got {value!r}") from None
+        if self.whole and not number.is_integer():
+            raise VatError(f"{self.label} must be a whole number, got {value!r}")
+        if not self.minimum <= number <= self.maximum:
+            within = f"at least {_plain(self.minimum)}" if self.maximum == math.inf else \
+                f"between {_plain(self.minimum)} and {_plain(self.maximum)}"
+            raise VatError(f"{self.label} must be {within}, got {value!r}")
+        return int(number) if self.whole else number
+
+    def ui(self) -> dict:
+        """The component's label and range."""
+        return dict(label=self.label, minimum=self.minimum, maximum=None if self.maximum == math.inf else self.maximum)
+
+
+SEED = Bounds("Seed", 0, MAX_SEED, whole=True)
+GUIDANCE = Bounds("Guidance scale (CFG)", 0.0, 10.0)
+TEMPERATURE = Bounds("Temperature", 0.05, 2.0)
+TOP_K = Bounds("Top-k (0: off)", 0, whole=True)
+TOP_P = Bounds("Top-p (0: off)", 0.0, 1.0)
+FOREGROUND_RATIO = Bounds("Foreground ratio", 0.5, 1.0)
+TARGET_FACES = Bounds("Simplify to faces (0: keep all)", 0, whole=True)
+DECODE_SCALES = Bounds("Scales to decode (0: all)", 0, whole=True)
+
+
+def _resolution_of(value) -> int:
+    """A mesh resolution choice (the radio's value: "64", "128" or "256") as grid cells per side."""
+    choices = [value for _, value in RESOLUTIONS]
+    if value not in choices:
+        raise VatError(f"Mesh resolution must be one of {', '.join(repr(c) for c in choices)} (grid cells "
+                       f"per side), got {value!r}")
+    return int(value)
+
+
+def _scale_of(value, result) -> int:
+    return Bounds("Scales decoded", 1, result.num_scales, whole=True).check(value)
+
+
+def pick_seed(seed, randomize: bool):
+    """The seed the Generate button sends: a new random one when "Randomise seed" is ticked or the box
+    is empty. (The button's own step: an API call's seed is used as it is.)"""
+    return random.randint(0, MAX_SEED) if randomize or seed is None else seed
+
+
+@functools.cache
+def _grid_box() -> trimesh.path.Path3D:
+    """The edges of the decoding grid's box (the unit cube and its margin), light grey."""
+    box = trimesh.creation.box(extents=(2 * GRID_BOUND,) * 3)
+    edges = trimesh.load_path(box.vertices[box.edges_unique])
+    edges.colors = [(190, 190, 190, 255)] * len(edges.entities)
+    return edges
+
+
+def export_view(mesh, path: Path) -> str:
+    """`mesh` (in the unit cube) as a GLB for a 3D viewer, inside the edges of the decoding grid's box.
+    The viewer frames a model by its bounds: with the box, every mesh gets the same camera, so a
+    coarse scale's larger or smaller shape shows as such."""
+    path.write_bytes(trimesh.Scene([mesh, _grid_box()]).export(file_type="glb"))
+    return str(path)
 
 
 # ---------------------------------------------------------------------------- models, sessions
@@ -125,6 +261,7 @@ class Models:
     TOKENIZER = ("tokenizer_config.json", "tokenizer.safetensors")
     GENERATOR = ("generator_config.json", "generator.safetensors", "conditioning_config.json",
                  "conditioning.safetensors")
+    CARDS = ("MODEL_CARD.md", "README.md")  # a model card, as this repository names it or as the hub does
 
     def __init__(self, checkpoint: str | os.PathLike):
         self.checkpoint = str(checkpoint)
@@ -154,13 +291,39 @@ class Models:
         if not absent:
             return None
         what = "image-to-3D" if needs_generator else "tokenizer"
-        return f"The {what} weights are not in `{folder}` (missing: {', '.join(absent)}). {self._how_to_get_weights()}"
+        return (f"The {what} weights are not in `{folder.name}` (missing: {', '.join(absent)}). "
+                f"{self._how_to_get_weights()}")
 
     @staticmethod
     def _how_to_get_weights() -> str:
         return (f"To get weights, start the app with `--checkpoint DIR_OR_HUB_ID` (or set {CHECKPOINT_ENV}): a folder "
                 "or a Hugging Face repo holding tokenizer_*, generator_* and conditioning_* files, or one you "
                 "trained with the scripts in `train/` (see the README). Comparing meshes works without weights.")
+
+    def card(self) -> str | None:
+        """The checkpoint's model card (Markdown), None when it has none."""
+        try:
+            folder = self.folder()
+        except VatError:
+            return None
+        cards = [folder / name for name in self.CARDS if (folder / name).is_file()]
+        return cards[0].read_text(encoding="utf-8") if cards else None
+
+    def name(self) -> str:
+        """What the page calls the model: its model card's title, else the hub id or the folder's name
+        (never the server's path)."""
+        title = next((line[2:].strip() for line in (self.card() or "").splitlines() if line.startswith("# ")), None)
+        folder = Path(self.checkpoint)
+        return title or (folder.resolve().name if folder.is_dir() else self.checkpoint)
+
+    def num_scales(self) -> int | None:
+        """The tokenizer's number of scales, from its config (no weights loaded); None without one."""
+        from vat.models.tokenizer import TokenizerConfig
+
+        if self.missing(needs_generator=False):
+            return None
+        config = json.loads((self.folder() / self.TOKENIZER[0]).read_text())
+        return len(TokenizerConfig(**config).scale_sides)
 
     def codec(self):
         """vat.pipeline.MeshCodec (the tokenizer); VatError with instructions when it has no weights."""
@@ -209,117 +372,202 @@ class Models:
             log.warning("models not loaded: %s", exc)
 
 
+def model_summary(card: str | None) -> str | None:
+    """The line after SUMMARY_MARKER in a model card: what to expect from the model, in one line."""
+    lines = (card or "").splitlines() + [""]
+    marked = [i for i, line in enumerate(lines) if line.strip() == SUMMARY_MARKER]
+    return (lines[marked[0] + 1].strip() or None) if marked else None
+
+
 class Session:
-    """One visitor's results (token sequences with their lazily decoded meshes) and files."""
+    """One visitor's results (token sequences with their lazily decoded meshes) and files, bounded:
+    at most MESHES_PER_SESSION decoded meshes, and one file per slot (the mesh on show, each download)."""
 
     def __init__(self, key: str | None = None):
-        # The session hash comes from the client: hash it rather than trust it as a file name.
-        name = hashlib.sha256(key.encode()).hexdigest()[:32] if key else uuid.uuid4().hex
-        self.folder = OUTPUT_ROOT / name
+        self.name = Session.name_of(key) if key else uuid.uuid4().hex
+        self.folder = OUTPUT_ROOT / self.name
         self.results: dict = {}  # tab -> vat.pipeline.Generation (tokens, settings, timings)
         self.sources: dict = {}  # tab -> the input mesh in the unit cube (mesh to tokens)
-        self.meshes: dict = {}  # (tab, scales, cleaned) -> the decoded mesh of that tab's result
-
-    def store(self, tab: str, result, source=None) -> None:
-        """A new result for `tab`; the old one's meshes go."""
-        self.results[tab], self.sources[tab] = result, source
-        self.meshes = {k: v for k, v in self.meshes.items() if k[0] != tab}
+        # (tab, scales, cleaned) -> a decoded mesh's (vertices, faces), least recently used first: a trimesh's
+        # caches (edges, adjacency, ...) weigh several times its arrays, and are rebuilt when needed.
+        self.meshes: OrderedDict = OrderedDict()
+        self.faces: dict = {}  # (tab, scales) -> faces of the cleaned mesh: the readout keeps them after the mesh goes
+        self.files: dict = {}  # (tab, slot) -> the slot's file
+        self.released = False  # its results were dropped (idle too long, evicted, or its tab closed)
 
     @staticmethod
-    def folder_of(key: str) -> Path:
-        return OUTPUT_ROOT / hashlib.sha256(key.encode()).hexdigest()[:32]
+    def name_of(key: str) -> str:
+        """The folder name of a session hash: it comes from the client, so it is hashed, never trusted as a path."""
+        return hashlib.sha256(key.encode()).hexdigest()[:32]
 
-    def path(self, name: str) -> Path:
+    def store(self, tab: str, result, source=None) -> None:
+        """A new result for `tab`; the old one's meshes and face counts go."""
+        self.results[tab], self.sources[tab] = result, source
+        for key in [k for k in self.meshes if k[0] == tab]:
+            del self.meshes[key]
+        self.faces = {k: v for k, v in self.faces.items() if k[0] != tab}
+        self.released = False
+
+    def mesh(self, key: tuple) -> trimesh.Trimesh | None:
+        """The cached mesh under `key` (now the most recently used), or None."""
+        if key not in self.meshes:
+            return None
+        self.meshes.move_to_end(key)
+        return trimesh.Trimesh(*self.meshes[key], process=False)
+
+    def keep(self, key: tuple, mesh: trimesh.Trimesh) -> None:
+        """Cache a decoded mesh; the least recently used beyond MESHES_PER_SESSION go."""
+        self.meshes[key] = (np.asarray(mesh.vertices), np.asarray(mesh.faces))
+        if key[2]:
+            self.faces[key[:2]] = len(mesh.faces)
+        while len(self.meshes) > MESHES_PER_SESSION:
+            self.meshes.popitem(last=False)
+
+    def file(self, tab: str, slot: str, name: str) -> Path:
+        """Where to write `name`, the new file of `tab`'s `slot` (the mesh on show, a download, ...):
+        the slot's previous file goes, so a session holds one file per slot."""
+        old = self.files.pop((tab, slot), None)
+        if old is not None:
+            old.unlink(missing_ok=True)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.files[(tab, slot)] = self.folder / name
         return self.folder / name
 
     def close(self) -> None:
+        """Drop the results, meshes and files (a new result starts the session again)."""
+        self.released = self.released or bool(self.results)
+        for held in (self.results, self.sources, self.meshes, self.faces, self.files):
+            held.clear()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+class Sessions:
+    """The sessions whose results are held in memory: at most `capacity`, the least recently used
+    dropped first, and none idle longer than `ttl_s`. A dropped session frees its results and files."""
+
+    def __init__(self, capacity: int = MAX_SESSIONS, ttl_s: float = SESSION_TTL_S):
+        self.capacity, self.ttl_s = capacity, ttl_s
+        self._held: OrderedDict[str, tuple[Session, float]] = OrderedDict()  # name -> (session, last use)
+        self._lock = threading.Lock()
+
+    def use(self, state, key: str | None) -> Session:
+        """The visitor's session, marked as used now: `state` when it is one (gradio's State holds it),
+        else the one held for session hash `key`, else a new one."""
+        now = time.monotonic()
+        with self._lock:
+            if isinstance(state, Session):
+                session = state
+            else:
+                held = self._held.get(Session.name_of(key)) if key else None
+                session = held[0] if held else Session(key)
+            self._held.pop(session.name, None)
+            self._held[session.name] = (session, now)
+            expired = [name for name, (_, last) in self._held.items() if now - last > self.ttl_s]
+            dropped = [self._held.pop(name)[0] for name in expired]
+            while len(self._held) > self.capacity:
+                dropped.append(self._held.popitem(last=False)[1][0])
+        for old in dropped:
+            old.close()
+        return session
+
+    def end(self, name: str) -> None:
+        """Session `name` is over (its tab closed, or gradio expired its state): free it and its files."""
+        with self._lock:
+            session = self._held.pop(name, (None, 0.0))[0]
+        if session is not None:
+            session.close()
+        shutil.rmtree(OUTPUT_ROOT / name, ignore_errors=True)
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def __contains__(self, session: Session) -> bool:
+        return session.name in self._held
+
+
+SESSIONS = Sessions()
+
+
 def _session(state, request: gr.Request | None) -> Session:
-    if isinstance(state, Session):
-        return state
-    return Session(getattr(request, "session_hash", None))
+    return SESSIONS.use(state, getattr(request, "session_hash", None))
 
 
 def _close_session(state) -> None:
+    """gr.State's delete_callback: gradio expired the session's state."""
     if isinstance(state, Session):
-        state.close()
+        SESSIONS.end(state.name)
 
 
 def _end_session(request: gr.Request) -> None:
-    """demo.unload: the tab closed; its files go now (its state follows when gradio expires it)."""
+    """demo.unload: the tab closed (or a client closed its connection); its results and files go now."""
     if request is not None and request.session_hash:
-        shutil.rmtree(Session.folder_of(request.session_hash), ignore_errors=True)
+        SESSIONS.end(Session.name_of(request.session_hash))
 
 
 def _result(session: Session, tab: str, what: str):
     result = session.results.get(tab)
     if result is None:
+        if session.released:
+            raise VatError(f"this page's results were released (the server keeps them {SESSION_TTL_S // 60} minutes "
+                           f"after their last use, for its {SESSIONS.capacity} most recent visitors): {what} again")
         raise VatError(f"nothing to show yet: {what} first")
     return result
 
 
-def _scale_of(value, result) -> int:
-    try:
-        scales = int(round(float(value)))
-    except (TypeError, ValueError) as exc:
-        raise VatError(f"the number of scales must be a whole number, got {value!r}") from exc
-    if not 1 <= scales <= result.num_scales:
-        raise VatError(f"the number of scales must be between 1 and {result.num_scales}, got {scales}")
-    return scales
+def _scale_readout(session: Session, tab: str, result, scales: int, extra: str = "") -> str:
+    """What the first `scales` scales hold (tokens, bytes, faces), then the same for every scale, the
+    faces of those decoded so far: how detail and size change from coarse to fine."""
+    side = result.codec.config.scale_sides[scales - 1]
+    sizes = [len(result.vat(s)) for s in range(1, result.num_scales + 1)]
+    faces = session.faces[(tab, scales)]
+    line = (f"Scale **{scales} of {result.num_scales}**: {_count(result.tokens_at(scales), 'token')} "
+            f"(+{side * side:,} in this scale's {side}×{side} map), {_count(sizes[scales - 1], 'byte')} · "
+            f"{_count(faces, 'face')}{extra}")
+    columns = range(1, result.num_scales + 1)
 
+    def row(name: str, values) -> str:
+        return f"| {name} | " + " | ".join(f"**{v}**" if s == scales else v for s, v in zip(columns, values)) + " |"
 
-def _resolution_of(value) -> int:
-    try:
-        resolution = int(value)
-    except (TypeError, ValueError) as exc:
-        raise VatError(f"the mesh resolution must be a whole number of grid cells, got {value!r}") from exc
-    if not 16 <= resolution <= 512:
-        raise VatError(f"the mesh resolution must be between 16 and 512 grid cells per side, got {resolution}")
-    return resolution
-
-
-def _scale_readout(result, scales: int, mesh, extra: str = "") -> str:
-    return (f"Scale **{scales} of {result.num_scales}**: {result.tokens_at(scales):,} tokens, "
-            f"{len(result.vat(scales)):,} bytes · {len(mesh.faces):,} faces{extra}")
-
-
-def _scale_slider(result) -> gr.Slider:
-    return gr.Slider(minimum=1, maximum=result.num_scales, value=result.num_scales, step=1, interactive=True)
+    table = [row("scales", map(str, columns)), "|---" * (result.num_scales + 1) + "|",
+             row("tokens", (f"{result.tokens_at(s):,}" for s in columns)),
+             row("bytes", (f"{size:,}" for size in sizes)),
+             row("faces", (f"{session.faces[(tab, s)]:,}" if (tab, s) in session.faces else "·" for s in columns))]
+    return line + "\n\n" + "\n".join(table)
 
 
 # ---------------------------------------------------------------------------- tools without a model
 
+F_SCORE = "F-score (τ = 0.01)"  # not "F-score@0.01": Markdown renders that as an e-mail address
 
-@user_errors
+
+@handler
 def compare(reference_file: str | None, other_file: str | None, icp: bool = False, state=None,
             request: gr.Request = None):
     """F-score and Chamfer of one mesh against another on the protocol; works without weights."""
     if not reference_file or not other_file:
         raise VatError("Upload two meshes: a reference and one to score against it.")
     reference, other = load_mesh(reference_file), load_mesh(other_file)
-    result = compare_meshes(reference, other, icp=icp)
+    result = compare_meshes(reference, other, icp=bool(icp))
     _, transform = normalize_mesh(reference)
     other = other.copy()
     other.apply_transform(transform)
     session = _session(state, request)
-    path = export_mesh(other, session.path(f"scored-{Path(other_file).stem}.glb"))
+    path = export_mesh(other, session.file("compare", "view", f"scored-{Path(other_file).stem}.glb"))
     report = (
-        f"**F-score@0.01** {result['f_score']:.3f} · **Chamfer-L1** {result['chamfer']:.5f} · "
+        f"**{F_SCORE}** {result['f_score']:.3f} · **Chamfer-L1** {result['chamfer']:.5f} · "
         f"precision {result['precision']:.3f} · recall {result['recall']:.3f}"
     )
     return report, str(path), session
 
 
-@user_errors
+@handler
 def procedural(seed: float = 0, state=None, request: gr.Request = None):
     """A watertight procedural shape (CSG of primitives) with its caption: an input for the codec."""
-    shape = random_shape(int(seed or 0))
+    seed = SEED.check(seed)
+    shape = random_shape(seed)
     session = _session(state, request)
-    glb = export_mesh(shape.mesh, session.path(f"shape-{int(seed or 0)}.glb"))
-    return str(glb), f"**{shape.caption}** · {len(shape.mesh.faces):,} faces · watertight", str(glb), session
+    glb = export_mesh(shape.mesh, session.file("procedural", "mesh", f"shape-{seed}.glb"))
+    return str(glb), f"**{shape.caption}** · {_count(len(shape.mesh.faces), 'face')} · watertight", str(glb), session
 
 
 def example_images(folder: str | os.PathLike | None) -> list[str]:
@@ -328,9 +576,6 @@ def example_images(folder: str | os.PathLike | None) -> list[str]:
     if folder is None or not folder.is_dir():
         return []
     return sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
-
-# ---------------------------------------------------------------------------- the demo
 
 
 # ---------------------------------------------------------------------------- model calls
@@ -393,14 +638,16 @@ class Demo:
         """The mesh of `tab`'s result from its first `scales` scales: decoded once, then cached in the session."""
         result = session.results[tab]
         key = (tab, scales, clean)
-        if key not in session.meshes:
+        mesh = session.mesh(key)
+        if mesh is None:
             start = time.perf_counter()
-            session.meshes[key] = decode_tokens(self.checkpoint, result.indices, scales, result.resolution, clean)
+            mesh = decode_tokens(self.checkpoint, result.indices, scales, result.resolution, clean)
             result.timings[f"decode_s{scales}" + ("" if clean else "_raw")] = time.perf_counter() - start
-        return session.meshes[key]
+            session.keep(key, mesh)
+        return mesh
 
     # --- image to 3D ---------------------------------------------------------------------------
-    @user_errors
+    @handler
     def preview(self, image, foreground_ratio: float = 0.85, skip_background_removal: bool = False):
         """The image as the generator will see it: object cut out, centred, on white."""
         from vat.preprocess import preprocess_image
@@ -408,30 +655,32 @@ class Demo:
         path, name = _upload(image)
         if path is None:
             return None, ""
-        with _named(path, name):
-            done = preprocess_image(path, foreground_ratio=float(foreground_ratio),
+        with _for_visitors(path, name):
+            done = preprocess_image(path, foreground_ratio=FOREGROUND_RATIO.check(foreground_ratio),
                                     remove_background="none" if skip_background_removal else "auto")
         return done.image, _method_note(done.method)
 
-    @user_errors
-    def generate(self, image, text: str = "", seed: float = 0, randomize_seed: bool = True,
-                 guidance_scale: float = 1.5, temperature: float = 1.0, top_k: float = 0, top_p: float = 0.0,
-                 resolution: int = DEFAULT_RESOLUTION, foreground_ratio: float = 0.85,
+    @handler
+    def generate(self, image, text: str = "", seed: float | None = 0, guidance_scale: float = 1.5,
+                 temperature: float = 1.0, top_k: float = 0, top_p: float = 0.0,
+                 resolution: str = DEFAULT_RESOLUTION, foreground_ratio: float = 0.85,
                  skip_background_removal: bool = False, state=None, request: gr.Request = None,
                  progress=gr.Progress()):
-        """Image (and/or text) -> tokens scale by scale -> the mesh of all scales."""
+        """Image (and/or text) -> tokens scale by scale -> the mesh of all scales. An empty seed is a
+        random one; the seed used comes back."""
         from vat.pipeline import Generation
 
         (path, name), text = _upload(image), (text or "").strip()
         if path is None and not text:
             raise VatError("upload an image (or write a text prompt) first")
-        codec = self.models.pipeline().codec  # loads the models here, or says what is missing
-        seed = random.randint(0, MAX_SEED) if randomize_seed else int(seed or 0)
-        settings = dict(cfg=float(guidance_scale), temperature=float(temperature), top_k=int(top_k or 0),
-                        top_p=float(top_p or 0.0), foreground_ratio=float(foreground_ratio),
+        seed = random.randint(0, MAX_SEED) if seed is None or seed == "" else SEED.check(seed)
+        settings = dict(cfg=GUIDANCE.check(guidance_scale), temperature=TEMPERATURE.check(temperature),
+                        top_k=TOP_K.check(top_k), top_p=TOP_P.check(top_p),
+                        foreground_ratio=FOREGROUND_RATIO.check(foreground_ratio),
                         remove_background="none" if skip_background_removal else "auto",
                         resolution=_resolution_of(resolution))
-        with _named(path, name):
+        codec = self.models.pipeline().codec  # loads the models here, or says what is missing
+        with _for_visitors(path, name):
             tokens = sample_tokens(self.checkpoint, path, text or None, seed, settings, progress=progress)
         result = Generation(indices=tokens["indices"], codec=codec, seed=seed, settings=tokens["settings"],
                             timings=tokens["timings"], input_image=tokens["input_image"],
@@ -440,26 +689,26 @@ class Demo:
         session.store("generate", result)
         progress(1.0, desc=f"Decoding the mesh ({result.resolution}³ grid)")
         mesh = self._mesh(session, "generate", result.num_scales)
-        glb = export_mesh(mesh, session.path(f"generated-{seed}-s{result.num_scales}.glb"))
+        glb = export_view(mesh, session.file("generate", "view", f"generated-{seed}-s{result.num_scales}.glb"))
         timings = {k: result.timings.get(k, 0.0) for k in ("preprocess", "condition", "sample")}
         timings["decode"] = result.timings[f"decode_s{result.num_scales}"]
-        info = (f"Seed **{seed}** · {result.num_scales} scales · {result.tokens_at():,} tokens in "
+        info = (f"Seed **{seed}** · {result.num_scales} scales · {_count(result.tokens_at(), 'token')} in "
                 f"**{len(result.vat()):,} bytes** · " + " · ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
         note = _method_note(result.preprocess_method) if result.preprocess_method else ""
-        return (result.input_image, note, str(glb), seed, info, _scale_slider(result),
-                _scale_readout(result, result.num_scales, mesh), session)
+        return (result.input_image, note, glb, seed, info, result.num_scales,
+                _scale_readout(session, "generate", result, result.num_scales), session)
 
-    @user_errors
+    @handler
     def show_scale(self, scales: float, state=None, request: gr.Request = None):
         """The generated mesh decoded from its first `scales` scales (cached per session)."""
         session = _session(state, request)
         result = _result(session, "generate", "generate a mesh")
         scales = _scale_of(scales, result)
         mesh = self._mesh(session, "generate", scales)
-        glb = export_mesh(mesh, session.path(f"generated-{result.seed}-s{scales}.glb"))
-        return str(glb), _scale_readout(result, scales, mesh), session
+        glb = export_view(mesh, session.file("generate", "view", f"generated-{result.seed}-s{scales}.glb"))
+        return glb, _scale_readout(session, "generate", result, scales), session
 
-    @user_errors
+    @handler
     def download(self, file_format: str = "glb", target_faces: float = 0, remove_floaters: bool = True,
                  scales: float = 0, state=None, request: gr.Request = None):
         """The shown mesh as GLB/OBJ/STL/PLY (optionally simplified, floaters kept or removed), and its .vat."""
@@ -468,52 +717,53 @@ class Demo:
         scales = result.num_scales if not scales else _scale_of(scales, result)
         if file_format not in EXPORT_CHOICES:
             raise VatError(f"the download format must be one of {', '.join(EXPORT_CHOICES)}, got {file_format!r}")
-        target = int(target_faces or 0)
+        target = TARGET_FACES.check(target_faces)
         if target and target < 4:
-            raise VatError(f"the target face count must be at least 4 (or 0 to keep every face), got {target}")
+            raise VatError(f"{TARGET_FACES.label} must be at least 4 (or 0 to keep every face), got {target}")
         # Decoded meshes come cleaned (floaters removed); keeping floaters needs the raw extraction.
-        mesh = self._mesh(session, "generate", scales, clean=remove_floaters)
+        mesh = self._mesh(session, "generate", scales, clean=bool(remove_floaters))
         if target or not remove_floaters:
-            mesh = postprocess(mesh, remove_floaters=remove_floaters, target_faces=target or None)
+            mesh = postprocess(mesh, remove_floaters=bool(remove_floaters), target_faces=target or None)
         stem = f"vat-{result.seed}-s{scales}" + (f"-{target}f" if target else "")
-        path = export_mesh(mesh, session.path(f"{stem}.{file_format}"))
-        vat_path = session.path(f"vat-{result.seed}-s{scales}.vat")
+        path = export_mesh(mesh, session.file("generate", "mesh", f"{stem}.{file_format}"))
+        vat_path = session.file("generate", "vat", f"vat-{result.seed}-s{scales}.vat")
         vat_path.write_bytes(result.vat(scales))
         return str(path), str(vat_path), session
 
     # --- the codec -----------------------------------------------------------------------------
-    @user_errors
-    def encode(self, mesh_file: str | None, resolution: int = DEFAULT_RESOLUTION, state=None,
-               request: gr.Request = None):
+    @handler
+    def encode(self, mesh_file, resolution: str = DEFAULT_RESOLUTION, state=None, request: gr.Request = None):
         """Mesh -> tokens -> .vat; the reconstruction from all scales and its F-score against the input."""
         from vat.pipeline import Generation
 
-        if not mesh_file:
+        path, name = _upload(mesh_file)
+        if path is None:
             raise VatError("upload a mesh file first (" + " ".join(MESH_FILE_TYPES) + ")")
         resolution = _resolution_of(resolution)
         codec = self.models.codec()  # loads the tokenizer here, or says what is missing
-        source, _ = normalize_mesh(load_mesh(mesh_file))
+        with _for_visitors(path, name):
+            source, _ = normalize_mesh(load_mesh(path))
         encoded = encode_mesh(self.checkpoint, source)
         # A Generation is what the scale slider needs: tokens, their .vat prefixes, a resolution.
-        result = Generation(indices=encoded.indices, codec=codec, seed=0, settings={"source": Path(mesh_file).name},
-                            timings={}, resolution=resolution)
+        result = Generation(indices=encoded.indices, codec=codec, seed=0, settings={"source": name}, timings={},
+                            resolution=resolution)
         session = _session(state, request)
         session.store("encode", result, source)
-        stem = Path(mesh_file).stem
-        vat_path = session.path(f"{stem}.vat")
+        stem = Path(name).stem
+        vat_path = session.file("encode", "vat", f"{stem}.vat")
         vat_path.write_bytes(encoded.data)
-        input_glb = export_mesh(source, session.path(f"{stem}-input.glb"))
+        input_glb = export_view(source, session.file("encode", "input", f"{stem}-input.glb"))
         mesh = self._mesh(session, "encode", result.num_scales)
         f_score = compare_meshes(source, mesh)["f_score"]
-        glb = export_mesh(mesh, session.path(f"{stem}-s{result.num_scales}.glb"))
-        file_bytes = Path(mesh_file).stat().st_size
-        report = (f"{Path(mesh_file).name}: {file_bytes:,} bytes → **{len(encoded.data):,} bytes** of .vat "
-                  f"({encoded.num_tokens:,} tokens in {result.num_scales} scales) · compression ratio "
-                  f"**{file_bytes / len(encoded.data):,.0f}×** · F-score@0.01 against the input **{f_score:.3f}**")
-        readout = _scale_readout(result, result.num_scales, mesh, f" · F-score@0.01 {f_score:.3f}")
-        return str(input_glb), str(glb), report, str(vat_path), _scale_slider(result), readout, session
+        glb = export_view(mesh, session.file("encode", "view", f"{stem}-s{result.num_scales}.glb"))
+        file_bytes = Path(path).stat().st_size
+        report = (f"{name}: {file_bytes:,} bytes → **{len(encoded.data):,} bytes** of .vat "
+                  f"({_count(encoded.num_tokens, 'token')} in {result.num_scales} scales) · compression ratio "
+                  f"**{file_bytes / len(encoded.data):,.0f}×** · {F_SCORE} against the input **{f_score:.3f}**")
+        readout = _scale_readout(session, "encode", result, result.num_scales, f" · {F_SCORE} {f_score:.3f}")
+        return input_glb, glb, report, str(vat_path), result.num_scales, readout, session
 
-    @user_errors
+    @handler
     def show_reconstruction(self, scales: float, state=None, request: gr.Request = None):
         """The encoded mesh decoded from its first `scales` scales, with that prefix's bytes and F-score."""
         session = _session(state, request)
@@ -521,39 +771,65 @@ class Demo:
         scales = _scale_of(scales, result)
         mesh = self._mesh(session, "encode", scales)
         f_score = compare_meshes(session.sources["encode"], mesh)["f_score"]
-        glb = export_mesh(mesh, session.path(f"reconstruction-s{scales}.glb"))
-        return str(glb), _scale_readout(result, scales, mesh, f" · F-score@0.01 {f_score:.3f}"), session
+        glb = export_view(mesh, session.file("encode", "view", f"reconstruction-s{scales}.glb"))
+        return glb, _scale_readout(session, "encode", result, scales, f" · {F_SCORE} {f_score:.3f}"), session
 
-    @user_errors
-    def decode(self, vat_file: str | None, scales: float = 0, resolution: int = DEFAULT_RESOLUTION, state=None,
+    @handler
+    def decode(self, vat_file, scales: float = 0, resolution: str = DEFAULT_RESOLUTION, state=None,
                request: gr.Request = None):
         """.vat -> the mesh from all its scales (or the first `scales`)."""
-        if not vat_file:
+        path, name = _upload(vat_file)
+        if path is None:
             raise VatError("upload a .vat file first")
+        scales, resolution = DECODE_SCALES.check(scales), _resolution_of(resolution)
         codec = self.models.codec()
-        data = Path(vat_file).read_bytes()
-        indices = codec.read(data)
-        scales = int(scales or 0) or len(indices)
-        if not 1 <= scales <= len(indices):
+        data = Path(path).read_bytes()
+        with _for_visitors(path, name):
+            indices = codec.read(data)
+        scales = scales or len(indices)
+        if scales > len(indices):
             raise VatError(f"this .vat file holds {len(indices)} scales: ask for 1 to {len(indices)} (0 for all)")
-        mesh = decode_tokens(self.checkpoint, indices, scales, _resolution_of(resolution))
+        mesh = decode_tokens(self.checkpoint, indices, scales, resolution)
         session = _session(state, request)
-        glb = export_mesh(mesh, session.path(f"{Path(vat_file).stem}-s{scales}.glb"))
-        info = (f"{Path(vat_file).name}: {len(data):,} bytes, {len(indices)} of {codec.num_scales} scales stored · "
-                f"decoded from {scales} · {len(mesh.faces):,} faces")
-        return str(glb), info, str(glb), session
+        stem = f"{Path(name).stem}-s{scales}"
+        view = export_view(mesh, session.file("decode", "view", f"{stem}-view.glb"))
+        glb = export_mesh(mesh, session.file("decode", "mesh", f"{stem}.glb"))
+        info = (f"{name}: {len(data):,} bytes, {len(indices)} of {codec.num_scales} scales stored · "
+                f"decoded from {scales} · {_count(len(mesh.faces), 'face')}")
+        return view, info, str(glb), session
 
     # --- layout --------------------------------------------------------------------------------
+    def _header(self) -> str:
+        """Title, what the demo is, how to use it, and the model with what to expect from it."""
+        summary = model_summary(self.models.card())
+        model = f"Model: **{self.models.name()}**"
+        if summary:
+            model += f" · {summary} ([model card](#model-card))"
+        return (f"# vat {__version__}\n"
+                "The Variational Tokenizer (arXiv 2412.02202): image to 3D by next-scale prediction, and a 3D "
+                "codec that stores a shape in a few hundred bytes.\n\n"
+                "**How to use:** upload a photo or render of one object (or click an example), press **Generate**, "
+                "then move **Scales decoded** to see the shape built up from its first token to all of them.\n\n"
+                + model)
+
     def build(self) -> gr.Blocks:
         generator_missing = self.models.missing(needs_generator=True)
         tokenizer_missing = self.models.missing(needs_generator=False)
+        num_scales = self.models.num_scales() or 10  # without a tokenizer the sliders serve nothing: any range
+        card = self.models.card()
+
+        def scale_slider(label: str, **kwargs) -> gr.Slider:
+            # Its range is the checkpoint's from the start: the handlers return the slider a plain number
+            # (what view_api documents), never a component update.
+            return gr.Slider(1, num_scales, value=num_scales, step=1, label=label, elem_classes="scale-slider",
+                             **kwargs)
+
+        def resolution_radio() -> gr.Radio:
+            return gr.Radio(RESOLUTIONS, value=DEFAULT_RESOLUTION, label="Mesh resolution")
+
         with gr.Blocks(title="vat", analytics_enabled=False, delete_cache=(SESSION_TTL_S, SESSION_TTL_S)) as demo:
             state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=_close_session)
-            gr.Markdown(
-                f"# vat {__version__}\nThe Variational Tokenizer (arXiv 2412.02202): image to 3D by next-scale "
-                "prediction, and a 3D codec that stores a shape in a few hundred bytes. "
-                f"Checkpoint: `{self.models.checkpoint}`."
-            )
+            gr.Markdown(self._header(), elem_id="header")
             with gr.Tab("Image to 3D", id="generate"):
                 gr.Markdown(f"⚠️ {generator_missing}", visible=bool(generator_missing), elem_id="generate-missing")
                 with gr.Row():
@@ -562,18 +838,18 @@ class Demo:
                                          sources=["upload", "clipboard"], height=280, elem_id="input-image")
                         text = gr.Textbox("", label="Text prompt (optional)", placeholder="a wooden chair", max_lines=2)
                         with gr.Accordion("Preprocessing", open=False):
-                            foreground_ratio = gr.Slider(0.5, 1.0, value=0.85, step=0.01, label="Foreground ratio",
+                            foreground_ratio = gr.Slider(value=0.85, step=0.01, **FOREGROUND_RATIO.ui(),
                                                          info="share of the frame the object fills")
                             skip_removal = gr.Checkbox(False, label="Skip background removal (keep the whole image)")
                         with gr.Accordion("Sampling", open=False):
                             with gr.Row():
-                                seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED)
+                                seed = gr.Number(0, precision=0, **SEED.ui())
                                 randomize = gr.Checkbox(True, label="Randomise seed")
-                            guidance = gr.Slider(0.0, 10.0, value=1.5, step=0.1, label="Guidance scale (CFG)")
-                            temperature = gr.Slider(0.05, 2.0, value=1.0, step=0.05, label="Temperature")
-                            top_k = gr.Number(0, label="Top-k (0: off)", precision=0, minimum=0)
-                            top_p = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Top-p (0: off)")
-                        resolution = gr.Radio(RESOLUTIONS, value=DEFAULT_RESOLUTION, label="Mesh resolution")
+                            guidance = gr.Slider(value=1.5, step=0.1, **GUIDANCE.ui())
+                            temperature = gr.Slider(value=1.0, step=0.05, **TEMPERATURE.ui())
+                            top_k = gr.Number(0, precision=0, **TOP_K.ui())
+                            top_p = gr.Slider(value=0.0, step=0.01, **TOP_P.ui())
+                        resolution = resolution_radio()
                         run = gr.Button("Generate", variant="primary", elem_id="generate-button")
                         if self.examples:
                             gr.Examples([[p] for p in self.examples], inputs=[image],
@@ -588,15 +864,13 @@ class Demo:
                     with gr.Column(scale=2):
                         view = gr.Model3D(label="Mesh", height=420, clear_color=(1.0, 1.0, 1.0, 1.0),
                                           elem_id="mesh-view")
-                        scale = gr.Slider(1, 10, value=10, step=1, label="Scales decoded (coarse to fine)",
-                                          interactive=False, elem_id="scale-slider")
+                        scale = scale_slider("Scales decoded (coarse to fine)", elem_id="scale-slider")
                         readout = gr.Markdown(label="Scale readout", elem_id="scale-readout")
                         info = gr.Markdown(label="Generation info", elem_id="generate-info")
                         with gr.Accordion("Download", open=False):
                             with gr.Row():
                                 file_format = gr.Dropdown(EXPORT_CHOICES, value="glb", label="Format")
-                                target_faces = gr.Number(0, label="Simplify to faces (0: keep all)", precision=0,
-                                                         minimum=0)
+                                target_faces = gr.Number(0, precision=0, **TARGET_FACES.ui())
                                 floaters = gr.Checkbox(True, label="Remove floaters")
                             prepare = gr.Button("Prepare files")
                             with gr.Row():
@@ -605,15 +879,20 @@ class Demo:
                 preview_inputs = [image, foreground_ratio, skip_removal]
                 gr.on([image.change, foreground_ratio.release, skip_removal.input], self.preview, preview_inputs,
                       [seen, method], api_name="preprocess", trigger_mode="always_last", preprocess=False)
-                run.click(self.generate,
-                          [image, text, seed, randomize, guidance, temperature, top_k, top_p, resolution,
-                           foreground_ratio, skip_removal, state],
-                          [seen, method, view, seed, info, scale, readout, state], api_name="generate",
-                          concurrency_id="model", preprocess=False)
+                # The button first picks the seed (random when ticked), then generates with it; an API call
+                # to /generate skips that step, so a seed it passes is the seed it gets.
+                run.click(pick_seed, [seed, randomize], [seed], api_visibility="private", queue=False,
+                          preprocess=False).then(
+                    self.generate,
+                    [image, text, seed, guidance, temperature, top_k, top_p, resolution, foreground_ratio,
+                     skip_removal, state],
+                    [seen, method, view, seed, info, scale, readout, state], api_name="generate",
+                    concurrency_id="model", preprocess=False)
                 scale.release(self.show_scale, [scale, state], [view, readout, state], api_name="show_scale",
-                              trigger_mode="always_last", concurrency_id="model")
+                              trigger_mode="always_last", concurrency_id="model", preprocess=False)
                 prepare.click(self.download, [file_format, target_faces, floaters, scale, state],
-                              [mesh_file, vat_file, state], api_name="download", concurrency_id="model")
+                              [mesh_file, vat_file, state], api_name="download", concurrency_id="model",
+                              preprocess=False)
 
             with gr.Tab("Mesh to tokens", id="codec"):
                 gr.Markdown(f"⚠️ {tokenizer_missing}", visible=bool(tokenizer_missing), elem_id="codec-missing")
@@ -622,27 +901,27 @@ class Demo:
                 with gr.Row():
                     with gr.Column(scale=1):
                         upload = gr.File(label="Mesh (" + " ".join(MESH_FILE_TYPES) + ")", file_types=MESH_FILE_TYPES)
-                        encode_resolution = gr.Radio(RESOLUTIONS, value=DEFAULT_RESOLUTION, label="Mesh resolution")
+                        encode_resolution = resolution_radio()
                         encode_run = gr.Button("Encode", variant="primary")
                         source_view = gr.Model3D(label="Input (unit cube)", height=300)
                     with gr.Column(scale=2):
                         recon_view = gr.Model3D(label="Reconstruction", height=420)
-                        recon_scale = gr.Slider(1, 10, value=10, step=1, label="Scales decoded", interactive=False)
+                        recon_scale = scale_slider("Scales decoded")
                         recon_readout = gr.Markdown(label="Reconstruction readout")
                         report = gr.Markdown(label="Encoding report")
                         encoded_file = gr.File(label=".vat tokens", interactive=False)
                 encode_run.click(self.encode, [upload, encode_resolution, state],
                                  [source_view, recon_view, report, encoded_file, recon_scale, recon_readout, state],
-                                 api_name="encode", concurrency_id="model")
+                                 api_name="encode", concurrency_id="model", preprocess=False)
                 recon_scale.release(self.show_reconstruction, [recon_scale, state], [recon_view, recon_readout, state],
                                     api_name="show_reconstruction", trigger_mode="always_last",
-                                    concurrency_id="model")
+                                    concurrency_id="model", preprocess=False)
                 gr.Markdown("### Tokens to mesh")
                 with gr.Row():
                     with gr.Column(scale=1):
                         vat_upload = gr.File(label=".vat file", file_types=[".vat"])
-                        decode_scales = gr.Number(0, label="Scales to decode (0: all)", precision=0, minimum=0)
-                        decode_resolution = gr.Radio(RESOLUTIONS, value=DEFAULT_RESOLUTION, label="Mesh resolution")
+                        decode_scales = gr.Number(0, precision=0, **DECODE_SCALES.ui())
+                        decode_resolution = resolution_radio()
                         decode_run = gr.Button("Decode", variant="primary")
                     with gr.Column(scale=2):
                         decoded_view = gr.Model3D(label="Decoded mesh", height=360)
@@ -650,7 +929,7 @@ class Demo:
                         decoded_file = gr.File(label="GLB", interactive=False)
                 decode_run.click(self.decode, [vat_upload, decode_scales, decode_resolution, state],
                                  [decoded_view, decoded_info, decoded_file, state], api_name="decode",
-                                 concurrency_id="model")
+                                 concurrency_id="model", preprocess=False)
 
             with gr.Tab("Compare meshes", id="compare"):
                 with gr.Row():
@@ -664,13 +943,16 @@ class Demo:
                             api_name="compare")
 
             with gr.Tab("Procedural shapes", id="procedural"):
-                shape_seed = gr.Number(label="Seed", value=0, precision=0)
+                shape_seed = gr.Number(0, precision=0, **SEED.ui())
                 make = gr.Button("Make shape", variant="primary")
                 shape_view = gr.Model3D(label="Shape")
                 caption = gr.Markdown(label="Caption")
                 shape_file = gr.File(label="Download GLB (an input for Mesh to tokens)")
                 make.click(procedural, [shape_seed, state], [shape_view, caption, shape_file, state],
-                           api_name="procedural")
+                           api_name="procedural", preprocess=False)
+            if card:
+                with gr.Accordion("Model card", open=False, elem_id="model-card"):
+                    gr.Markdown(card)
             demo.unload(_end_session)
         return demo
 
@@ -697,7 +979,7 @@ def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, sha
     """Queue (bounded) and launch; returns what gr.Blocks.launch returns."""
     demo.queue(max_size=QUEUE_SIZE)
     return demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=prevent_thread_lock,
-                       theme=THEME, quiet=prevent_thread_lock)
+                       theme=THEME, js=PAGE_JS, quiet=prevent_thread_lock)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -710,8 +992,15 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"folder or Hugging Face hub id of the models (default: ${CHECKPOINT_ENV}, else "
                              f"{DEFAULT_CHECKPOINT})")
     parser.add_argument("--examples", default=str(EXAMPLES_DIR), help="folder of example images")
+    parser.add_argument("--max-sessions", type=int, default=MAX_SESSIONS,
+                        help=f"visitors whose results are held in memory; the least recently active go first "
+                             f"(default {MAX_SESSIONS})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    SESSIONS.capacity = args.max_sessions
+    # A host stops the app with SIGTERM: handled as Ctrl-C, gradio closes its server (deleting its
+    # cached files) and the exit handlers remove this process's files.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     demo = Demo(args.checkpoint, args.examples)
     if spaces is not None:
         demo.models.preload()

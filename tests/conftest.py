@@ -4,7 +4,6 @@ weights) that the app and its tests run end to end on a CPU in seconds."""
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,8 @@ import pytest
 # Nothing in the tests may reach the network: no gradio telemetry, no hub look-ups.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from vat.bench import free_port  # noqa: E402, F401  (the app tests launch servers on one)
 
 # Sizes of the tiny checkpoint: 64 latent tokens in 6 scales (1, 2, 3, 4, 6, 8), a 64-entry codebook,
 # 28 px images in 14 px patches (2 x 2 + CLS tokens); a few hundred thousand parameters in all.
@@ -96,12 +97,6 @@ def load_script(name: str) -> object:
     sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def draw_object_image(path: str | os.PathLike, size: tuple[int, int] = (240, 200), transparent: bool = False) -> Path:

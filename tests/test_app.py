@@ -40,7 +40,7 @@ class Progress:
 @pytest.fixture(scope="module")
 def generated(demo, image):
     progress = Progress()
-    out = demo.generate(image, seed=7, randomize_seed=False, resolution=64, progress=progress)
+    out = demo.generate(image, seed=7, resolution="64", progress=progress)
     return out, progress
 
 
@@ -56,21 +56,21 @@ def test_generate_reports_every_scale_and_returns_a_mesh(demo, generated, image)
     assert "Decoding" in progress.calls[-1][1]
     assert seed == 7 and "Seed **7**" in info and f"{len(result.vat())} bytes" in info
     assert _faces(glb) > 0 and seen.size == (512, 512) and "built-in segmentation" in note
-    assert slider.maximum == slider.value == total
+    assert slider == total
     assert readout.startswith(f"Scale **{total} of {total}**")
     # Skipping background removal frames the whole image.
-    kept = demo.generate(image, seed=7, randomize_seed=False, resolution=64, skip_background_removal=True,
+    kept = demo.generate(image, seed=7, resolution="64", skip_background_removal=True,
                          progress=Progress())
     assert kept[3] == 7 and "Background kept" in kept[1]
 
 
 def test_text_only_and_seed_reproducibility(demo, image):
-    a = demo.generate(image, seed=11, randomize_seed=False, resolution=64, progress=Progress())[-1]
-    b = demo.generate(image, seed=11, randomize_seed=False, resolution=64, progress=Progress())[-1]
-    c = demo.generate(image, seed=12, randomize_seed=False, resolution=64, progress=Progress())[-1]
+    a = demo.generate(image, seed=11, resolution="64", progress=Progress())[-1]
+    b = demo.generate(image, seed=11, resolution="64", progress=Progress())[-1]
+    c = demo.generate(image, seed=12, resolution="64", progress=Progress())[-1]
     tokens = [np.concatenate(s.results["generate"].indices) for s in (a, b, c)]
     assert np.array_equal(tokens[0], tokens[1]) and not np.array_equal(tokens[0], tokens[2])
-    text_only = demo.generate(None, text="a red ball", resolution=64, progress=Progress())
+    text_only = demo.generate(None, text="a red ball", resolution="64", progress=Progress())
     assert text_only[0] is None and _faces(text_only[2]) > 0 and 0 <= text_only[3] <= app.MAX_SEED
 
 
@@ -133,15 +133,15 @@ def test_preview_shows_what_the_model_sees(demo, tmp_path):
 def test_mesh_to_tokens_and_back(demo, tmp_path):
     mesh_path = tmp_path / "box.obj"
     trimesh.creation.box((1.0, 0.6, 0.3)).export(mesh_path)
-    source, recon, report, vat_path, slider, readout, session = demo.encode(str(mesh_path), 64)
+    source, recon, report, vat_path, slider, readout, session = demo.encode(str(mesh_path), "64")
     result = session.results["encode"]
     data = open(vat_path, "rb").read()
     ratio = mesh_path.stat().st_size / len(data)
-    assert f"**{len(data)} bytes**" in report and f"**{ratio:,.0f}×**" in report and "F-score@0.01" in report
-    assert _faces(source) == 12 and _faces(recon) > 0 and slider.maximum == result.num_scales
+    assert f"**{len(data)} bytes**" in report and f"**{ratio:,.0f}×**" in report and app.F_SCORE in report
+    assert _faces(source) == 12 and _faces(recon) > 0 and slider == result.num_scales
     glb, line, _ = demo.show_reconstruction(1, session)
-    assert _faces(glb) > 0 and line.startswith(f"Scale **1 of {result.num_scales}**") and "F-score@0.01" in line
-    decoded, info, download, _ = demo.decode(vat_path, 2, 64, session)
+    assert _faces(glb) > 0 and line.startswith(f"Scale **1 of {result.num_scales}**") and app.F_SCORE in line
+    decoded, info, download, _ = demo.decode(vat_path, 2, "64", session)
     assert _faces(decoded) > 0 and "decoded from 2" in info and f"{len(data)} bytes" in info
 
 
@@ -183,7 +183,7 @@ def test_without_weights_tabs_say_how_to_get_them(empty_checkpoint, image):
     assert len(notices) == 2 and all(n.visible and "--checkpoint" in n.value for n in notices)
     # The compare tool needs no weights.
     glb = app.procedural(2)[0]
-    assert "F-score@0.01** 1.000" in app.compare(glb, glb, False)[0]
+    assert f"{app.F_SCORE}** 1.000" in app.compare(glb, glb, False)[0]
 
 
 def _notices(blocks: gr.Blocks) -> list:
@@ -215,7 +215,7 @@ def test_every_handler_has_a_stable_api_name_and_generate_needs_only_the_image(d
                                                 "show_reconstruction", "decode", "compare", "procedural")}
     first, *rest = endpoints["/generate"]["parameters"]
     assert first["parameter_name"] == "image" and not first["parameter_has_default"]
-    assert [p["parameter_name"] for p in rest][:3] == ["text", "seed", "randomize_seed"]
+    assert [p["parameter_name"] for p in rest][:3] == ["text", "seed", "guidance_scale"]
     assert all(p["parameter_has_default"] for p in rest)
 
 
@@ -249,7 +249,7 @@ def test_codec_tabs_work_when_the_generator_cannot_load(tiny_checkpoint, image, 
     bare = app.Demo(shutil.copytree(tiny_checkpoint, tmp_path / "checkpoint"), None)
     mesh_path = tmp_path / "ball.stl"
     trimesh.creation.icosphere(2).export(mesh_path)
-    assert _faces(bare.encode(str(mesh_path), 64)[1]) > 0
+    assert _faces(bare.encode(str(mesh_path), "64")[1]) > 0
     with pytest.raises(gr.Error, match="need the package 'transformers'.*pip install -r requirements.txt"):
         bare.generate(image, progress=Progress())
 
@@ -265,35 +265,37 @@ def test_model_calls_take_and_return_plain_data(demo, image, tmp_path, monkeypat
             return pickle.loads(pickle.dumps(result))
 
         monkeypatch.setattr(app, name, across)
-    session = demo.generate(image, resolution=64, progress=Progress())[-1]
+    session = demo.generate(image, resolution="64", progress=Progress())[-1]
     assert _faces(demo.show_scale(1, session)[0]) > 0 and _faces(demo.download("glb", 0, False, 1, session)[0]) > 0
     mesh_path = tmp_path / "ball.obj"
     trimesh.creation.icosphere(2).export(mesh_path)
-    vat_path = demo.encode(str(mesh_path), 64, session)[3]
-    assert _faces(demo.decode(vat_path, 1, 64, session)[0]) > 0
+    vat_path = demo.encode(str(mesh_path), "64", session)[3]
+    assert _faces(demo.decode(vat_path, 1, "64", session)[0]) > 0
     assert crossings == ["sample_tokens", "decode_tokens", "decode_tokens", "decode_tokens", "encode_mesh",
                          "decode_tokens", "decode_tokens"]
 
 
 def test_session_files_are_removed_when_the_session_ends(demo, image):
     request = SimpleNamespace(session_hash="../../abc")  # the hash comes from the client: never a path
-    state = demo.generate(image, resolution=64, request=request, progress=Progress())[-1]
+    state = demo.generate(image, resolution="64", request=request, progress=Progress())[-1]
     assert state.folder.parent == app.OUTPUT_ROOT and any(state.folder.iterdir())
     app._end_session(request)  # demo.unload: the tab closed
-    assert not state.folder.exists()
-    state = demo.show_scale(1, state)[-1]  # the session goes on: new files in a new folder
+    assert not state.folder.exists() and state not in app.SESSIONS and not state.meshes
+    with pytest.raises(gr.Error, match="results were released"):
+        demo.show_scale(1, state)
+    state = demo.generate(image, resolution="64", state=state, progress=Progress())[-1]  # a new result starts it again
     assert any(state.folder.iterdir())
     app._close_session(state)  # gr.State's delete_callback: the state expired
-    assert not state.folder.exists()
+    assert not state.folder.exists() and state not in app.SESSIONS
     app._close_session(None)
 
 
 def test_a_new_result_drops_the_old_ones_raw_meshes(demo, image):
-    session = demo.generate(image, resolution=64, progress=Progress())[-1]
+    session = demo.generate(image, resolution="64", progress=Progress())[-1]
     first = session.results["generate"]
     demo.download("glb", 0, False, 2, session)
     assert {("generate", first.num_scales, True), ("generate", 2, False)} <= set(session.meshes)
-    session = demo.generate(image, resolution=64, progress=Progress(), state=session)[-1]
+    session = demo.generate(image, resolution="64", progress=Progress(), state=session)[-1]
     assert session.results["generate"] is not first and set(session.meshes) == {("generate", first.num_scales, True)}
 
 
@@ -323,7 +325,7 @@ def test_procedural_and_compare(tmp_path):
     glb, caption, download, session = app.procedural(5)
     assert _faces(glb) > 0 and caption.startswith("**a") and glb.startswith(str(session.folder))
     report, view, _ = app.compare(glb, glb, False, session)
-    assert "F-score@0.01** 1.000" in report and view.startswith(str(session.folder))
+    assert f"{app.F_SCORE}** 1.000" in report and view.startswith(str(session.folder))
     moved = trimesh.load(glb, force="mesh").apply_translation((0.05, 0, 0))
     moved.export(tmp_path / "moved.ply")
     assert float(app.compare(glb, str(tmp_path / "moved.ply"))[0].split("** ")[1].split(" ")[0]) < 0.9
@@ -332,9 +334,28 @@ def test_procedural_and_compare(tmp_path):
 
 
 def test_main_parses_the_documented_flags(monkeypatch, tiny_checkpoint):
-    launched = {}
+    launched, handlers = {}, {}
     monkeypatch.setattr(app, "serve", lambda demo, host, port, share: launched.update(host=host, port=port, share=share,
                                                                                        demo=demo))
-    app.main(["--host", "0.0.0.0", "--port", "7999", "--share", "--checkpoint", str(tiny_checkpoint)])
+    monkeypatch.setattr(app.signal, "signal", lambda number, handler: handlers.update({number: handler}))
+    monkeypatch.setattr(app.SESSIONS, "capacity", app.SESSIONS.capacity)
+    app.main(["--host", "0.0.0.0", "--port", "7999", "--share", "--checkpoint", str(tiny_checkpoint),
+              "--max-sessions", "3"])
     assert launched["host"] == "0.0.0.0" and launched["port"] == 7999 and launched["share"] is True
-    assert isinstance(launched["demo"], gr.Blocks)
+    assert isinstance(launched["demo"], gr.Blocks) and app.SESSIONS.capacity == 3
+    # SIGTERM (how a host stops the app) is Ctrl-C: gradio closes and the exit handlers remove the files.
+    assert handlers == {app.signal.SIGTERM: app.signal.default_int_handler}
+
+
+def test_the_header_names_the_model_and_says_what_to_expect(tiny_checkpoint, tmp_path):
+    folder = shutil.copytree(tiny_checkpoint, tmp_path / "checkpoint")
+    card = f"# vat-test\n\n{app.SUMMARY_MARKER}\n**What to expect:** blobs.\n\n## More\n"
+    (folder / "MODEL_CARD.md").write_text(card)
+    blocks = app.Demo(folder, None).build()
+    header = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "header").value
+    assert "How to use:" in header and str(folder) not in header
+    assert "Model: **vat-test** · **What to expect:** blobs. ([model card](#model-card))" in header
+    accordion = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "model-card")
+    assert [b.value for b in accordion.children] == [card.strip()]
+    # The shipped model card carries the line the page shows.
+    assert app.model_summary((app.DEFAULT_CHECKPOINT / "MODEL_CARD.md").read_text()).startswith("**What to expect:**")

@@ -1,6 +1,6 @@
 """The demo in a real browser: headless Debian Chromium driven by Playwright loads the page, uploads an
-example image, presses Generate, waits for the 3D viewer to draw the mesh, moves the scale slider
-and saves a screenshot.
+example image, presses Generate, waits for the 3D viewer to draw the mesh, moves the scale slider,
+types a scale into the slider's number box (Enter updates the mesh) and saves a screenshot.
 
 Needs the Debian package `chromium` (`apt-get install -y chromium`); Playwright's own browser
 download (`playwright install`) is never used. The same code makes the README's screenshot:
@@ -57,7 +57,8 @@ def _readout(page, before: str | None = None) -> str:
 def drive_demo(url: str, image: str | Path, screenshot: str | Path, example_name: str | None = None,
                after_generate=None) -> dict:
     """Drive the demo at `url` in headless Chromium; writes a full-page PNG to `screenshot` and
-    returns what it saw (readouts before and after moving the slider, drawn share of the viewer).
+    returns what it saw (the header, readouts before and after moving the slider and after typing a
+    scale, drawn share of the viewer).
     `after_generate()`, if given, is called once the mesh is shown (the tab is still open)."""
     from playwright.sync_api import sync_playwright
 
@@ -71,6 +72,7 @@ def drive_demo(url: str, image: str | Path, screenshot: str | Path, example_name
                        else route.abort())
             page.goto(url)
             page.locator("#generate-button").wait_for(timeout=TIMEOUT_MS)
+            seen["header"] = page.locator("#header").inner_text()
             if example_name is not None:  # the examples gallery shows the folder's images
                 page.locator(f"img[src$='{example_name}']").first.wait_for(timeout=TIMEOUT_MS)
             page.locator("#input-image input[type=file]").set_input_files(str(image))
@@ -87,6 +89,12 @@ def drive_demo(url: str, image: str | Path, screenshot: str | Path, example_name
             seen["scaled_readout"] = _readout(page, before=seen["readout"])
             seen["slider"] = int(slider.input_value())
             seen["scaled_drawn"] = _wait_for_model(page, "#mesh-view")
+            # Type a scale into the slider's number box and press Enter: the mesh follows.
+            seen["typed"] = 1 if seen["slider"] != 1 else 2
+            number = page.locator("#scale-slider input[type=number]")
+            number.fill(str(seen["typed"]))
+            number.press("Enter")
+            seen["typed_readout"] = _readout(page, before=seen["scaled_readout"])
             page.wait_for_timeout(500)  # let the viewer finish its frame before the picture
             page.screenshot(path=str(screenshot), full_page=True)
         finally:
@@ -115,6 +123,8 @@ def test_generate_and_scrub_in_a_browser(app_url, examples_dir, tmp_path):
     assert total > 2 and seen["drawn"] > 0.01
     assert 1 <= seen["slider"] < total and seen["scaled_readout"].startswith(f"Scale {seen['slider']} of {total}")
     assert seen["scaled_drawn"] > 0.01
+    assert seen["typed_readout"].startswith(f"Scale {seen['typed']} of {total}")
+    assert "How to use:" in seen["header"] and "Model:" in seen["header"]
     with Image.open(shot) as picture:
         assert picture.width == 1400 and picture.height >= 1000
 

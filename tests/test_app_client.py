@@ -1,20 +1,38 @@
 """The launched demo driven over HTTP by gradio_client, as a script or another Space would: image to
-mesh with the image alone, the scale slider, downloads, mesh to tokens and back, and bad input that
-comes back as a message while the app keeps serving."""
+mesh with the image alone, the scale slider, downloads, mesh to tokens and back, bad input that
+comes back as a message while the app keeps serving, and memory that stays bounded (per-session
+caches, sessions held, files of ended sessions)."""
+
+import logging
+import re
+import time
 
 import pytest
+import requests
 import trimesh
 from conftest import draw_object_image, free_port
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from PIL import Image
 
 import app
+from vat.geometry.extract import GRID_BOUND
 
 
 @pytest.fixture(scope="module")
 def client(app_url, tmp_path_factory):
     return Client(app_url, verbose=False, analytics_enabled=False,
                   download_files=str(tmp_path_factory.mktemp("downloads")))
+
+
+def _visitor(app_url, tmp_path) -> Client:
+    """A new session: another visitor's script."""
+    return Client(app_url, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
+
+
+def _session_of(visitor: Client) -> app.Session:
+    """The server's session of a client (the test runs the app in this process)."""
+    return next(s for s, _ in app.SESSIONS._held.values() if s.name == app.Session.name_of(visitor.session_hash))
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +52,10 @@ def _faces(path) -> int:
 
 
 def test_generate_with_the_image_alone(client, image):
-    seen, note, glb, seed, info, slider, readout = client.predict(handle_file(image), api_name="/generate")
+    seen, note, glb, seed, info, scales, readout = client.predict(handle_file(image), api_name="/generate")
     assert str(glb).endswith(".glb") and _faces(glb) > 0
-    scales = slider["value"]
-    assert slider["maximum"] == scales > 1 and f"Scale **{scales} of {scales}**" in readout
+    # The slider's output is the number of scales, as view_api documents it (not a component update).
+    assert isinstance(scales, (int, float)) and scales > 1 and f"Scale **{scales} of {scales}**" in readout
     assert f"Seed **{seed}**" in info and "built-in segmentation" in note and seen.endswith(".png")
     # The slider's endpoint decodes a coarser mesh for the same session.
     coarse, line = client.predict(2, api_name="/show_scale")
@@ -46,20 +64,100 @@ def test_generate_with_the_image_alone(client, image):
     assert mesh.endswith(".stl") and 0 < _faces(mesh) <= 440 and open(vat, "rb").read(3) == b"VAT"
 
 
-def test_preprocess_endpoint(client, image):
-    seen, note = client.predict(handle_file(image), 0.6, True, api_name="/preprocess")
-    assert seen.endswith(".png") and "Background kept" in note
+def test_every_scale_is_shown_in_the_same_frame_with_what_changed(client, image):
+    glb, readout = client.predict(handle_file(image), seed=3, resolution="64", api_name="/generate")[2::4]
+    total = int(readout.split(" of ")[1].split("*")[0])
+    finest = trimesh.load_scene(glb)
+    coarsest, line = client.predict(1, api_name="/show_scale")
+    # The viewer frames a file by its bounds: every scale's file spans the decoding grid's box.
+    for view in (finest, trimesh.load_scene(coarsest)):
+        assert view.bounds.ravel().tolist() == pytest.approx([-GRID_BOUND] * 3 + [GRID_BOUND] * 3, abs=1e-6)
+    # The readout: tokens, bytes and faces of this scale, then of every scale (faces once decoded).
+    assert line.startswith(f"Scale **1 of {total}**: 1 token (+1 in this scale's 1×1 map), ")
+    assert "1 tokens" not in line
+    rows = {row.split("|")[1].strip(): [c.strip(" *") for c in row.split("|")[2:-1]]
+            for row in line.splitlines() if row.startswith("| ") and not row.startswith("|---")}
+    assert rows["scales"] == [str(s) for s in range(1, total + 1)]
+    tokens = [int(t.replace(",", "")) for t in rows["tokens"]]
+    assert tokens[0] == 1 and tokens == sorted(tokens) and len(set(tokens)) == total
+    assert rows["faces"][0] == f"{_faces(coarsest):,}" and rows["faces"][-1] == f"{_faces(glb):,}"
+    assert set(rows["faces"][1:-1]) == {"·"}
 
 
-def test_mesh_to_tokens_and_tokens_to_mesh(client, box_mesh):
-    source, recon, report, vat, slider, readout = client.predict(handle_file(str(box_mesh)), 64, api_name="/encode")
-    data = open(vat, "rb").read()
-    assert data[:3] == b"VAT" and f"**{len(data)} bytes**" in report and "compression ratio" in report
-    assert _faces(source) == 12 and _faces(recon) > 0 and "F-score@0.01" in readout
-    coarse, line = client.predict(1, api_name="/show_reconstruction")
-    assert _faces(coarse) > 0 and line.startswith("Scale **1 of")
-    decoded, info, download = client.predict(handle_file(vat), 0, 64, api_name="/decode")
-    assert _faces(decoded) > 0 and f"{len(data)} bytes" in info and download.endswith(".glb")
+def test_an_explicit_seed_is_the_seed_used(client, image):
+    for seed in (5, 5, 123456):
+        used, info = client.predict(handle_file(image), seed=seed, resolution="64", api_name="/generate")[3:5]
+        assert used == seed and f"Seed **{seed}**" in info
+    # An empty seed is a random one.
+    used = client.predict(handle_file(image), seed=None, resolution="64", api_name="/generate")[3]
+    assert 0 <= used <= app.MAX_SEED
+
+
+def test_resolution_takes_the_documented_type_on_every_endpoint(client, image, box_mesh):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    documented = {name: next(p for p in endpoints[name]["parameters"] if p["parameter_name"] == "resolution")
+                  for name in ("/generate", "/encode", "/decode")}
+    assert len({str(p["python_type"]) for p in documented.values()}) == 1
+    assert all(p["parameter_default"] == app.DEFAULT_RESOLUTION for p in documented.values())
+    vat = client.predict(handle_file(str(box_mesh)), "64", api_name="/encode")[3]
+    assert _faces(client.predict(handle_file(vat), 0, "64", api_name="/decode")[0]) > 0
+    assert _faces(client.predict(handle_file(image), resolution="64", api_name="/generate")[2]) > 0
+    # Anything else: the same message from each.
+    calls = {"/generate": lambda r: client.predict(handle_file(image), resolution=r, api_name="/generate"),
+             "/encode": lambda r: client.predict(handle_file(str(box_mesh)), r, api_name="/encode"),
+             "/decode": lambda r: client.predict(handle_file(vat), 0, r, api_name="/decode")}
+    for call in calls.values():
+        for wrong in (64, "100"):
+            with pytest.raises(AppError, match=f"Mesh resolution must be one of '64', '128', '256'.*got {wrong!r}"):
+                call(wrong)
+
+
+@pytest.mark.parametrize("endpoint, args, message", [
+    ("/generate", dict(top_p=1.5), "Top-p (0: off) must be between 0 and 1, got 1.5"),
+    ("/generate", dict(guidance_scale=-5), "Guidance scale (CFG) must be between 0 and 10, got -5"),
+    ("/generate", dict(temperature=0), "Temperature must be between 0.05 and 2, got 0"),
+    ("/generate", dict(top_k=2.5), "Top-k (0: off) must be a whole number, got 2.5"),
+    ("/generate", dict(seed=-3), "Seed must be between 0 and 2147483647, got -3"),
+    ("/generate", dict(foreground_ratio=2), "Foreground ratio must be between 0.5 and 1, got 2"),
+    ("/procedural", dict(seed=-1), "Seed must be between 0 and 2147483647, got -1"),
+    ("/download", dict(target_faces=-1), "Simplify to faces (0: keep all) must be at least 0, got -1"),
+    ("/show_scale", dict(scales=99), "Scales decoded must be between 1 and"),
+    ("/decode", dict(scales=-1), "Scales to decode (0: all) must be at least 0, got -1"),
+])
+def test_numbers_out_of_range_are_messages(client, image, box_mesh, caplog, endpoint, args, message):
+    inputs = {"/generate": [handle_file(image)], "/decode": [handle_file(
+        client.predict(handle_file(str(box_mesh)), "64", api_name="/encode")[3])]}.get(endpoint, [])
+    if endpoint in ("/download", "/show_scale"):
+        client.predict(handle_file(image), resolution="64", api_name="/generate")
+    with caplog.at_level(logging.WARNING, logger="vat.app"), pytest.raises(AppError) as error:
+        client.predict(*inputs, **args, api_name=endpoint)
+    assert message in str(error.value) and "unexpected" not in str(error.value)
+    assert not [r for r in caplog.records if r.name == "vat.app"]  # nothing for the server log: no traceback
+
+
+def test_messages_speak_the_pages_language(client, image, box_mesh, tmp_path):
+    # "F-score@0.01" is an e-mail address to a Markdown renderer: the page would show a mailto: link.
+    email = re.compile(r"[A-Za-z0-9._+-]+@[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*[A-Za-z0-9])+")
+    report, readout = client.predict(handle_file(str(box_mesh)), "64", api_name="/encode")[2::3]
+    scores = client.predict(handle_file(str(box_mesh)), handle_file(str(box_mesh)), False, api_name="/compare")[0]
+    assert all("F-score" in text and not email.search(text) for text in (report, readout, scores))
+    # A control's label, not a Python argument.
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (120, 100), "white").save(blank)
+    with pytest.raises(AppError, match="Skip background removal") as error:
+        client.predict(handle_file(str(blank)), api_name="/generate")
+    assert "remove_background" not in str(error.value)
+    # A mesh whose vertices are all NaN says so.
+    nan = tmp_path / "nan.obj"
+    nan.write_text("v nan nan nan\nv nan nan nan\nv nan nan nan\nf 1 2 3\n")
+    with pytest.raises(AppError, match="nan.obj has no face with finite vertices .*NaN"):
+        client.predict(handle_file(str(nan)), "64", api_name="/encode")
+
+
+def test_the_page_names_the_model_not_the_servers_folder(app_url, tiny_checkpoint):
+    config = requests.get(f"{app_url}config", timeout=30).text
+    assert str(tiny_checkpoint) not in config and f"Model: **{tiny_checkpoint.name}**" in config
+    assert "How to use:" in config
 
 
 @pytest.mark.parametrize("case", ["corrupt image", "not an image", "mesh of the wrong type", "empty mesh",
@@ -76,17 +174,68 @@ def test_bad_input_is_a_message_and_the_app_keeps_serving(client, image, box_mes
     endpoint, message, args = {
         "corrupt image": ("/generate", "photo.png could not be decoded", ()),
         "not an image": ("/generate", "notes.txt is not an image", ()),
-        "mesh of the wrong type": ("/encode", "Invalid file type", (64,)),
-        "empty mesh": ("/encode", "empty.obj is empty", (64,)),
+        "mesh of the wrong type": ("/encode", "'mesh.txt' is not a mesh file vat reads", ("64",)),
+        "empty mesh": ("/encode", "empty.obj is empty", ("64",)),
         "bad .vat": ("/decode", "not a .vat file", ()),
     }[case]
     with pytest.raises(AppError, match=message):
         client.predict(handle_file(str(path)), *args, api_name=endpoint)
     good = image if endpoint == "/generate" else str(box_mesh)
     if endpoint == "/decode":
-        good = client.predict(handle_file(str(box_mesh)), 64, api_name="/encode")[3]
+        good = client.predict(handle_file(str(box_mesh)), "64", api_name="/encode")[3]
     out = client.predict(handle_file(good), *args, api_name=endpoint)
     assert _faces(out[2] if endpoint == "/generate" else out[0]) > 0
+
+
+def test_a_sessions_cache_stays_within_its_cap(app_url, image, tmp_path):
+    visitor = _visitor(app_url, tmp_path)
+    try:
+        total = visitor.predict(handle_file(image), resolution="64", api_name="/generate")[5]
+        for scales in range(1, total + 1):  # scrub through every scale, then download raw meshes
+            visitor.predict(scales, api_name="/show_scale")
+        for scales in (1, 2):
+            visitor.predict("obj", 0, False, scales, api_name="/download")
+        session = _session_of(visitor)
+        assert 0 < len(session.meshes) <= app.MESHES_PER_SESSION
+        # One file per slot: the mesh on show, the mesh and the .vat of the last download.
+        assert sorted(f.suffix for f in session.folder.iterdir()) == [".glb", ".obj", ".vat"]
+        # A new result replaces the old one's meshes.
+        visitor.predict(handle_file(image), resolution="64", api_name="/generate")
+        assert list(session.meshes) == [("generate", total, True)]
+    finally:
+        visitor.close()
+
+
+def test_sessions_are_capped_expire_and_end_with_their_files(app_url, image, tmp_path, monkeypatch):
+    monkeypatch.setattr(app.SESSIONS, "capacity", 2)
+    visitors = [_visitor(app_url, tmp_path / str(i)) for i in range(4)]
+    try:
+        sessions = []
+        for visitor in visitors[:3]:
+            visitor.predict(handle_file(image), resolution="64", api_name="/generate")
+            sessions.append(_session_of(visitor))
+        # The least recently used session went: its results and its files.
+        assert len(app.SESSIONS) <= 2 and sessions[0] not in app.SESSIONS and not sessions[0].folder.exists()
+        with pytest.raises(AppError, match="results were released .*generate a mesh again"):
+            visitors[0].predict(1, api_name="/show_scale")
+        assert _faces(visitors[2].predict(1, api_name="/show_scale")[0]) > 0  # the others go on
+        # Idle past the time-out: released at the next request.
+        monkeypatch.setattr(app.SESSIONS, "ttl_s", 0.0)
+        visitors[3].predict(handle_file(image), resolution="64", api_name="/generate")
+        assert list(app.SESSIONS._held) == [_session_of(visitors[3]).name] and not sessions[2].folder.exists()
+        # A closed connection ends its session now (demo.unload), files included.
+        monkeypatch.setattr(app.SESSIONS, "ttl_s", app.SESSION_TTL_S)
+        last = _session_of(visitors[3])
+        assert any(last.folder.iterdir())
+        visitors[3].close()
+        for _ in range(80):
+            if not last.folder.exists():
+                break
+            time.sleep(0.25)
+        assert not last.folder.exists() and last not in app.SESSIONS
+    finally:
+        for visitor in visitors:
+            visitor.close()
 
 
 def test_missing_weights_say_how_to_get_them_and_compare_still_works(empty_checkpoint, image, box_mesh, tmp_path):
@@ -102,6 +251,6 @@ def test_missing_weights_say_how_to_get_them_and_compare_still_works(empty_check
             bare.predict(handle_file(str(box_mesh)), api_name="/encode")
         report, scored = bare.predict(handle_file(str(box_mesh)), handle_file(str(box_mesh)), False,
                                       api_name="/compare")
-        assert "F-score@0.01** 1.000" in report and _faces(scored) == 12
+        assert f"{app.F_SCORE}** 1.000" in report and _faces(scored) == 12
     finally:
         demo.close()

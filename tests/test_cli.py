@@ -8,6 +8,7 @@ import pytest
 import trimesh
 
 from conftest import draw_object_image
+from vat import __version__
 from vat.cli import main
 
 
@@ -163,3 +164,29 @@ def test_eval_gen_scores_rendered_meshes(tiny_checkpoint, tmp_path):
 def test_python_dash_m_and_info():
     result = subprocess.run([sys.executable, "-m", "vat", "info"], capture_output=True, text=True, check=True)
     assert "torch" in result.stdout and "checkpoint" in result.stdout
+
+
+def test_version_and_the_mesh_output_is_checked_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0 and capsys.readouterr().out.strip() == f"vat {__version__}"
+    # The .vat file does not exist: the output's extension is what fails, before anything is read or loaded.
+    for argv in (["decode", str(tmp_path / "missing.vat")], ["generate", "--text", "a chair"]):
+        with pytest.raises(SystemExit) as exit:
+            main(argv + ["-o", str(tmp_path / "x.fbx"), "--checkpoint", str(tmp_path / "no-such-checkpoint")])
+        err = capsys.readouterr().err
+        assert exit.value.code == 2 and "cannot write 'x.fbx': expected one of .glb, .obj, .stl, .ply" in err
+
+
+def test_bench_soak_measures_the_demos_memory_and_sigterm_leaves_no_files(tiny_checkpoint, tmp_path):
+    out = tmp_path / "bench.json"
+    image = draw_object_image(tmp_path / "object.png")
+    assert main(["bench", "--checkpoint", str(tiny_checkpoint), "--skip-generation", "--resolution", "64",
+                 "--coarse-resolution", "16", "--image", str(image), "--soak", "3", "--soak-sessions", "3",
+                 "--soak-max-sessions", "2", "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())["summary"]
+    assert 0 < summary["app_rss_started_mb"] < summary["app_rss_loaded_mb"]
+    assert summary["app_rss_one_session_mb"] > 0 and summary["app_rss_sessions_mb"] > 0
+    assert summary["app_mb_per_generate_full"] is not None
+    # SIGTERM, as a host stops the app: a clean exit, and the app's temporary files are gone.
+    assert summary["app_exit_code"] == 0 and summary["app_files_left_after_sigterm"] == 0

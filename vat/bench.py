@@ -1,14 +1,22 @@
 """Measurements behind `vat bench`: coarse-to-fine against dense mesh extraction on the analytic
 bench shape (queries, seconds, and the Chamfer-L1 difference of the two meshes), generator
-sampling with and without the kv-cache, the tokenizer as a codec (mesh -> .vat -> mesh), and
-end-to-end image-to-mesh time."""
+sampling with and without the kv-cache, the tokenizer as a codec (mesh -> .vat -> mesh),
+end-to-end image-to-mesh time, and the demo's memory over many generates and sessions (a soak)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
+from vat.errors import VatError
 from vat.geometry.analytic import bench_shape_sdf
 from vat.geometry.extract import extract_mesh
 from vat.metrics import chamfer_fscore
@@ -95,8 +103,6 @@ def bench_models(checkpoint) -> tuple["object", str]:
     """The pipeline to time and what its weights are: the checkpoint's when it has a generator,
     else the tiny presets with random weights (same architecture and cost as a trained tiny model;
     the timings hold, the meshes mean nothing)."""
-    from pathlib import Path
-
     from vat.models.conditioning import PRESETS as CONDITION_PRESETS
     from vat.models.conditioning import ConditionEncoders
     from vat.models.gpt import PRESETS as GENERATOR_PRESETS
@@ -112,3 +118,99 @@ def bench_models(checkpoint) -> tuple["object", str]:
     generator = NextScaleGPT(GENERATOR_PRESETS["tiny"].matching(tokenizer.config))
     return (Pipeline(MeshCodec(tokenizer), generator, ConditionEncoders(CONDITION_PRESETS["tiny"])),
             "random (tiny presets; no generator in the checkpoint)")
+
+
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of process `pid` in MB (2^20 bytes), from Linux's /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise VatError(f"no resident memory figure for process {pid}")
+
+
+def _folder_mb(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
+
+
+def bench_app_memory(app_path, checkpoint, image, generates: int = 20, sessions: int | None = None,
+                     max_sessions: int | None = None, resolution: int = 128, start_timeout_s: float = 300.0) -> dict:
+    """The demo's memory under use (a soak): launch `app_path` (app.py) in a process of its own, with a
+    temporary folder of its own, and drive it through gradio_client as visitors' scripts would:
+    `generates` meshes from `image` (a PIL image) in one session, then one in each of `sessions`
+    new sessions (default: as many), at `resolution`. Reports RSS (MB) after the first mesh (models
+    loaded) and after each phase, MB per generate, the growth per generate once the app holds as
+    many sessions as it keeps (`max_sessions`, passed to the app; default: the app's own), and,
+    after a SIGTERM, the files the app left behind."""
+    from gradio_client import Client, handle_file
+
+    sessions = generates if sessions is None else sessions
+    with tempfile.TemporaryDirectory(prefix="vat-soak-") as folder:
+        folder = Path(folder)
+        temp = folder / "app-temp"  # the app's TMPDIR and gradio's cache: what it leaves is counted
+        temp.mkdir()
+        image_path = folder / "input.png"
+        image.save(image_path)
+        port = free_port()
+        command = [sys.executable, str(app_path), "--port", str(port), "--checkpoint", str(checkpoint),
+                   "--examples", str(folder / "no-examples")]
+        if max_sessions is not None:
+            command += ["--max-sessions", str(max_sessions)]
+        env = dict(os.environ, TMPDIR=str(temp), GRADIO_TEMP_DIR=str(temp / "gradio"),
+                   GRADIO_ANALYTICS_ENABLED="False")
+        with open(folder / "app.log", "wb") as log:
+            app = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}/"
+        clients = []
+
+        def client():
+            clients.append(Client(url, verbose=False, analytics_enabled=False, download_files=False))
+            return clients[-1]
+
+        def generate(visitor, seed: int) -> float:
+            visitor.predict(handle_file(str(image_path)), seed=seed, resolution=str(resolution), api_name="/generate")
+            return _rss_mb(app.pid)
+
+        try:
+            deadline = time.monotonic() + start_timeout_s
+            while True:
+                if app.poll() is not None:
+                    raise VatError(f"the app exited ({app.returncode}) before serving: "
+                                   + (folder / "app.log").read_text(errors="replace")[-2000:])
+                try:
+                    first = client()
+                    break
+                except Exception:  # not listening yet
+                    if time.monotonic() > deadline:
+                        raise VatError(f"the app did not serve {url} within {start_timeout_s:.0f} s") from None
+                    time.sleep(1.0)
+            started = _rss_mb(app.pid)
+            loaded = generate(first, 0)
+            one_session = [loaded] + [generate(first, seed) for seed in range(1, generates)]
+            many = [one_session[-1]] + [generate(client(), seed) for seed in range(sessions)]
+            temp_mb = _folder_mb(temp)
+        finally:
+            for visitor in clients:
+                visitor.close()
+            app.send_signal(signal.SIGTERM)
+            try:
+                app.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                app.kill()
+                app.wait()
+        left = [f for f in temp.rglob("*") if f.is_file()]
+    # The first session is still open: after new session i the app holds i + 1, full from i = max_sessions - 1.
+    full = many[max_sessions - 1:] if max_sessions is not None and max_sessions <= sessions else []
+    return {"app_rss_started_mb": started, "app_rss_loaded_mb": loaded, "app_rss_one_session_mb": one_session[-1],
+            "app_rss_sessions_mb": many[-1],
+            "app_mb_per_generate_one_session": (one_session[-1] - loaded) / max(generates - 1, 1),
+            "app_mb_per_generate_sessions": (many[-1] - many[0]) / max(sessions, 1),
+            "app_mb_per_generate_full": (full[-1] - full[0]) / (len(full) - 1) if len(full) > 1 else None,
+            "app_temp_mb": temp_mb, "app_files_left_after_sigterm": len(left), "app_exit_code": app.returncode,
+            "generates": generates, "sessions": sessions, "max_sessions": max_sessions, "resolution": resolution}

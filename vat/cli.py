@@ -15,7 +15,17 @@ from vat import __version__
 from vat.errors import VatError
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints"
+APP = Path(__file__).resolve().parent.parent / "app.py"  # the demo, which `vat bench --soak` launches
 
+
+def _mesh_output(path: str) -> str:
+    """The -o of a command that writes a mesh: its suffix is checked before any model loads."""
+    from vat.geometry import EXPORT_FORMATS
+
+    if Path(path).suffix.lower().lstrip(".") not in EXPORT_FORMATS:
+        raise argparse.ArgumentTypeError(f"cannot write {Path(path).name!r}: expected one of "
+                                         f"{', '.join('.' + f for f in EXPORT_FORMATS)}")
+    return path
 
 
 def _write_json(path: str | None, summary: dict, items: list[dict]) -> None:
@@ -41,7 +51,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from vat.bench import bench_codec, bench_extraction, bench_image_to_mesh, bench_models, bench_sampling
+    from vat.bench import (bench_app_memory, bench_codec, bench_extraction, bench_image_to_mesh, bench_models,
+                           bench_sampling)
     from vat.geometry import load_mesh
 
     items = [{"bench": "extraction", **bench_extraction(resolution=args.resolution,
@@ -66,6 +77,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         summary.update(kv_cache_speedup=sampling["kv_cache_speedup"], sample_cached_s=sampling["sample_cached_s"],
                        sample_uncached_s=sampling["sample_uncached_s"], image_to_mesh_s=end_to_end["image_to_mesh_s"],
                        encode_s=codec["encode_s"], decode_s=codec["decode_s"], weights=weights)
+    if args.soak:
+        if not APP.is_file():
+            raise VatError(f"the soak launches the demo, {APP}, which is not there (run it from a clone of the "
+                           "repository)")
+        soak = bench_app_memory(APP, args.checkpoint, bench_image(args.image), generates=args.soak,
+                                sessions=args.soak_sessions, max_sessions=args.soak_max_sessions,
+                                resolution=args.resolution)
+        items.append({"bench": "app_memory", **soak})
+        summary.update({k: v for k, v in soak.items() if k.startswith("app_")})
     for item in items:
         for key, value in item.items():
             print(f"{key:28s} {value:.4g}" if isinstance(value, float) else f"{key:28s} {value}")
@@ -211,6 +231,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vat", description="vat: the Variational Tokenizer as a 3D codec, and image-to-3D generation.")
+    parser.add_argument("--version", action="version", version=f"vat {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help: str, handler, evaluating: bool = False) -> argparse.ArgumentParser:
@@ -239,7 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="input image of the image-to-mesh timing (default: a render of the bench shape)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs; the best is reported")
     p.add_argument("--mesh", help="mesh of the encode/decode timing (default: procedural shape 0)")
-    p.add_argument("--skip-generation", action="store_true", help="only the extraction bench")
+    p.add_argument("--skip-generation", action="store_true", help="only the extraction bench (and the soak)")
+    p.add_argument("--soak", type=int, default=0, metavar="N",
+                   help="the demo's memory: N generates in one session, then one in each of --soak-sessions new "
+                        "sessions, through app.py launched in a process of its own, at --resolution (64, 128 or 256); "
+                        "prints RSS and MB per generate (default 0: skip)")
+    p.add_argument("--soak-sessions", type=int, metavar="M", help="new sessions in the soak (default: N)")
+    p.add_argument("--soak-max-sessions", type=int, metavar="K",
+                   help="the app's --max-sessions in the soak (default: the app's); with K <= M the soak also "
+                        "reports the growth per generate once the app holds K sessions")
 
     add("info", "versions, device and checkpoint", _cmd_info)
 
@@ -250,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the surface sampling")
     p = add("decode", ".vat token file -> mesh", _cmd_decode)
     p.add_argument("vat_file", metavar="IN.vat")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.{glb,obj,stl,ply}")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.{glb,obj,stl,ply}", type=_mesh_output)
     p.add_argument("--scale", type=int, help="decode from the first S scales only (coarse-to-fine)")
     p.add_argument("--resolution", type=int, default=256, help="marching-cubes grid cells per axis")
     def sampling_options(p: argparse.ArgumentParser) -> None:
@@ -264,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("generate", "image (and/or text) -> mesh", _cmd_generate)
     p.add_argument("image", nargs="?", help="input image (PNG/JPEG/WebP; alpha is used as the mask when present)")
     p.add_argument("--text", help="text prompt (with or without an image)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.{glb,obj,stl,ply}")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.{glb,obj,stl,ply}", type=_mesh_output)
     p.add_argument("--vat", metavar="OUT.vat", help="also write the generated tokens as a .vat file")
     p.add_argument("--scale", type=int, help="decode from the first S scales only (coarse-to-fine)")
     p.add_argument("--foreground-ratio", type=float, default=0.85, help="object size in the recentred input")

@@ -78,11 +78,22 @@ def load_scene(
 
     meshes = [m for m in meshes if len(m.faces) > 0]
     if not meshes:
-        raise MeshError(f"{name} contains no triangle faces")
+        raise MeshError(f"{name} {_why_no_faces(opener)}")
     total_faces = sum(len(m.faces) for m in meshes)
     if total_faces > max_faces:
         raise MeshError(f"{name} has {total_faces:,} faces; the limit is {max_faces:,}")
     return scene, meshes
+
+
+def _why_no_faces(opener: dict) -> str:
+    """Why a file that trimesh read has no faces. Its loaders drop faces on NaN or inf vertices, so
+    the file is read again unprocessed to tell those apart from a file without triangles."""
+    if hasattr(opener["file_obj"], "seek"):
+        opener["file_obj"].seek(0)
+    raw = trimesh.load_scene(**opener, process=False).dump(concatenate=False)
+    if any(isinstance(m, trimesh.Trimesh) and len(m.faces) and not np.isfinite(m.vertices).all() for m in raw):
+        return "has no face with finite vertices (its vertices are NaN or inf)"
+    return "contains no triangle faces"
 
 
 def load_mesh(
