@@ -240,10 +240,12 @@ def restart_codes(model: VAT, ema: AveragedModel, batch: dict, threshold: float,
 
 
 @torch.no_grad()
-def evaluate(model: VAT, shapes: ShapeSamples, max_shapes: int, device: torch.device, bf16: bool = False) -> dict[str, float]:
+def evaluate(model: VAT, shapes: ShapeSamples, max_shapes: int, device: torch.device, bf16: bool = False,
+             quantized: bool = True) -> dict[str, float]:
     """IoU and accuracy (vat.metrics) over each shape's fresh queries (all stored ones of a held-out
     set), inside = occupancy > 0.5, predicted inside = logit > 0, and the threshold-free BCE against
-    the semi-continuous labels; with and without quantisation; averaged over shapes (and ranks)."""
+    the semi-continuous labels; without quantisation and, if `quantized` (phase 2: the codebook is
+    trained), with it; averaged over shapes (and ranks)."""
     rank, world = rank_of_process(), dist.get_world_size() if dist.is_initialized() else 1
     was_training = model.training
     model.eval()
@@ -257,7 +259,7 @@ def evaluate(model: VAT, shapes: ShapeSamples, max_shapes: int, device: torch.de
         queries = torch.from_numpy(item["query_points"][fresh])[None].to(device)
         labels = torch.from_numpy(item["query_occupancy"][fresh].astype(np.float32)).to(device)
         inside = labels.cpu().numpy() > 0.5
-        for offset, quantize in ((0, True), (3, False)):
+        for offset, quantize in ((0, True), (3, False)) if quantized else ((3, False),):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(points, normals, queries, quantize=quantize)["logits"][0].float()
             pred = (logits > 0).cpu().numpy()
@@ -269,8 +271,8 @@ def evaluate(model: VAT, shapes: ShapeSamples, max_shapes: int, device: torch.de
         dist.all_reduce(sums)
     model.train(was_training)
     n = max(1.0, float(sums[6]))
-    return {key: float(sums[i]) / n for i, key in enumerate(
-        ("iou", "acc", "bce", "iou_unquantized", "acc_unquantized", "bce_unquantized"))}
+    keys = ("iou", "acc", "bce", "iou_unquantized", "acc_unquantized", "bce_unquantized")
+    return {key: float(sums[i]) / n for i, key in enumerate(keys) if quantized or i >= 3}
 
 
 # ---------------------------------------------------------------------------- the run
@@ -329,13 +331,13 @@ def main(argv: list[str] | None = None) -> dict:
         # Seconds of training (validation, checkpoints and start-up excluded), summed over resumes:
         # the x axis of learning curves against time.
         report(log, writer, step, {"train_seconds": train_seconds}, "", prefix="time/")
-        result = {}
+        result, quantized = {}, step > config.phase1_steps
         if config.fresh_shapes:
-            fresh = evaluate(ema.module, shapes, config.fresh_shapes, device, bf16)
+            fresh = evaluate(ema.module, shapes, config.fresh_shapes, device, bf16, quantized)
             report(log, writer, step, fresh, " fresh queries of training shapes (EMA)", prefix="fresh/")
             result.update({f"fresh_{k}": v for k, v in fresh.items()})
         if val_shapes is not None:
-            held_out = evaluate(ema.module, val_shapes, config.val_shapes, device, bf16)
+            held_out = evaluate(ema.module, val_shapes, config.val_shapes, device, bf16, quantized)
             report(log, writer, step, held_out, " validation (EMA)", prefix="val/")
             result.update(held_out)
         return result
