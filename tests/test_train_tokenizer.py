@@ -197,6 +197,26 @@ def test_fresh_queries_snapshots_and_seconds_are_recorded(shards, tmp_path, one_
     assert VAT.from_pretrained(out / train_tokenizer.SNAPSHOTS / "step-0000004").config.locality == "grid"
 
 
+def test_surface_level_is_fitted_on_training_shapes_and_moves_with_the_field(shards, tmp_path, one_thread):
+    """The exported model's surface level is the logit whose sign gives the best IoU on training
+    shapes: raising every logit by 1 raises the level by 1, and query() thresholds at it."""
+    torch.manual_seed(0)
+    args = ["--data", str(shards), "--out", str(tmp_path / "run"), "--steps", "3", "--calibrate-shapes", "4", *FAST]
+    train_tokenizer.main(args)
+    model = VAT.from_pretrained(tmp_path / "run" / train_tokenizer.FINAL)
+    shapes = train_tokenizer.ShapeSamples(shards, 128, 128, 128)
+    level = train_tokenizer.calibrate_surface(model, shapes, 4, torch.device("cpu"), bf16=False, quantized=True)
+    assert -3 <= level <= 3 and model.config.surface_logit == pytest.approx(level, abs=0.051)
+    with torch.no_grad():
+        model.field.mlp[-1].bias += 1.0
+    shifted = train_tokenizer.calibrate_surface(model, shapes, 4, torch.device("cpu"), bf16=False, quantized=True)
+    assert shifted == pytest.approx(level + 1.0, abs=0.051)
+    p = torch.rand(1, 128, 3) - 0.5
+    planes = model.decode_indices(model.encode(p, p))
+    raw = model.field.query(planes, p)
+    torch.testing.assert_close(model.query(planes, p), raw - model.config.surface_logit)
+
+
 def test_learning_curves_train_arms_and_draw_them(shards, tmp_path, one_thread):
     curves = load_script("learning_curves")
     out = tmp_path / "curves"

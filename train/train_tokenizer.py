@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +78,7 @@ class TrainConfig:
     val_every: int = 2_000
     val_shapes: int = 64  # at most this many validation shapes
     save_every: int = 1_000
+    calibrate_shapes: int = 64  # the exported model's surface level is fitted on this many training shapes (0: none)
     snapshot_every: int = 0  # also keep the EMA model of every N-th step in OUT/snapshots/step-N (learning curves)
     log_every: int = 20
     workers: int = 2  # data loader processes per rank
@@ -124,6 +125,7 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
         ("restart_threshold", float, "usage below which a code is dead"),
         ("precision", str, "auto | bf16 | fp32 (auto: bf16 autocast on CUDA and CPU)"),
         ("max_shapes", int, "train on the first N shapes only (0: all)"),
+        ("calibrate_shapes", int, "fit the exported model's surface level on N training shapes (0: keep logit 0)"),
         ("snapshot_every", int, "keep the EMA model every N steps in OUT/snapshots (0: never)"),
         ("fresh_shapes", int, "hold 10%% of each shape's queries out of training; score N training shapes on them"),
     ))
@@ -275,6 +277,35 @@ def evaluate(model: VAT, shapes: ShapeSamples, max_shapes: int, device: torch.de
     return {key: float(sums[i]) / n for i, key in enumerate(keys) if quantized or i >= 3}
 
 
+@torch.no_grad()
+def calibrate_surface(model: VAT, shapes: ShapeSamples, max_shapes: int, device: torch.device, bf16: bool,
+                      quantized: bool) -> float:
+    """The logit level whose sign gives the best mean IoU over the fresh queries (all stored ones when
+    none are reserved) of the first `max_shapes` training shapes: the surface the exported model
+    extracts. Fitted on training shapes only, never on held-out ones. Same on every rank."""
+    was_training = model.training
+    model.eval()
+    levels = torch.arange(-3.0, 3.0001, 0.05)
+    fresh = shapes.fresh_queries()
+    ious = []
+    for index in range(min(max_shapes, len(shapes))):
+        item = shapes.shards[index]
+        surface = np.random.default_rng(index).choice(len(item["surface_points"]), shapes.num_points, replace=False)
+        points = torch.from_numpy(item["surface_points"][surface].astype(np.float32))[None].to(device)
+        normals = torch.from_numpy(item["surface_normals"][surface].astype(np.float32))[None].to(device)
+        queries = torch.from_numpy(item["query_points"][fresh])[None].to(device)
+        inside = torch.from_numpy(item["query_occupancy"][fresh] > 0.5).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(points, normals, queries, quantize=quantized)["logits"][0].float()
+        pred_LQ = logits[None] > levels.to(device)[:, None]
+        intersection, union = (pred_LQ & inside).sum(1), (pred_LQ | inside).sum(1)
+        ious.append(torch.where(union > 0, intersection / union.clamp(min=1), 1.0).cpu())
+    model.train(was_training)
+    if not ious:
+        return 0.0
+    return float(levels[torch.stack(ious).mean(0).argmax()])
+
+
 # ---------------------------------------------------------------------------- the run
 
 
@@ -285,6 +316,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     resume = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True) if (out / CHECKPOINT).is_file() else None
     train_seconds = float(resume.get("train_seconds", 0.0)) if resume is not None else 0.0
+    if resume is not None:  # fields added since the checkpoint was written count as their defaults
+        resume["model_config"] = {**{f.name: f.default for f in fields(TokenizerConfig)}, **resume["model_config"]}
     if resume is not None and resume["model_config"] != model_config.to_dict():
         changed = sorted(k for k, v in model_config.to_dict().items() if resume["model_config"].get(k) != v)
         raise SystemExit(f"{out / CHECKPOINT} was trained with other model settings ({', '.join(changed)}); "
@@ -409,6 +442,11 @@ def main(argv: list[str] | None = None) -> dict:
         digests = checkpoint(start_step)  # nothing left to train: still check and report
         if val_shapes is not None or config.fresh_shapes:
             val_result = validate(start_step)
+    if config.calibrate_shapes:
+        level = calibrate_surface(ema.module, shapes, config.calibrate_shapes, device, bf16,
+                                  quantized=max(start_step, config.steps) > config.phase1_steps)
+        ema.module.config.surface_logit = level  # the exported copy only: training keeps raw logits
+        log.info("surface level fitted on %d training shapes: logit %.2f", min(config.calibrate_shapes, len(shapes)), level)
     if rank == 0:
         export(out / FINAL, ema.module)
         log.info("wrote the EMA model to %s", out / FINAL)

@@ -53,6 +53,11 @@ class TokenizerConfig:
     # num_queries, compression, decoder and triplane_tokens do not apply, and the layers are attention
     # blocks over the latent cells.
     locality: str = "none"
+    # The occupancy logit where the surface lies, calibrated on training shapes when a run exports its
+    # model (train_tokenizer.calibrate_surface): an under-fitted field sits below 0 on thin parts, and
+    # the level that gives the best IoU on training shapes is then below 0. query() returns logits
+    # relative to it, so every consumer (extraction, IoU) thresholds at 0; training sees raw logits.
+    surface_logit: float = 0.0
 
     def __post_init__(self):
         self.scale_sides = tuple(self.scale_sides) or default_scale_sides(self.num_latents)
@@ -260,8 +265,8 @@ class VAT(nn.Module):
         return self.field.planes(self.from_latent(z_hat_BKC))
 
     def query(self, planes: list[torch.Tensor], points_BN3: torch.Tensor) -> torch.Tensor:
-        """Occupancy logits [B, N] at points [B, N, 3]."""
-        return self.field.query(planes, points_BN3)
+        """Occupancy logits [B, N] at points [B, N, 3], relative to the calibrated surface level."""
+        return self.field.query(planes, points_BN3) - self.config.surface_logit
 
     def forward(self, points_BN3, normals_BN3, queries_BQ3, quantize: bool = True) -> dict[str, torch.Tensor]:
         """Training pass: logits at the queries and the auxiliary losses. Phase 1 uses quantize=False."""
@@ -272,7 +277,7 @@ class VAT(nn.Module):
             q = self.quantizer(self._grid(z))
             z = self._tokens(q.f_hat_BChw)
             out.update(codebook=q.codebook_loss, indices=q.indices)
-        out["logits"] = self.query(self.decode_planes(z), queries_BQ3)
+        out["logits"] = self.field.query(self.decode_planes(z), queries_BQ3)  # raw: the loss's logits
         return out
 
     # --- the codec ---------------------------------------------------------------------------
