@@ -329,6 +329,7 @@ def test_codec_commands_on_the_trained_model(overfit, tmp_path):
     assert vat(["eval-recon", "--meshes", str(meshes), "--resolution", "64", "--json", str(report), *common]) == 0
     summary = json.loads(report.read_text())["summary"]
     assert summary["bytes"] == size and summary["failed"] == 0 and 0 < summary["cs_iou"] <= 1
+    assert len(summary["iou_per_scale"]) == 10 and summary["iou_per_scale"][-1] == pytest.approx(summary["iou"])
     for key in ("f_score", "chamfer", "acc", "near_acc", "ratio", "draco_f_score", "draco_bytes", "voxel_f_score",
                 "voxel_bytes"):
         assert key in summary

@@ -70,7 +70,7 @@ def reconstruction_item(codec: MeshCodec, path: Path, resolution: int = 256, bas
 
 
 def summarize(items: list[dict]) -> dict:
-    """Mean of every numeric key over the items that succeeded, and the counts."""
+    """Mean of every numeric key (and of the per-scale IoUs) over the items that succeeded, and the counts."""
     ok = [i for i in items if "error" not in i]
     summary = {"meshes": len(items), "failed": len(items) - len(ok)}
     keys = [k for k, v in (ok[0].items() if ok else []) if isinstance(v, (int, float)) and not isinstance(v, bool)]
@@ -78,6 +78,9 @@ def summarize(items: list[dict]) -> dict:
         values = [i[key] for i in ok if isinstance(i.get(key), (int, float))]
         if values:
             summary[key] = float(np.mean(values))
+    per_scale = [i["iou_per_scale"] for i in ok if "iou_per_scale" in i]
+    if per_scale and len({len(p) for p in per_scale}) == 1:  # the mean IoU from the first s scales, per s
+        summary["iou_per_scale"] = np.mean(per_scale, axis=0).tolist()
     return summary
 
 
