@@ -23,7 +23,7 @@ def pipeline():
 
 
 def test_folder_is_small_float16_and_has_a_model_card():
-    total = sum(p.stat().st_size for p in CHECKPOINT.iterdir() if p.is_file())
+    total = sum(p.stat().st_size for p in CHECKPOINT.rglob("*") if p.is_file())
     assert total < 50 * 2**20
     for part in PARTS:
         with safe_open(CHECKPOINT / f"{part}.safetensors", "pt") as f:
@@ -47,3 +47,21 @@ def test_codec_round_trip(pipeline):
     assert len(encoded.data) == 875
     mesh = codec.decode_mesh(codec.read(encoded.data), resolution=64)
     assert len(mesh.faces) > 0 and (abs(mesh.vertices) <= GRID_BOUND + 1e-6).all()
+
+
+def test_grid_tokenizer_is_a_float16_codec_with_its_card():
+    """checkpoints/tokenizer-tiny-grid: the locality-prior tokenizer on its own (no generator yet),
+    a codec for vat encode / decode / eval-recon --checkpoint."""
+    from vat.pipeline import MeshCodec
+
+    folder = CHECKPOINT / "tokenizer-tiny-grid"
+    with safe_open(folder / "tokenizer.safetensors", "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    codec = MeshCodec.from_pretrained(folder)
+    assert codec.tokenizer.config.locality == "grid"
+    encoded = codec.encode(random_shape(0).mesh)
+    assert len(encoded.data) == 875
+    mesh = codec.decode_mesh(codec.read(encoded.data), resolution=64)
+    assert len(mesh.faces) > 0 and (abs(mesh.vertices) <= GRID_BOUND + 1e-6).all()
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "KatorLegaz" in card and "vat eval-recon" in card
