@@ -241,6 +241,18 @@ def restart_codes(model: VAT, ema: AveragedModel, batch: dict, threshold: float,
     return restarted
 
 
+def scoring_tensors(shapes: ShapeSamples, index: int, fresh: np.ndarray, device: torch.device):
+    """Shape `index` as scored: its surface points (a fixed draw per shape) and normals [1, N, 3], the
+    `fresh` queries [1, Q, 3] and their semi-continuous labels [Q]."""
+    item = shapes.shards[index]
+    surface = np.random.default_rng(index).choice(len(item["surface_points"]), shapes.num_points, replace=False)
+    points = torch.from_numpy(item["surface_points"][surface].astype(np.float32))[None].to(device)
+    normals = torch.from_numpy(item["surface_normals"][surface].astype(np.float32))[None].to(device)
+    queries = torch.from_numpy(item["query_points"][fresh])[None].to(device)
+    labels = torch.from_numpy(item["query_occupancy"][fresh].astype(np.float32)).to(device)
+    return points, normals, queries, labels
+
+
 @torch.no_grad()
 def evaluate(model: VAT, shapes: ShapeSamples, max_shapes: int, device: torch.device, bf16: bool = False,
              quantized: bool = True) -> dict[str, float]:
@@ -254,12 +266,7 @@ def evaluate(model: VAT, shapes: ShapeSamples, max_shapes: int, device: torch.de
     sums = torch.zeros(7, dtype=torch.float64)
     fresh = shapes.fresh_queries()
     for index in range(rank, min(max_shapes, len(shapes)), world):
-        item = shapes.shards[index]
-        surface = np.random.default_rng(index).choice(len(item["surface_points"]), shapes.num_points, replace=False)
-        points = torch.from_numpy(item["surface_points"][surface].astype(np.float32))[None].to(device)
-        normals = torch.from_numpy(item["surface_normals"][surface].astype(np.float32))[None].to(device)
-        queries = torch.from_numpy(item["query_points"][fresh])[None].to(device)
-        labels = torch.from_numpy(item["query_occupancy"][fresh].astype(np.float32)).to(device)
+        points, normals, queries, labels = scoring_tensors(shapes, index, fresh, device)
         inside = labels.cpu().numpy() > 0.5
         for offset, quantize in ((0, True), (3, False)) if quantized else ((3, False),):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -289,12 +296,8 @@ def calibrate_surface(model: VAT, shapes: ShapeSamples, max_shapes: int, device:
     fresh = shapes.fresh_queries()
     ious = []
     for index in range(min(max_shapes, len(shapes))):
-        item = shapes.shards[index]
-        surface = np.random.default_rng(index).choice(len(item["surface_points"]), shapes.num_points, replace=False)
-        points = torch.from_numpy(item["surface_points"][surface].astype(np.float32))[None].to(device)
-        normals = torch.from_numpy(item["surface_normals"][surface].astype(np.float32))[None].to(device)
-        queries = torch.from_numpy(item["query_points"][fresh])[None].to(device)
-        inside = torch.from_numpy(item["query_occupancy"][fresh] > 0.5).to(device)
+        points, normals, queries, labels = scoring_tensors(shapes, index, fresh, device)
+        inside = labels > 0.5
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(points, normals, queries, quantize=quantized)["logits"][0].float()
         pred_LQ = logits[None] > levels.to(device)[:, None]
