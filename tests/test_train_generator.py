@@ -259,7 +259,8 @@ def test_single_process_trains_encoders_and_exports_a_pipeline_folder(inputs, pr
                                     "--tokenizer", str(inputs / "tokenizer"), "--out", str(out), "--steps", "3",
                                     "--val-every", "3", "--train-encoders", *FAST])
     assert summary["step"] == 3 and (summary["image"], summary["text"]) == ("views", "ids")
-    assert {"loss", "acc", "generated_acc", *(f"acc_scale_{s:02d}" for s in range(1, 5))} == set(summary["val"])
+    assert {"loss", "loss_mismatched", "acc", "generated_acc",
+            *(f"acc_scale_{s:02d}" for s in range(1, 5))} == set(summary["val"])
     final = out / train_generator.FINAL
     generator, encoders = NextScaleGPT.from_pretrained(final), ConditionEncoders.from_pretrained(final)
     VAT.from_pretrained(final)
@@ -326,6 +327,15 @@ def test_efficientnet_on_8_views_of_224_px(inputs, tmp_path, monkeypatch, one_th
     assert NextScaleGPT.from_pretrained(tmp_path / "tuned" / train_generator.FINAL).config.image_tokens == 246
     with pytest.raises(SystemExit):  # fine-tuning needs the encoders to train
         train_generator.parse_args([*args, "--out", "o", "--finetune-last-stage"])
+    # Only the stride-32 map (1 + 7 x 7 tokens): a cache a fifth the size, used by a run with the same strides.
+    out32 = tmp_path / "data32"
+    prepare_generator_data.main([*common, "--tokenizer", str(tmp_path / "tokenizer2"), "--out", str(out32),
+                                 "--views-from", str(renders), "--image-encoder", "efficientnet", "--image-strides", "32"])
+    assert _chunks(out32)[0][0]["image_features"].shape[2:] == (50, 1280)
+    args32 = [*args, "--data", str(out32), "--conditions", "image", "--no-augment", "--image-strides", "32"]
+    strided = train_generator.main([*args32, "--out", str(tmp_path / "strided")])
+    assert strided["image"] == "features"
+    assert NextScaleGPT.from_pretrained(tmp_path / "strided" / train_generator.FINAL).config.image_tokens == 50
 
 
 def test_ddp_ranks_stay_identical(inputs, prepared, tmp_path):

@@ -74,7 +74,8 @@ def test_single_process_exports_the_ema_model(shards, tmp_path, one_thread):
     out = tmp_path / "run"
     summary = train_tokenizer.main(["--data", str(shards), "--val-data", str(shards), "--out", str(out),
                                     "--steps", "3", *FAST])
-    assert summary["step"] == 3 and set(summary["val"]) == {"iou", "acc", "bce", "iou_unquantized", "acc_unquantized", "bce_unquantized"}
+    assert summary["step"] == 3 and set(summary["val"]) == {"iou", "acc", "bce", "iou_unquantized", "acc_unquantized", "bce_unquantized",
+                                                               "cs_iou"}
     model = VAT.from_pretrained(out / train_tokenizer.FINAL)
     state = torch.load(out / train_tokenizer.CHECKPOINT, weights_only=True)
     ema = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
@@ -195,6 +196,53 @@ def test_fresh_queries_snapshots_and_seconds_are_recorded(shards, tmp_path, one_
     snapshots = sorted(p.name for p in (out / train_tokenizer.SNAPSHOTS).iterdir())
     assert snapshots == ["step-0000002", "step-0000004"]
     assert VAT.from_pretrained(out / train_tokenizer.SNAPSHOTS / "step-0000004").config.locality == "grid"
+
+
+def test_decoder_only_prefix_training_keeps_the_tokens_and_scores_cs_iou(shards, tmp_path, one_thread):
+    """--freeze-encoder --prefix-share trains the decoder on scale prefixes: the encoder, latent head
+    and quantiser (so every token, and the fingerprint) stay as --init-from has them, the decoder
+    moves, and phase-2 validation reports CS-IoU. A frozen encoder needs a trained one to start from."""
+    grid_args = ["--data", str(shards), "--val-data", str(shards), "--preset", "tiny-grid", *MICRO_GRID_MODEL,
+                 *FAST[len(MICRO_MODEL):], "--val-shapes", "2"]
+    train_tokenizer.main([*grid_args, "--out", str(tmp_path / "a"), "--steps", "3"])
+    source = VAT.from_pretrained(tmp_path / "a" / train_tokenizer.FINAL)
+    result = train_tokenizer.main([*grid_args, "--out", str(tmp_path / "b"), "--steps", "4", "--val-every", "4",
+                                   "--phase1-steps", "0", "--init-from", str(tmp_path / "a" / train_tokenizer.FINAL),
+                                   "--freeze-encoder", "--prefix-share", "0.5", "--lr", "1e-2"])
+    tuned = VAT.from_pretrained(tmp_path / "b" / train_tokenizer.FINAL)
+    assert 0.0 <= result["val"]["cs_iou"] <= 1.0 and "iou" in result["val"]
+    before, after = source.state_dict(), tuned.state_dict()
+    moved = {key.split(".")[0] for key in before if not torch.equal(before[key], after[key])}
+    assert moved == {"field", "from_latent"}
+    torch.manual_seed(0)
+    p = torch.rand(2, 128, 3) - 0.5
+    for a, b in zip(source.encode(p, p), tuned.encode(p, p)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert source.fingerprint() == tuned.fingerprint()
+    with pytest.raises(SystemExit):  # argparse: one line, no traceback
+        train_tokenizer.main([*grid_args, "--out", str(tmp_path / "c"), "--steps", "1", "--freeze-encoder"])
+
+
+def test_forward_decodes_each_shape_from_its_own_scale_prefix():
+    """VAT.forward(scales_B=...) gives shape b the logits of decoding its first scales_B[b] scales
+    (as decode_indices does for a prefix); all S scales are the plain forward."""
+    from vat.models.tokenizer import PRESETS
+    from dataclasses import replace
+    torch.manual_seed(0)
+    model = VAT(replace(PRESETS["tiny-grid"], width=32, heads=2, num_latents=64, encoder_layers=1, decoder_layers=1,
+                        codebook_size=64, plane_channels=4, mlp_hidden=16, num_points=128, scale_sides=())).eval()
+    p, q = torch.rand(3, 128, 3) - 0.5, torch.rand(3, 50, 3) - 0.5
+    S = len(model.config.scale_sides)
+    scales = torch.tensor([1, 3, S])
+    with torch.no_grad():
+        mixed = model(p, p, q, scales_B=scales)["logits"]
+        full = model(p, p, q)["logits"]
+        indices = model.encode(p, p)
+        for b, s in enumerate(scales.tolist()):
+            prefix = model.field.query(model.decode_indices([i[b:b + 1] for i in indices[:s]]), q[b:b + 1])[0]
+            torch.testing.assert_close(mixed[b], prefix, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(mixed[2], full[2], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(mixed[0], full[0], atol=1e-3)
 
 
 def test_surface_level_is_fitted_on_training_shapes_and_moves_with_the_field(shards, tmp_path, one_thread):

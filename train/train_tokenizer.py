@@ -36,9 +36,9 @@ from vat import data, metrics
 from vat.models.tokenizer import PRESETS, VAT, TokenizerConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # train/common.py, also when imported from elsewhere
-from common import (ShardBatches, add_options, config_from_args, export, finish_run, gather_rows,  # noqa: E402
-                    init_weights, lr_factor, make_optimizer, rank_of_process, replica_digests, report, restore,
-                    save_atomic, start_run, step_seed, tensorboard_writer, training_parser)
+from common import (PRECISIONS, ShardBatches, add_options, config_from_args, export, finish_run,  # noqa: E402
+                    gather_rows, init_weights, lr_factor, make_optimizer, rank_of_process, replica_digests, report, restore,
+                    save_atomic, start_run, step_seed, tensorboard_writer, training_parser, uses_bf16)
 
 log = logging.getLogger("train_tokenizer")
 
@@ -89,6 +89,12 @@ class TrainConfig:
     # CPUs with native bf16 (oneDNN says so), else fp32.
     precision: str = "auto"  # auto | bf16 | fp32
     max_shapes: int = 0  # train on the first N shapes only (0: all), e.g. the 64-shape rung of the learning-curve ladder
+    # Phase 2: decode this share of each batch's shapes from a random prefix of 1..S-1 scales (the rest
+    # from all S), so that coarse scales decode to coarse shapes (CS-IoU, the app's scale scrubber).
+    prefix_share: float = 0.0
+    # Train the decoder only (from_latent and the field); the encoder and the codebook stay as
+    # --init-from has them, so a shape's tokens, and a generator trained on them, stay valid.
+    freeze_encoder: bool = False
     fresh_shapes: int = 0  # if N > 0: keep 10% of every shape's queries out of training and score the first N
     # training shapes on them at each validation (how well the field interpolates between its samples)
 
@@ -96,10 +102,14 @@ class TrainConfig:
         self.betas = tuple(self.betas)
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not 0 <= self.phase1_steps <= self.steps:
             raise ValueError("phase1_steps must be in 0..steps")
+        if not 0.0 <= self.prefix_share <= 1.0:
+            raise ValueError(f"prefix_share must be in [0, 1], got {self.prefix_share}")
+        if self.freeze_encoder and (not self.init_from or self.phase1_steps):
+            raise ValueError("freeze_encoder keeps a trained encoder and codebook: give --init-from and --phase1-steps 0")
 
     def model_config(self) -> TokenizerConfig:
         overrides = dict(self.model_overrides)
@@ -128,7 +138,10 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
         ("calibrate_shapes", int, "fit the exported model's surface level on N training shapes (0: keep logit 0)"),
         ("snapshot_every", int, "keep the EMA model every N steps in OUT/snapshots (0: never)"),
         ("fresh_shapes", int, "hold 10%% of each shape's queries out of training; score N training shapes on them"),
+        ("prefix_share", float, "phase 2: share of shapes decoded from a random prefix of the scales (coarse to fine)"),
     ))
+    optim.add_argument("--freeze-encoder", action="store_true",
+                       help="train the decoder only; tokens (and a generator trained on them) stay valid")
     return config_from_args(p, argv, TrainConfig, ("data", "out"), check=TrainConfig.model_config)
 
 
@@ -208,11 +221,14 @@ def kl_factor(step: int, config: TrainConfig) -> float:
     return min(1.0, (step + 1) / config.kl_warmup_steps) if config.kl_warmup_steps > 0 else 1.0
 
 
-def wrap(model: VAT, quantize: bool, device: torch.device) -> nn.Module:
+def wrap(model: VAT, quantize: bool, device: torch.device, freeze_encoder: bool = False) -> nn.Module:
     """The module to train. DDP only syncs parameters that get gradients, so the quantiser is
     frozen in phase 1 (where it is unused) and the wrapper is rebuilt when phase 2 starts.
-    DDP broadcasts rank 0's buffers (the codebook usage) at every forward."""
-    model.quantizer.requires_grad_(quantize)
+    DDP broadcasts rank 0's buffers (the codebook usage) at every forward. `freeze_encoder`
+    freezes everything up to the tokens (encoder, latent head, quantiser)."""
+    for module in (model.encoder, model.to_latent):
+        module.requires_grad_(not freeze_encoder)
+    model.quantizer.requires_grad_(quantize and not freeze_encoder)
     if not dist.is_initialized():
         return model
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -259,11 +275,12 @@ def evaluate(model: VAT, shapes: ShapeSamples, max_shapes: int, device: torch.de
     """IoU and accuracy (vat.metrics) over each shape's fresh queries (all stored ones of a held-out
     set), inside = occupancy > 0.5, predicted inside = logit > 0, and the threshold-free BCE against
     the semi-continuous labels; without quantisation and, if `quantized` (phase 2: the codebook is
-    trained), with it; averaged over shapes (and ranks)."""
+    trained), with it, then also CS-IoU (the mean IoU decoded from the first s scales over all s);
+    averaged over shapes (and ranks)."""
     rank, world = rank_of_process(), dist.get_world_size() if dist.is_initialized() else 1
     was_training = model.training
     model.eval()
-    sums = torch.zeros(7, dtype=torch.float64)
+    sums = torch.zeros(8, dtype=torch.float64)
     fresh = shapes.fresh_queries()
     for index in range(rank, min(max_shapes, len(shapes)), world):
         points, normals, queries, labels = scoring_tensors(shapes, index, fresh, device)
@@ -275,13 +292,19 @@ def evaluate(model: VAT, shapes: ShapeSamples, max_shapes: int, device: torch.de
             sums[offset] += metrics.iou(pred, inside)
             sums[offset + 1] += metrics.accuracy(pred, inside)
             sums[offset + 2] += F.binary_cross_entropy_with_logits(logits, labels).item()
-        sums[6] += 1
+        if quantized:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                indices = model.encode(points, normals)
+                ious = [metrics.iou((model.field.query(model.decode_indices(indices[:s]), queries)[0] > 0).cpu().numpy(),
+                                    inside) for s in range(1, len(indices) + 1)]
+            sums[6] += metrics.cs_iou(ious)
+        sums[7] += 1
     if dist.is_initialized():
         dist.all_reduce(sums)
     model.train(was_training)
-    n = max(1.0, float(sums[6]))
-    keys = ("iou", "acc", "bce", "iou_unquantized", "acc_unquantized", "bce_unquantized")
-    return {key: float(sums[i]) / n for i, key in enumerate(keys) if quantized or i >= 3}
+    n = max(1.0, float(sums[7]))
+    keys = ("iou", "acc", "bce", "iou_unquantized", "acc_unquantized", "bce_unquantized", "cs_iou")
+    return {key: float(sums[i]) / n for i, key in enumerate(keys) if quantized or 3 <= i < 6}
 
 
 @torch.no_grad()
@@ -334,6 +357,8 @@ def main(argv: list[str] | None = None) -> dict:
     if config.init_from and resume is None:
         init_weights(model, config.init_from, "tokenizer")
     model = model.to(device)
+    if config.freeze_encoder:  # before the optimizer, which takes the trainable parameters only
+        wrap(model, True, device, freeze_encoder=True)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
@@ -360,8 +385,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "replica_digests": digests, "train_seconds": train_seconds}, out / CHECKPOINT)
         return digests
 
-    bf16 = config.precision == "bf16" or (config.precision == "auto" and (
-        device.type == "cuda" or (device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())))
+    bf16 = uses_bf16(config.precision, device)
 
     def validate(step: int) -> dict[str, float]:
         # Seconds of training (validation, checkpoints and start-up excluded), summed over resumes:
@@ -384,7 +408,7 @@ def main(argv: list[str] | None = None) -> dict:
             if isinstance(module, nn.Conv3d):
                 module.to(memory_format=torch.channels_last_3d)
     quantize = start_step >= config.phase1_steps
-    trained = wrap(model, quantize, device)
+    trained = wrap(model, quantize, device, config.freeze_encoder)
     model.train()
     val_result = {}
     step = start_step
@@ -397,16 +421,23 @@ def main(argv: list[str] | None = None) -> dict:
             torch.manual_seed(step_seed(config.seed, rank, step))  # resuming replays the same noise
             batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
             restarted = 0
-            if step == config.phase1_steps:
+            if config.freeze_encoder:
+                pass  # the codebook stays as it is: the tokens must keep their meaning
+            elif step == config.phase1_steps:
                 quantize = True
                 trained = wrap(model, quantize, device)
                 restarted = restart_codes(model, ema, batch, config.restart_threshold, everything=True)
                 log.info("step %d: phase 2, quantisation on; codebook filled with encoder latents", step)
             elif quantize and config.restart_every and (step - config.phase1_steps) % config.restart_every == 0:
                 restarted = restart_codes(model, ema, batch, config.restart_threshold)
+            scales = None
+            if quantize and config.prefix_share > 0:
+                S = len(model_config.scale_sides)
+                scales = torch.where(torch.rand(len(batch["points"])) < config.prefix_share,
+                                     torch.randint(1, S, (len(batch["points"]),)), S)
 
             with autocast:
-                result = trained(batch["points"], batch["normals"], batch["queries"], quantize=quantize)
+                result = trained(batch["points"], batch["normals"], batch["queries"], quantize=quantize, scales_B=scales)
             occupancy = F.binary_cross_entropy_with_logits(result["logits"].float(), batch["occupancy"])
             loss = (config.occupancy_weight * occupancy + config.codebook_weight * result["codebook"]
                     + kl_factor(step, config) * config.kl_weight * result["kl"])

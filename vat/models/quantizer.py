@@ -39,6 +39,7 @@ class QuantizerOutput:
     f_hat_BChw: torch.Tensor  # quantised features, straight-through gradient to the input
     indices: list[torch.Tensor]  # per scale: idx_Bl (int64 [B, h*w])
     codebook_loss: torch.Tensor  # MSE between features and their quantisation (both directions)
+    partial_f_hat: list[torch.Tensor] | None = None  # with partial=True: Z_hat of the first s scales, s = 1..S (detached)
 
 
 class UpsampleResidual(nn.Module):
@@ -90,13 +91,15 @@ class MultiScaleQuantizer(nn.Module):
         B = idx_Bl.shape[0]
         return self.codebook(idx_Bl).transpose(1, 2).reshape(B, self.channels, side, side)
 
-    def forward(self, f_BChw: torch.Tensor) -> QuantizerOutput:
+    def forward(self, f_BChw: torch.Tensor, partial: bool = False) -> QuantizerOutput:
+        """Quantise every scale; `partial` also returns Z_hat after each scale (for training a decoder
+        on scale prefixes)."""
         B, C, H, W = f_BChw.shape
         if (C, H, W) != (self.channels, self.side, self.side):
             raise ValueError(f"expected [B, {self.channels}, {self.side}, {self.side}], got {list(f_BChw.shape)}")
         f = f_BChw.float()
         f_rest, f_hat = f.detach().clone(), torch.zeros_like(f)
-        indices, loss = [], f.new_zeros(())
+        indices, loss, partials = [], f.new_zeros(()), []
         counts = torch.zeros(self.codebook_size, device=f.device)
         for si, side in enumerate(self.scale_sides):
             z_BChw = F.interpolate(f_rest, size=(side, side), mode="area") if side != H else f_rest
@@ -106,12 +109,15 @@ class MultiScaleQuantizer(nn.Module):
             f_hat = f_hat + h_BChw
             f_rest = f_rest - h_BChw
             indices.append(idx_Bl)
+            if partial:
+                partials.append(f_hat.detach())
             counts += torch.bincount(idx_N, minlength=self.codebook_size).float()
             loss = loss + F.mse_loss(f_hat.detach(), f) * self.beta + F.mse_loss(f_hat, f.detach())
         if self.training:
             self.usage.mul_(0.99).add_(counts / counts.sum() * self.codebook_size, alpha=0.01)
         f_hat_st = f_hat.detach() + (f - f.detach())  # straight-through; the value is f_hat exactly
-        return QuantizerOutput(f_hat_st.to(f_BChw.dtype), indices, loss / len(self.scale_sides))
+        return QuantizerOutput(f_hat_st.to(f_BChw.dtype), indices, loss / len(self.scale_sides),
+                               [x.to(f_BChw.dtype) for x in partials] if partial else None)
 
     def indices_to_f_hat(self, indices: list[torch.Tensor]) -> torch.Tensor:
         """Z_hat from the first len(indices) scales (decoding a prefix is how coarse scales are seen)."""

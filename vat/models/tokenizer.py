@@ -268,14 +268,21 @@ class VAT(nn.Module):
         """Occupancy logits [B, N] at points [B, N, 3], relative to the calibrated surface level."""
         return self.field.query(planes, points_BN3) - self.config.surface_logit
 
-    def forward(self, points_BN3, normals_BN3, queries_BQ3, quantize: bool = True) -> dict[str, torch.Tensor]:
-        """Training pass: logits at the queries and the auxiliary losses. Phase 1 uses quantize=False."""
+    def forward(self, points_BN3, normals_BN3, queries_BQ3, quantize: bool = True,
+                scales_B: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Training pass: logits at the queries and the auxiliary losses. Phase 1 uses quantize=False.
+        `scales_B` (with quantisation): decode shape b from its first scales_B[b] scales only, as a
+        coarse prefix is decoded; prefixes shorter than all scales pass no gradient to the encoder."""
         stats = {}
         z, kl = self.latent(points_BN3, normals_BN3, sample=self.training, stats=stats)
         out = {"kl": kl, "codebook": z.new_zeros(()), **stats}
         if quantize:
-            q = self.quantizer(self._grid(z))
-            z = self._tokens(q.f_hat_BChw)
+            q = self.quantizer(self._grid(z), partial=scales_B is not None)
+            f_hat = q.f_hat_BChw
+            if scales_B is not None:
+                prefix_SBChw = torch.stack(q.partial_f_hat[:-1] + [f_hat])
+                f_hat = prefix_SBChw[scales_B.to(f_hat.device) - 1, torch.arange(f_hat.shape[0], device=f_hat.device)]
+            z = self._tokens(f_hat)
             out.update(codebook=q.codebook_loss, indices=q.indices)
         out["logits"] = self.field.query(self.decode_planes(z), queries_BQ3)  # raw: the loss's logits
         return out
@@ -294,8 +301,10 @@ class VAT(nn.Module):
 
     # --- checkpoints -----------------------------------------------------------------------------
     def fingerprint(self) -> bytes:
-        """4 bytes that identify this tokenizer's config and codebook; stored in every .vat file."""
-        digest = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode())
+        """4 bytes that identify this tokenizer's config and codebook; stored in every .vat file. The
+        surface level is left out: it changes how a decoder draws the field, not what the tokens mean."""
+        config = {k: v for k, v in self.config.to_dict().items() if k != "surface_logit"}
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
         digest.update(self.quantizer.codebook.weight.detach().to(torch.float16).cpu().numpy().tobytes())
         return digest.digest()[:4]
 
