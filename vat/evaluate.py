@@ -167,7 +167,7 @@ def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | Non
             mesh_points.append(sample_surface(normalize_mesh(mesh)[0], MATCH_SAMPLES * ICP_TARGET_FACTOR, rng)[0])
     ok = [item for item in items if "error" not in item]
     if match and ok:
-        ranks = match_ranks(match_chamfer_matrix(generated_points, mesh_points))
+        ranks = match_ranks(match_chamfer_matrix(generated_points, mesh_points, progress=True))
         for item, rank in zip(ok, ranks):
             item["match_rank"] = int(rank)
     summary = summarize(items)
