@@ -221,6 +221,12 @@ def test_decoder_only_prefix_training_keeps_the_tokens_and_scores_cs_iou(shards,
     assert source.fingerprint() == tuned.fingerprint()
     with pytest.raises(SystemExit):  # argparse: one line, no traceback
         train_tokenizer.main([*grid_args, "--out", str(tmp_path / "c"), "--steps", "1", "--freeze-encoder"])
+    # Without --freeze-encoder, a run that starts quantised from trained weights keeps their codebook
+    # at its first step (no refill from one batch's latents); only the training steps move it.
+    train_tokenizer.main([*grid_args, "--out", str(tmp_path / "d"), "--steps", "1", "--phase1-steps", "0",
+                          "--restart-every", "0", "--lr", "1e-9", "--init-from", str(tmp_path / "a" / train_tokenizer.FINAL)])
+    joint = VAT.from_pretrained(tmp_path / "d" / train_tokenizer.FINAL)
+    torch.testing.assert_close(joint.quantizer.codebook.weight, source.quantizer.codebook.weight, rtol=0, atol=1e-6)
 
 
 def test_forward_decodes_each_shape_from_its_own_scale_prefix():

@@ -423,6 +423,12 @@ def main(argv: list[str] | None = None) -> dict:
             restarted = 0
             if config.freeze_encoder:
                 pass  # the codebook stays as it is: the tokens must keep their meaning
+            elif step == config.phase1_steps == 0 and config.init_from:
+                # Quantised from the first step of a run that starts from trained weights: the codebook
+                # comes with them (refilling it from one batch's latents would throw it away).
+                quantize = True
+                trained = wrap(model, quantize, device)
+                log.info("step 0: quantisation on; codebook as --init-from has it")
             elif step == config.phase1_steps:
                 quantize = True
                 trained = wrap(model, quantize, device)
