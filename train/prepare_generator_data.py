@@ -44,8 +44,8 @@ from tqdm import tqdm
 
 from vat import data
 from vat.errors import VatError
-from vat.models.conditioning import (EFFICIENTNET, ConditionConfig, ConditionEncoders, EfficientNetConfig,
-                                     ImageEncoderConfig, TextEncoderConfig)
+from vat.models.conditioning import (EFFICIENTNET, EFFICIENTNET_STRIDES, ConditionConfig, ConditionEncoders,
+                                     EfficientNetConfig, ImageEncoderConfig, TextEncoderConfig)
 from vat.models.tokenizer import VAT
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # train/common.py, also when imported from elsewhere
@@ -82,6 +82,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.encoders and (args.image_encoder or args.text_encoder):
         p.error("give --encoders or --image-encoder/--text-encoder, not both")
+    if tuple(args.image_strides) not in EFFICIENTNET_STRIDES:
+        p.error(f"--image-strides must be one of {EFFICIENTNET_STRIDES}, got {tuple(args.image_strides)}")
     if args.views < 1 or args.size < 8:
         p.error("--views must be at least 1 and --size at least 8")
     args.workers = args.workers or len(os.sched_getaffinity(0))

@@ -114,6 +114,8 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         self.image_strides = tuple(self.image_strides)
+        if self.image_strides not in conditioning.EFFICIENTNET_STRIDES:
+            raise ValueError(f"image_strides must be one of {conditioning.EFFICIENTNET_STRIDES}, got {self.image_strides}")
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
         if self.conditions not in CONDITIONS:

