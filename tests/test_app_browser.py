@@ -1,6 +1,7 @@
 """The demo in a real browser: headless Debian Chromium driven by Playwright loads the page, uploads an
 example image, presses Generate, waits for the 3D viewer to draw the mesh, moves the scale slider,
-types a scale into the slider's number box (Enter updates the mesh) and saves a screenshot.
+types a scale into the slider's number box (Enter updates the mesh), types the last scale and saves a
+screenshot of the full mesh.
 
 Needs the Debian package `chromium` (`apt-get install -y chromium`); Playwright's own browser
 download (`playwright install`) is never used. The same code makes the README's screenshot:
@@ -95,6 +96,12 @@ def drive_demo(url: str, image: str | Path, screenshot: str | Path, example_name
             number.fill(str(seen["typed"]))
             number.press("Enter")
             seen["typed_readout"] = _readout(page, before=seen["scaled_readout"])
+            # Back to the last scale (the full mesh) for the picture.
+            total = seen["readout"].split(" of ")[1].split(":")[0]
+            number.fill(total)
+            number.press("Enter")
+            seen["final_readout"] = _readout(page, before=seen["typed_readout"])
+            _wait_for_model(page, "#mesh-view")
             page.wait_for_timeout(500)  # let the viewer finish its frame before the picture
             page.screenshot(path=str(screenshot), full_page=True)
         finally:
@@ -124,6 +131,7 @@ def test_generate_and_scrub_in_a_browser(app_url, examples_dir, tmp_path):
     assert 1 <= seen["slider"] < total and seen["scaled_readout"].startswith(f"Scale {seen['slider']} of {total}")
     assert seen["scaled_drawn"] > 0.01
     assert seen["typed_readout"].startswith(f"Scale {seen['typed']} of {total}")
+    assert seen["final_readout"].startswith(f"Scale {total} of {total}")
     assert "How to use:" in seen["header"] and "Model:" in seen["header"]
     with Image.open(shot) as picture:
         assert picture.width == 1400 and picture.height >= 1000

@@ -155,10 +155,20 @@ def test_eval_gen_scores_rendered_meshes(tiny_checkpoint, tmp_path):
     assert summary["match_rate"] == sum(item["match_rank"] == 1 for item in ok) / 2
 
     assert main(["eval-gen", "--meshes", str(meshes), "--checkpoint", str(tiny_checkpoint), "--resolution", "32",
-                 "--limit", "1", "--no-match", "--json", str(out)]) == 0
+                 "--limit", "1", "--no-match", "--cfg", "3", "--cfg-schedule", "constant", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
+    assert result["summary"]["cfg"] == 3.0 and result["summary"]["cfg_schedule"] == "constant"
     assert "match_rate" not in result["summary"] and "match_rank" not in result["items"][0]
     assert "uncond_f_score" in result["summary"]
+
+
+def test_cfg_schedule_choices_are_the_models():
+    from vat.cli import build_parser
+    from vat.models.gpt import CFG_SCHEDULES
+
+    action = next(a for a in build_parser()._subparsers._group_actions[0].choices["generate"]._actions
+                  if a.dest == "cfg_schedule")
+    assert tuple(action.choices) == CFG_SCHEDULES
 
 
 def test_python_dash_m_and_info():

@@ -110,7 +110,8 @@ def bench_image(path: str | None):
 
 
 def _generation_settings(args: argparse.Namespace) -> dict:
-    return dict(cfg=args.cfg, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    return dict(cfg=args.cfg, cfg_schedule=args.cfg_schedule, temperature=args.temperature, top_k=args.top_k,
+                top_p=args.top_p)
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -285,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     def sampling_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--seed", type=int, default=0, help="sampling seed (the same seed gives the same mesh)")
         p.add_argument("--cfg", type=float, default=1.5, help="classifier-free guidance scale (0: off)")
+        p.add_argument("--cfg-schedule", choices=("linear", "constant"), default="linear",
+                       help="guidance per scale: linear (VAR: none at the first scale, --cfg at the last) or "
+                            "constant (--cfg at every scale)")
         p.add_argument("--temperature", type=float, default=1.0)
         p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (0: all)")
         p.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling mass (0: off)")
