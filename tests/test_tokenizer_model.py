@@ -129,6 +129,26 @@ def test_grid_layout_puts_map_neighbours_next_to_each_other_in_space():
     torch.testing.assert_close(xyz[1, 2] - xyz[1, 0], torch.full((8,), 0.25))
 
 
+def test_grid_decoder_levels_are_decoder_only():
+    """grid_up_levels adds finer feature volumes and grid_cubic_levels makes them cubes of cells; the
+    tokens' meaning (the fingerprint) does not depend on either, so a decoder retrained with them
+    keeps the .vat files and a generator trained on the tokens."""
+    model = VAT(MICRO_GRID)  # 4 x 4 x 4 cells: already cubes
+    flat = VAT(dataclasses.replace(MICRO_GRID, num_latents=256, scale_sides=()))  # 8 x 8 x 4 cells
+    z = torch.zeros(1, 256, MICRO_GRID.width)
+    assert [tuple(v.shape[2:]) for v in flat.field.planes(z)] == [(4, 8, 8), (8, 16, 16), (16, 32, 32)]
+    finer = dataclasses.replace(MICRO_GRID, num_latents=256, scale_sides=(), grid_up_levels=3, grid_cubic_levels=True)
+    fine = VAT(finer)
+    levels = fine.field.planes(z)
+    assert [tuple(v.shape[2:]) for v in levels] == [(4, 8, 8), (16, 16, 16), (32, 32, 32), (64, 64, 64)]
+    assert [v.shape[1] for v in levels] == [32, 8, 4, 4]
+    assert fine.field.query(levels, torch.rand(1, 10, 3) - 0.5).shape == (1, 10)
+    fine.load_state_dict({k: v for k, v in flat.state_dict().items() if not k.startswith("field.")}, strict=False)
+    assert fine.fingerprint() == flat.fingerprint() and model.fingerprint() != flat.fingerprint()
+    with pytest.raises(ValueError, match="grid_up_levels"):
+        dataclasses.replace(MICRO_GRID, grid_up_levels=0)
+
+
 def test_grid_encoder_reads_points_locally():
     """Before any training, moving the points of one corner changes the latent cells near that corner
     far more than those of the opposite corner (attention over the cells is the only global path)."""

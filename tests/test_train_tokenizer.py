@@ -208,11 +208,14 @@ def test_decoder_only_prefix_training_keeps_the_tokens_and_scores_cs_iou(shards,
     source = VAT.from_pretrained(tmp_path / "a" / train_tokenizer.FINAL)
     result = train_tokenizer.main([*grid_args, "--out", str(tmp_path / "b"), "--steps", "4", "--val-every", "4",
                                    "--phase1-steps", "0", "--init-from", str(tmp_path / "a" / train_tokenizer.FINAL),
-                                   "--freeze-encoder", "--prefix-share", "0.5", "--lr", "1e-2"])
+                                   "--freeze-encoder", "--prefix-share", "0.5", "--lr", "1e-2",
+                                   "--model-override=grid_up_levels=3", "--model-override=grid_cubic_levels=true"])
     tuned = VAT.from_pretrained(tmp_path / "b" / train_tokenizer.FINAL)
     assert 0.0 <= result["val"]["cs_iou"] <= 1.0 and "iou" in result["val"]
+    assert (tuned.config.grid_up_levels, tuned.config.grid_cubic_levels) == (3, True)  # a finer decoder
     before, after = source.state_dict(), tuned.state_dict()
-    moved = {key.split(".")[0] for key in before if not torch.equal(before[key], after[key])}
+    moved = {key.split(".")[0] for key in before
+             if key not in after or before[key].shape != after[key].shape or not torch.equal(before[key], after[key])}
     assert moved == {"field", "from_latent"}
     torch.manual_seed(0)
     p = torch.rand(2, 128, 3) - 0.5
@@ -221,6 +224,10 @@ def test_decoder_only_prefix_training_keeps_the_tokens_and_scores_cs_iou(shards,
     assert source.fingerprint() == tuned.fingerprint()
     with pytest.raises(SystemExit):  # argparse: one line, no traceback
         train_tokenizer.main([*grid_args, "--out", str(tmp_path / "c"), "--steps", "1", "--freeze-encoder"])
+    with pytest.raises(SystemExit, match="another encoder config or codebook"):  # the tokens would change
+        train_tokenizer.main([*grid_args, "--out", str(tmp_path / "e"), "--steps", "1", "--phase1-steps", "0",
+                              "--init-from", str(tmp_path / "a" / train_tokenizer.FINAL), "--freeze-encoder",
+                              "--model-override=num_frequencies=4"])
     # Without --freeze-encoder, a run that starts quantised from trained weights keeps their codebook
     # at its first step (no refill from one batch's latents); only the training steps move it.
     train_tokenizer.main([*grid_args, "--out", str(tmp_path / "d"), "--steps", "1", "--phase1-steps", "0",

@@ -357,6 +357,9 @@ def main(argv: list[str] | None = None) -> dict:
     model = VAT(model_config)
     if config.init_from and resume is None:
         init_weights(model, config.init_from, "tokenizer")
+        if config.freeze_encoder and VAT.from_pretrained(config.init_from).fingerprint() != model.fingerprint():
+            raise SystemExit(f"--freeze-encoder: {config.init_from} has another encoder config or codebook than "
+                             "this run (a frozen encoder must keep its tokens): use its preset and model overrides")
     model = model.to(device)
     if config.freeze_encoder:  # before the optimizer, which takes the trainable parameters only
         wrap(model, True, device, freeze_encoder=True)

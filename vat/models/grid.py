@@ -66,9 +66,13 @@ class ResBlock3d(nn.Module):
         return x + self.body(x)
 
 
-def level_channels(width: int, plane_channels: int) -> list[int]:
-    """Channels of the latent grid and of the two finer levels (x2 and x4 the latent resolution)."""
-    return [width, 2 * plane_channels, plane_channels]
+def level_channels(width: int, plane_channels: int, up_levels: int = 2) -> list[int]:
+    """Channels of the latent grid and of the `up_levels` finer levels (x2, x4, ... the latent
+    resolution): 2 x plane_channels, plane_channels, then half the level before (at least 4)."""
+    channels = [width, 2 * plane_channels, plane_channels]
+    while len(channels) < up_levels + 1:
+        channels.append(max(4, channels[-1] // 2))
+    return channels[:up_levels + 1]
 
 
 class CellAttention(nn.Module):
@@ -127,18 +131,23 @@ class GridEncoder(nn.Module):
 
 class GridField(nn.Module):
     """Z_hat tokens (map order) -> latent volume -> attention over the cells -> 3D convolutions up to
-    2x and 4x the latent resolution -> the three levels sampled trilinearly at each query,
-    concatenated with the query's Fourier features -> MLP -> occupancy logit."""
+    2x, 4x, ... the latent resolution (config.grid_up_levels; with grid_cubic_levels the first step
+    also doubles z twice, so the fine levels are cubes of cells) -> every level sampled trilinearly at
+    each query, concatenated with the query's Fourier features -> MLP -> occupancy logit."""
 
     def __init__(self, c):
         super().__init__()
-        wide, mid, fine = level_channels(c.width, c.plane_channels)
+        channels = level_channels(c.width, c.plane_channels, c.grid_up_levels)
+        Z, Y, _ = grid_shape(c.num_latents)
+        self.factors = [(2, 2, 2)] * c.grid_up_levels
+        if c.grid_cubic_levels:
+            self.factors[0] = (2 * Y // Z, 2, 2)
         self.attention = CellAttention(c.width, c.heads, c.num_latents, c.decoder_layers)
-        self.latent_block = ResBlock3d(wide)
-        self.up = nn.ModuleList([nn.Sequential(nn.Conv3d(wide, mid, 3, padding=1), ResBlock3d(mid)),
-                                 nn.Sequential(nn.Conv3d(mid, fine, 3, padding=1), ResBlock3d(fine))])
-        self.embed = FourierEmbed(fine, num_frequencies=4)
-        self.mlp = nn.Sequential(nn.Linear(wide + mid + 2 * fine, c.mlp_hidden), nn.GELU(),
+        self.latent_block = ResBlock3d(channels[0])
+        self.up = nn.ModuleList(nn.Sequential(nn.Conv3d(coarse, fine, 3, padding=1), ResBlock3d(fine))
+                                for coarse, fine in zip(channels[:-1], channels[1:]))
+        self.embed = FourierEmbed(c.plane_channels, num_frequencies=4)
+        self.mlp = nn.Sequential(nn.Linear(sum(channels) + c.plane_channels, c.mlp_hidden), nn.GELU(),
                                  nn.Linear(c.mlp_hidden, c.mlp_hidden), nn.GELU(), nn.Linear(c.mlp_hidden, 1))
 
     def planes(self, z_BKC: torch.Tensor) -> list[torch.Tensor]:
@@ -147,8 +156,8 @@ class GridField(nn.Module):
         side = math.isqrt(K)
         v = map_to_volume(z_BKC.transpose(1, 2).reshape(B, C, side, side))
         levels = [self.latent_block(self.attention(v))]
-        for up in self.up:
-            levels.append(up(F.interpolate(levels[-1], scale_factor=2, mode="trilinear", align_corners=False)))
+        for up, factor in zip(self.up, self.factors):
+            levels.append(up(F.interpolate(levels[-1], scale_factor=factor, mode="trilinear", align_corners=False)))
         return levels
 
     def query(self, levels: list[torch.Tensor], points_BN3: torch.Tensor) -> torch.Tensor:

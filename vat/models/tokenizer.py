@@ -24,6 +24,9 @@ COMPRESSIONS = ("in-context", "pooling", "q-former")
 QUANTIZERS = ("vvq", "residual-vq")
 DECODERS = ("triplane", "cross-attention")
 LOCALITIES = ("none", "grid")
+# Config fields that change the decoder only, so a decoder retrained with other values (train_tokenizer
+# --freeze-encoder) keeps the tokens and the fingerprint.
+DECODER_ONLY_FIELDS = ("surface_logit", "grid_up_levels", "grid_cubic_levels")
 
 
 @dataclass
@@ -53,6 +56,12 @@ class TokenizerConfig:
     # num_queries, compression, decoder and triplane_tokens do not apply, and the layers are attention
     # blocks over the latent cells.
     locality: str = "none"
+    # The grid decoder only (locality="grid"): how many x2 upsamplings of the latent volume the queries
+    # sample (2: 16 x 16 x 8 and 32 x 32 x 16 cells for an 8 x 8 x 4 grid; each further level has half
+    # the channels of the one before, at least 4), and whether the first one also doubles z twice so
+    # that every fine level is a cube of cells (16^3, 32^3, ...). Neither changes the tokens.
+    grid_up_levels: int = 2
+    grid_cubic_levels: bool = False
     # The occupancy logit where the surface lies, calibrated on training shapes when a run exports its
     # model (train_tokenizer.calibrate_surface): an under-fitted field sits below 0 on thin parts, and
     # the level that gives the best IoU on training shapes is then below 0. query() returns logits
@@ -70,6 +79,8 @@ class TokenizerConfig:
             if (self.compression, self.decoder) != ("in-context", "triplane"):
                 raise ValueError("the compression and decoder ablations belong to the paper's design (locality='none')")
             grid_shape(self.num_latents)
+            if self.grid_up_levels < 1:
+                raise ValueError(f"grid_up_levels must be at least 1, got {self.grid_up_levels}")
         if self.scale_sides[-1] ** 2 != self.num_latents:
             raise ValueError(f"the last scale ({self.scale_sides[-1]}^2) must hold all {self.num_latents} latents")
 
@@ -302,8 +313,9 @@ class VAT(nn.Module):
     # --- checkpoints -----------------------------------------------------------------------------
     def fingerprint(self) -> bytes:
         """4 bytes that identify this tokenizer's config and codebook; stored in every .vat file. The
-        surface level is left out: it changes how a decoder draws the field, not what the tokens mean."""
-        config = {k: v for k, v in self.config.to_dict().items() if k != "surface_logit"}
+        surface level and the grid decoder's levels are left out: they change how a decoder draws the
+        field, not what the tokens mean."""
+        config = {k: v for k, v in self.config.to_dict().items() if k not in DECODER_ONLY_FIELDS}
         digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
         digest.update(self.quantizer.codebook.weight.detach().to(torch.float16).cpu().numpy().tobytes())
         return digest.digest()[:4]
