@@ -33,6 +33,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vat import data, metrics
+from vat.errors import VatError
 from vat.models.tokenizer import PRESETS, VAT, TokenizerConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # train/common.py, also when imported from elsewhere
@@ -357,7 +358,11 @@ def main(argv: list[str] | None = None) -> dict:
     model = VAT(model_config)
     if config.init_from and resume is None:
         init_weights(model, config.init_from, "tokenizer")
-        if config.freeze_encoder and VAT.from_pretrained(config.init_from).fingerprint() != model.fingerprint():
+        try:
+            source = VAT.from_pretrained(config.init_from) if config.freeze_encoder else None
+        except VatError as exc:  # a folder whose config does not build a tokenizer: one line, no traceback
+            raise SystemExit(f"--init-from {config.init_from}: {exc}") from None
+        if source is not None and source.fingerprint() != model.fingerprint():
             raise SystemExit(f"--freeze-encoder: {config.init_from} has another encoder config or codebook than "
                              "this run (a frozen encoder must keep its tokens): use its preset and model overrides")
     model = model.to(device)
@@ -427,17 +432,16 @@ def main(argv: list[str] | None = None) -> dict:
             restarted = 0
             if config.freeze_encoder:
                 pass  # the codebook stays as it is: the tokens must keep their meaning
-            elif step == config.phase1_steps == 0 and config.init_from:
-                # Quantised from the first step of a run that starts from trained weights: the codebook
-                # comes with them (refilling it from one batch's latents would throw it away).
-                quantize = True
-                trained = wrap(model, quantize, device)
-                log.info("step 0: quantisation on; codebook as --init-from has it")
             elif step == config.phase1_steps:
                 quantize = True
                 trained = wrap(model, quantize, device)
-                restarted = restart_codes(model, ema, batch, config.restart_threshold, everything=True)
-                log.info("step %d: phase 2, quantisation on; codebook filled with encoder latents", step)
+                if step == 0 and config.init_from:
+                    # Quantised from the first step of a run that starts from trained weights: the codebook
+                    # comes with them (refilling it from one batch's latents would throw it away).
+                    log.info("step 0: quantisation on; codebook as --init-from has it")
+                else:
+                    restarted = restart_codes(model, ema, batch, config.restart_threshold, everything=True)
+                    log.info("step %d: phase 2, quantisation on; codebook filled with encoder latents", step)
             elif quantize and config.restart_every and (step - config.phase1_steps) % config.restart_every == 0:
                 restarted = restart_codes(model, ema, batch, config.restart_threshold)
             scales = None
