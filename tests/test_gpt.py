@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from vat.errors import VatError
-from vat.models.gpt import (PRESETS, GeneratorConfig, NextScaleGPT, guidance_weight, top_k_filter,
-                            top_p_filter)
+from vat.models.gpt import (PRESETS, GeneratorConfig, NextScaleGPT, guidance_weight, image_retrieval_losses,
+                            retrieval_scores, top_k_filter, top_p_filter)
 from vat.models.quantizer import MultiScaleQuantizer
 
 MICRO = GeneratorConfig(width=32, depth=2, heads=2, vocabulary=32, latent_channels=8, scale_sides=(1, 2, 3, 4),
                         image_channels=12, image_tokens=5, text_channels=10)
+GLOBAL = dataclasses.replace(MICRO, global_image=True)
 
 
 def micro(config=MICRO, seed=0):
@@ -85,10 +86,15 @@ def test_teacher_forced_logits_shape_and_perturbations():
     for other in (model(image + 1.0, text, x), model(image, text + 1.0, x)):
         for sl in scales:
             assert not torch.allclose(other[:, sl], logits[:, sl], atol=1e-4)
+    for s in (1, 3):  # the first s scales alone: a shorter pass, the same logits
+        torch.testing.assert_close(model(image, text, x, scales=s), logits[:, :scales[s - 1].stop], atol=1e-5, rtol=1e-5)
+    with pytest.raises(VatError, match="scales"):
+        model(image, text, x, scales=len(scales) + 1)
 
 
-def test_kv_cache_logits_equal_the_full_pass_at_every_scale():
-    model, quantizer = micro()
+@pytest.mark.parametrize("config", [MICRO, GLOBAL], ids=["paper", "global_image"])
+def test_kv_cache_logits_equal_the_full_pass_at_every_scale(config):
+    model, quantizer = micro(config)
     image, text = conditions()
     indices, x = ground_truth(quantizer)
     full = model(image, text, x)
@@ -147,11 +153,12 @@ def test_any_combination_of_conditions_samples(use_image, use_text):
     assert all(((i >= 0) & (i < MICRO.vocabulary)).all() for i in out)
 
 
-@pytest.mark.parametrize("cfg, schedule", [(0.0, "linear"), (2.0, "linear"), (3.0, "constant")])
-def test_greedy_sampling_follows_the_guided_teacher_forced_logits(cfg, schedule):
+@pytest.mark.parametrize("cfg, schedule, config", [(0.0, "linear", MICRO), (2.0, "linear", MICRO),
+                                                   (3.0, "constant", MICRO), (2.0, "linear", GLOBAL)])
+def test_greedy_sampling_follows_the_guided_teacher_forced_logits(cfg, schedule, config):
     """Greedy tokens must be the argmax of (1 + w) * cond - w * uncond from the full pass over those
     very tokens; at w = 0 that is the conditional model alone."""
-    model, quantizer = micro()
+    model, quantizer = micro(config)
     image, text = conditions()
     tokens = model.generate(quantizer, image, text, cfg=cfg, cfg_schedule=schedule, top_k=1)
     x = quantizer.teacher_forcing_input(tokens)
@@ -159,6 +166,25 @@ def test_greedy_sampling_follows_the_guided_teacher_forced_logits(cfg, schedule)
     for si, sl in enumerate(scale_slices(MICRO)):
         w = guidance_weight(cfg, si, len(MICRO.scale_sides), schedule)
         assert torch.equal(((1 + w) * cond[:, sl] - w * uncond[:, sl]).argmax(-1), tokens[si])
+
+
+def test_global_image_joins_the_adaln_condition():
+    """global_image: the condition vector that modulates every block (and starts the sequence) depends on
+    the image; in the paper's layout it is the text's alone. Dropping the conditions gives the null vector."""
+    image, text = conditions()
+    other = image.flip(0)
+    paper, _ = micro(MICRO)
+    assert torch.equal(paper.condition(image, text, 2)[1], paper.condition(other, text, 2)[1])
+    model, _ = micro(GLOBAL)
+    cond, moved = model.condition(image, text, 2)[1], model.condition(other, text, 2)[1]
+    assert not torch.allclose(cond, moved, atol=1e-4)
+    dropped = model.condition(image, text, 2, drop_B=torch.tensor([True, False]))[1]
+    torch.testing.assert_close(dropped[0], model.condition(None, None, 1)[1][0])
+    torch.testing.assert_close(dropped[1], cond[1])
+    fresh = NextScaleGPT(GLOBAL)  # zero-initialised: starts as the paper's layout
+    assert torch.equal(fresh.condition(image, text, 2)[1], fresh.condition(other, text, 2)[1])
+    legacy = {k: v for k, v in GLOBAL.to_dict().items() if k != "global_image"}
+    assert GeneratorConfig.from_dict(legacy).global_image is False  # configs saved before the field load
 
 
 def test_guidance_weight_schedules():
@@ -176,6 +202,13 @@ def test_condition_dropout_only_in_training():
     assert not torch.allclose(model(image, text, x), unconditional)
     model.train()
     torch.testing.assert_close(model(image, text, x), unconditional)
+    # text_dropout drops the text alone: the image still counts.
+    model, _ = micro(dataclasses.replace(MICRO, condition_dropout=0.0, text_dropout=1.0))
+    image_only, both = model(image, None, x), model(image, text, x)
+    assert not torch.allclose(both, image_only)
+    model.train()
+    torch.testing.assert_close(model(image, text, x), image_only)
+    assert not torch.allclose(model(image, text, x), model(None, None, x))
 
 
 def test_bad_condition_shapes_are_refused():
@@ -236,6 +269,14 @@ def test_overfit_four_shapes_and_regenerate_them_greedily():
     model.eval()
     generated = torch.cat(model.generate(quantizer, image, top_k=1), dim=1)
     assert (generated == target).float().mean() >= 0.95, loss.item()
+    # Teacher-forced retrieval: each shape's own image explains its tokens best; split over two
+    # "ranks", the matrices add up to the whole; one image for all shapes ties, which counts against.
+    losses = image_retrieval_losses(model, target, x, image)
+    halves = image_retrieval_losses(model, target, x, image, 0, 2) + image_retrieval_losses(model, target, x, image, 1, 2)
+    torch.testing.assert_close(halves, losses)
+    assert retrieval_scores(losses) == {"retrieval_top1": 1.0, "retrieval_rank": 1.0, "retrieval_shapes": 4.0}
+    same = retrieval_scores(image_retrieval_losses(model, target, x, image[:1].expand(4, -1, -1)))
+    assert same["retrieval_top1"] == 0.0 and same["retrieval_rank"] == 4.0
 
 
 def test_config_matches_the_condition_encoders():

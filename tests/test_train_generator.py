@@ -257,10 +257,14 @@ def test_single_process_trains_encoders_and_exports_a_pipeline_folder(inputs, pr
     out = tmp_path / "run"
     summary = train_generator.main(["--data", str(prepared[0]), "--val-data", str(prepared[0]),
                                     "--tokenizer", str(inputs / "tokenizer"), "--out", str(out), "--steps", "3",
-                                    "--val-every", "3", "--train-encoders", *FAST])
+                                    "--val-every", "3", "--train-encoders", *FAST,
+                                    "--model-override", "global_image=true", "--model-override", "text_dropout=0.5"])
     assert summary["step"] == 3 and (summary["image"], summary["text"]) == ("views", "ids")
-    assert {"loss", "loss_mismatched", "acc", "generated_acc",
+    assert {"loss", "loss_mismatched", "loss_image_only", "loss_image_only_mismatched", "acc", "generated_acc",
+            "retrieval_top1", "retrieval_rank", "retrieval_shapes",
             *(f"acc_scale_{s:02d}" for s in range(1, 5))} == set(summary["val"])
+    assert summary["val"]["loss_image_only"] != summary["val"]["loss"]  # the text was left out
+    assert summary["val"]["retrieval_shapes"] == 4 and 1 <= summary["val"]["retrieval_rank"] <= 4
     final = out / train_generator.FINAL
     generator, encoders = NextScaleGPT.from_pretrained(final), ConditionEncoders.from_pretrained(final)
     VAT.from_pretrained(final)
@@ -271,6 +275,7 @@ def test_single_process_trains_encoders_and_exports_a_pipeline_folder(inputs, pr
     for key, value in encoders.image.model.state_dict().items():
         torch.testing.assert_close(value, ema["encoders.image.model." + key], rtol=0, atol=0)
     assert generator.config.width == 32 and generator.config.image_tokens == 65
+    assert generator.config.global_image and generator.config.text_dropout == 0.5
     assert any((out / "tb").iterdir()) and (out / "train_config.json").is_file()
 
 
@@ -369,6 +374,13 @@ def test_resume_continues_from_the_checkpoint(inputs, prepared, tmp_path, one_th
     assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {5}
     with pytest.raises(SystemExit, match="other generator settings"):
         train_generator.main([*args, "--steps", "6", "--model-override", "depth=2"])
+    # A checkpoint written before GeneratorConfig grew a field resumes: the field takes its default.
+    state["generator_config"] = {k: v for k, v in state["generator_config"].items()
+                                 if k not in ("global_image", "text_dropout")}
+    torch.save(state, out / train_generator.CHECKPOINT)
+    assert train_generator.main([*args, "--steps", "6"])["start_step"] == 5
+    with pytest.raises(SystemExit, match="other generator settings"):
+        train_generator.main([*args, "--steps", "7", "--model-override", "global_image=true"])
 
 
 def test_data_of_another_tokenizer_is_refused(inputs, prepared, tmp_path):

@@ -51,7 +51,7 @@ from vat.errors import VatError
 from vat.models import conditioning
 from vat.models.conditioning import (ConditionConfig, ConditionEncoders, EfficientNetConfig, ImageEncoderConfig,
                                      TextEncoderConfig)
-from vat.models.gpt import PRESETS, NextScaleGPT
+from vat.models.gpt import PRESETS, GeneratorConfig, NextScaleGPT, image_retrieval_losses, retrieval_scores
 from vat.models.tokenizer import VAT
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # train/common.py, also when imported from elsewhere
@@ -345,7 +345,7 @@ def freeze_unused(generator: NextScaleGPT, uses_image: bool, uses_text: bool) ->
     generator.text_proj.requires_grad_(uses_text)
     dropout = generator.config.condition_dropout > 0
     generator.null_image.requires_grad_(dropout or not uses_image)
-    generator.null_text.requires_grad_(dropout or not uses_text)
+    generator.null_text.requires_grad_(dropout or generator.config.text_dropout > 0 or not uses_text)
 
 
 def split_scales(tokens_BL: torch.Tensor, tokens_per_scale: tuple[int, ...]) -> list[torch.Tensor]:
@@ -389,27 +389,43 @@ def evaluate(trainee: Trainee, shapes: GeneratorShapes, conditions: Conditions, 
              generate: int, device: torch.device, autocast) -> dict[str, float]:
     """Teacher-forced loss and per-scale token accuracy (no condition dropout: eval mode) over the
     first max_shapes shapes (view 0); the loss with the next shape's conditions instead
-    (loss_mismatched: above `loss` only if the generator reads its conditions); and the token
-    accuracy of greedy sampling (top_k = 1, the default guidance) for the first `generate` of them;
-    averaged over shapes and ranks."""
+    (loss_mismatched: above `loss` only if the generator reads its conditions); with both conditions,
+    the same two with the image alone (loss_image_only, loss_image_only_mismatched: how the demo and
+    eval-gen use it); teacher-forced retrieval of each shape's coarse tokens by its own image among all of
+    them (retrieval_top1, retrieval_rank: see image_retrieval_losses); and the token accuracy of greedy
+    sampling (top_k = 1, the default guidance) for the first `generate` of them; averaged over shapes and ranks."""
     rank, world = rank_of_process(), world_size()
     was_training = trainee.training
     trainee.eval()
     tokens_per_scale = trainee.generator.config.tokens_per_scale
     # accuracy per scale, mismatched loss, accuracy, loss, shapes, accuracy of generation, generated shapes
     sums = torch.zeros(len(tokens_per_scale) + 6, dtype=torch.float64)
+    image_only = torch.zeros(3, dtype=torch.float64)  # loss, mismatched loss, shapes
     count = min(max_shapes, len(shapes))
-    for index in range(rank, count, world):
+    seen = []  # (tokens, teacher-forcing input, image tokens) of every shape, for retrieval
+    for index in range(count):
         item = shapes[index]
         batch = {k: v[None].to(device) for k, v in item.items()}
         tokens_BL = batch.pop("tokens")
         x_BLC = quantizer.teacher_forcing_input(split_scales(tokens_BL, tokens_per_scale))
         kwargs = conditions(batch)
+        if "views" in kwargs or "image_BNC" in kwargs:
+            image = trainee.encoders.encode_images(kwargs["views"]) if "views" in kwargs else kwargs["image_BNC"]
+            seen.append((tokens_BL, x_BLC, image))
+        if index % world != rank:
+            continue
         other = {k: v[None].to(device) for k, v in shapes[(index + 1) % count].items() if k != "tokens"}
         with autocast:
             logits = trainee(x_BLC, **kwargs).float()
             mismatched = trainee(x_BLC, **conditions(other)).float()
         sums[-6] += F.cross_entropy(mismatched.flatten(0, 1), tokens_BL.flatten()).item()
+        if any(k in kwargs for k in ("text_BC", "text_ids")) and any(k in kwargs for k in ("image_BNC", "views")):
+            for i, given in enumerate((kwargs, conditions(other))):
+                alone = {k: v for k, v in given.items() if k not in ("text_BC", "text_ids")}
+                with autocast:
+                    image_logits = trainee(x_BLC, **alone).float()
+                image_only[i] += F.cross_entropy(image_logits.flatten(0, 1), tokens_BL.flatten()).item()
+            image_only[2] += 1
         accuracy, per_scale = token_accuracy(logits, tokens_BL, tokens_per_scale)
         sums[:len(tokens_per_scale)] += torch.tensor(per_scale, dtype=torch.float64)
         sums[-5] += accuracy
@@ -428,10 +444,23 @@ def evaluate(trainee: Trainee, shapes: GeneratorShapes, conditions: Conditions, 
             sums[-1] += 1
     if dist.is_initialized():
         dist.all_reduce(sums)
+        dist.all_reduce(image_only)
+    found = {}
+    if len(seen) > 1:  # teacher-forced retrieval among the validation shapes; ranks split the images
+        tokens_NL, x_NLC, image_NMC = (torch.cat(part) for part in zip(*seen))
+        with autocast:
+            loss_NN = image_retrieval_losses(trainee.generator, tokens_NL, x_NLC, image_NMC, rank, world)
+        if dist.is_initialized():
+            dist.all_reduce(loss_NN)
+        found = retrieval_scores(loss_NN)
     trainee.train(was_training)
     n, g = max(1.0, float(sums[-3])), max(1.0, float(sums[-1]))
     result = {"loss": float(sums[-4]) / n, "loss_mismatched": float(sums[-6]) / n, "acc": float(sums[-5]) / n,
               **{f"acc_scale_{s + 1:02d}": float(sums[s]) / n for s in range(len(tokens_per_scale))}}
+    result.update(found)
+    if image_only[2] > 0:
+        result["loss_image_only"] = float(image_only[0] / image_only[2])
+        result["loss_image_only_mismatched"] = float(image_only[1] / image_only[2])
     if sums[-1] > 0:
         result["generated_acc"] = float(sums[-2]) / g
     return result
@@ -460,9 +489,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     resume = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True) if (out / CHECKPOINT).is_file() else None
     if resume is not None:
+        # Fields added to GeneratorConfig since the checkpoint was written take their defaults there.
+        saved = {"generator_config": GeneratorConfig.from_dict(resume["generator_config"]).to_dict(),
+                 "encoders_config": resume["encoders_config"]}
         for key, now in (("generator_config", generator_config.to_dict()), ("encoders_config", encoders_config)):
             now = json.loads(json.dumps(now))
-            if json.loads(json.dumps(resume[key])) != now:
+            if json.loads(json.dumps(saved[key])) != now:
                 raise SystemExit(f"{out / CHECKPOINT} was trained with other {key.split('_')[0]} settings; "
                                  "use another --out or the same settings")
     if rank == 0:

@@ -41,6 +41,13 @@ class GeneratorConfig:
     image_tokens: int = 257  # DINOv2 ViT-L/14 at 224 px: 16 x 16 patches + CLS
     text_channels: int = 768  # CLIP ViT-L/14 text embedding width
     condition_dropout: float = 0.1  # per sample, in training: both conditions become null (for CFG)
+    # Per sample, in training, independently of condition_dropout: the text alone becomes null, so that the
+    # image-only use (the demo's, eval-gen's) is trained too; 0 (the paper): text and image always come together.
+    text_dropout: float = 0.0
+    # False (the paper): the image reaches the generator only as the attended prefix and the text vector is
+    # the start token and every block's AdaLN condition. True: the mean of the projected image tokens joins
+    # the text vector there as well (VAR's class-embedding path), so every block is modulated by the image.
+    global_image: bool = False
 
     def __post_init__(self):
         self.scale_sides = tuple(self.scale_sides)
@@ -48,8 +55,9 @@ class GeneratorConfig:
             raise ValueError(f"scale sides must be positive and increase strictly, got {self.scale_sides}")
         if self.width % self.heads:
             raise ValueError(f"{self.width} channels do not split into {self.heads} heads")
-        if not 0.0 <= self.condition_dropout <= 1.0:
-            raise ValueError(f"condition_dropout must be in [0, 1], got {self.condition_dropout}")
+        for name in ("condition_dropout", "text_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
     @property
     def tokens_per_scale(self) -> tuple[int, ...]:
@@ -184,6 +192,10 @@ class NextScaleGPT(nn.Module):
         # Stand-ins for a missing or dropped condition; the unconditional half of classifier-free guidance.
         self.null_image = nn.Parameter(torch.randn(c.image_tokens, c.width) * 0.02)
         self.null_text = nn.Parameter(torch.randn(c.width) * 0.02)
+        if c.global_image:  # zero at the start: the model begins as the paper's
+            self.image_global = nn.Linear(c.width, c.width)
+            nn.init.zeros_(self.image_global.weight)
+            nn.init.zeros_(self.image_global.bias)
         self.pos_image = nn.Parameter(torch.randn(c.image_tokens, c.width) * 0.02)
         self.pos_scales = nn.Parameter(torch.randn(sum(c.tokens_per_scale), c.width) * 0.02)
         self.level_embed = nn.Embedding(len(c.scale_sides), c.width)
@@ -208,9 +220,11 @@ class NextScaleGPT(nn.Module):
 
     # --- embeddings --------------------------------------------------------------------------
     def condition(self, image_tokens_BNC: torch.Tensor | None, text_BC: torch.Tensor | None, batch: int,
-                  drop_B: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Image prefix [B, N, W] (with its position embedding) and text vector [B, W];
-        null embeddings where a condition is None or drop_B is True."""
+                  drop_B: torch.Tensor | None = None,
+                  drop_text_B: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image prefix [B, N, W] (with its position embedding) and the condition vector [B, W] (the
+        text's, plus the pooled image with config.global_image); null embeddings where a condition is
+        None or drop_B is True (the text alone where drop_text_B is True)."""
         c = self.config
         if image_tokens_BNC is None:
             image_BNW = self.null_image.expand(batch, -1, -1)
@@ -225,9 +239,13 @@ class NextScaleGPT(nn.Module):
             raise VatError(f"expected a text embedding [{batch}, {c.text_channels}], got {list(text_BC.shape)}")
         else:
             text_BW = self.text_proj(text_BC)
+        if drop_text_B is not None:
+            text_BW = torch.where(drop_text_B[:, None], self.null_text, text_BW)
         if drop_B is not None:
             image_BNW = torch.where(drop_B[:, None, None], self.null_image, image_BNW)
             text_BW = torch.where(drop_B[:, None], self.null_text, text_BW)
+        if c.global_image:
+            text_BW = text_BW + self.image_global(image_BNW.mean(dim=1))
         return image_BNW + self.pos_image, text_BW
 
     def scale_tokens(self, first_scale: int, x_BlC: torch.Tensor | None, text_BW: torch.Tensor) -> torch.Tensor:
@@ -252,19 +270,28 @@ class NextScaleGPT(nn.Module):
 
     # --- training --------------------------------------------------------------------------
     def forward(self, image_tokens_BNC: torch.Tensor | None, text_BC: torch.Tensor | None,
-                x_teacher_BLC: torch.Tensor) -> torch.Tensor:
+                x_teacher_BLC: torch.Tensor, scales: int | None = None) -> torch.Tensor:
         """Teacher-forced logits [B, L, V] for all scales; x_teacher_BLC is [B, L - 1, Cq] from
-        quantizer.teacher_forcing_input. In training each sample loses both conditions with p = condition_dropout."""
+        quantizer.teacher_forcing_input. In training each sample loses both conditions with p = condition_dropout
+        and, independently, the text alone with p = text_dropout. `scales`: the logits of the first
+        `scales` scales only (a shorter, cheaper pass; the same values as the full pass's)."""
         B = x_teacher_BLC.shape[0]
         if x_teacher_BLC.shape[1:] != (sum(self.config.tokens_per_scale) - 1, self.config.latent_channels):
             raise VatError(f"expected teacher-forcing input [B, {sum(self.config.tokens_per_scale) - 1}, "
                            f"{self.config.latent_channels}], got {list(x_teacher_BLC.shape)}")
-        drop_B = None
+        drop_B = drop_text_B = None
         if self.training and self.config.condition_dropout > 0:
             drop_B = torch.rand(B, device=x_teacher_BLC.device) < self.config.condition_dropout
-        image_BNW, text_BW = self.condition(image_tokens_BNC, text_BC, B, drop_B)
+        if self.training and self.config.text_dropout > 0 and text_BC is not None:
+            drop_text_B = torch.rand(B, device=x_teacher_BLC.device) < self.config.text_dropout
+        image_BNW, text_BW = self.condition(image_tokens_BNC, text_BC, B, drop_B, drop_text_B)
+        if scales is not None:
+            if not 1 <= scales <= len(self.config.scale_sides):
+                raise VatError(f"scales must be between 1 and {len(self.config.scale_sides)}, got {scales}")
+            x_teacher_BLC = x_teacher_BLC[:, :sum(self.config.tokens_per_scale[:scales]) - 1]
         x_BTW = torch.cat([image_BNW, self.scale_tokens(0, x_teacher_BLC, text_BW)], dim=1)
-        h_BTW = self._transformer(x_BTW, text_BW, self.attention_mask(), None)
+        T = x_BTW.shape[1]
+        h_BTW = self._transformer(x_BTW, text_BW, self.attention_mask()[:T, :T], None)
         return self._logits(h_BTW[:, self.config.image_tokens:], text_BW)
 
     # --- sampling --------------------------------------------------------------------------
@@ -329,3 +356,35 @@ class NextScaleGPT(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "NextScaleGPT":
         return load_weights(directory, "generator", lambda d: cls(GeneratorConfig.from_dict(d)))
+
+
+@torch.no_grad()
+def image_retrieval_losses(generator: NextScaleGPT, tokens_NL: torch.Tensor, x_NLC: torch.Tensor,
+                           image_NMC: torch.Tensor, rank: int = 0, world: int = 1,
+                           scales: int | None = None) -> torch.Tensor:
+    """[N, N] float64: entry (i, j) is the mean loss of shape i's tokens of the first `scales` scales
+    (default: those of the first quarter of the sequence, the coarse shape) given image j alone, text null
+    (teacher forcing with x_NLC from quantizer.teacher_forcing_input). Columns j = rank, rank + world, ...
+    are filled, the rest left 0, so that processes can split the images and sum the matrices."""
+    tokens_per_scale, n = generator.config.tokens_per_scale, len(tokens_NL)
+    if scales is None:
+        scales = max([1] + [s for s in range(1, len(tokens_per_scale) + 1)
+                            if sum(tokens_per_scale[:s]) <= sum(tokens_per_scale) / 4])
+    prefix = sum(tokens_per_scale[:scales])
+    loss_NN = torch.zeros(n, n, dtype=torch.float64, device=tokens_NL.device)
+    for j in range(rank, n, world):
+        logits = generator(image_NMC[j:j + 1].expand(n, -1, -1), None, x_NLC, scales=scales).float()
+        loss_NN[:, j] = F.cross_entropy(logits.flatten(0, 1), tokens_NL[:, :prefix].flatten(),
+                                        reduction="none").view(n, prefix).mean(1).double()
+    return loss_NN
+
+
+def retrieval_scores(loss_NN: torch.Tensor) -> dict[str, float]:
+    """From image_retrieval_losses: the share of shapes whose own image gives their tokens a strictly lower
+    loss than every other image (retrieval_top1; chance 1/N) and the own image's mean rank (retrieval_rank,
+    1 = best, ties counted against it): how much the generator's distribution depends on the image, free
+    of sampling noise."""
+    own_N = loss_NN.diagonal()
+    ahead_N = (loss_NN <= own_N[:, None]).sum(1) - 1  # other images at least as good as the own one
+    return {"retrieval_top1": float((ahead_N == 0).double().mean()), "retrieval_rank": float(ahead_N.double().mean() + 1),
+            "retrieval_shapes": float(len(loss_NN))}
