@@ -361,11 +361,13 @@ class NextScaleGPT(nn.Module):
 @torch.no_grad()
 def image_retrieval_losses(generator: NextScaleGPT, tokens_NL: torch.Tensor, x_NLC: torch.Tensor,
                            image_NMC: torch.Tensor, rank: int = 0, world: int = 1,
-                           scales: int | None = None) -> torch.Tensor:
+                           scales: int | None = None, chunk: int = 32) -> torch.Tensor:
     """[N, N] float64: entry (i, j) is the mean loss of shape i's tokens of the first `scales` scales
     (default: those of the first quarter of the sequence, the coarse shape) given image j alone, text null
     (teacher forcing with x_NLC from quantizer.teacher_forcing_input). Columns j = rank, rank + world, ...
-    are filled, the rest left 0, so that processes can split the images and sum the matrices."""
+    are filled, the rest left 0, so that processes can split the images and sum the matrices. Call it on
+    a generator in eval mode (training mode would drop conditions). Shapes go through in chunks of
+    `chunk`, which bounds the logits held at once."""
     tokens_per_scale, n = generator.config.tokens_per_scale, len(tokens_NL)
     if scales is None:
         scales = max([1] + [s for s in range(1, len(tokens_per_scale) + 1)
@@ -373,9 +375,11 @@ def image_retrieval_losses(generator: NextScaleGPT, tokens_NL: torch.Tensor, x_N
     prefix = sum(tokens_per_scale[:scales])
     loss_NN = torch.zeros(n, n, dtype=torch.float64, device=tokens_NL.device)
     for j in range(rank, n, world):
-        logits = generator(image_NMC[j:j + 1].expand(n, -1, -1), None, x_NLC, scales=scales).float()
-        loss_NN[:, j] = F.cross_entropy(logits.flatten(0, 1), tokens_NL[:, :prefix].flatten(),
-                                        reduction="none").view(n, prefix).mean(1).double()
+        for a in range(0, n, chunk):
+            b = min(n, a + chunk)
+            logits = generator(image_NMC[j:j + 1].expand(b - a, -1, -1), None, x_NLC[a:b], scales=scales).float()
+            loss_NN[a:b, j] = F.cross_entropy(logits.flatten(0, 1), tokens_NL[a:b, :prefix].flatten(),
+                                              reduction="none").view(b - a, prefix).mean(1).double()
     return loss_NN
 
 
@@ -386,5 +390,5 @@ def retrieval_scores(loss_NN: torch.Tensor) -> dict[str, float]:
     of sampling noise."""
     own_N = loss_NN.diagonal()
     ahead_N = (loss_NN <= own_N[:, None]).sum(1) - 1  # other images at least as good as the own one
-    return {"retrieval_top1": float((ahead_N == 0).double().mean()), "retrieval_rank": float(ahead_N.double().mean() + 1),
-            "retrieval_shapes": float(len(loss_NN))}
+    return {"retrieval_top1": float((ahead_N == 0).double().mean()),
+            "retrieval_rank": float(ahead_N.double().mean() + 1), "retrieval_shapes": float(len(loss_NN))}
