@@ -409,9 +409,10 @@ def evaluate(trainee: Trainee, shapes: GeneratorShapes, conditions: Conditions, 
         tokens_BL = batch.pop("tokens")
         x_BLC = quantizer.teacher_forcing_input(split_scales(tokens_BL, tokens_per_scale))
         kwargs = conditions(batch)
-        if "views" in kwargs or "image_BNC" in kwargs:
-            image = trainee.encoders.encode_images(kwargs["views"]) if "views" in kwargs else kwargs["image_BNC"]
-            seen.append((tokens_BL, x_BLC, image))
+        has_image = "views" in kwargs or "image_BNC" in kwargs
+        image_BNC = trainee.encoders.encode_images(kwargs["views"]) if "views" in kwargs else kwargs.get("image_BNC")
+        if has_image:
+            seen.append((tokens_BL, x_BLC, image_BNC))
         if index % world != rank:
             continue
         other = {k: v[None].to(device) for k, v in shapes[(index + 1) % count].items() if k != "tokens"}
@@ -419,7 +420,7 @@ def evaluate(trainee: Trainee, shapes: GeneratorShapes, conditions: Conditions, 
             logits = trainee(x_BLC, **kwargs).float()
             mismatched = trainee(x_BLC, **conditions(other)).float()
         sums[-6] += F.cross_entropy(mismatched.flatten(0, 1), tokens_BL.flatten()).item()
-        if any(k in kwargs for k in ("text_BC", "text_ids")) and any(k in kwargs for k in ("image_BNC", "views")):
+        if has_image and any(k in kwargs for k in ("text_BC", "text_ids")):
             for i, given in enumerate((kwargs, conditions(other))):
                 alone = {k: v for k, v in given.items() if k not in ("text_BC", "text_ids")}
                 with autocast:
@@ -432,10 +433,7 @@ def evaluate(trainee: Trainee, shapes: GeneratorShapes, conditions: Conditions, 
         sums[-4] += F.cross_entropy(logits.flatten(0, 1), tokens_BL.flatten()).item()
         sums[-3] += 1
         if index < generate:
-            image_BNC = kwargs.get("image_BNC")
-            text_BC = kwargs.get("text_BC")
-            if "views" in kwargs:
-                image_BNC = trainee.encoders.encode_images(kwargs["views"])
+            text_BC = kwargs.get("text_BC")  # image_BNC: encoded above
             if "text_ids" in kwargs:
                 text_BC = trainee.encoders.encode_text_ids(kwargs["text_ids"])
             with autocast:
