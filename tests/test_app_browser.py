@@ -6,7 +6,7 @@ screenshot of the full mesh.
 Needs the Debian package `chromium` (`apt-get install -y chromium`); Playwright's own browser
 download (`playwright install`) is never used. The same code makes the README's screenshot:
 
-    python tests/test_app_browser.py --checkpoint checkpoints --image examples/X.png --out docs/demo.png
+    python tests/test_app_browser.py --checkpoint checkpoints --image examples/X.png --out docs/app.png --seed 0
 """
 
 from __future__ import annotations
@@ -56,11 +56,12 @@ def _readout(page, before: str | None = None) -> str:
 
 
 def drive_demo(url: str, image: str | Path, screenshot: str | Path, example_name: str | None = None,
-               after_generate=None) -> dict:
+               after_generate=None, seed: int | None = None) -> dict:
     """Drive the demo at `url` in headless Chromium; writes a full-page PNG to `screenshot` and
     returns what it saw (the header, readouts before and after moving the slider and after typing a
     scale, drawn share of the viewer).
-    `after_generate()`, if given, is called once the mesh is shown (the tab is still open)."""
+    `after_generate()`, if given, is called once the mesh is shown (the tab is still open). `seed`:
+    untick "Randomise seed" and generate with this one (a reproducible picture)."""
     from playwright.sync_api import sync_playwright
 
     seen = {}
@@ -78,6 +79,11 @@ def drive_demo(url: str, image: str | Path, screenshot: str | Path, example_name
                 page.locator(f"img[src$='{example_name}']").first.wait_for(timeout=TIMEOUT_MS)
             page.locator("#input-image input[type=file]").set_input_files(str(image))
             page.locator("#model-input img").wait_for(timeout=TIMEOUT_MS)  # the preprocessed preview
+            if seed is not None:
+                page.get_by_text("Sampling", exact=True).click()
+                page.get_by_label("Randomise seed").uncheck()
+                page.get_by_label("Seed", exact=True).fill(str(seed))
+                page.get_by_text("Sampling", exact=True).click()  # closed again, as a visitor sees it
             page.locator("#generate-button").click()
             seen["readout"] = _readout(page)
             seen["drawn"] = _wait_for_model(page, "#mesh-view")
@@ -148,12 +154,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image", required=True, help="the image to upload")
     parser.add_argument("--examples", default=str(app.EXAMPLES_DIR))
     parser.add_argument("--out", required=True, help="where to write the PNG")
+    parser.add_argument("--seed", type=int, help="generate with this seed (default: the demo's random one)")
     args = parser.parse_args(argv)
     demo = app.build_demo(args.checkpoint, args.examples)
     port = free_port()
     app.serve(demo, port=port, prevent_thread_lock=True)
     try:
-        seen = drive_demo(f"http://127.0.0.1:{port}/", args.image, args.out)
+        seen = drive_demo(f"http://127.0.0.1:{port}/", args.image, args.out, seed=args.seed)
     finally:
         demo.close()
     print(f"{args.out}: {seen['readout']} / after the slider: {seen['scaled_readout']}")

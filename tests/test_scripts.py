@@ -4,11 +4,13 @@ import runpy
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import draw_object_image
 from PIL import Image
 
 from vat.errors import VatError
+from vat.geometry.inside import contains
 from vat.geometry.io import export_mesh
 from vat.geometry.procedural import random_shape
 
@@ -51,3 +53,21 @@ def test_coarse_to_fine_of_a_mesh(tiny_checkpoint, tmp_path):
     assert Image.open(tmp_path / "fig.png").size[1] == 60
     with pytest.raises(SystemExit):
         run_script("-o", tmp_path / "x.png")  # neither an image nor a mesh
+
+
+def test_test_shapes_encode_decode_and_score(tiny_checkpoint, tmp_path):
+    """scripts/test_shapes.py: both shapes are written watertight, go through the codec and get scored."""
+    script = SCRIPT.parent / "test_shapes.py"
+    namespace = runpy.run_path(str(script))
+    shapes = namespace["test_shapes"]()
+    assert set(shapes) == {"icosphere", "box-with-hole"} and all(m.is_watertight for m in shapes.values())
+    # The hole goes through: a vertical line through the centre stays outside the solid.
+    inside = contains(shapes["box-with-hole"], np.array([[0.0, 0.0, -0.15], [0.0, 0.0, 0.0], [0.0, 0.0, 0.15],
+                                                         [0.25, 0.25, 0.0]]))
+    assert inside.tolist() == [False, False, False, True]
+    scores = namespace["main"](["--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "out"),
+                                "--resolution", "32", "--json", str(tmp_path / "scores.json")])
+    assert set(scores) == set(shapes) and all(0.0 <= s["f_score"] <= 1.0 for s in scores.values())
+    for name in shapes:
+        assert (tmp_path / "out" / f"{name}.vat").stat().st_size == scores[name]["bytes"]
+        assert (tmp_path / "out" / f"{name}-decoded.ply").is_file()

@@ -66,6 +66,14 @@ def test_save_load_round_trip_and_fingerprint(tmp_path):
     assert loaded.fingerprint() == model.fingerprint()
     torch.manual_seed(123)
     assert VAT(MICRO).fingerprint() != model.fingerprint()
+    # Calibrated surface levels travel with the folder (a JSON list back to a tuple) and leave the tokens' meaning.
+    model.config.surface_logits = tuple(-0.1 * s for s in range(len(MICRO.scale_sides)))
+    model.save_pretrained(tmp_path / "levels")
+    loaded = VAT.from_pretrained(tmp_path / "levels")
+    assert loaded.config.surface_logits == pytest.approx(model.config.surface_logits)
+    assert loaded.fingerprint() == model.fingerprint()
+    with pytest.raises(ValueError, match="one level per scale"):
+        dataclasses.replace(MICRO, surface_logits=(0.0,))
 
 
 def test_mismatched_checkpoint_is_a_clear_error(tmp_path):

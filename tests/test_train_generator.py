@@ -381,6 +381,12 @@ def test_resume_continues_from_the_checkpoint(inputs, prepared, tmp_path, one_th
     assert train_generator.main([*args, "--steps", "6"])["start_step"] == 5
     with pytest.raises(SystemExit, match="other generator settings"):
         train_generator.main([*args, "--steps", "7", "--model-override", "global_image=true"])
+    # One written by a newer version (a field this one does not know): a clear refusal, nothing overwritten.
+    state["generator_config"]["from_the_future"] = 1
+    torch.save(state, out / train_generator.CHECKPOINT)
+    with pytest.raises(SystemExit, match="cannot read.*from_the_future"):
+        train_generator.main([*args, "--steps", "7"])
+    assert torch.load(out / train_generator.CHECKPOINT, weights_only=True)["generator_config"]["from_the_future"] == 1
 
 
 def test_data_of_another_tokenizer_is_refused(inputs, prepared, tmp_path):

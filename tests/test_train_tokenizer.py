@@ -12,7 +12,7 @@ import pytest
 from conftest import load_script
 import torch
 
-from vat.models.tokenizer import VAT
+from vat.models.tokenizer import VAT, TokenizerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "train" / "train_tokenizer.py"
@@ -258,24 +258,62 @@ def test_forward_decodes_each_shape_from_its_own_scale_prefix():
     assert not torch.allclose(mixed[0], full[0], atol=1e-3)
 
 
-def test_surface_level_is_fitted_on_training_shapes_and_moves_with_the_field(shards, tmp_path, one_thread):
-    """The exported model's surface level is the logit whose sign gives the best IoU on training
-    shapes: raising every logit by 1 raises the level by 1, and query() thresholds at it."""
+def test_surface_levels_are_fitted_on_training_shapes_per_prefix_and_move_with_the_field(shards, tmp_path,
+                                                                                         one_thread):
+    """The exported model's surface levels are the logits whose sign gives the best IoU on training
+    shapes, one per decoded prefix of scales: raising every logit by 1 raises each level by 1, and
+    query() thresholds a prefix's field at its own level."""
     torch.manual_seed(0)
     args = ["--data", str(shards), "--out", str(tmp_path / "run"), "--steps", "3", "--calibrate-shapes", "4", *FAST]
     train_tokenizer.main(args)
     model = VAT.from_pretrained(tmp_path / "run" / train_tokenizer.FINAL)
     shapes = train_tokenizer.ShapeSamples(shards, 128, 128, 128)
-    level = train_tokenizer.calibrate_surface(model, shapes, 4, torch.device("cpu"), bf16=False, quantized=True)
-    assert -3 <= level <= 3 and model.config.surface_logit == pytest.approx(level, abs=0.051)
+    levels = train_tokenizer.calibrate_surface(model, shapes, 4, torch.device("cpu"), bf16=False, quantized=True)
+    assert len(levels) == len(model.config.scale_sides) and all(-3 <= v <= 3 for v in levels)
+    assert model.config.surface_logits == pytest.approx(levels, abs=0.051)
+    assert model.config.surface_logit == pytest.approx(levels[-1], abs=0.051)
     with torch.no_grad():
         model.field.mlp[-1].bias += 1.0
     shifted = train_tokenizer.calibrate_surface(model, shapes, 4, torch.device("cpu"), bf16=False, quantized=True)
-    assert shifted == pytest.approx(level + 1.0, abs=0.051)
+    assert shifted == pytest.approx([v + 1.0 for v in levels], abs=0.051)
+    assert len(train_tokenizer.calibrate_surface(model, shapes, 4, torch.device("cpu"), bf16=False,
+                                                 quantized=False)) == 1
+    model.config.surface_logits = tuple(float(s) for s in range(1, len(levels) + 1))  # distinct, to tell them apart
     p = torch.rand(1, 128, 3) - 0.5
-    planes = model.decode_indices(model.encode(p, p))
-    raw = model.field.query(planes, p)
-    torch.testing.assert_close(model.query(planes, p), raw - model.config.surface_logit)
+    indices = model.encode(p, p)
+    for s in (1, len(indices) // 2, len(indices)):
+        planes = model.decode_indices(indices[:s])
+        torch.testing.assert_close(model.query(planes, p, s), model.field.query(planes, p) - s)
+    torch.testing.assert_close(model.query(planes, p), model.field.query(planes, p) - len(indices))
+    with pytest.raises(ValueError, match="scales"):
+        model.surface_level(len(indices) + 1)
+    model.config.surface_logits = ()
+    torch.testing.assert_close(model.query(planes, p, 1), model.field.query(planes, p) - model.config.surface_logit)
+
+
+def test_calibrate_tokenizer_fits_levels_of_a_trained_folder_and_keeps_its_tokens(shards, tmp_path, one_thread):
+    """train/calibrate_tokenizer.py: per-prefix levels into a copy of the folder (or in place); the
+    weights file and the fingerprint stay the same, the source folder is untouched by --out."""
+    calibrate = load_script("calibrate_tokenizer")
+    torch.manual_seed(0)
+    source = tmp_path / "model"
+    model = VAT(TokenizerConfig(**{k: int(v) for k, v in (o.removeprefix("--model-override=").split("=")
+                                                          for o in MICRO_MODEL)}))
+    model.save_pretrained(source)
+    (source / "generator_config.json").write_text("{}\n")  # other parts of a checkpoint folder come along
+    before = (source / "tokenizer_config.json").read_text()
+    levels = calibrate.main(["--checkpoint", str(source), "--data", str(shards), "--shapes", "3",
+                             "--out", str(tmp_path / "copy")])
+    copy = VAT.from_pretrained(tmp_path / "copy")
+    assert len(levels) == len(copy.config.scale_sides) and copy.config.surface_logits == pytest.approx(levels)
+    assert copy.config.surface_logit == pytest.approx(levels[-1]) and copy.fingerprint() == model.fingerprint()
+    assert (tmp_path / "copy" / "tokenizer.safetensors").read_bytes() == (source / "tokenizer.safetensors").read_bytes()
+    assert (tmp_path / "copy" / "generator_config.json").is_file()
+    assert (source / "tokenizer_config.json").read_text() == before
+    assert calibrate.main(["--checkpoint", str(source), "--data", str(shards), "--shapes", "3"]) == levels
+    assert VAT.from_pretrained(source).config.surface_logits == pytest.approx(levels)
+    with pytest.raises(SystemExit, match="no tokenizer"):
+        calibrate.main(["--checkpoint", str(tmp_path), "--data", str(shards)])
 
 
 def test_learning_curves_train_arms_and_draw_them(shards, tmp_path, one_thread):

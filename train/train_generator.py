@@ -488,8 +488,12 @@ def main(argv: list[str] | None = None) -> dict:
     resume = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True) if (out / CHECKPOINT).is_file() else None
     if resume is not None:
         # Fields added to GeneratorConfig since the checkpoint was written take their defaults there.
-        saved = {"generator_config": GeneratorConfig.from_dict(resume["generator_config"]).to_dict(),
-                 "encoders_config": resume["encoders_config"]}
+        try:
+            saved_generator = GeneratorConfig.from_dict(resume["generator_config"]).to_dict()
+        except (TypeError, ValueError) as exc:  # a field this version does not know, or a bad value
+            raise SystemExit(f"{out / CHECKPOINT} holds a generator config this version cannot read ({exc}); "
+                             "use another --out or the version that wrote it") from exc
+        saved = {"generator_config": saved_generator, "encoders_config": resume["encoders_config"]}
         for key, now in (("generator_config", generator_config.to_dict()), ("encoders_config", encoders_config)):
             now = json.loads(json.dumps(now))
             if json.loads(json.dumps(saved[key])) != now:

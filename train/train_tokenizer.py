@@ -79,7 +79,7 @@ class TrainConfig:
     val_every: int = 2_000
     val_shapes: int = 64  # at most this many validation shapes
     save_every: int = 1_000
-    calibrate_shapes: int = 64  # the exported model's surface level is fitted on this many training shapes (0: none)
+    calibrate_shapes: int = 64  # the exported model's surface levels are fitted on this many training shapes (0: none)
     snapshot_every: int = 0  # also keep the EMA model of every N-th step in OUT/snapshots/step-N (learning curves)
     log_every: int = 20
     workers: int = 2  # data loader processes per rank
@@ -136,7 +136,8 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
         ("restart_threshold", float, "usage below which a code is dead"),
         ("precision", str, "auto | bf16 | fp32 (auto: bf16 autocast on CUDA and CPU)"),
         ("max_shapes", int, "train on the first N shapes only (0: all)"),
-        ("calibrate_shapes", int, "fit the exported model's surface level on N training shapes (0: keep logit 0)"),
+        ("calibrate_shapes", int, "fit the exported model's surface levels (one per decoded prefix of scales) "
+                                  "on N training shapes (0: keep logit 0)"),
         ("snapshot_every", int, "keep the EMA model every N steps in OUT/snapshots (0: never)"),
         ("fresh_shapes", int, "hold 10%% of each shape's queries out of training; score N training shapes on them"),
         ("prefix_share", float, "phase 2: share of shapes decoded from a random prefix of the scales (coarse to fine)"),
@@ -311,27 +312,34 @@ def evaluate(model: VAT, shapes: ShapeSamples, max_shapes: int, device: torch.de
 
 @torch.no_grad()
 def calibrate_surface(model: VAT, shapes: ShapeSamples, max_shapes: int, device: torch.device, bf16: bool,
-                      quantized: bool) -> float:
-    """The logit level whose sign gives the best mean IoU over the fresh queries (all stored ones when
-    none are reserved) of the first `max_shapes` training shapes: the surface the exported model
-    extracts. Fitted on training shapes only, never on held-out ones. Same on every rank."""
+                      quantized: bool) -> list[float]:
+    """The logit levels whose sign gives the best mean IoU over the fresh queries (all stored ones when
+    none are reserved) of `max_shapes` training shapes spread evenly over the set: the surfaces the
+    exported model extracts. Quantised: one level per decoded prefix (entry s - 1: the first s scales,
+    the last: all of them); otherwise one level for the unquantised field. Fitted on training shapes
+    only, never on held-out ones. Same on every rank."""
     was_training = model.training
     model.eval()
     levels = torch.arange(-3.0, 3.0001, 0.05)
     fresh = shapes.fresh_queries()
-    ious = []
-    for index in range(min(max_shapes, len(shapes))):
-        points, normals, queries, labels = scoring_tensors(shapes, index, fresh, device)
+    ious = []  # per shape: [prefixes, levels]
+    for index in np.unique(np.linspace(0, len(shapes) - 1, min(max_shapes, len(shapes))).round().astype(int)):
+        points, normals, queries, labels = scoring_tensors(shapes, int(index), fresh, device)
         inside = labels > 0.5
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(points, normals, queries, quantize=quantized)["logits"][0].float()
-        pred_LQ = logits[None] > levels.to(device)[:, None]
-        intersection, union = (pred_LQ & inside).sum(1), (pred_LQ | inside).sum(1)
+            if quantized:
+                indices = model.encode(points, normals)
+                logits = [model.field.query(model.decode_indices(indices[:s]), queries)[0].float()
+                          for s in range(1, len(indices) + 1)]
+            else:
+                logits = [model(points, normals, queries, quantize=False)["logits"][0].float()]
+        pred_PLQ = torch.stack(logits)[:, None] > levels.to(device)[None, :, None]
+        intersection, union = (pred_PLQ & inside).sum(2), (pred_PLQ | inside).sum(2)
         ious.append(torch.where(union > 0, intersection / union.clamp(min=1), 1.0).cpu())
     model.train(was_training)
     if not ious:
-        return 0.0
-    return float(levels[torch.stack(ious).mean(0).argmax()])
+        return [0.0]
+    return [round(float(levels[i]), 4) for i in torch.stack(ious).mean(0).argmax(1)]  # float32 steps of 0.05
 
 
 # ---------------------------------------------------------------------------- the run
@@ -491,10 +499,13 @@ def main(argv: list[str] | None = None) -> dict:
         if val_shapes is not None or config.fresh_shapes:
             val_result = validate(start_step)
     if config.calibrate_shapes:
-        level = calibrate_surface(ema.module, shapes, config.calibrate_shapes, device, bf16,
-                                  quantized=max(start_step, config.steps) > config.phase1_steps)
-        ema.module.config.surface_logit = level  # the exported copy only: training keeps raw logits
-        log.info("surface level fitted on %d training shapes: logit %.2f", min(config.calibrate_shapes, len(shapes)), level)
+        levels = calibrate_surface(ema.module, shapes, config.calibrate_shapes, device, bf16,
+                                   quantized=max(start_step, config.steps) > config.phase1_steps)
+        # The exported copy only: training keeps raw logits.
+        ema.module.config.surface_logit = levels[-1]
+        ema.module.config.surface_logits = tuple(levels) if len(levels) > 1 else ()
+        log.info("surface levels fitted on %d training shapes: logit %s (per decoded prefix of scales)",
+                 min(config.calibrate_shapes, len(shapes)), " ".join(f"{v:.2f}" for v in levels))
     if rank == 0:
         export(out / FINAL, ema.module)
         log.info("wrote the EMA model to %s", out / FINAL)

@@ -111,7 +111,7 @@ class MeshCodec:
             out = []
             for start in range(0, len(points_N3), QUERY_BATCH):
                 chunk = torch.as_tensor(points_N3[start:start + QUERY_BATCH], dtype=torch.float32, device=self.device)
-                out.append(self.tokenizer.query(planes, chunk[None])[0].float().cpu().numpy())
+                out.append(self.tokenizer.query(planes, chunk[None], scales)[0].float().cpu().numpy())
             return np.concatenate(out) if out else np.zeros(0, np.float32)
 
         return logits

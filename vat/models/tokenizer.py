@@ -26,7 +26,7 @@ DECODERS = ("triplane", "cross-attention")
 LOCALITIES = ("none", "grid")
 # Config fields that change the decoder only, so a decoder retrained with other values (train_tokenizer
 # --freeze-encoder) keeps the tokens and the fingerprint.
-DECODER_ONLY_FIELDS = ("surface_logit", "grid_up_levels", "grid_cubic_levels")
+DECODER_ONLY_FIELDS = ("surface_logit", "surface_logits", "grid_up_levels", "grid_cubic_levels")
 
 
 @dataclass
@@ -67,9 +67,16 @@ class TokenizerConfig:
     # the level that gives the best IoU on training shapes is then below 0. query() returns logits
     # relative to it, so every consumer (extraction, IoU) thresholds at 0; training sees raw logits.
     surface_logit: float = 0.0
+    # The same per decoded prefix: entry s - 1 is the level of a field decoded from the first s scales (a
+    # coarse prefix is a blurrier field whose best level lies lower); empty: surface_logit for every prefix.
+    surface_logits: tuple[float, ...] = ()
 
     def __post_init__(self):
         self.scale_sides = tuple(self.scale_sides) or default_scale_sides(self.num_latents)
+        self.surface_logits = tuple(float(v) for v in self.surface_logits)
+        if self.surface_logits and len(self.surface_logits) != len(self.scale_sides):
+            raise ValueError(f"surface_logits needs one level per scale ({len(self.scale_sides)}), "
+                             f"got {len(self.surface_logits)}")
         for name, value, allowed in (("compression", self.compression, COMPRESSIONS),
                                      ("quantizer", self.quantizer, QUANTIZERS), ("decoder", self.decoder, DECODERS),
                                      ("locality", self.locality, LOCALITIES)):
@@ -275,9 +282,20 @@ class VAT(nn.Module):
         """Everything of the decoder that does not depend on the query points (computed once per shape)."""
         return self.field.planes(self.from_latent(z_hat_BKC))
 
-    def query(self, planes: list[torch.Tensor], points_BN3: torch.Tensor) -> torch.Tensor:
-        """Occupancy logits [B, N] at points [B, N, 3], relative to the calibrated surface level."""
-        return self.field.query(planes, points_BN3) - self.config.surface_logit
+    def surface_level(self, scales: int | None = None) -> float:
+        """The calibrated surface logit of a field decoded from the first `scales` scales (None: all)."""
+        levels = self.config.surface_logits
+        if not levels:
+            return self.config.surface_logit
+        scales = len(levels) if scales is None else scales
+        if not 1 <= scales <= len(levels):
+            raise ValueError(f"scales must be between 1 and {len(levels)}, got {scales}")
+        return levels[scales - 1]
+
+    def query(self, planes: list[torch.Tensor], points_BN3: torch.Tensor, scales: int | None = None) -> torch.Tensor:
+        """Occupancy logits [B, N] at points [B, N, 3], relative to the calibrated surface level of planes
+        decoded from the first `scales` scales (None: all of them)."""
+        return self.field.query(planes, points_BN3) - self.surface_level(scales)
 
     def forward(self, points_BN3, normals_BN3, queries_BQ3, quantize: bool = True,
                 scales_B: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
