@@ -58,8 +58,8 @@ def _readout(page, before: str | None = None) -> str:
 def drive_demo(url: str, image: str | Path, screenshot: str | Path, example_name: str | None = None,
                after_generate=None, seed: int | None = None) -> dict:
     """Drive the demo at `url` in headless Chromium; writes a full-page PNG to `screenshot` and
-    returns what it saw (the header, readouts before and after moving the slider and after typing a
-    scale, drawn share of the viewer).
+    returns what it saw (the header, the generation info, readouts before and after moving the slider
+    and after typing a scale, drawn share of the viewer).
     `after_generate()`, if given, is called once the mesh is shown (the tab is still open). `seed`:
     untick "Randomise seed" and generate with this one (a reproducible picture)."""
     from playwright.sync_api import sync_playwright
@@ -86,6 +86,7 @@ def drive_demo(url: str, image: str | Path, screenshot: str | Path, example_name
                 page.get_by_text("Sampling", exact=True).click()  # closed again, as a visitor sees it
             page.locator("#generate-button").click()
             seen["readout"] = _readout(page)
+            seen["info"] = page.locator("#generate-info").inner_text()
             seen["drawn"] = _wait_for_model(page, "#mesh-view")
             if after_generate is not None:
                 after_generate()
@@ -122,7 +123,7 @@ def test_generate_and_scrub_in_a_browser(app_url, examples_dir, tmp_path):
     shot = tmp_path / "demo.png"
     before = set(app.OUTPUT_ROOT.iterdir())
     written = []  # the files of this browser's session, while its tab is open
-    seen = drive_demo(app_url, examples_dir / "red-disc.png", shot, example_name="red-disc.png",
+    seen = drive_demo(app_url, examples_dir / "red-disc.png", shot, example_name="red-disc.png", seed=4321,
                       after_generate=lambda: written.extend(f for d in set(app.OUTPUT_ROOT.iterdir()) - before
                                                             for f in d.glob("*.glb")))
     assert len(written) == 1 and written[0].name.startswith("generated-")
@@ -132,6 +133,7 @@ def test_generate_and_scrub_in_a_browser(app_url, examples_dir, tmp_path):
             break
         time.sleep(0.25)
     assert not written[0].parent.exists(), "the closed session's files are still there"
+    assert seen["info"].startswith("Seed 4321 ")  # "Randomise seed" unticked, the typed seed used
     total = int(seen["readout"].split(" of ")[1].split(":")[0])
     assert total > 2 and seen["drawn"] > 0.01
     assert 1 <= seen["slider"] < total and seen["scaled_readout"].startswith(f"Scale {seen['slider']} of {total}")
