@@ -165,6 +165,27 @@ def test_export_meshes_writes_the_prepared_shapes_oriented(prepared, tmp_path):
     assert export_meshes.file_name("sweethome3d/KatorLegaz/a b", ".ply") == "sweethome3d_KatorLegaz_a_b.ply"
 
 
+def test_validation_split_is_a_stable_share_of_ids():
+    ids = [f"sweethome3d/Library/piece{i}" for i in range(6000)]
+    chosen = [i for i in ids if data.in_validation(i)]
+    assert abs(len(chosen) / len(ids) - data.VALIDATION_SHARE) < 0.015
+    assert chosen == [i for i in ids if data.in_validation(i)]  # the same every time (a hash, no random state)
+    assert sum(data.in_validation(i, share=0.5) for i in ids) / len(ids) == pytest.approx(0.5, abs=0.03)
+    assert not any(data.in_validation(i, share=0.0) for i in ids)
+
+
+def test_export_meshes_of_the_validation_split_only(prepared, tmp_path, monkeypatch):
+    export_meshes = load_script("export_meshes")
+    shards, _ = prepared
+    records = list(data.iter_shards(shards))
+    monkeypatch.setattr(data, "in_validation", lambda shape_id: shape_id == records[-1]["id"])
+    assert export_meshes.main(["--data", str(shards), "--out", str(tmp_path / "val"), "--validation"])["written"] == 1
+    assert [p.name for p in (tmp_path / "val").iterdir()] == [export_meshes.file_name(records[-1]["id"], ".ply")]
+    monkeypatch.setattr(data, "in_validation", lambda shape_id: False)
+    with pytest.raises(SystemExit, match="no shapes of the validation split"):
+        export_meshes.main(["--data", str(shards), "--out", str(tmp_path / "none"), "--validation"])
+
+
 def test_export_meshes_applies_the_catalogue_rotation(tmp_path):
     export_meshes = load_script("export_meshes")
     catalogues = tmp_path / "furniture"

@@ -11,7 +11,8 @@ from PIL import Image
 
 from vat.errors import VatError
 from vat.geometry.inside import contains
-from vat.geometry.io import export_mesh
+from vat.geometry.io import export_mesh, load_mesh
+from vat.metrics import compare_meshes
 from vat.geometry.procedural import random_shape
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "coarse_to_fine.py"
@@ -70,4 +71,11 @@ def test_test_shapes_encode_decode_and_score(tiny_checkpoint, tmp_path):
     assert set(scores) == set(shapes) and all(0.0 <= s["f_score"] <= 1.0 for s in scores.values())
     for name in shapes:
         assert (tmp_path / "out" / f"{name}.vat").stat().st_size == scores[name]["bytes"]
-        assert (tmp_path / "out" / f"{name}-decoded.ply").is_file()
+        # Scored in the protocol's frame: the written shape is in the unit cube, and comparing the written
+        # files as `vat compare` does (normalising by the shape) gives the script's number.
+        written, decoded = (load_mesh(tmp_path / "out" / f"{name}{suffix}.ply") for suffix in ("", "-decoded"))
+        np.testing.assert_allclose(written.bounds.sum(0), 0.0, atol=1e-6)
+        assert np.ptp(written.bounds, axis=0).max() == pytest.approx(1.0)
+        by_hand = compare_meshes(written, decoded)
+        assert by_hand["chamfer"] == pytest.approx(scores[name]["chamfer"], rel=0.02)
+        assert by_hand["f_score"] == pytest.approx(scores[name]["f_score"], abs=0.02)

@@ -389,6 +389,31 @@ def test_resume_continues_from_the_checkpoint(inputs, prepared, tmp_path, one_th
     assert torch.load(out / train_generator.CHECKPOINT, weights_only=True)["generator_config"]["from_the_future"] == 1
 
 
+def test_hold_out_validation_leaves_the_split_out_of_training(inputs, prepared, tmp_path, monkeypatch, one_thread):
+    """--hold-out-validation drops the shapes of vat.data.in_validation from training, and each kept
+    shape still gets its own tokens and features."""
+    from vat import data
+
+    every = train_generator.GeneratorShapes(prepared[0], "features", "features", view=0)
+    ids = [r["id"] for r in every.records]
+    held = set(ids[1::2])
+    kept = train_generator.GeneratorShapes(prepared[0], "features", "features", view=0, exclude=held.__contains__)
+    assert [r["id"] for r in kept.records] == [i for i in ids if i not in held]
+    for i, record in enumerate(kept.records):
+        for key, value in kept[i].items():
+            torch.testing.assert_close(value, every[ids.index(record["id"])][key], rtol=0, atol=0)
+    args = ["--data", str(prepared[0]), "--tokenizer", str(inputs / "tokenizer"), "--steps", "1", *FAST,
+            "--encoders", str(inputs / "encoders"), "--no-augment"]
+    monkeypatch.setattr(data, "in_validation", held.__contains__)
+    assert train_generator.main([*args, "--out", str(tmp_path / "a")])["train_shapes"] == len(ids)
+    summary = train_generator.main([*args, "--out", str(tmp_path / "b"), "--hold-out-validation"])
+    assert summary["train_shapes"] == len(ids) - len(held)
+    assert json.loads((tmp_path / "b" / "train_config.json").read_text())["train"]["hold_out_validation"] is True
+    monkeypatch.setattr(data, "in_validation", lambda shape_id: True)
+    with pytest.raises(SystemExit, match="outside the validation split"):
+        train_generator.main([*args, "--out", str(tmp_path / "c"), "--hold-out-validation"])
+
+
 def test_data_of_another_tokenizer_is_refused(inputs, prepared, tmp_path):
     torch.manual_seed(1)
     VAT(MICRO_TOKENIZER).save_pretrained(tmp_path / "other")

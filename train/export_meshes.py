@@ -5,6 +5,8 @@ piece's catalogue rotation applied), so the evaluation commands read exactly the
     python train/export_meshes.py --data /data/vat/heldout --out /data/vat/heldout-meshes/textured --textured
     vat eval-recon --meshes /data/vat/heldout-meshes/geometry --json recon.json
     vat eval-gen --meshes /data/vat/heldout-meshes/textured --json gen.json
+The validation split of the training libraries (for choosing sampling settings off the test split):
+    python train/export_meshes.py --data /data/vat/train/sh3d --out /data/vat/val-meshes/textured --textured --validation
 
 Geometry only (default): one binary PLY per shape (its size is the "input mesh bytes" of the
 compression ratio). --textured: one GLB per shape with its materials and textures (what the
@@ -42,12 +44,19 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", required=True, type=Path, help="folder for the mesh files")
     p.add_argument("--textured", action="store_true", help="GLB with materials instead of geometry-only PLY")
     p.add_argument("--limit", type=int, help="only the first N shapes (in shard order)")
+    p.add_argument("--validation", action="store_true",
+                   help="only the validation split's shapes (vat.data.in_validation; train_generator.py "
+                        "--hold-out-validation leaves them out of training)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("trimesh").setLevel(logging.WARNING)
     records = [r for path in data.list_chunks(args.data) for r in data.chunk_records(path) if r["ok"]]
     if not records:
         raise SystemExit(f"{args.data} holds no prepared shapes")
+    if args.validation:
+        records = [r for r in records if data.in_validation(r["id"])]
+        if not records:
+            raise SystemExit(f"{args.data} holds no shapes of the validation split")
     records = records[:args.limit] if args.limit else records
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = ".glb" if args.textured else ".ply"

@@ -74,6 +74,9 @@ class TrainConfig:
     out: str  # run folder: checkpoint, tb/, final/
     tokenizer: str  # the tokenizer checkpoint the data was prepared with
     val_data: str | None = None  # held-out folder of train/prepare_generator_data.py
+    # Leave the validation split (vat.data.in_validation: a fixed 1/12 of every source) out of training,
+    # so sampling settings can be chosen on its shapes (train/export_meshes.py --validation), not on the test split.
+    hold_out_validation: bool = False
     preset: str = "tiny"  # generator size, a key of vat.models.gpt.PRESETS
     model_overrides: dict = field(default_factory=dict)  # GeneratorConfig fields replaced in the preset
     encoders: str = "tiny"  # a key of vat.models.conditioning.PRESETS, or a ConditionEncoders folder
@@ -157,6 +160,8 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
     model.add_argument("--augment", action=argparse.BooleanOptionalAction,
                        help="scale/shift jitter and background colour on the training views (default: on)")
     model.add_argument("--allow-download", action="store_true", help="fetch missing hub weights (needs internet)")
+    run.add_argument("--hold-out-validation", action="store_true",
+                     help="leave the validation split's shapes out of training (choose sampling settings on them)")
     add_options(optim, (("label_smoothing", float, "cross-entropy label smoothing"),
                         ("precision", str, "auto | bf16 | fp32 (auto: bf16 autocast on CUDA and CPUs with bf16)")))
     add_options(run, (("val_generate", int, "of which N are sampled greedily"),))
@@ -239,8 +244,9 @@ class GeneratorShapes(torch.utils.data.Dataset):
     run on."""
 
     def __init__(self, directory: str | os.PathLike, image: str | None, text: str | None, tokenize=None,
-                 view: int | None = None, augment: bool = False):
-        """image: "features" (cached), "views" (renders) or None; text: "features", "ids" or None."""
+                 view: int | None = None, augment: bool = False, exclude=None):
+        """image: "features" (cached), "views" (renders) or None; text: "features", "ids" or None;
+        exclude: a predicate on shape ids whose shapes are left out."""
         manifest = read_manifest(directory)
         self.views = manifest["views"]
         self.augment = augment and image == "views"
@@ -251,11 +257,13 @@ class GeneratorShapes(torch.utils.data.Dataset):
         self.chunks = data.list_chunks(directory)
         self.records, self._index = [], []
         for c, path in enumerate(self.chunks):
-            ok = [r for r in data.chunk_records(path) if r["ok"]]
-            self.records.extend(ok)
-            self._index.extend((c, row) for row in range(len(ok)))
+            ok = [(row, r) for row, r in enumerate(r for r in data.chunk_records(path) if r["ok"])
+                  if exclude is None or not exclude(r["id"])]
+            self.records.extend(r for _, r in ok)
+            self._index.extend((c, row) for row, _ in ok)
         if not self.records:
-            raise SystemExit(f"{directory} holds no shapes of train/prepare_generator_data.py")
+            raise SystemExit(f"{directory} holds no shapes of train/prepare_generator_data.py" +
+                             (" outside the validation split" if exclude is not None else ""))
         self.image, self.text, self.tokenize, self.view = image, text, tokenize, view
         self.keys = ["tokens"] + {"features": ["image_features"], "views": ["views"]}.get(image, []) + \
             (["masks"] if self.augment else []) + (["text_features"] if text == "features" else [])
@@ -517,7 +525,8 @@ def main(argv: list[str] | None = None) -> dict:
     image_source, text_source = condition_sources(encoders, manifest, config.uses_image, config.uses_text,
                                                   config.augment)
     tokenize = encoders.tokenize if text_source == "ids" else None
-    shapes = GeneratorShapes(config.data, image_source, text_source, tokenize, augment=config.augment)
+    shapes = GeneratorShapes(config.data, image_source, text_source, tokenize, augment=config.augment,
+                             exclude=data.in_validation if config.hold_out_validation else None)
     val_shapes = None
     if config.val_data:
         val_manifest = read_manifest(config.val_data)
@@ -532,6 +541,8 @@ def main(argv: list[str] | None = None) -> dict:
                                          pin_memory=device.type == "cuda", persistent_workers=config.workers > 0)
     conditions = Conditions(encoders, config.train_encoders)
     trained_params = sum(p.numel() for p in trainee.parameters() if p.requires_grad)
+    if config.hold_out_validation:
+        log.info("the validation split (%.0f%% of every source) is left out of training", 100 * data.VALIDATION_SHARE)
     log.info("%d training shapes, %d ranks x %d per step, %.2fM trained parameters, image %s%s, text %s, device %s",
              len(shapes), world, config.batch_size, trained_params / 1e6, image_source,
              " (augmented)" if shapes.augment else "", text_source, device)
@@ -613,7 +624,8 @@ def main(argv: list[str] | None = None) -> dict:
     del wrapped, batches, loader  # before finish_run: see there
     finish_run(writer)
     return {"start_step": start_step, "step": max(start_step, config.steps), "val": val_result,
-            "replica_digests": digests, "image": image_source, "augment": shapes.augment, "text": text_source}
+            "replica_digests": digests, "image": image_source, "augment": shapes.augment, "text": text_source,
+            "train_shapes": len(shapes)}
 
 
 if __name__ == "__main__":

@@ -194,6 +194,18 @@ class SampleConfig:
     timeout: float = 600.0  # seconds per mesh; 0 disables
 
 
+# A validation split inside the training libraries, for choosing what the held-out test split must not
+# choose (sampling settings, checkpoints): a fixed share of every source, picked by a hash of the shape's
+# id, so it is the same on every machine and after data is made again.
+VALIDATION_SHARE = 1 / 12
+
+
+def in_validation(item_id: str, share: float = VALIDATION_SHARE) -> bool:
+    """Whether a shape belongs to the validation split (about `share` of any set of ids)."""
+    digest = hashlib.sha256(f"validation:{item_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") < share * 2 ** 64
+
+
 def item_seed(item_id: str, base_seed: int = 0) -> int:
     """A 63-bit seed from the item's id, so a mesh gets the same samples in any run or shard."""
     digest = hashlib.sha256(f"{base_seed}:{item_id}".encode()).digest()
