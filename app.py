@@ -618,8 +618,10 @@ def decode_tokens(checkpoint: str, indices: list, scales: int, resolution: int, 
 
 @on_gpu
 def encode_mesh(checkpoint: str, mesh):
-    """vat.pipeline.MeshCodec.encode: the mesh's tokens and .vat bytes."""
-    return models_for(checkpoint).codec().encode(mesh)
+    """vat.pipeline.MeshCodec.encode (with the encoder-side search `vat encode` uses): tokens and .vat bytes."""
+    from vat.pipeline import DEFAULT_SEARCH
+
+    return models_for(checkpoint).codec().encode(mesh, search=DEFAULT_SEARCH)
 
 
 # ---------------------------------------------------------------------------- the demo

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vat.geometry.io import load_mesh  # noqa: E402
 from vat.geometry.render import composite_on_white, render_view  # noqa: E402
 from vat.errors import VatError  # noqa: E402
-from vat.pipeline import Generation, MeshCodec, Pipeline  # noqa: E402
+from vat.pipeline import DEFAULT_SEARCH, Generation, MeshCodec, Pipeline  # noqa: E402
 
 
 def tile(panels: list[tuple[Image.Image, str]], size: int) -> Image.Image:
@@ -41,7 +41,7 @@ def first_panel(args) -> tuple[list[tuple[Image.Image, str]], Generation]:
         codec = MeshCodec.from_pretrained(args.checkpoint)
         mesh = load_mesh(args.mesh)
         first = render_view(mesh, args.azimuth, args.elevation, args.size)
-        result = Generation(indices=codec.encode(mesh).indices, codec=codec, seed=0, settings={}, timings={},
+        result = Generation(indices=codec.encode(mesh, search=DEFAULT_SEARCH).indices, codec=codec, seed=0, settings={}, timings={},
                             resolution=args.resolution)
         return [(Image.fromarray(composite_on_white(first.rgba)), "input mesh")], result
     result = Pipeline.from_pretrained(args.checkpoint).generate(image=args.image, seed=args.seed, cfg=args.cfg,

@@ -22,7 +22,7 @@ import trimesh
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vat.geometry.io import normalize_mesh  # noqa: E402
 from vat.metrics import compare_meshes  # noqa: E402
-from vat.pipeline import MeshCodec  # noqa: E402
+from vat.pipeline import DEFAULT_SEARCH, MeshCodec  # noqa: E402
 
 
 def test_shapes() -> dict[str, trimesh.Trimesh]:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     for name, shape in test_shapes().items():
         mesh, _ = normalize_mesh(shape)
         mesh.export(out / f"{name}.ply")
-        encoded = codec.encode(mesh)
+        encoded = codec.encode(mesh, search=DEFAULT_SEARCH)  # as `vat encode` does
         (out / f"{name}.vat").write_bytes(encoded.data)
         decoded = codec.decode_mesh(codec.read(encoded.data), resolution=args.resolution)
         decoded.export(out / f"{name}-decoded.ply")

@@ -93,6 +93,7 @@ def test_bench_generation(tiny_checkpoint, tmp_path):
     assert codec["bytes"] == header + -(-tokenizer.tokens_per_shape * tokenizer.bits_per_token // 8)
     assert codec["faces"] > 0
     assert summary["encode_s"] == codec["encode_s"] > 0 and summary["decode_s"] == codec["decode_s"] > 0
+    assert summary["encode_one_s"] == codec["encode_one_s"] > 0 and codec["search"] > 1
 
 
 def test_generate_writes_mesh_and_tokens(tiny_checkpoint, tmp_path, capsys):

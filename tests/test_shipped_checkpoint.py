@@ -64,3 +64,26 @@ def test_generator_follows_its_input(pipeline):
     meshes = [pipeline.generate(image=Image.open(ROOT / "examples" / f"{name}.png"), seed=0, resolution=64).mesh()
               for name in ("VW-new-beetle", "bar-stool")]
     assert compare_meshes(*meshes, normalize="each")["f_score"] < 0.5
+
+
+def test_encoder_search_keeps_the_candidate_that_decodes_closest(pipeline):
+    """MeshCodec.encode(search=K) encodes K samplings of the surface and keeps the tokens whose decoded
+    occupancy has the highest IoU with the mesh's own at the search's points (its own seed): the choice
+    is one of the single-sampling encodings, the best of them by that IoU, and the candidates differ."""
+    import numpy as np
+
+    from vat.errors import VatError
+    from vat.geometry.io import normalize_mesh
+    from vat.metrics import iou, protocol_queries
+    from vat.pipeline import SEARCH_QUERIES, SEARCH_SEED_OFFSET
+
+    codec, mesh = pipeline.codec, random_shape(3).mesh
+    normalized, _ = normalize_mesh(mesh)
+    queries = protocol_queries(normalized, *SEARCH_QUERIES, seed=SEARCH_SEED_OFFSET)
+    singles = [codec.encode(mesh, seed=k) for k in range(4)]
+    scores = [iou(codec.occupancy_fn(e.indices)(queries["points"]) > 0, queries["inside"]) for e in singles]
+    assert len({e.data for e in singles}) > 1 and len(set(scores)) > 1
+    searched = codec.encode(mesh, search=4)
+    assert searched.data == singles[int(np.argmax(scores))].data and len(searched.data) == 875
+    with pytest.raises(VatError, match="search"):
+        codec.encode(mesh, search=0)

@@ -28,6 +28,14 @@ def _mesh_output(path: str) -> str:
     return path
 
 
+def _search_option(parser: argparse.ArgumentParser) -> None:
+    from vat.pipeline import DEFAULT_SEARCH
+
+    parser.add_argument("--search", type=int, default=DEFAULT_SEARCH, metavar="K",
+                        help="encode K samplings of the surface and keep the tokens that decode closest to the mesh "
+                             f"(default {DEFAULT_SEARCH}; 1: one sampling, fastest)")
+
+
 def _write_json(path: str | None, summary: dict, items: list[dict]) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +84,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                   {"bench": "codec", "weights": weights, "mesh": args.mesh or "procedural shape 0", **codec}]
         summary.update(kv_cache_speedup=sampling["kv_cache_speedup"], sample_cached_s=sampling["sample_cached_s"],
                        sample_uncached_s=sampling["sample_uncached_s"], image_to_mesh_s=end_to_end["image_to_mesh_s"],
-                       encode_s=codec["encode_s"], decode_s=codec["decode_s"], weights=weights)
+                       encode_s=codec["encode_s"], encode_one_s=codec["encode_one_s"], decode_s=codec["decode_s"],
+                       weights=weights)
     if args.soak:
         if not APP.is_file():
             raise VatError(f"the soak launches the demo, {APP}, which is not there (run it from a clone of the "
@@ -160,7 +169,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
     codec = _codec(args)
     mesh = load_mesh(args.mesh)
-    encoded = codec.encode(mesh, scales=args.scales, seed=args.seed)
+    encoded = codec.encode(mesh, scales=args.scales, seed=args.seed, search=args.search)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(encoded.data)
@@ -191,7 +200,7 @@ def _cmd_eval_recon(args: argparse.Namespace) -> int:
     from vat.evaluate import evaluate_reconstruction
 
     result = evaluate_reconstruction(_codec(args), args.meshes, limit=args.limit, resolution=args.resolution,
-                                     baselines=not args.no_baselines, seed=args.seed)
+                                     baselines=not args.no_baselines, seed=args.seed, search=args.search)
     for key, value in result["summary"].items():
         print(f"{key:16s} {value:.4f}" if isinstance(value, float) else f"{key:16s} {value}")
     _write_json(args.json, result["summary"], result["items"])
@@ -278,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUT.vat")
     p.add_argument("--scales", type=int, help="store only the first S scales (smaller, coarser)")
     p.add_argument("--seed", type=int, default=0, help="seed of the surface sampling")
+    _search_option(p)
     p = add("decode", ".vat token file -> mesh", _cmd_decode)
     p.add_argument("vat_file", metavar="IN.vat")
     p.add_argument("-o", "--output", required=True, metavar="OUT.{glb,obj,stl,ply}", type=_mesh_output)
@@ -307,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--meshes", required=True, metavar="DIR", help="folder of meshes (recursive)")
     p.add_argument("--limit", type=int, help="evaluate only the first N meshes (sorted by path)")
     p.add_argument("--resolution", type=int, default=256, help="marching-cubes grid (protocol: 256)")
+    _search_option(p)
     p.add_argument("--no-baselines", action="store_true", help="skip Draco and voxel")
     p.add_argument("--seed", type=int, default=0)
     p = add("eval-gen", "render a view of each mesh, generate from it, ICP-align, F-score and Chamfer; the "

@@ -33,12 +33,12 @@ def mesh_files(directory: str | os.PathLike, limit: int | None = None) -> list[P
 
 
 def reconstruction_item(codec: MeshCodec, path: Path, resolution: int = 256, baselines: bool = True,
-                        seed: int = 0) -> dict:
+                        seed: int = 0, search: int = 1) -> dict:
     """Every protocol number for one mesh: Acc, IoU, Near-Acc, CS-IoU, Chamfer, F-score, bytes,
     ratio, and the baselines' F-score and bytes at the tokenizer's byte budget."""
     start = time.perf_counter()
     mesh, _ = normalize_mesh(load_mesh(path))
-    encoded = codec.encode(mesh, seed=seed)
+    encoded = codec.encode(mesh, seed=seed, search=search)
     queries, near = protocol_queries(mesh, seed=seed), near_queries(mesh, seed=seed)
     ious = []
     for s in range(1, codec.num_scales + 1):
@@ -85,15 +85,17 @@ def summarize(items: list[dict]) -> dict:
 
 
 def evaluate_reconstruction(codec: MeshCodec, directory: str | os.PathLike, limit: int | None = None,
-                            resolution: int = 256, baselines: bool = True, seed: int = 0) -> dict:
+                            resolution: int = 256, baselines: bool = True, seed: int = 0, search: int = 1) -> dict:
+    """eval-recon: every mesh of `directory` encoded (with `search` candidates, MeshCodec.encode), decoded
+    and scored; the summary holds the means and the search used."""
     items = []
     for path in tqdm(mesh_files(directory, limit), desc="eval-recon", unit="mesh"):
         try:
-            items.append(reconstruction_item(codec, path, resolution, baselines, seed))
+            items.append(reconstruction_item(codec, path, resolution, baselines, seed, search))
         except VatError as exc:  # a bad mesh or an empty decode: record it, go on
             log.warning("%s: %s", path, exc)
             items.append({"mesh": str(path), "error": str(exc)})
-    return {"summary": summarize(items), "items": items}
+    return {"summary": {**summarize(items), "search": search}, "items": items}
 
 
 # Generation protocol: one view per mesh from the paper's orbit (render_views with this seed, the

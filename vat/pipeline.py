@@ -20,6 +20,12 @@ from vat.geometry.sampling import sample_surface
 from vat.models.tokenizer import VAT
 
 QUERY_BATCH = 65_536
+# Encoder-side search (MeshCodec.encode(search=K)): the candidates are checked against the mesh's own
+# inside/outside at this many uniform and near-surface points, drawn from seed + SEARCH_SEED_OFFSET (never
+# the evaluation protocol's queries of the same seed).
+SEARCH_QUERIES = (10_000, 10_000)
+DEFAULT_SEARCH = 8  # what `vat encode`, `vat eval-recon` and the demo use (the library's default is 1: fast)
+SEARCH_SEED_OFFSET = 0x5EA4C4
 
 
 def resolve_checkpoint(checkpoint: str | os.PathLike) -> Path:
@@ -80,17 +86,40 @@ class MeshCodec:
             raise VatError(f"scale must be between 1 and {available}, got {scales}")
         return scales
 
-    def encode(self, mesh: trimesh.Trimesh, scales: int | None = None, seed: int = 0) -> Encoded:
+    def encode(self, mesh: trimesh.Trimesh, scales: int | None = None, seed: int = 0, search: int = 1) -> Encoded:
         """Tokens of `mesh` (any placement; it is normalised first) and its .vat bytes.
-        `scales` keeps only the first scales: a smaller file of a coarser shape."""
+        `scales` keeps only the first scales: a smaller file of a coarser shape.
+        `search` > 1: encode that many samplings of the surface (seeds seed, seed + 1, ...) and keep the
+        tokens whose decoded occupancy agrees best (IoU) with the mesh's own inside/outside at points
+        drawn for this check (SEARCH_QUERIES, their own seed): the encoder has the mesh, so it can try
+        its candidates as a video encoder tries its modes. Same file size, slower encoding."""
+        if search < 1:
+            raise VatError(f"search must be at least 1, got {search}")
         scales = self._check_scales(scales, self.num_scales)
         normalized, _ = normalize_mesh(mesh)
-        points, normals = sample_surface(normalized, self.config.num_points, seed)
+        samples = [sample_surface(normalized, self.config.num_points, seed + k) for k in range(search)]
         to = dict(device=self.device, dtype=torch.float32)
-        idx = self.tokenizer.encode(torch.as_tensor(points, **to)[None], torch.as_tensor(normals, **to)[None])
-        indices = [i[0].cpu().numpy() for i in idx[:scales]]
+        idx = self.tokenizer.encode(torch.as_tensor(np.stack([p for p, _ in samples]), **to),
+                                    torch.as_tensor(np.stack([n for _, n in samples]), **to))[:scales]
+        best = self._best_candidate(normalized, idx, scales, seed) if search > 1 else 0
+        indices = [i[best].cpu().numpy() for i in idx]
         data = encode_tokens(indices, self.config.scale_sides, self.config.bits_per_token, self.fingerprint)
         return Encoded(indices, data)
+
+    @torch.no_grad()
+    def _best_candidate(self, normalized: trimesh.Trimesh, idx: list[torch.Tensor], scales: int, seed: int) -> int:
+        """The candidate (row of idx) whose decoded occupancy has the highest IoU with the mesh's."""
+        from vat.metrics import iou, protocol_queries
+
+        queries = protocol_queries(normalized, *SEARCH_QUERIES, seed=seed + SEARCH_SEED_OFFSET)
+        points = torch.as_tensor(queries["points"], dtype=torch.float32, device=self.device)
+        scores = []
+        for k in range(idx[0].shape[0]):
+            candidate = self.tokenizer.decode_indices([i[k:k + 1] for i in idx])
+            inside = torch.cat([self.tokenizer.query(candidate, points[None, start:start + QUERY_BATCH], scales)[0] > 0
+                                for start in range(0, len(points), QUERY_BATCH)])
+            scores.append(iou(inside.cpu().numpy(), queries["inside"]))
+        return int(np.argmax(scores))
 
     def read(self, data: bytes) -> list[np.ndarray]:
         """Token indices from .vat bytes made by this tokenizer (CodecError otherwise)."""
