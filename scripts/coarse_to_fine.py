@@ -41,8 +41,8 @@ def first_panel(args) -> tuple[list[tuple[Image.Image, str]], Generation]:
         codec = MeshCodec.from_pretrained(args.checkpoint)
         mesh = load_mesh(args.mesh)
         first = render_view(mesh, args.azimuth, args.elevation, args.size)
-        result = Generation(indices=codec.encode(mesh, search=DEFAULT_SEARCH).indices, codec=codec, seed=0, settings={}, timings={},
-                            resolution=args.resolution)
+        indices = codec.encode(mesh, search=DEFAULT_SEARCH).indices  # as `vat encode` does
+        result = Generation(indices=indices, codec=codec, seed=0, settings={}, timings={}, resolution=args.resolution)
         return [(Image.fromarray(composite_on_white(first.rgba)), "input mesh")], result
     result = Pipeline.from_pretrained(args.checkpoint).generate(image=args.image, seed=args.seed, cfg=args.cfg,
                                                                 resolution=args.resolution)
