@@ -112,13 +112,8 @@ class MeshCodec:
         from vat.metrics import iou, protocol_queries
 
         queries = protocol_queries(normalized, *SEARCH_QUERIES, seed=seed + SEARCH_SEED_OFFSET)
-        points = torch.as_tensor(queries["points"], dtype=torch.float32, device=self.device)
-        scores = []
-        for k in range(idx[0].shape[0]):
-            candidate = self.tokenizer.decode_indices([i[k:k + 1] for i in idx])
-            inside = torch.cat([self.tokenizer.query(candidate, points[None, start:start + QUERY_BATCH], scales)[0] > 0
-                                for start in range(0, len(points), QUERY_BATCH)])
-            scores.append(iou(inside.cpu().numpy(), queries["inside"]))
+        scores = [iou(self.occupancy_fn([i[k].cpu().numpy() for i in idx], scales)(queries["points"]) > 0,
+                      queries["inside"]) for k in range(idx[0].shape[0])]
         return int(np.argmax(scores))
 
     def read(self, data: bytes) -> list[np.ndarray]:
