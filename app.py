@@ -316,6 +316,16 @@ class Models:
         folder = Path(self.checkpoint)
         return title or (folder.resolve().name if folder.is_dir() else self.checkpoint)
 
+    def sampling(self) -> dict:
+        """The generator's default sampling settings (vat.pipeline.read_sampling: the checkpoint's
+        sampling_config.json, else the library's defaults); no weights loaded."""
+        from vat.pipeline import SAMPLING_DEFAULTS, read_sampling
+
+        try:
+            return read_sampling(self.folder())
+        except VatError:  # no folder, or a broken file: loading the pipeline says so
+            return dict(SAMPLING_DEFAULTS)
+
     def num_scales(self) -> int | None:
         """The tokenizer's number of scales, from its config (no weights loaded); None without one."""
         from vat.models.tokenizer import TokenizerConfig
@@ -663,21 +673,24 @@ class Demo:
         return done.image, _method_note(done.method)
 
     @handler
-    def generate(self, image, text: str = "", seed: float | None = 0, guidance_scale: float = 1.5,
-                 temperature: float = 1.0, top_k: float = 0, top_p: float = 0.0,
+    def generate(self, image, text: str = "", seed: float | None = 0, guidance_scale: float | None = None,
+                 temperature: float | None = None, top_k: float | None = None, top_p: float | None = None,
                  resolution: str = DEFAULT_RESOLUTION, foreground_ratio: float = 0.85,
                  skip_background_removal: bool = False, state=None, request: gr.Request = None,
                  progress=gr.Progress()):
         """Image (and/or text) -> tokens scale by scale -> the mesh of all scales. An empty seed is a
-        random one; the seed used comes back."""
+        random one; the seed used comes back. Sampling settings left None are the checkpoint's."""
         from vat.pipeline import Generation
 
         (path, name), text = _upload(image), (text or "").strip()
         if path is None and not text:
             raise VatError("upload an image (or write a text prompt) first")
         seed = random.randint(0, MAX_SEED) if seed is None or seed == "" else SEED.check(seed)
-        settings = dict(cfg=GUIDANCE.check(guidance_scale), temperature=TEMPERATURE.check(temperature),
-                        top_k=TOP_K.check(top_k), top_p=TOP_P.check(top_p),
+        def given(bounds: Bounds, value):
+            return None if value is None else bounds.check(value)
+
+        settings = dict(cfg=given(GUIDANCE, guidance_scale), temperature=given(TEMPERATURE, temperature),
+                        top_k=given(TOP_K, top_k), top_p=given(TOP_P, top_p),
                         foreground_ratio=FOREGROUND_RATIO.check(foreground_ratio),
                         remove_background="none" if skip_background_removal else "auto",
                         resolution=_resolution_of(resolution))
@@ -819,6 +832,7 @@ class Demo:
         tokenizer_missing = self.models.missing(needs_generator=False)
         num_scales = self.models.num_scales() or 10  # without a tokenizer the sliders serve nothing: any range
         card = self.models.card()
+        sampling = self.models.sampling()
 
         def scale_slider(label: str, **kwargs) -> gr.Slider:
             # Its range is the checkpoint's from the start: the handlers return the slider a plain number
@@ -847,10 +861,11 @@ class Demo:
                             with gr.Row():
                                 seed = gr.Number(0, precision=0, **SEED.ui())
                                 randomize = gr.Checkbox(True, label="Randomise seed")
-                            guidance = gr.Slider(value=1.5, step=0.1, **GUIDANCE.ui())
-                            temperature = gr.Slider(value=1.0, step=0.05, **TEMPERATURE.ui())
-                            top_k = gr.Number(0, precision=0, **TOP_K.ui())
-                            top_p = gr.Slider(value=0.0, step=0.01, **TOP_P.ui())
+                            guidance = gr.Slider(value=sampling["cfg"], step=0.1, **GUIDANCE.ui(),
+                                                 info=f"{sampling['cfg_schedule']} over the scales")
+                            temperature = gr.Slider(value=sampling["temperature"], step=0.05, **TEMPERATURE.ui())
+                            top_k = gr.Number(sampling["top_k"], precision=0, **TOP_K.ui())
+                            top_p = gr.Slider(value=sampling["top_p"], step=0.01, **TOP_P.ui())
                         resolution = resolution_radio()
                         run = gr.Button("Generate", variant="primary", elem_id="generate-button")
                         if self.examples:

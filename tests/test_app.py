@@ -359,3 +359,17 @@ def test_the_header_names_the_model_and_says_what_to_expect(tiny_checkpoint, tmp
     assert [b.value for b in accordion.children] == [card.strip()]
     # The shipped model card carries the line the page shows.
     assert app.model_summary((app.DEFAULT_CHECKPOINT / "MODEL_CARD.md").read_text()).startswith("**What to expect:**")
+
+
+def test_the_sampling_controls_start_at_the_checkpoints_setting(tiny_checkpoint, examples_dir, tmp_path, image):
+    """A checkpoint's sampling_config.json sets the sliders, and a generation that leaves them unset uses it."""
+    chosen = tmp_path / "chosen"
+    shutil.copytree(tiny_checkpoint, chosen)
+    (chosen / "sampling_config.json").write_text('{"cfg": 3.0, "cfg_schedule": "constant", "temperature": 0.8}')
+    blocks = app.Demo(chosen, examples_dir).build()
+    sliders = {b.label: b for b in blocks.blocks.values() if isinstance(b, gr.Slider)}
+    assert sliders["Guidance scale (CFG)"].value == 3.0 and sliders["Temperature"].value == 0.8
+    assert "constant" in sliders["Guidance scale (CFG)"].info
+    session = app.Demo(chosen, examples_dir).generate(image, seed=1, resolution="64", progress=Progress())[-1]
+    used = session.results["generate"].settings
+    assert (used["cfg"], used["cfg_schedule"], used["temperature"], used["top_k"]) == (3.0, "constant", 0.8, 0)

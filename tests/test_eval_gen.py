@@ -83,3 +83,17 @@ def test_no_match_and_an_empty_floor(pieces):
                                  resolution=32, match=False)
     assert not {"match_rate", "match_chance", "cond_beats_uncond", "uncond_f_score"} & set(result["summary"])
     assert np.isclose(result["summary"]["f_score"], np.mean([i["f_score"] for i in result["items"]]))
+
+
+def test_a_generation_with_no_surface_is_a_miss_and_its_piece_stays_in_the_gallery(pieces):
+    folder, meshes = pieces
+    outputs = [meshes[0], trimesh.Trimesh(), meshes[2], meshes[3]]
+    result = evaluate_generation(KnownGenerations(outputs, floor=trimesh.creation.icosphere(3, radius=0.5)),
+                                 folder, resolution=32)
+    summary, items = result["summary"], result["items"]
+    assert items[1]["generation_failed"] and "no surface" in items[1]["error"] and "match_rank" not in items[1]
+    assert summary["failed"] == summary["generation_failed"] == 1
+    # 3 hits out of 4 tries, among 4 pieces: the failure is not dropped from the denominator.
+    assert summary["match_rate"] == 0.75 and summary["match_chance"] == 0.25
+    assert [items[i]["match_rank"] for i in (0, 2, 3)] == [1, 1, 1]
+    assert summary["cond_beats_uncond"] == 3

@@ -145,6 +145,8 @@ def test_match_matrix_finds_each_shape_in_any_pose():
 def test_match_ranks_count_strictly_nearer_references():
     chamfer = np.array([[0.1, 0.2, 0.05], [0.3, 0.3, 0.3], [0.2, 0.1, 0.4]])
     assert list(match_ranks(chamfer)) == [2, 1, 3]  # a tie does not push a generation down
+    # Rows need not be the diagonal: generation g's own reference is own[g].
+    assert list(match_ranks(chamfer[[0, 2]], own=[0, 2])) == [2, 3]
 
 
 def box_at(extents, centre):

@@ -82,3 +82,39 @@ def test_pipeline_saves_all_parts_in_float16(tiny_checkpoint, tmp_path):
     again = Pipeline.from_pretrained(tmp_path, device="cpu")
     assert again.codec.fingerprint == Pipeline.from_pretrained(tiny_checkpoint, device="cpu").codec.fingerprint
     assert again.generate(text="a chair", seed=3, resolution=16).num_scales == again.num_scales
+
+
+def test_the_checkpoint_carries_its_sampling_settings(tiny_checkpoint, tmp_path):
+    """sampling_config.json: the setting chosen for a generator travels with it; arguments override it."""
+    import json
+    import shutil
+
+    from vat.pipeline import SAMPLING_CONFIG, SAMPLING_DEFAULTS, Pipeline
+
+    plain = Pipeline.from_pretrained(tiny_checkpoint, device="cpu")
+    assert plain.sampling == SAMPLING_DEFAULTS  # no file: the library's defaults
+    chosen = {"cfg": 3.0, "cfg_schedule": "constant", "top_k": 5}
+    folder = tmp_path / "chosen"
+    Pipeline(plain.codec, plain.generator, plain.encoders, sampling=chosen).save_pretrained(folder)
+    assert json.loads((folder / SAMPLING_CONFIG).read_text()) == {**SAMPLING_DEFAULTS, **chosen}
+    pipeline = Pipeline.from_pretrained(folder, device="cpu")
+    assert pipeline.sampling == {**SAMPLING_DEFAULTS, **chosen}
+    used = pipeline.generate(text="a chair", seed=3, resolution=16).settings
+    assert {k: used[k] for k in SAMPLING_DEFAULTS} == {**SAMPLING_DEFAULTS, **chosen}
+    again = pipeline.generate(text="a chair", seed=3, resolution=16, cfg=0.5, top_k=None).settings
+    assert (again["cfg"], again["top_k"], again["cfg_schedule"]) == (0.5, 5, "constant")
+    # The same tokens as passing the settings by hand to a pipeline without the file.
+    by_hand = Pipeline.from_pretrained(tiny_checkpoint, device="cpu").generate(text="a chair", seed=3, resolution=16,
+                                                                               **chosen)
+    assert all((a == b).all() for a, b in zip(pipeline.generate(text="a chair", seed=3, resolution=16).indices,
+                                              by_hand.indices))
+
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    for text, message in (("{not json", "not a readable JSON"), ('{"cfg": -1}', "out of range"),
+                          ('{"guidance": 2}', "unknown sampling setting"), ("[1]", "JSON object")):
+        (broken / SAMPLING_CONFIG).write_text(text)
+        with pytest.raises(VatError, match=message):
+            Pipeline.from_pretrained(broken, device="cpu")
+    with pytest.raises(VatError, match="top_k"):
+        pipeline.generate(text="a chair", top_k=-1)

@@ -149,8 +149,9 @@ def _cmd_eval_gen(args: argparse.Namespace) -> int:
     from vat.evaluate import evaluate_generation
     from vat.pipeline import Pipeline
 
-    result = evaluate_generation(Pipeline.from_pretrained(args.checkpoint), args.meshes, limit=args.limit,
-                                 seed=args.seed, resolution=args.resolution, settings=_generation_settings(args),
+    pipeline = Pipeline.from_pretrained(args.checkpoint)
+    result = evaluate_generation(pipeline, args.meshes, limit=args.limit, seed=args.seed, resolution=args.resolution,
+                                 settings=pipeline.sampling_with(**_generation_settings(args)),
                                  match=not args.no_match)
     for key, value in result["summary"].items():
         print(f"{key:20s} {value:.4f}" if isinstance(value, float) else f"{key:20s} {value}")
@@ -295,13 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=256, help="marching-cubes grid cells per axis")
     def sampling_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--seed", type=int, default=0, help="sampling seed (the same seed gives the same mesh)")
-        p.add_argument("--cfg", type=float, default=1.5, help="classifier-free guidance scale (0: off)")
-        p.add_argument("--cfg-schedule", choices=("linear", "constant"), default="linear",
+        unset = " (default: the checkpoint's sampling_config.json, else %s)"
+        p.add_argument("--cfg", type=float, help="classifier-free guidance scale (0: off)" + unset % 1.5)
+        p.add_argument("--cfg-schedule", choices=("linear", "constant"),
                        help="guidance per scale: linear (VAR: none at the first scale, --cfg at the last) or "
-                            "constant (--cfg at every scale)")
-        p.add_argument("--temperature", type=float, default=1.0)
-        p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (0: all)")
-        p.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling mass (0: off)")
+                            "constant (--cfg at every scale)" + unset % "linear")
+        p.add_argument("--temperature", type=float, help="softmax temperature" + unset % 1.0)
+        p.add_argument("--top-k", type=int, help="sample among the k likeliest tokens (0: all)" + unset % 0)
+        p.add_argument("--top-p", type=float, help="nucleus sampling mass (0: off)" + unset % 0)
         p.add_argument("--resolution", type=int, default=256, help="marching-cubes grid cells per axis")
 
     p = add("generate", "image (and/or text) -> mesh", _cmd_generate)

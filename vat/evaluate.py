@@ -108,7 +108,8 @@ def generation_item(pipeline, path: Path, seed: int = 0, resolution: int = 256, 
                     unconditional: trimesh.Trimesh | None = None) -> tuple[dict, trimesh.Trimesh, trimesh.Trimesh]:
     """Render a view of the mesh, generate from it, ICP-align the result to the mesh, score it (F@0.01,
     F@0.05, Chamfer); the `unconditional` mesh is scored the same way (uncond_*). Returns the item,
-    the mesh and the generated mesh."""
+    the mesh and the generated mesh; a generation with no surface gives an item with `error` and
+    `generation_failed` and None for the generated mesh. A mesh that cannot be read raises VatError."""
     from vat.geometry.render import load_for_render, render_views
 
     start = time.perf_counter()
@@ -116,8 +117,9 @@ def generation_item(pipeline, path: Path, seed: int = 0, resolution: int = 256, 
     view = render_views(load_for_render(path), views=1, size=size, seed=view_seed)[0]
     generation = pipeline.generate(image=view.rgba, seed=seed, resolution=resolution, **(settings or {}))
     generated = generation.mesh()
-    if len(generated.faces) == 0:
-        raise VatError("the generated occupancy has no surface")
+    if len(generated.faces) == 0:  # the model's failure, not the mesh's: the caller counts it as a miss
+        return ({"mesh": str(path), "error": "the generated occupancy has no surface", "generation_failed": True,
+                 "seed": seed, "seconds": time.perf_counter() - start}, mesh, None)
     scores = compare_meshes(mesh, generated, icp=True, normalize="each", seed=seed)
     item = {
         "mesh": str(path),
@@ -145,7 +147,8 @@ def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | Non
       cond_beats_uncond, the number of meshes whose conditional F@0.01 beats it;
     - with `match`, match_rate: the share of generations whose own mesh is the nearest by Chamfer
       after ICP among all evaluated meshes (chance: match_chance = 1 / N), and each item's
-      match_rank. The N x N Chamfers are vat.metrics.match_chamfer_matrix's: ICP and Chamfer on
+      match_rank. A generation with no surface is a miss (and its mesh stays among the N), as it is
+      a loss in cond_beats_uncond; a mesh that cannot be read is left out of both. The N x N Chamfers are vat.metrics.match_chamfer_matrix's: ICP and Chamfer on
       MATCH_SAMPLES surface samples per generation (x ICP_TARGET_FACTOR per mesh), not the
       protocol's exact distances; only their ranking is used."""
     floor = pipeline.generate_unconditional(
@@ -155,7 +158,7 @@ def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | Non
         log.warning("the unconditional sample has no surface: no floor this run")
         floor = None
     rng = np.random.default_rng(seed)
-    items, generated_points, mesh_points = [], [], []
+    items, generated_points, mesh_points, own = [], [], [], []
     for path in tqdm(mesh_files(directory, limit), desc="eval-gen", unit="mesh"):
         try:
             item, mesh, generated = generation_item(pipeline, path, seed, resolution, settings, unconditional=floor)
@@ -163,19 +166,26 @@ def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | Non
             log.warning("%s: %s", path, exc)
             items.append({"mesh": str(path), "error": str(exc)})
             continue
+        if generated is None:
+            log.warning("%s: %s", path, item["error"])
         items.append(item)
         if match:  # the samples only: N meshes of 256^3 marching cubes would not fit in memory
-            generated_points.append(sample_surface(normalize_mesh(generated)[0], MATCH_SAMPLES, rng)[0])
+            if generated is not None:
+                own.append(len(mesh_points))
+                generated_points.append(sample_surface(normalize_mesh(generated)[0], MATCH_SAMPLES, rng)[0])
             mesh_points.append(sample_surface(normalize_mesh(mesh)[0], MATCH_SAMPLES * ICP_TARGET_FACTOR, rng)[0])
     ok = [item for item in items if "error" not in item]
+    attempted = [item for item in items if "error" not in item or item.get("generation_failed")]
     if match and ok:
-        ranks = match_ranks(match_chamfer_matrix(generated_points, mesh_points, progress=True))
+        ranks = match_ranks(match_chamfer_matrix(generated_points, mesh_points, progress=True), own)
         for item, rank in zip(ok, ranks):
             item["match_rank"] = int(rank)
     summary = summarize(items)
-    if match and ok:
-        summary.update(match_rate=float(np.mean(ranks == 1)), match_chance=1.0 / len(ok))
+    if match and attempted:
+        hits = int(np.sum(ranks == 1)) if ok else 0
+        summary.update(match_rate=hits / len(attempted), match_chance=1.0 / len(attempted))
     if floor is not None:
         summary["cond_beats_uncond"] = sum(item["f_score"] > item["uncond_f_score"] for item in ok)
+    summary["generation_failed"] = len(attempted) - len(ok)
     summary.update({"seed": seed, **(settings or {})})
     return {"summary": summary, "items": items}

@@ -213,11 +213,13 @@ def match_chamfer_matrix(generated_points: list[np.ndarray], reference_points: l
     return matrix
 
 
-def match_ranks(chamfer_GR: np.ndarray) -> np.ndarray:
-    """[G] rank of each generation's own reference (generation g's is reference g) among all
-    references by Chamfer: 1 + how many are strictly nearer. The match rate is the share of rank 1."""
-    own = np.diagonal(chamfer_GR)[:, None]
-    return 1 + np.sum(chamfer_GR < own, axis=1)
+def match_ranks(chamfer_GR: np.ndarray, own: np.ndarray | None = None) -> np.ndarray:
+    """[G] rank of each generation's own reference among all references by Chamfer: 1 + how many are
+    strictly nearer. Generation g's own reference is `own[g]` (default: reference g, the diagonal).
+    The match rate is the share of rank 1."""
+    rows = np.arange(len(chamfer_GR))
+    own = rows if own is None else np.asarray(own)
+    return 1 + np.sum(chamfer_GR < chamfer_GR[rows, own][:, None], axis=1)
 
 
 def compare_meshes(

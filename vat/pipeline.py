@@ -45,6 +45,52 @@ def resolve_checkpoint(checkpoint: str | os.PathLike) -> Path:
         raise VatError(f"checkpoint {name!r} is not a local folder and could not be fetched from the hub: {exc}") from exc
 
 
+# Sampling settings of a generator: these defaults, overridden by the checkpoint's sampling_config.json
+# (the setting chosen for that generator on its validation split; see the model card), overridden by
+# the caller's arguments.
+SAMPLING_DEFAULTS = {"cfg": 1.5, "cfg_schedule": "linear", "temperature": 1.0, "top_k": 0, "top_p": 0.0}
+SAMPLING_CONFIG = "sampling_config.json"
+
+
+def check_sampling(settings: dict) -> dict:
+    """`settings` (a subset of SAMPLING_DEFAULTS' keys, None meaning unset) checked and typed;
+    raises VatError on an unknown key or a value out of range."""
+    unknown = set(settings) - set(SAMPLING_DEFAULTS)
+    if unknown:
+        raise VatError(f"unknown sampling setting(s) {sorted(unknown)}; known: {sorted(SAMPLING_DEFAULTS)}")
+    valid = {"cfg": lambda v: v >= 0, "cfg_schedule": lambda v: v in ("linear", "constant"),
+             "temperature": lambda v: v > 0, "top_k": lambda v: v >= 0, "top_p": lambda v: 0 <= v <= 1}
+    out = {}
+    for key, value in settings.items():
+        if value is None:
+            continue
+        kind = type(SAMPLING_DEFAULTS[key])
+        try:
+            typed = kind(value)
+        except (TypeError, ValueError):
+            raise VatError(f"sampling setting {key}={value!r} is not a {kind.__name__}") from None
+        if (kind is float and not np.isfinite(typed)) or (kind is int and typed != value) or not valid[key](typed):
+            raise VatError(f"sampling setting {key}={value!r} is out of range")
+        out[key] = typed
+    return out
+
+
+def read_sampling(folder: str | os.PathLike) -> dict:
+    """SAMPLING_DEFAULTS updated by FOLDER/sampling_config.json when there is one."""
+    import json
+
+    path = Path(folder) / SAMPLING_CONFIG
+    if not path.is_file():
+        return dict(SAMPLING_DEFAULTS)
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise VatError(f"{path}: not a readable JSON file ({exc})") from exc
+    if not isinstance(stored, dict):
+        raise VatError(f"{path}: expected a JSON object of sampling settings")
+    return {**SAMPLING_DEFAULTS, **check_sampling(stored)}
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -198,10 +244,13 @@ class Pipeline:
     A checkpoint folder holds the tokenizer, the generator and the condition encoders (each a
     NAME_config.json beside NAME.safetensors)."""
 
-    def __init__(self, codec: MeshCodec, generator, encoders, device: str | torch.device | None = None):
+    def __init__(self, codec: MeshCodec, generator, encoders, device: str | torch.device | None = None,
+                 sampling: dict | None = None):
         from vat.models.gpt import NextScaleGPT
 
         self.codec = codec
+        # generate()'s defaults: SAMPLING_DEFAULTS updated by `sampling` (sampling_config.json when loaded)
+        self.sampling = {**SAMPLING_DEFAULTS, **check_sampling(sampling or {})}
         self.device = codec.device if device is None else torch.device(device)
         self.generator: NextScaleGPT = generator.to(self.device).eval()
         self.encoders = encoders.to(self.device).eval()
@@ -217,7 +266,8 @@ class Pipeline:
 
         folder = resolve_checkpoint(checkpoint)
         codec = MeshCodec(VAT.from_pretrained(folder), device)
-        return cls(codec, NextScaleGPT.from_pretrained(folder), ConditionEncoders.from_pretrained(folder), codec.device)
+        return cls(codec, NextScaleGPT.from_pretrained(folder), ConditionEncoders.from_pretrained(folder), codec.device,
+                   read_sampling(folder))
 
     def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype = torch.float16) -> None:
         """The three parts into one folder (what from_pretrained reads), by default in float16:
@@ -225,20 +275,32 @@ class Pipeline:
         self.codec.tokenizer.save_pretrained(directory, dtype)
         self.generator.save_pretrained(directory, dtype)
         self.encoders.save_pretrained(directory, dtype)
+        import json
+
+        (Path(directory) / SAMPLING_CONFIG).write_text(json.dumps(self.sampling, indent=2) + "\n")
+
+    def sampling_with(self, **overrides) -> dict:
+        """The sampling settings generate() uses: the pipeline's (self.sampling), with the
+        `overrides` that are not None."""
+        return {**self.sampling, **check_sampling(overrides)}
 
     @property
     def num_scales(self) -> int:
         return self.codec.num_scales
 
     @torch.no_grad()
-    def generate(self, image=None, text: str | None = None, seed: int = 0, cfg: float = 1.5, cfg_schedule: str = "linear",
-                 temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0, preprocess: bool = True,
-                 foreground_ratio: float = 0.85, remove_background: str = "auto", resolution: int = 256,
-                 progress=None) -> Generation:
+    def generate(self, image=None, text: str | None = None, seed: int = 0, cfg: float | None = None,
+                 cfg_schedule: str | None = None, temperature: float | None = None, top_k: int | None = None,
+                 top_p: float | None = None, preprocess: bool = True, foreground_ratio: float = 0.85,
+                 remove_background: str = "auto", resolution: int = 256, progress=None) -> Generation:
         """Tokens of every scale for an image (path, bytes, PIL or array) and/or a text prompt.
-        `progress(done_scales, total_scales)` is called after each scale. Meshes are decoded lazily
-        (`Generation.mesh(scales)`)."""
+        Sampling settings left None are the pipeline's (`self.sampling`: the checkpoint's
+        sampling_config.json, else SAMPLING_DEFAULTS). `progress(done_scales, total_scales)` is
+        called after each scale. Meshes are decoded lazily (`Generation.mesh(scales)`)."""
         from vat.preprocess import load_image, preprocess_image
+
+        sampling = self.sampling_with(cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k,
+                                      top_p=top_p)
 
         text = (text or "").strip() or None
         if image is None and text is None:
@@ -261,24 +323,24 @@ class Pipeline:
 
         start = time.perf_counter()
         idx = self.generator.generate(self.codec.tokenizer.quantizer, image_tokens=image_tokens, text=text_vector,
-                                      cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k,
-                                      top_p=top_p, seed=seed, on_scale=progress)
+                                      seed=seed, on_scale=progress, **sampling)
         timings["sample"] = time.perf_counter() - start
-        settings = dict(text=text, cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k,
-                        top_p=top_p, preprocess=preprocess, foreground_ratio=foreground_ratio,
+        settings = dict(text=text, **sampling, preprocess=preprocess, foreground_ratio=foreground_ratio,
                         remove_background=remove_background)
         return Generation([i[0].cpu().numpy() for i in idx], self.codec, seed, settings, timings, input_image, method,
                           resolution)
 
     @torch.no_grad()
-    def generate_unconditional(self, seed: int = 0, temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0,
-                               resolution: int = 256) -> Generation:
+    def generate_unconditional(self, seed: int = 0, temperature: float | None = None, top_k: int | None = None,
+                               top_p: float | None = None, resolution: int = 256) -> Generation:
         """Tokens sampled from the null condition (what the generator makes of no input; no guidance,
-        there is nothing to guide towards): the floor a conditional generation must beat."""
+        there is nothing to guide towards): the floor a conditional generation must beat. Settings
+        left None are the pipeline's."""
+        sampling = self.sampling_with(temperature=temperature, top_k=top_k, top_p=top_p)
+        sampling = {k: sampling[k] for k in ("temperature", "top_k", "top_p")}
         start = time.perf_counter()
-        idx = self.generator.generate(self.codec.tokenizer.quantizer, temperature=temperature, top_k=top_k,
-                                      top_p=top_p, seed=seed)
+        idx = self.generator.generate(self.codec.tokenizer.quantizer, seed=seed, **sampling)
         timings = {"sample": time.perf_counter() - start}
-        settings = dict(text=None, cfg=0.0, temperature=temperature, top_k=top_k, top_p=top_p)
+        settings = dict(text=None, cfg=0.0, **sampling)
         return Generation([i[0].cpu().numpy() for i in idx], self.codec, seed, settings, timings,
                           resolution=resolution)
