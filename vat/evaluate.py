@@ -148,8 +148,8 @@ def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | Non
     - with `match`, match_rate: the share of generations whose own mesh is the nearest by Chamfer
       after ICP among all evaluated meshes (chance: match_chance = 1 / N), and each item's
       match_rank. A generation with no surface is a miss (and its mesh stays among the N), as it is
-      a loss in cond_beats_uncond; a mesh that cannot be read is left out of both. The N x N Chamfers are vat.metrics.match_chamfer_matrix's: ICP and Chamfer on
-      MATCH_SAMPLES surface samples per generation (x ICP_TARGET_FACTOR per mesh), not the
+      a loss in cond_beats_uncond; a mesh that cannot be read is left out of both. The N x N
+      Chamfers are vat.metrics.match_chamfer_matrix's: ICP and Chamfer on MATCH_SAMPLES surface samples per generation (x ICP_TARGET_FACTOR per mesh), not the
       protocol's exact distances; only their ranking is used."""
     floor = pipeline.generate_unconditional(
         seed=seed, resolution=resolution,

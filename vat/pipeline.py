@@ -3,6 +3,7 @@ Image/text generation joins it once the generator lands."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -77,8 +78,6 @@ def check_sampling(settings: dict) -> dict:
 
 def read_sampling(folder: str | os.PathLike) -> dict:
     """SAMPLING_DEFAULTS updated by FOLDER/sampling_config.json when there is one."""
-    import json
-
     path = Path(folder) / SAMPLING_CONFIG
     if not path.is_file():
         return dict(SAMPLING_DEFAULTS)
@@ -275,8 +274,6 @@ class Pipeline:
         self.codec.tokenizer.save_pretrained(directory, dtype)
         self.generator.save_pretrained(directory, dtype)
         self.encoders.save_pretrained(directory, dtype)
-        import json
-
         (Path(directory) / SAMPLING_CONFIG).write_text(json.dumps(self.sampling, indent=2) + "\n")
 
     def sampling_with(self, **overrides) -> dict:
