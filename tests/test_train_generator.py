@@ -217,6 +217,21 @@ def test_augment_view_jitters_within_bounds_and_keeps_the_object_whole():
     assert 15 <= coloured <= 45  # a random background about half the time
 
 
+def test_augment_view_takes_an_object_as_wide_as_the_cap_centred():
+    """A box centred on an axis and wider than 1 / 1.15 of the side: at the capped scale it has no
+    room to shift, and rounding must not turn that into an empty range (a crash of training)."""
+    side = 224
+    for margin in range(8, 15):
+        mask = np.zeros((side, side), np.uint8)
+        mask[100:120, margin:side - margin] = 255
+        view = np.where(mask[..., None] > 0, np.uint8(30), np.uint8(255)).repeat(3, axis=-1)
+        for seed in range(50):
+            _, new_mask = train_generator.augment_view(view, mask, np.random.default_rng(seed))
+            x0, _, x1, _ = _box(new_mask)
+            assert (x1 - x0) / (side - 2 * margin) <= side / (side - 2 * margin) + 0.01  # capped: it still fits
+            assert 0.7 <= (new_mask >= 128).sum() / (mask > 0).sum() <= 1.4  # whole, within the scale jitter
+
+
 def test_training_views_are_augmented_and_replayed_on_resume(prepared, tmp_path):
     """GeneratorShapes with augmentation: each training view differs from the stored render and is
     a function of the step's seed, so a run resumed at step 3 gets the very views an uninterrupted

@@ -219,8 +219,11 @@ def augment_view(view_SS3: np.ndarray, mask_SS: np.ndarray, rng: np.random.Gener
     fits = centre / max(-low_2.min(), high_2.max(), 1.0)  # the largest scale that keeps the box inside
     scale = min(math.exp(rng.uniform(-math.log1p(SCALE_JITTER), math.log1p(SCALE_JITTER))), fits)
     # A pixel edge x goes to centre + scale * (x - centre) + shift, which must stay in [0, side].
-    shift_2 = rng.uniform(np.maximum(-centre - scale * low_2, -SHIFT_JITTER * side),
-                          np.minimum(centre - scale * high_2, SHIFT_JITTER * side))
+    lowest_2 = np.maximum(-centre - scale * low_2, -SHIFT_JITTER * side)
+    highest_2 = np.minimum(centre - scale * high_2, SHIFT_JITTER * side)
+    # At the capped scale a box centred on an axis has no room to move: both bounds are 0 up to
+    # rounding, which can leave them a hair the wrong way round.
+    shift_2 = rng.uniform(np.minimum(lowest_2, highest_2), highest_2)
     # grid_sample reads, for each output pixel, the input at (output - shift) / scale in [-1, 1] units.
     theta_123 = torch.tensor([[[1 / scale, 0.0, -2 * shift_2[0] / side / scale],
                                [0.0, 1 / scale, -2 * shift_2[1] / side / scale]]], dtype=torch.float32)
