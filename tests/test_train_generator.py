@@ -423,6 +423,12 @@ def test_init_from_starts_a_new_run_from_a_finished_ones_generator(inputs, prepa
     train_generator.main([*args, "--out", str(tmp_path / "c"), "--steps", "1", "--lr", "0"])
     scratch = NextScaleGPT.from_pretrained(tmp_path / "c" / train_generator.FINAL).state_dict()
     assert not all(torch.equal(scratch[k], source[k]) for k in source)
+    # Resuming b with --init-from another folder keeps b's own weights (its checkpoint wins).
+    resumed = train_generator.main([*args, "--out", str(tmp_path / "b"), "--steps", "2", "--lr", "0",
+                                    "--init-from", str(tmp_path / "c" / train_generator.FINAL)])
+    assert resumed["start_step"] == 1
+    kept = NextScaleGPT.from_pretrained(tmp_path / "b" / train_generator.FINAL).state_dict()
+    assert all(torch.equal(kept[k], source[k]) for k in source)
 
     with pytest.raises(SystemExit, match="no generator.safetensors"):
         train_generator.main([*args, "--out", str(tmp_path / "d"), "--steps", "1", "--init-from", str(tmp_path)])
