@@ -414,8 +414,8 @@ def test_init_from_starts_a_new_run_from_a_finished_ones_generator(inputs, prepa
     source = NextScaleGPT.from_pretrained(tmp_path / "a" / train_generator.FINAL).state_dict()
 
     # --lr 0: the run's weights stay what they started from, so its export shows where it began.
-    started = ["--out", str(tmp_path / "b"), "--steps", "1", "--lr", "0"]
-    train_generator.main([*args, *started, "--init-from", str(tmp_path / "a" / train_generator.FINAL)])
+    train_generator.main([*args, "--out", str(tmp_path / "b"), "--steps", "1", "--lr", "0",
+                          "--init-from", str(tmp_path / "a" / train_generator.FINAL)])
     copied = NextScaleGPT.from_pretrained(tmp_path / "b" / train_generator.FINAL).state_dict()
     assert set(copied) == set(source)
     assert all(torch.equal(copied[k], source[k]) for k in source)
