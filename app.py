@@ -209,6 +209,7 @@ GUIDANCE = Bounds("Guidance scale (CFG)", 0.0, 10.0)
 TEMPERATURE = Bounds("Temperature", 0.05, 2.0)
 TOP_K = Bounds("Top-k (0: off)", 0, whole=True)
 TOP_P = Bounds("Top-p (0: off)", 0.0, 1.0)
+SEARCH = Bounds("Samples (the best outline is kept)", 1, 16, whole=True)
 FOREGROUND_RATIO = Bounds("Foreground ratio", 0.5, 1.0)
 TARGET_FACES = Bounds("Simplify to faces (0: keep all)", 0, whole=True)
 DECODE_SCALES = Bounds("Scales to decode (0: all)", 0, whole=True)
@@ -610,14 +611,19 @@ def sample_tokens(checkpoint: str, image: str | None, text: str | None, seed: in
                   progress=None) -> dict:
     """vat.pipeline.Pipeline.generate, reduced to plain data: the tokens per scale, the image the
     model saw, how its background was found, the timings. `settings`: generate's keyword arguments."""
+    samples = settings.get("search", 1)
+
     def on_scale(done: int, total: int) -> None:
         if progress is not None:
-            progress((done, total), desc=f"Sampling scale {done} of {total}", unit="scales")
+            per = total // samples
+            sample, scale = (done - 1) // per + 1, (done - 1) % per + 1
+            desc = f"Sampling scale {scale} of {per}" + (f", sample {sample} of {samples}" if samples > 1 else "")
+            progress((done, total), desc=desc, unit="scales")
 
     result = models_for(checkpoint).pipeline().generate(image=image, text=text, seed=seed, progress=on_scale,
                                                         **settings)
     return dict(indices=result.indices, input_image=result.input_image, method=result.preprocess_method,
-                timings=result.timings, settings=result.settings)
+                timings=result.timings, settings=result.settings, seed=result.seed)
 
 
 @on_gpu
@@ -676,10 +682,13 @@ class Demo:
     def generate(self, image, text: str = "", seed: float | None = 0, guidance_scale: float | None = None,
                  temperature: float | None = None, top_k: float | None = None, top_p: float | None = None,
                  resolution: str = DEFAULT_RESOLUTION, foreground_ratio: float = 0.85,
-                 skip_background_removal: bool = False, state=None, request: gr.Request = None,
-                 progress=gr.Progress()):
+                 skip_background_removal: bool = False, search: float | None = None, state=None,
+                 request: gr.Request = None, progress=gr.Progress()):
         """Image (and/or text) -> tokens scale by scale -> the mesh of all scales. An empty seed is a
-        random one; the seed used comes back. Sampling settings left None are the checkpoint's."""
+        random one; the seed used comes back. Sampling settings left None are the checkpoint's.
+        `search` samples (default DEFAULT_GENERATE_SEARCH with an image, 1 without) are drawn and the one
+        whose outline best fits the image is kept (vat.pipeline.Pipeline.generate)."""
+        from vat.pipeline import DEFAULT_GENERATE_SEARCH
         from vat.pipeline import Generation
 
         (path, name), text = _upload(image), (text or "").strip()
@@ -693,7 +702,10 @@ class Demo:
                         top_k=given(TOP_K, top_k), top_p=given(TOP_P, top_p),
                         foreground_ratio=FOREGROUND_RATIO.check(foreground_ratio),
                         remove_background="none" if skip_background_removal else "auto",
-                        resolution=_resolution_of(resolution))
+                        resolution=_resolution_of(resolution),
+                        search=(DEFAULT_GENERATE_SEARCH if path else 1) if search is None else SEARCH.check(search))
+        if path is None:  # nothing to fit an outline to: one sample
+            settings["search"] = 1
         codec = self.models.pipeline().codec  # loads the models here, or says what is missing
         with _for_visitors(path, name):
             tokens = sample_tokens(self.checkpoint, path, text or None, seed, settings, progress=progress)
@@ -705,9 +717,13 @@ class Demo:
         progress(1.0, desc=f"Decoding the mesh ({result.resolution}³ grid)")
         mesh = self._mesh(session, "generate", result.num_scales)
         glb = export_view(mesh, session.file("generate", "view", f"generated-{seed}-s{result.num_scales}.glb"))
-        timings = {k: result.timings.get(k, 0.0) for k in ("preprocess", "condition", "sample")}
+        timings = {k: result.timings.get(k, 0.0) for k in ("preprocess", "condition", "sample", "search")
+                   if k != "search" or k in result.timings}
         timings["decode"] = result.timings[f"decode_s{result.num_scales}"]
-        info = (f"Seed **{seed}** · {result.num_scales} scales · {_count(result.tokens_at(), 'token')} in "
+        kept = tokens["seed"]
+        searched = (f" · best outline of {settings['search']} samples (sample seed {kept})"
+                    if settings["search"] > 1 else "")
+        info = (f"Seed **{seed}**{searched} · {result.num_scales} scales · {_count(result.tokens_at(), 'token')} in "
                 f"**{len(result.vat()):,} bytes** · " + " · ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
         note = _method_note(result.preprocess_method) if result.preprocess_method else ""
         return (result.input_image, note, glb, seed, info, result.num_scales,
@@ -828,6 +844,8 @@ class Demo:
                 + model)
 
     def build(self) -> gr.Blocks:
+        from vat.pipeline import DEFAULT_GENERATE_SEARCH
+
         generator_missing = self.models.missing(needs_generator=True)
         tokenizer_missing = self.models.missing(needs_generator=False)
         num_scales = self.models.num_scales() or 10  # without a tokenizer the sliders serve nothing: any range
@@ -866,6 +884,8 @@ class Demo:
                             temperature = gr.Slider(value=sampling["temperature"], step=0.05, **TEMPERATURE.ui())
                             top_k = gr.Number(sampling["top_k"], precision=0, **TOP_K.ui())
                             top_p = gr.Slider(value=sampling["top_p"], step=0.01, **TOP_P.ui())
+                            search = gr.Slider(value=DEFAULT_GENERATE_SEARCH, step=1, **SEARCH.ui(),
+                                               info="more samples fit the image better and take longer")
                         resolution = resolution_radio()
                         run = gr.Button("Generate", variant="primary", elem_id="generate-button")
                         if self.examples:
@@ -902,7 +922,7 @@ class Demo:
                           preprocess=False).then(
                     self.generate,
                     [image, text, seed, guidance, temperature, top_k, top_p, resolution, foreground_ratio,
-                     skip_removal, state],
+                     skip_removal, search, state],
                     [seen, method, view, seed, info, scale, readout, state], api_name="generate",
                     concurrency_id="model", preprocess=False)
                 scale.release(self.show_scale, [scale, state], [view, readout, state], api_name="show_scale",

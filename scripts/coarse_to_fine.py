@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vat.geometry.io import load_mesh  # noqa: E402
 from vat.geometry.render import composite_on_white, render_view  # noqa: E402
 from vat.errors import VatError  # noqa: E402
-from vat.pipeline import DEFAULT_SEARCH, Generation, MeshCodec, Pipeline  # noqa: E402
+from vat.pipeline import DEFAULT_GENERATE_SEARCH, DEFAULT_SEARCH, Generation, MeshCodec, Pipeline  # noqa: E402
 
 
 def tile(panels: list[tuple[Image.Image, str]], size: int) -> Image.Image:
@@ -45,7 +45,7 @@ def first_panel(args) -> tuple[list[tuple[Image.Image, str]], Generation]:
         result = Generation(indices=indices, codec=codec, seed=0, settings={}, timings={}, resolution=args.resolution)
         return [(Image.fromarray(composite_on_white(first.rgba)), "input mesh")], result
     result = Pipeline.from_pretrained(args.checkpoint).generate(image=args.image, seed=args.seed, cfg=args.cfg,
-                                                                resolution=args.resolution)
+                                                                resolution=args.resolution, search=args.search)
     return [(result.input_image, f"input (seed {args.seed})")], result
 
 
@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint", default="checkpoints", help="model folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cfg", type=float, default=1.5)
+    p.add_argument("--search", type=int, default=DEFAULT_GENERATE_SEARCH,
+                   help=f"samples to keep the best outline of (default {DEFAULT_GENERATE_SEARCH}, as the demo)")
     p.add_argument("--resolution", type=int, default=128, help="marching-cubes grid per panel")
     p.add_argument("--size", type=int, default=192, help="panel side in pixels")
     p.add_argument("--azimuth", type=float, default=35.0)

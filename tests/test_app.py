@@ -14,7 +14,7 @@ import trimesh
 from conftest import draw_object_image
 
 import app
-from vat.pipeline import Pipeline
+from vat.pipeline import DEFAULT_GENERATE_SEARCH, Pipeline
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +51,15 @@ def _faces(path) -> int:
 def test_generate_reports_every_scale_and_returns_a_mesh(demo, generated, image):
     (seen, note, glb, seed, info, slider, readout, session), progress = generated
     result = session.results["generate"]
-    total = result.num_scales
-    assert [value for value, _ in progress.calls[:total]] == [(s, total) for s in range(1, total + 1)]
+    total, samples = result.num_scales, DEFAULT_GENERATE_SEARCH  # an image gets the search by default
+    assert [value for value, _ in progress.calls[:-1]] == [(s, samples * total) for s in range(1, samples * total + 1)]
+    assert progress.calls[total][1] == f"Sampling scale 1 of {total}, sample 2 of {samples}"
     assert "Decoding" in progress.calls[-1][1]
     assert seed == 7 and "Seed **7**" in info and f"{len(result.vat())} bytes" in info
+    kept = int(info.split("(sample seed ")[1].split(")")[0])
+    assert f"best outline of {samples} samples" in info and 7 <= kept < 7 + samples
+    alone = demo.generate(image, seed=kept, resolution="64", search=1, progress=Progress())[-1]
+    assert np.array_equal(np.concatenate(alone.results["generate"].indices), np.concatenate(result.indices))
     assert _faces(glb) > 0 and seen.size == (512, 512) and "built-in segmentation" in note
     assert slider == total
     assert readout.startswith(f"Scale **{total} of {total}**")
@@ -65,13 +70,16 @@ def test_generate_reports_every_scale_and_returns_a_mesh(demo, generated, image)
 
 
 def test_text_only_and_seed_reproducibility(demo, image):
-    a = demo.generate(image, seed=11, resolution="64", progress=Progress())[-1]
-    b = demo.generate(image, seed=11, resolution="64", progress=Progress())[-1]
-    c = demo.generate(image, seed=12, resolution="64", progress=Progress())[-1]
+    a = demo.generate(image, seed=11, resolution="64", search=1, progress=Progress())[-1]
+    b = demo.generate(image, seed=11, resolution="64", search=1, progress=Progress())[-1]
+    c = demo.generate(image, seed=12, resolution="64", search=1, progress=Progress())[-1]
     tokens = [np.concatenate(s.results["generate"].indices) for s in (a, b, c)]
     assert np.array_equal(tokens[0], tokens[1]) and not np.array_equal(tokens[0], tokens[2])
     text_only = demo.generate(None, text="a red ball", resolution="64", progress=Progress())
     assert text_only[0] is None and _faces(text_only[2]) > 0 and 0 <= text_only[3] <= app.MAX_SEED
+    assert "best outline" not in text_only[4]  # no image, no outline: one sample
+    with pytest.raises(gr.Error, match="Samples"):
+        demo.generate(image, search=0, progress=Progress())
 
 
 def test_scale_slider_decodes_on_demand_and_caches(demo, generated, monkeypatch):

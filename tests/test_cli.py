@@ -10,6 +10,7 @@ import trimesh
 from conftest import draw_object_image
 from vat import __version__
 from vat.cli import main
+from vat.pipeline import DEFAULT_GENERATE_SEARCH
 
 
 @pytest.fixture
@@ -85,6 +86,9 @@ def test_bench_generation(tiny_checkpoint, tmp_path):
     assert sampling["kv_cache_same_tokens"] is True
     end_to_end = next(item for item in result["items"] if item["bench"] == "image_to_mesh")
     assert end_to_end["faces"] > 0 and summary["image_to_mesh_s"] >= end_to_end["stage_sample_s"]
+    # The demo's search (its stage is timed) beside one sample.
+    assert end_to_end["search"] == DEFAULT_GENERATE_SEARCH and end_to_end["stage_search_s"] > 0
+    assert summary["image_to_mesh_one_s"] == end_to_end["image_to_mesh_one_s"] > 0
     codec = next(item for item in result["items"] if item["bench"] == "codec")
     from vat.pipeline import MeshCodec
 
@@ -100,7 +104,7 @@ def test_generate_writes_mesh_and_tokens(tiny_checkpoint, tmp_path, capsys):
     image = draw_object_image(tmp_path / "object.png", transparent=True)
     out, vat = tmp_path / "out.glb", tmp_path / "out.vat"
     argv = ["generate", str(image), "--checkpoint", str(tiny_checkpoint), "-o", str(out), "--vat", str(vat),
-            "--resolution", "32", "--seed", "3"]
+            "--resolution", "32", "--seed", "3", "--search", "1"]
     assert main(argv) == 0
     assert "input alpha" in capsys.readouterr().out
     mesh = trimesh.load(out, force="mesh")
@@ -132,6 +136,30 @@ def test_generate_from_text_only_and_errors(tiny_checkpoint, tmp_path, capsys):
     assert err.startswith("vat generate: error:") and "Traceback" not in err
     assert main(["generate", "--text", "x", "--checkpoint", str(tmp_path), "-o", str(out)]) == 1
     assert "no tokenizer" in capsys.readouterr().err
+    assert main(["generate", "--text", "x", "--search", "2", "--checkpoint", str(tiny_checkpoint), "-o", str(out)]) == 1
+    assert "needs an image" in capsys.readouterr().err
+
+
+def test_generate_with_search_keeps_and_names_the_best_sample(tiny_checkpoint, tmp_path, capsys):
+    image = draw_object_image(tmp_path / "object.png", transparent=True)
+    out, vat = tmp_path / "out.glb", tmp_path / "out.vat"
+    assert main(["generate", str(image), "--checkpoint", str(tiny_checkpoint), "-o", str(out), "--vat", str(vat),
+                 "--resolution", "32", "--seed", "3", "--search", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "best outline of 3 samples from seed 3" in printed
+    kept = int(printed.split(", seed ")[1].split()[0])
+    assert kept in (3, 4, 5)
+    searched = vat.read_bytes()
+    assert main(["generate", str(image), "--checkpoint", str(tiny_checkpoint), "-o", str(out), "--vat", str(vat),
+                 "--resolution", "32", "--seed", str(kept), "--search", "1"]) == 0
+    assert vat.read_bytes() == searched  # the printed seed alone gives the same tokens
+    # An image gets the default search, a text prompt one sample.
+    assert main(["generate", str(image), "--checkpoint", str(tiny_checkpoint), "-o", str(out),
+                 "--resolution", "32"]) == 0
+    assert f"best outline of {DEFAULT_GENERATE_SEARCH} samples" in capsys.readouterr().out
+    assert main(["generate", "--text", "a chair", "--checkpoint", str(tiny_checkpoint), "-o", str(out),
+                 "--resolution", "32"]) == 0
+    assert "best outline" not in capsys.readouterr().out
 
 
 def test_eval_gen_scores_rendered_meshes(tiny_checkpoint, tmp_path):
@@ -142,11 +170,12 @@ def test_eval_gen_scores_rendered_meshes(tiny_checkpoint, tmp_path):
     (meshes / "broken.obj").write_text("v 0 0 0\n")
     out = tmp_path / "gen.json"
     assert main(["eval-gen", "--meshes", str(meshes), "--checkpoint", str(tiny_checkpoint), "--resolution", "32",
-                 "--seed", "1", "--json", str(out)]) == 0
+                 "--seed", "1", "--search", "2", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     summary, items = result["summary"], result["items"]
-    assert summary["meshes"] == 3 and summary["failed"] == 1 and summary["seed"] == 1
+    assert summary["meshes"] == 3 and summary["failed"] == 1 and summary["seed"] == 1 and summary["search"] == 2
     ok = [item for item in items if "error" not in item]
+    assert all(item["kept_seed"] in (1, 2) for item in ok)
     assert all(0.0 <= item["f_score"] <= item["f_score_005"] <= 1.0 and item["chamfer"] > 0 for item in ok)
     assert summary["f_score"] == pytest.approx(sum(item["f_score"] for item in ok) / 2)
     # The floor: one unconditional mesh scored against each piece.
@@ -159,6 +188,7 @@ def test_eval_gen_scores_rendered_meshes(tiny_checkpoint, tmp_path):
                  "--limit", "1", "--no-match", "--cfg", "3", "--cfg-schedule", "constant", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["summary"]["cfg"] == 3.0 and result["summary"]["cfg_schedule"] == "constant"
+    assert result["summary"]["search"] == DEFAULT_GENERATE_SEARCH
     assert "match_rate" not in result["summary"] and "match_rank" not in result["items"][0]
     assert "uncond_f_score" in result["summary"]
 

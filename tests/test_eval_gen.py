@@ -14,22 +14,23 @@ class KnownGenerations:
     the meshes in mesh_files order), the unconditional one is `floor`."""
 
     class Result:
-        def __init__(self, mesh):
-            self._mesh, self.timings = mesh, {"sample": 0.0}
+        def __init__(self, mesh, seed):
+            self._mesh, self.seed, self.timings = mesh, seed, {"sample": 0.0}
 
         def mesh(self):
             return self._mesh
 
     def __init__(self, outputs, floor):
-        self.outputs, self.floor, self.calls = iter(outputs), floor, []
+        self.outputs, self.floor, self.calls, self.searches = iter(outputs), floor, [], []
 
-    def generate(self, image, seed, resolution, **settings):
+    def generate(self, image, seed, resolution, search=1, **settings):
         self.calls.append(("image", seed, settings))
-        return self.Result(next(self.outputs))
+        self.searches.append(search)
+        return self.Result(next(self.outputs), seed + search - 1)  # as if the search kept its last sample
 
     def generate_unconditional(self, seed, resolution, **settings):
         self.calls.append(("null", seed, settings))
-        return self.Result(self.floor)
+        return self.Result(self.floor, seed)
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +57,11 @@ def test_generations_that_are_the_pieces_match_and_beat_the_floor(pieces):
     folder, meshes = pieces
     blob = trimesh.creation.icosphere(3, radius=0.5)
     pipeline = KnownGenerations(meshes, floor=blob)
-    result = evaluate_generation(pipeline, folder, seed=3, resolution=32, settings={"cfg": 1.5, "temperature": 0.9})
+    result = evaluate_generation(pipeline, folder, seed=3, resolution=32, settings={"cfg": 1.5, "temperature": 0.9},
+                                 search=2)
     summary, items = result["summary"], result["items"]
+    assert pipeline.searches == [2, 2, 2, 2] and summary["search"] == 2
+    assert [item["kept_seed"] for item in items] == [4, 4, 4, 4]  # the sample each search kept
     assert summary["match_rate"] == 1.0 and summary["match_chance"] == 0.25
     assert [item["match_rank"] for item in items] == [1, 1, 1, 1]
     assert summary["f_score"] > 0.99 and summary["f_score_005"] == 1.0

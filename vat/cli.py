@@ -84,6 +84,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                   {"bench": "codec", "weights": weights, "mesh": args.mesh or "procedural shape 0", **codec}]
         summary.update(kv_cache_speedup=sampling["kv_cache_speedup"], sample_cached_s=sampling["sample_cached_s"],
                        sample_uncached_s=sampling["sample_uncached_s"], image_to_mesh_s=end_to_end["image_to_mesh_s"],
+                       image_to_mesh_one_s=end_to_end["image_to_mesh_one_s"],
                        encode_s=codec["encode_s"], encode_one_s=codec["encode_one_s"], decode_s=codec["decode_s"],
                        weights=weights)
     if args.soak:
@@ -123,6 +124,15 @@ def _generation_settings(args: argparse.Namespace) -> dict:
                 top_p=args.top_p)
 
 
+def _search(args: argparse.Namespace) -> int:
+    """--search as given, else the default for an image (DEFAULT_GENERATE_SEARCH) and 1 without one."""
+    from vat.pipeline import DEFAULT_GENERATE_SEARCH
+
+    if args.search is not None:
+        return args.search
+    return DEFAULT_GENERATE_SEARCH if getattr(args, "image", True) else 1
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     from vat.geometry import export_mesh
     from vat.pipeline import Pipeline
@@ -132,15 +142,18 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     pipeline = Pipeline.from_pretrained(args.checkpoint)
     generation = pipeline.generate(image=args.image, text=args.text, seed=args.seed, resolution=args.resolution,
                                    remove_background="none" if args.no_background_removal else "auto",
-                                   foreground_ratio=args.foreground_ratio, **_generation_settings(args))
+                                   foreground_ratio=args.foreground_ratio, search=_search(args),
+                                   **_generation_settings(args))
     mesh = generation.mesh(args.scale)
     export_mesh(mesh, args.output)
     scales = args.scale or generation.num_scales
     if args.vat:
         Path(args.vat).write_bytes(generation.vat(scales))
     times = ", ".join(f"{k} {v:.2f}s" for k, v in generation.timings.items())
+    searched = generation.settings["search"]
     print(f"{args.output}: {len(mesh.faces)} faces from {generation.tokens_at(scales)} tokens "
-          f"({scales} of {generation.num_scales} scales), seed {args.seed}"
+          f"({scales} of {generation.num_scales} scales), seed {generation.seed}"
+          f"{f' (best outline of {searched} samples from seed {args.seed}; alone: --search 1)' if searched > 1 else ''}"
           f"{', input ' + generation.preprocess_method if generation.preprocess_method else ''}; {times}")
     return 0
 
@@ -152,7 +165,7 @@ def _cmd_eval_gen(args: argparse.Namespace) -> int:
     pipeline = Pipeline.from_pretrained(args.checkpoint)
     result = evaluate_generation(pipeline, args.meshes, limit=args.limit, seed=args.seed, resolution=args.resolution,
                                  settings=pipeline.sampling_with(**_generation_settings(args)),
-                                 match=not args.no_match)
+                                 match=not args.no_match, search=_search(args))
     for key, value in result["summary"].items():
         print(f"{key:20s} {value:.4f}" if isinstance(value, float) else f"{key:20s} {value}")
     _write_json(args.json, result["summary"], result["items"])
@@ -294,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUT.{glb,obj,stl,ply}", type=_mesh_output)
     p.add_argument("--scale", type=int, help="decode from the first S scales only (coarse-to-fine)")
     p.add_argument("--resolution", type=int, default=256, help="marching-cubes grid cells per axis")
+    from vat.pipeline import DEFAULT_GENERATE_SEARCH
+
     def sampling_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--seed", type=int, default=0, help="sampling seed (the same seed gives the same mesh)")
         unset = " (default: the checkpoint's sampling_config.json, else %s)"
@@ -305,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--top-k", type=int, help="sample among the k likeliest tokens (0: all)" + unset % 0)
         p.add_argument("--top-p", type=float, help="nucleus sampling mass (0: off)" + unset % 0)
         p.add_argument("--resolution", type=int, default=256, help="marching-cubes grid cells per axis")
+        p.add_argument("--search", type=int, metavar="K",
+                       help="sample K meshes (seeds SEED .. SEED+K-1) and keep the one whose outline best fits the "
+                            f"image's foreground from some view (default {DEFAULT_GENERATE_SEARCH}; 1: one sample, "
+                            "fastest; without an image: 1)")
 
     p = add("generate", "image (and/or text) -> mesh", _cmd_generate)
     p.add_argument("image", nargs="?", help="input image (PNG/JPEG/WebP; alpha is used as the mask when present)")

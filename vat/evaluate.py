@@ -105,9 +105,11 @@ EVAL_GEN_VIEW_SEED = 0
 
 def generation_item(pipeline, path: Path, seed: int = 0, resolution: int = 256, settings: dict | None = None,
                     view_seed: int = EVAL_GEN_VIEW_SEED, size: int = 512,
-                    unconditional: trimesh.Trimesh | None = None) -> tuple[dict, trimesh.Trimesh, trimesh.Trimesh]:
+                    unconditional: trimesh.Trimesh | None = None,
+                    search: int = 1) -> tuple[dict, trimesh.Trimesh, trimesh.Trimesh]:
     """Render a view of the mesh, generate from it, ICP-align the result to the mesh, score it (F@0.01,
-    F@0.05, Chamfer); the `unconditional` mesh is scored the same way (uncond_*). Returns the item,
+    F@0.05, Chamfer), generating with `search` samples (Pipeline.generate); the `unconditional` mesh is
+    scored the same way (uncond_*). Returns the item,
     the mesh and the generated mesh; a generation with no surface gives an item with `error` and
     `generation_failed` and None for the generated mesh. A mesh that cannot be read raises VatError."""
     from vat.geometry.render import load_for_render, render_views
@@ -115,7 +117,8 @@ def generation_item(pipeline, path: Path, seed: int = 0, resolution: int = 256, 
     start = time.perf_counter()
     mesh = load_mesh(path)
     view = render_views(load_for_render(path), views=1, size=size, seed=view_seed)[0]
-    generation = pipeline.generate(image=view.rgba, seed=seed, resolution=resolution, **(settings or {}))
+    generation = pipeline.generate(image=view.rgba, seed=seed, resolution=resolution, search=search,
+                                   **(settings or {}))
     generated = generation.mesh()
     if len(generated.faces) == 0:  # the model's failure, not the mesh's: the caller counts it as a miss
         return ({"mesh": str(path), "error": "the generated occupancy has no surface", "generation_failed": True,
@@ -127,6 +130,7 @@ def generation_item(pipeline, path: Path, seed: int = 0, resolution: int = 256, 
         "f_score_005": scores["f_score_005"],
         "chamfer": scores["chamfer"],
         "seed": seed,
+        "kept_seed": generation.seed,
         "view": {"azimuth": view.azimuth, "elevation": view.elevation},
         "faces": len(generated.faces),
         **{f"{k}_seconds": v for k, v in generation.timings.items()},
@@ -140,8 +144,9 @@ def generation_item(pipeline, path: Path, seed: int = 0, resolution: int = 256, 
 
 
 def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | None = None, seed: int = 0,
-                        resolution: int = 256, settings: dict | None = None, match: bool = True) -> dict:
-    """eval-gen: every mesh's generation_item, and in the summary their means plus
+                        resolution: int = 256, settings: dict | None = None, match: bool = True,
+                        search: int = 1) -> dict:
+    """eval-gen: every mesh's generation_item (with `search` samples each), and in the summary their means plus
     - the floor: the unconditional sample (null condition, the same seed and sampling settings; one
       mesh for the whole run, since nothing of the input reaches it) scored against every mesh, and
       cond_beats_uncond, the number of meshes whose conditional F@0.01 beats it;
@@ -161,7 +166,8 @@ def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | Non
     items, generated_points, mesh_points, own = [], [], [], []
     for path in tqdm(mesh_files(directory, limit), desc="eval-gen", unit="mesh"):
         try:
-            item, mesh, generated = generation_item(pipeline, path, seed, resolution, settings, unconditional=floor)
+            item, mesh, generated = generation_item(pipeline, path, seed, resolution, settings, unconditional=floor,
+                                                    search=search)
         except VatError as exc:
             log.warning("%s: %s", path, exc)
             items.append({"mesh": str(path), "error": str(exc)})
@@ -187,5 +193,5 @@ def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | Non
     if floor is not None:
         summary["cond_beats_uncond"] = sum(item["f_score"] > item["uncond_f_score"] for item in ok)
     summary["generation_failed"] = len(attempted) - len(ok)
-    summary.update({"seed": seed, **(settings or {})})
+    summary.update({"seed": seed, "search": search, **(settings or {})})
     return {"summary": summary, "items": items}

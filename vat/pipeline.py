@@ -27,6 +27,11 @@ QUERY_BATCH = 65_536
 SEARCH_QUERIES = (10_000, 10_000)
 DEFAULT_SEARCH = 8  # what `vat encode`, `vat eval-recon` and the demo use (the library's default is 1: fast)
 SEARCH_SEED_OFFSET = 0x5EA4C4
+# Generator-side search (Pipeline.generate(search=K)): K samples (seeds seed .. seed + K - 1), each decoded
+# on an OUTLINE_GRID^3 grid; the one whose outline best fits the input's foreground mask from some view
+# of vat.geometry.silhouette's grid is kept.
+OUTLINE_GRID = 48
+DEFAULT_GENERATE_SEARCH = 8  # what `vat generate`, `vat eval-gen` and the demo use (the library's default is 1)
 
 
 def resolve_checkpoint(checkpoint: str | os.PathLike) -> Path:
@@ -289,11 +294,17 @@ class Pipeline:
     def generate(self, image=None, text: str | None = None, seed: int = 0, cfg: float | None = None,
                  cfg_schedule: str | None = None, temperature: float | None = None, top_k: int | None = None,
                  top_p: float | None = None, preprocess: bool = True, foreground_ratio: float = 0.85,
-                 remove_background: str = "auto", resolution: int = 256, progress=None) -> Generation:
+                 remove_background: str = "auto", resolution: int = 256, search: int = 1,
+                 progress=None) -> Generation:
         """Tokens of every scale for an image (path, bytes, PIL or array) and/or a text prompt.
         Sampling settings left None are the pipeline's (`self.sampling`: the checkpoint's
         sampling_config.json, else SAMPLING_DEFAULTS). `progress(done_scales, total_scales)` is
-        called after each scale. Meshes are decoded lazily (`Generation.mesh(scales)`)."""
+        called after each scale. Meshes are decoded lazily (`Generation.mesh(scales)`).
+
+        `search` = K > 1 (needs an image) samples seeds seed .. seed + K - 1 and keeps the sample whose
+        outline, from its best view, overlaps the image's foreground the most (`outline_score`):
+        K times the sampling, plus a coarse decode per sample. The result's `seed` is the kept
+        sample's, so generate(seed=result.seed) gives it again without the search."""
         from vat.preprocess import load_image, preprocess_image
 
         sampling = self.sampling_with(cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k,
@@ -302,15 +313,23 @@ class Pipeline:
         text = (text or "").strip() or None
         if image is None and text is None:
             raise VatError("give an image, a text prompt, or both")
-        timings, input_image, method = {}, None, None
+        if int(search) != search or search < 1:
+            raise VatError(f"search must be a positive whole number of samples, got {search}")
+        if search > 1 and image is None:
+            raise VatError("search picks the sample that fits the image's outline: it needs an image")
+        timings, input_image, method, mask = {}, None, None, None
         start = time.perf_counter()
         if image is not None:
             loaded = load_image(image)
             if preprocess:
                 done = preprocess_image(loaded, foreground_ratio=foreground_ratio, remove_background=remove_background)
-                input_image, method = done.image, done.method
+                input_image, method, mask = done.image, done.method, done.mask
             else:
                 input_image, method = loaded.convert("RGB"), "none"
+                if loaded.mode == "RGBA":
+                    mask = np.asarray(loaded.getchannel("A"), dtype=np.float32) / 255.0
+            if search > 1 and mask is None:
+                raise VatError("search needs the object's outline: leave preprocessing on or give an RGBA image")
         timings["preprocess"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -319,13 +338,42 @@ class Pipeline:
         timings["condition"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        idx = self.generator.generate(self.codec.tokenizer.quantizer, image_tokens=image_tokens, text=text_vector,
-                                      seed=seed, on_scale=progress, **sampling)
+        candidates = []
+        for k in range(int(search)):
+            on_scale = None if progress is None else (lambda s, n, k=k: progress(k * n + s, search * n))
+            idx = self.generator.generate(self.codec.tokenizer.quantizer, image_tokens=image_tokens, text=text_vector,
+                                          seed=seed + k, on_scale=on_scale, **sampling)
+            candidates.append([i[0].cpu().numpy() for i in idx])
         timings["sample"] = time.perf_counter() - start
         settings = dict(text=text, **sampling, preprocess=preprocess, foreground_ratio=foreground_ratio,
-                        remove_background=remove_background)
-        return Generation([i[0].cpu().numpy() for i in idx], self.codec, seed, settings, timings, input_image, method,
+                        remove_background=remove_background, search=int(search))
+        best = 0
+        if search > 1:
+            start = time.perf_counter()
+            scores = self.outline_scores(candidates, mask)
+            best = int(np.argmax(scores))
+            settings["outline_score"] = float(scores[best])
+            timings["search"] = time.perf_counter() - start
+        return Generation(candidates[best], self.codec, seed + best, settings, timings, input_image, method,
                           resolution)
+
+    def outline_scores(self, candidates: list[list[np.ndarray]], mask_HW: np.ndarray) -> np.ndarray:
+        """For each candidate's tokens, the IoU of its outline (occupancy on an OUTLINE_GRID^3 grid,
+        the best view of vat.geometry.silhouette's grid) with the foreground mask; -1 for a
+        candidate with no occupied cell."""
+        from vat.geometry.silhouette import best_overlap, frame_mask, project_outlines, shell_cells
+
+        target = frame_mask(mask_HW)
+        side = OUTLINE_GRID
+        centres = (np.arange(side) + 0.5) / side - 0.5
+        grid_RRR3 = np.stack(np.meshgrid(centres, centres, centres, indexing="ij"), -1).astype(np.float32)
+        scores = np.full(len(candidates), -1.0)
+        for k, indices in enumerate(candidates):
+            occupied = self.codec.occupancy_fn(indices)(grid_RRR3.reshape(-1, 3)).reshape(side, side, side) > 0
+            cells = shell_cells(occupied)
+            if len(cells):
+                scores[k] = best_overlap(target, project_outlines(grid_RRR3[tuple(cells.T)], 1.0 / side))[0]
+        return scores
 
     @torch.no_grad()
     def generate_unconditional(self, seed: int = 0, temperature: float | None = None, top_k: int | None = None,

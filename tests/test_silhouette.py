@@ -1,0 +1,128 @@
+"""Outline consistency (vat.geometry.silhouette) and the generator-side search built on it
+(Pipeline.generate(search=K)): a solid's projected outline agrees with the renderer's, picks the
+right shape and view, and the search keeps the sample that fits the image best."""
+
+import numpy as np
+import pytest
+import trimesh
+
+from vat.errors import VatError
+from vat.geometry.inside import contains
+from vat.geometry.silhouette import (GRID_AZIMUTHS, GRID_ELEVATIONS, best_overlap, frame_mask, project_outlines,
+                                     shell_cells)
+
+SIDE = 32  # occupancy cells per axis in these tests
+
+
+def _l_shape():
+    """An asymmetric solid: a tall post on one end of a long bar (in the unit cube)."""
+    bar = trimesh.creation.box([0.9, 0.2, 0.3]).apply_translation([0, -0.35, 0])
+    post = trimesh.creation.box([0.2, 0.7, 0.3]).apply_translation([0.35, 0.05, 0])
+    return trimesh.boolean.union([bar, post], engine="manifold")
+
+
+def _cells(mesh):
+    """(centres of the occupied shell cells, cell edge) of `mesh` on a SIDE^3 grid over the unit cube."""
+    centres = (np.arange(SIDE) + 0.5) / SIDE - 0.5
+    grid = np.stack(np.meshgrid(centres, centres, centres, indexing="ij"), -1)
+    occupied = contains(mesh, grid.reshape(-1, 3)).reshape(SIDE, SIDE, SIDE)
+    return grid[tuple(shell_cells(occupied).T)], 1.0 / SIDE
+
+
+def _rendered_mask(mesh, azimuth, elevation):
+    from vat.geometry.render import render_view
+
+    try:
+        view = render_view(mesh, azimuth, elevation, size=128)
+    except VatError as exc:
+        pytest.skip(f"cannot render here: {exc}")
+    return view.rgba[..., 3] / 255.0
+
+
+def test_shell_cells_are_the_occupied_cells_with_an_empty_neighbour():
+    solid = np.zeros((6, 6, 6), dtype=bool)
+    solid[1:5, 1:5, 1:5] = True
+    cells = shell_cells(solid)
+    assert len(cells) == 4 ** 3 - 2 ** 3  # all of the 4^3 block but its 2^3 core
+    assert not any((c >= 2).all() and (c <= 3).all() for c in cells)
+    assert len(shell_cells(np.ones((3, 3, 3), dtype=bool))) == 26  # the grid's edge counts as empty
+
+
+def test_framing_ignores_where_and_how_large_the_object_is():
+    small = np.zeros((100, 100), dtype=bool)
+    small[10:30, 50:60] = True  # a 2:1 upright bar
+    large = np.zeros((300, 200), dtype=float)
+    large[100:260, 20:100] = 1.0
+    a, b = frame_mask(small), frame_mask(large)
+    assert (a & b).sum() / (a | b).sum() > 0.9
+    rows = np.flatnonzero(a.any(axis=1))
+    assert len(rows) == pytest.approx(0.9 * a.shape[0], abs=1)  # the longer side fills FILL of the square
+    with pytest.raises(VatError, match="empty"):
+        frame_mask(np.zeros((10, 10)))
+    with pytest.raises(VatError, match="empty"):
+        project_outlines(np.zeros((0, 3)), 0.1)
+
+
+def test_a_solids_outline_matches_its_render_from_the_same_view():
+    mesh = _l_shape()
+    points, cell = _cells(mesh)
+    azimuth, elevation = 45.0, 15.0  # a view of the grid
+    target = frame_mask(_rendered_mask(mesh, azimuth, elevation))
+    outlines = project_outlines(points, cell)
+    views = [(a, e) for a in GRID_AZIMUTHS for e in GRID_ELEVATIONS]
+    own = views.index((azimuth, elevation))
+    own_iou = (outlines[own] & target).sum() / (outlines[own] | target).sum()
+    assert own_iou > 0.85
+    iou, best = best_overlap(target, outlines)
+    assert iou >= own_iou
+    assert abs((views[best][0] - azimuth + 180) % 360 - 180) <= 15  # found near the true azimuth
+
+
+def test_the_right_shape_fits_its_image_better_than_other_shapes():
+    mesh = _l_shape()
+    target = frame_mask(_rendered_mask(mesh, 120.0, 10.0))  # between grid views
+    scores = {name: best_overlap(target, project_outlines(*_cells(shape)))[0]
+              for name, shape in (("own", mesh), ("sphere", trimesh.creation.icosphere(3, radius=0.45)),
+                                  ("slab", trimesh.creation.box([0.9, 0.9, 0.15])),
+                                  ("pole", trimesh.creation.box([0.15, 0.9, 0.15])))}
+    assert scores["own"] > 0.8
+    assert scores["own"] > max(v for k, v in scores.items() if k != "own") + 0.1, scores
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_checkpoint):
+    from vat.pipeline import Pipeline
+
+    return Pipeline.from_pretrained(tiny_checkpoint, device="cpu")
+
+
+def test_search_keeps_the_sample_whose_outline_fits_best(pipeline, tmp_path):
+    from conftest import draw_object_image
+    from vat.preprocess import preprocess_image
+
+    image = draw_object_image(tmp_path / "object.png", transparent=True)
+    seed, k = 5, 4
+    singles = [pipeline.generate(image=image, seed=seed + i) for i in range(k)]
+    scores = pipeline.outline_scores([g.indices for g in singles], preprocess_image(image).mask)
+    assert len(set(np.round(scores, 6))) > 1, "the samples should differ in outline for this test to mean anything"
+    searched = pipeline.generate(image=image, seed=seed, search=k)
+    assert searched.seed == seed + int(np.argmax(scores))
+    assert searched.settings["search"] == k
+    assert searched.settings["outline_score"] == pytest.approx(scores.max())
+    for a, b in zip(searched.indices, singles[searched.seed - seed].indices):  # seed alone gives it again
+        np.testing.assert_array_equal(a, b)
+    calls = []
+    pipeline.generate(image=image, seed=seed, search=2, progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (2 * pipeline.num_scales, 2 * pipeline.num_scales)
+    assert [d for d, _ in calls] == list(range(1, 2 * pipeline.num_scales + 1))
+
+
+def test_search_refuses_what_it_cannot_do(pipeline, tmp_path):
+    from conftest import draw_object_image
+
+    with pytest.raises(VatError, match="needs an image"):
+        pipeline.generate(text="a chair", search=2)
+    with pytest.raises(VatError, match="positive whole number"):
+        pipeline.generate(image=draw_object_image(tmp_path / "a.png"), search=0)
+    with pytest.raises(VatError, match="outline"):  # no mask without preprocessing or alpha
+        pipeline.generate(image=draw_object_image(tmp_path / "b.png"), search=2, preprocess=False)
