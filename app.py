@@ -688,8 +688,7 @@ class Demo:
         random one; the seed used comes back. Sampling settings left None are the checkpoint's.
         `search` samples (default DEFAULT_GENERATE_SEARCH with an image, 1 without) are drawn and the one
         whose outline best fits the image is kept (vat.pipeline.Pipeline.generate)."""
-        from vat.pipeline import DEFAULT_GENERATE_SEARCH
-        from vat.pipeline import Generation
+        from vat.pipeline import DEFAULT_GENERATE_SEARCH, Generation
 
         (path, name), text = _upload(image), (text or "").strip()
         if path is None and not text:
@@ -703,7 +702,7 @@ class Demo:
                         foreground_ratio=FOREGROUND_RATIO.check(foreground_ratio),
                         remove_background="none" if skip_background_removal else "auto",
                         resolution=_resolution_of(resolution),
-                        search=(DEFAULT_GENERATE_SEARCH if path else 1) if search is None else SEARCH.check(search))
+                        search=DEFAULT_GENERATE_SEARCH if search is None else SEARCH.check(search))
         if path is None:  # nothing to fit an outline to: one sample
             settings["search"] = 1
         codec = self.models.pipeline().codec  # loads the models here, or says what is missing

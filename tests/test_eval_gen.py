@@ -62,6 +62,7 @@ def test_generations_that_are_the_pieces_match_and_beat_the_floor(pieces):
     summary, items = result["summary"], result["items"]
     assert pipeline.searches == [2, 2, 2, 2] and summary["search"] == 2
     assert [item["kept_seed"] for item in items] == [4, 4, 4, 4]  # the sample each search kept
+    assert "kept_seed" not in summary
     assert summary["match_rate"] == 1.0 and summary["match_chance"] == 0.25
     assert [item["match_rank"] for item in items] == [1, 1, 1, 1]
     assert summary["f_score"] > 0.99 and summary["f_score_005"] == 1.0

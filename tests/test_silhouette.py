@@ -80,7 +80,7 @@ def test_a_solids_outline_matches_its_render_from_the_same_view():
 
 def test_the_right_shape_fits_its_image_better_than_other_shapes():
     mesh = _l_shape()
-    target = frame_mask(_rendered_mask(mesh, 120.0, 10.0))  # between grid views
+    target = frame_mask(_rendered_mask(mesh, 120.0, 10.0))  # an elevation between the grid's
     scores = {name: best_overlap(target, project_outlines(*_cells(shape)))[0]
               for name, shape in (("own", mesh), ("sphere", trimesh.creation.icosphere(3, radius=0.45)),
                                   ("slab", trimesh.creation.box([0.9, 0.9, 0.15])),

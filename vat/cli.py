@@ -307,9 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUT.{glb,obj,stl,ply}", type=_mesh_output)
     p.add_argument("--scale", type=int, help="decode from the first S scales only (coarse-to-fine)")
     p.add_argument("--resolution", type=int, default=256, help="marching-cubes grid cells per axis")
-    from vat.pipeline import DEFAULT_GENERATE_SEARCH
 
     def sampling_options(p: argparse.ArgumentParser) -> None:
+        from vat.pipeline import DEFAULT_GENERATE_SEARCH
+
         p.add_argument("--seed", type=int, default=0, help="sampling seed (the same seed gives the same mesh)")
         unset = " (default: the checkpoint's sampling_config.json, else %s)"
         p.add_argument("--cfg", type=float, help="classifier-free guidance scale (0: off)" + unset % 1.5)

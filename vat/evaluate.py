@@ -187,6 +187,7 @@ def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | Non
         for item, rank in zip(ok, ranks):
             item["match_rank"] = int(rank)
     summary = summarize(items)
+    summary.pop("kept_seed", None)  # a seed per item, not a quantity to average
     if match and attempted:
         hits = int(np.sum(ranks == 1)) if ok else 0
         summary.update(match_rate=hits / len(attempted), match_chance=1.0 / len(attempted))
