@@ -69,11 +69,17 @@ def reconstruction_item(codec: MeshCodec, path: Path, resolution: int = 256, bas
     return item
 
 
+# Numeric item keys that name something (a seed) rather than measure it: never averaged.
+IDENTIFIERS = ("seed", "kept_seed")
+
+
 def summarize(items: list[dict]) -> dict:
-    """Mean of every numeric key (and of the per-scale IoUs) over the items that succeeded, and the counts."""
+    """Mean of every numeric key but IDENTIFIERS (and of the per-scale IoUs) over the items that
+    succeeded, and the counts."""
     ok = [i for i in items if "error" not in i]
     summary = {"meshes": len(items), "failed": len(items) - len(ok)}
-    keys = [k for k, v in (ok[0].items() if ok else []) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    keys = [k for k, v in (ok[0].items() if ok else [])
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in IDENTIFIERS]
     for key in keys:
         values = [i[key] for i in ok if isinstance(i.get(key), (int, float))]
         if values:
@@ -187,7 +193,6 @@ def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | Non
         for item, rank in zip(ok, ranks):
             item["match_rank"] = int(rank)
     summary = summarize(items)
-    summary.pop("kept_seed", None)  # a seed per item, not a quantity to average
     if match and attempted:
         hits = int(np.sum(ranks == 1)) if ok else 0
         summary.update(match_rate=hits / len(attempted), match_chance=1.0 / len(attempted))
