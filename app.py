@@ -611,13 +611,11 @@ def sample_tokens(checkpoint: str, image: str | None, text: str | None, seed: in
                   progress=None) -> dict:
     """vat.pipeline.Pipeline.generate, reduced to plain data: the tokens per scale, the image the
     model saw, how its background was found, the timings. `settings`: generate's keyword arguments."""
-    samples = settings.get("search", 1)
+    samples = settings.get("search", 1)  # at most SEARCH.maximum = SAMPLE_BATCH: drawn as one batch
 
     def on_scale(done: int, total: int) -> None:
         if progress is not None:
-            per = total // samples
-            sample, scale = (done - 1) // per + 1, (done - 1) % per + 1
-            desc = f"Sampling scale {scale} of {per}" + (f", sample {sample} of {samples}" if samples > 1 else "")
+            desc = f"Sampling scale {done} of {total}" + (f", {samples} samples at once" if samples > 1 else "")
             progress((done, total), desc=desc, unit="scales")
 
     result = models_for(checkpoint).pipeline().generate(image=image, text=text, seed=seed, progress=on_scale,

@@ -143,6 +143,19 @@ def test_seeds_and_cache_give_reproducible_tokens():
     assert not all(torch.equal(x, y) for x, y in zip(a, d))
 
 
+def test_a_list_of_seeds_samples_one_row_per_seed_as_each_seed_alone():
+    model, quantizer = micro()
+    image, text = conditions(batch=1)
+    rows = model.generate(quantizer, image, text, cfg=2.0, top_k=5, seed=[3, 4, 3])
+    assert [i.shape for i in rows] == [(3, n) for n in MICRO.tokens_per_scale]
+    for r, seed in enumerate([3, 4, 3]):
+        alone = model.generate(quantizer, image, text, cfg=2.0, top_k=5, seed=seed)
+        assert all(torch.equal(x[r], y[0]) for x, y in zip(rows, alone))
+    assert not all(torch.equal(x[0], x[1]) for x in rows)
+    with pytest.raises(VatError, match="at least one seed"):
+        model.generate(quantizer, image, text, seed=[])
+
+
 @pytest.mark.parametrize("use_image, use_text", [(True, False), (False, True), (True, True), (False, False)])
 def test_any_combination_of_conditions_samples(use_image, use_text):
     model, quantizer = micro()

@@ -1,5 +1,7 @@
 """The mesh codec around the tokenizer: file sizes, prefixes, and clean errors on bad input."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -40,6 +42,23 @@ def test_prefix_of_scales(codec):
     assert len(codec.read(encoded.data)) == 2
     with pytest.raises(VatError, match="between 1 and"):
         codec.encode(trimesh.creation.icosphere(2), scales=99)
+
+
+@pytest.mark.parametrize("fields", [{}, {"locality": "grid", "grid_up_levels": 1}])
+def test_a_batch_of_token_lists_decodes_as_each_alone(fields, monkeypatch):
+    """occupancy_fns decodes the planes of many shapes per batch (SAMPLE_BATCH of them; 2 here, so the
+    last batch is short): each shape's field is the one occupancy_fn gives, for the triplane field (3
+    plane rows per shape) and the grid field (one volume per shape)."""
+    monkeypatch.setattr("vat.pipeline.SAMPLE_BATCH", 2)
+    torch.manual_seed(0)
+    codec = MeshCodec(VAT(dataclasses.replace(MICRO, **fields)), device="cpu")
+    rng = np.random.default_rng(0)
+    candidates = [[rng.integers(0, MICRO.codebook_size, s * s) for s in MICRO.scale_sides] for _ in range(3)]
+    points = rng.uniform(-0.5, 0.5, (500, 3)).astype(np.float32)
+    together = [fn(points) for fn in codec.occupancy_fns(candidates, scales=3)]
+    for values, indices in zip(together, candidates, strict=True):
+        np.testing.assert_allclose(values, codec.occupancy_fn(indices, scales=3)(points), rtol=1e-4, atol=1e-5)
+    assert np.abs(together[0] - together[1]).max() > 1e-3  # different tokens, different fields
 
 
 def test_foreign_and_broken_files(codec):

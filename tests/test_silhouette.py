@@ -96,10 +96,12 @@ def pipeline(tiny_checkpoint):
     return Pipeline.from_pretrained(tiny_checkpoint, device="cpu")
 
 
-def test_search_keeps_the_sample_whose_outline_fits_best(pipeline, tmp_path):
+@pytest.mark.parametrize("batch", [16, 3])  # the samples in one batch; in two, the second one short
+def test_search_keeps_the_sample_whose_outline_fits_best(pipeline, tmp_path, monkeypatch, batch):
     from conftest import draw_object_image
     from vat.preprocess import preprocess_image
 
+    monkeypatch.setattr("vat.pipeline.SAMPLE_BATCH", batch)
     image = draw_object_image(tmp_path / "object.png", transparent=True)
     seed, k = 5, 4
     singles = [pipeline.generate(image=image, seed=seed + i) for i in range(k)]
@@ -111,10 +113,9 @@ def test_search_keeps_the_sample_whose_outline_fits_best(pipeline, tmp_path):
     assert searched.settings["outline_score"] == pytest.approx(scores.max())
     for a, b in zip(searched.indices, singles[searched.seed - seed].indices):  # seed alone gives it again
         np.testing.assert_array_equal(a, b)
-    calls = []
-    pipeline.generate(image=image, seed=seed, search=2, progress=lambda done, total: calls.append((done, total)))
-    assert calls[-1] == (2 * pipeline.num_scales, 2 * pipeline.num_scales)
-    assert [d for d, _ in calls] == list(range(1, 2 * pipeline.num_scales + 1))
+    calls, batches = [], -(-k // batch)  # one progress step per scale of each batch
+    pipeline.generate(image=image, seed=seed, search=k, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(d, batches * pipeline.num_scales) for d in range(1, batches * pipeline.num_scales + 1)]
 
 
 def test_search_refuses_what_it_cannot_do(pipeline, tmp_path):

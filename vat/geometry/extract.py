@@ -188,6 +188,27 @@ def extract_mesh(
     that is at least `coarse_resolution` and refines only near the surface, so parts thinner than
     that coarse grid's cells can be missed. Raises VatError when the field has no surface.
     """
+    start = time.perf_counter()
+    volume, stats = evaluate_grid(fn, resolution, level, method, bound, batch_size, coarse_resolution, progress)
+    mesh = _marching_cubes(volume, level, bound)
+    stats.seconds = time.perf_counter() - start
+    return mesh, stats
+
+
+def evaluate_grid(
+    fn: OccupancyFn,
+    resolution: int,
+    level: float = 0.0,
+    method: str = "coarse_to_fine",
+    bound: float = GRID_BOUND,
+    batch_size: int = 262_144,
+    coarse_resolution: int = 32,
+    progress: bool = False,
+) -> tuple[np.ndarray, ExtractionStats]:
+    """The field's values [resolution + 1]^3 at the grid points (grid_points(resolution, bound), indexing
+    "ij"), as extract_mesh evaluates them: "dense" queries every point; "coarse_to_fine" queries the
+    points near the `level` surface and interpolates the rest (exact in sign away from the surface,
+    except for parts thinner than the coarse grid's cells)."""
     if method not in METHODS:
         raise VatError(f"unknown extraction method {method!r}: expected one of {', '.join(METHODS)}")
     if resolution < 2 or coarse_resolution < 2:
@@ -203,8 +224,7 @@ def extract_mesh(
             volume = _coarse_to_fine(query, resolution, coarse_resolution, level, bound)
     finally:
         query.bar.close()
-    mesh = _marching_cubes(volume, level, bound)
-    return mesh, ExtractionStats(resolution, method, query.count, time.perf_counter() - start)
+    return volume, ExtractionStats(resolution, method, query.count, time.perf_counter() - start)
 
 
 def postprocess(

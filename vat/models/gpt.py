@@ -299,14 +299,16 @@ class NextScaleGPT(nn.Module):
     def generate(self, quantizer: MultiScaleQuantizer, image_tokens: torch.Tensor | None = None,
                  text: torch.Tensor | None = None, batch_size: int = 1, cfg: float = 1.5,
                  cfg_schedule: str = "linear", temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0,
-                 seed: int | torch.Generator | None = None, use_cache: bool = True,
+                 seed: int | torch.Generator | list[int] | None = None, use_cache: bool = True,
                  on_scale=None) -> list[torch.Tensor]:
         """Token indices per scale (idx_Bl), coarse to fine. With cfg != 0 and a condition, the conditional
         and unconditional (null) passes run as one doubled batch; see guidance_weight for the formula.
         use_cache=True feeds only each new scale's tokens; False re-runs the whole prefix every step.
         batch_size only counts when no condition is given; seed: an int or a torch.Generator for
-        reproducible tokens, None for torch's global generator. on_scale(done, total), if given, is
-        called after each scale (progress bars)."""
+        reproducible tokens, None for torch's global generator; a list of ints samples one row per seed
+        (a condition of batch 1 is shared by all rows), each row the tokens generate(seed=that int) gives
+        (up to float rounding in the batched forward pass): batched samples for the price of few.
+        on_scale(done, total), if given, is called after each scale (progress bars)."""
         c = self.config
         if (quantizer.scale_sides, quantizer.codebook_size, quantizer.channels) != \
                 (c.scale_sides, c.vocabulary, c.latent_channels):
@@ -314,9 +316,17 @@ class NextScaleGPT(nn.Module):
         if cfg_schedule not in CFG_SCHEDULES:
             raise VatError(f"cfg_schedule must be one of {CFG_SCHEDULES}, got {cfg_schedule!r}")
         device = self.pos_scales.device
+        if isinstance(seed, (list, tuple)):
+            if not seed:
+                raise VatError("seed: give at least one seed")
+            batch_size = len(seed)
+            image_tokens, text = (given if given is None or given.shape[0] != 1 else
+                                  given.expand(batch_size, *given.shape[1:]) for given in (image_tokens, text))
+            generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seed]
+        else:
+            generators = [seed if isinstance(seed, torch.Generator) or seed is None else
+                          torch.Generator(device=device).manual_seed(seed)]
         batch_size = next((given.shape[0] for given in (image_tokens, text) if given is not None), batch_size)
-        generator = seed if isinstance(seed, torch.Generator) or seed is None else \
-            torch.Generator(device=device).manual_seed(seed)
 
         guided = cfg != 0 and (image_tokens is not None or text is not None)
         image_BNW, text_BW = self.condition(image_tokens, text, batch_size)
@@ -340,7 +350,11 @@ class NextScaleGPT(nn.Module):
                 cond_BlV, uncond_BlV = logits_BlV.chunk(2)
                 w = guidance_weight(cfg, si, len(c.scale_sides), cfg_schedule)
                 logits_BlV = (1 + w) * cond_BlV - w * uncond_BlV
-            idx_Bl = sample_tokens(logits_BlV, temperature, top_k, top_p, generator)
+            if len(generators) == 1:
+                idx_Bl = sample_tokens(logits_BlV, temperature, top_k, top_p, generators[0])
+            else:  # one seed per row: each row draws from its own generator
+                idx_Bl = torch.cat([sample_tokens(logits_BlV[b:b + 1], temperature, top_k, top_p, g)
+                                    for b, g in enumerate(generators)])
             indices.append(idx_Bl)
             if on_scale is not None:
                 on_scale(si + 1, len(c.scale_sides))
