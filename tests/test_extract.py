@@ -6,7 +6,7 @@ import pytest
 
 from vat.errors import VatError
 from vat.geometry.analytic import bench_shape_sdf, box_sdf, sphere_sdf, union
-from vat.geometry.extract import GRID_BOUND, _upsample, extract_mesh, grid_points, postprocess
+from vat.geometry.extract import GRID_BOUND, _upsample, evaluate_grid, extract_mesh, grid_points, postprocess
 from vat.metrics import chamfer_fscore
 
 
@@ -41,6 +41,19 @@ def test_coarse_to_fine_gives_the_dense_mesh_with_fewer_queries():
     assert chamfer_fscore(dense_mesh, c2f_mesh, samples=5_000)["chamfer"] < 1e-4
     assert len(c2f_mesh.faces) == len(dense_mesh.faces)
     assert c2f.queries < dense.queries / 5
+
+
+def test_evaluate_grid_gives_the_field_at_the_grid_points():
+    """What the outline search reads: dense is the function at every ij-indexed grid point; coarse to
+    fine has the same sign everywhere on a smooth shape, from fewer queries."""
+    fn = occupancy(bench_shape_sdf())
+    axis = grid_points(48)
+    points = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+    dense, dense_stats = evaluate_grid(fn, 48, method="dense")
+    np.testing.assert_allclose(dense.reshape(-1), fn(points), rtol=1e-6, atol=1e-7)
+    c2f, c2f_stats = evaluate_grid(fn, 48, coarse_resolution=24)
+    assert np.array_equal(c2f > 0, dense > 0)
+    assert c2f_stats.queries < dense_stats.queries / 2 and dense_stats.queries == 49 ** 3
 
 
 def test_coarse_to_fine_query_savings_grow_with_resolution():
