@@ -5,6 +5,7 @@ only from the same frozen encoder without augmentation, and the exported folder.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -173,6 +174,23 @@ def test_prepare_logs_and_skips_bad_shapes(tmp_path, inputs, one_thread):
     assert "image_features" not in arrays  # no encoders given
     errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
     assert [e["id"] for e in errors] == ["shape1.ply"] and "does not exist" in errors[0]["error"]
+
+
+def test_prepare_skips_shapes_the_tokenizer_filter_excluded(tmp_path, inputs, one_thread):
+    """Ids in the shards' excluded-ids.txt (train/filter_shapes.py) are recorded as skipped, not rendered."""
+    from vat import data
+
+    shards = tmp_path / "shards"
+    shutil.copytree(inputs / "shards", shards)
+    (shards / data.EXCLUDED_IDS).write_text("procedural/000000001\n")
+    summary = prepare_generator_data.main([
+        "--data", str(shards), "--tokenizer", str(inputs / "tokenizer"), "--out", str(tmp_path / "out"),
+        "--views", "1", "--size", "32", "--workers", "1"])
+    assert (summary["ok"], summary["bad"]) == (3, 1)
+    ids = [r["id"] for _, records in _chunks(tmp_path / "out") for r in records]
+    assert ids == ["procedural/000000000", "procedural/000000002", "procedural/000000003"]
+    errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    assert [e["id"] for e in errors] == ["procedural/000000001"] and "filter_shapes" in errors[0]["error"]
 
 
 def _box(mask):

@@ -56,6 +56,7 @@ log = logging.getLogger("prepare_generator_data")
 
 FORMAT_VERSION = 2  # 2: framed renders and their masks (1: raw orbit renders, no masks)
 MANIFEST = "manifest.json"
+EXCLUDED = "excluded by train/filter_shapes.py (the tokenizer cannot reconstruct it)"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -285,6 +286,7 @@ def _run(args: argparse.Namespace, inputs: list[Path], pool) -> dict:
         raise SystemExit(f"--views-from {args.views_from}: no {MANIFEST} of this script there")
     _check_manifest(args.out / MANIFEST, manifest)
 
+    excluded = data.excluded_ids(args.data)  # train/filter_shapes.py's list: recorded as skipped, not rendered
     jobs = []  # (input chunk, output chunk, ids of its good shapes)
     for path in inputs:
         ids = [r["id"] for r in data.chunk_records(path) if r["ok"]]
@@ -299,14 +301,15 @@ def _run(args: argparse.Namespace, inputs: list[Path], pool) -> dict:
         most two chunks wait, so renders never pile up in memory faster than they are written."""
         reuse = earlier_views(args.views_from, job[1].relative_to(args.out), args.views, args.size)
         records = [r for r in data.chunk_records(job[0]) if r["ok"]]
-        tasks = [(r, args.views, args.size) for r in records if r["id"] not in reuse]
+        tasks = [(r, args.views, args.size) for r in records if r["id"] not in reuse and r["id"] not in excluded]
         handle = pool.map_async(_render_task, tasks, chunksize=1) if pool is not None else tasks
         return records, reuse, handle
 
     def collect(submitted) -> list[tuple[Rendered | None, str | None]]:
         records, reuse, handle = submitted
         fresh = iter(handle.get() if pool is not None else [_render_task(t) for t in handle])
-        return [(reuse[r["id"]], None) if r["id"] in reuse else next(fresh) for r in records]
+        return [(None, EXCLUDED) if r["id"] in excluded else (reuse[r["id"]], None) if r["id"] in reuse
+                else next(fresh) for r in records]
 
     pending = [submit(job) for job in jobs[:2]]
     counts = {"chunks": len(inputs), "chunks_skipped": len(inputs) - len(jobs), "ok": 0, "bad": 0}

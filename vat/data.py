@@ -340,6 +340,19 @@ def chunk_complete(npz_path: str | os.PathLike, ids: list[str]) -> bool:
     return [r["id"] for r in chunk_records(npz_path)] == list(ids)
 
 
+# A prepared folder may hold EXCLUDED_IDS files (train/filter_shapes.py writes them): one shape id a line,
+# shapes kept on disk but left out of training (ShardDataset, train/prepare_generator_data.py).
+EXCLUDED_IDS = "excluded-ids.txt"
+
+
+def excluded_ids(directory: str | os.PathLike) -> set[str]:
+    """The ids listed in every EXCLUDED_IDS file under `directory` (and its subfolders)."""
+    ids: set[str] = set()
+    for path in sorted(Path(directory).rglob(EXCLUDED_IDS)):
+        ids.update(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    return ids
+
+
 def list_chunks(directory: str | os.PathLike) -> list[Path]:
     """The complete chunks (.npz with a .jsonl) under `directory` and its subfolders (so several
     prepared folders side by side train as one), sorted by path."""
@@ -366,17 +379,18 @@ class ShardDataset:
     """Map-style random access over prepared shards (torch DataLoader accepts it as it is).
 
     Keeps the last chunk read in memory, so shuffle within chunks (or sample chunk by chunk)
-    for speed.
+    for speed. Shapes listed in the folder's EXCLUDED_IDS files are left out.
     """
 
     def __init__(self, directory: str | os.PathLike):
         self.chunks = list_chunks(directory)
+        excluded = excluded_ids(directory)
         self.records: list[dict] = []
         self._index: list[tuple[int, int]] = []
         for c, path in enumerate(self.chunks):
-            ok = [r for r in chunk_records(path) if r["ok"]]
-            self.records.extend(ok)
-            self._index.extend((c, row) for row in range(len(ok)))
+            ok = [(row, r) for row, r in enumerate(r for r in chunk_records(path) if r["ok"]) if r["id"] not in excluded]
+            self.records.extend(r for _, r in ok)
+            self._index.extend((c, row) for row, _ in ok)
         self._cached: tuple[int, dict[str, np.ndarray]] | None = None
 
     def __len__(self) -> int:
