@@ -28,13 +28,10 @@ import scipy.sparse.csgraph
 import trimesh
 
 from vat.errors import MeshError, VatError
+from vat.geometry import cameras
+from vat.geometry.cameras import ELEVATION_RANGE, FOV_DEGREES, orbit_angles  # noqa: F401  (this module's API too)
 from vat.geometry.io import MAX_FACES, MAX_FILE_BYTES, load_scene, normalization_transform
 
-FOV_DEGREES = 33.8
-ELEVATION_RANGE = (-5.0, 30.0)
-# Fraction of the half-image kept free around the object in its tightest view, so antialiased
-# edges never touch the border.
-MARGIN = 0.05
 NEUTRAL_GREY = (0.7, 0.7, 0.7, 1.0)
 # Edges bent more than this stay sharp in the shading (as Blender's auto smooth does).
 CREASE_DEGREES = 40.0
@@ -46,10 +43,6 @@ MSAA_SAMPLES = 4
 SUPERSAMPLE = 2
 # Largest image (before supersampling) every GL driver can hold in one framebuffer.
 MAX_SIZE = 4096
-# The protocol's orbit the camera distance is fitted over: every render of a mesh, whatever its
-# view, uses the same distance, so scale is consistent across views (as the paper asks).
-_FIT_AZIMUTHS = np.arange(0.0, 360.0, 10.0)
-_FIT_ELEVATIONS = np.arange(ELEVATION_RANGE[0], ELEVATION_RANGE[1] + 1e-9, 5.0)
 
 INSTALL_HINT = (
     "install OpenGL for headless rendering: on Debian/Ubuntu `apt-get install -y libegl1 libegl-mesa0 "
@@ -253,84 +246,6 @@ def _parts_of(mesh) -> list[_Part]:
     for p in parts:
         p.positions_V3 = (p.positions_V3 * scale + offset).astype(np.float32)
     return parts
-
-
-# ----------------------------------------------------------------------------------------------
-# Cameras
-
-
-def orbit_angles(views: int = 24, seed: int = 0, elevations=None) -> tuple[np.ndarray, np.ndarray]:
-    """(azimuths, elevations) in degrees of the protocol's orbit: `views` azimuths evenly spaced
-    over 360 degrees from a seed-dependent start, and elevations drawn uniformly in [-5, 30] with
-    the same seed unless given (one number for all views, or one per view)."""
-    if int(views) != views or views < 1:
-        raise VatError(f"views must be a positive whole number, got {views}")
-    views = int(views)
-    rng = np.random.default_rng(seed)
-    azimuths = (rng.uniform(0.0, 360.0) + np.arange(views) * 360.0 / views) % 360.0
-    if elevations is None:
-        return azimuths, rng.uniform(*ELEVATION_RANGE, size=views)
-    elevation_V = np.asarray(elevations, dtype=np.float64).ravel()
-    if len(elevation_V) == 1:
-        elevation_V = np.repeat(elevation_V, views)
-    if len(elevation_V) != views:
-        raise VatError(f"elevations must be one number or {views} numbers (one per view), got {len(elevation_V)}")
-    return azimuths, elevation_V
-
-
-def _camera_axes(azimuth_deg, elevation_deg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unit vectors (right, up, back) [N, 3] of cameras looking at the origin; back points from
-    the origin to the camera."""
-    a, e = np.radians(np.asarray(azimuth_deg, float)), np.radians(np.asarray(elevation_deg, float))
-    back = np.stack([np.cos(e) * np.sin(a), np.sin(e), np.cos(e) * np.cos(a)], axis=-1).reshape(-1, 3)
-    right = np.stack([np.cos(a), np.zeros_like(a), -np.sin(a)], axis=-1).reshape(-1, 3)
-    return right, np.cross(back, right), back
-
-
-def _fit_distance(points_N3: np.ndarray, azimuths, elevations, fov_deg: float) -> float:
-    """Smallest camera distance at which every point lies inside the frame (less MARGIN) in every
-    view of the protocol's orbit (a 10 x 5 degree grid over all azimuths and elevations [-5, 30];
-    a view between grid points is at most ~0.5% tighter, well inside the margin) and in the given
-    views outside that band. So the distance depends only on the mesh, whatever views are asked for.
-
-    A point p is inside when |p.right| and |p.up| are at most tan(fov/2) times its depth d - p.back,
-    i.e. d >= max(|p.r|, |p.u|)/t + p.b: four linear functions of p, so each view's worst point is
-    a support point in one of four directions, all found with one matrix product."""
-    azimuths, elevations = np.ravel(azimuths), np.ravel(elevations)
-    outside = (elevations < ELEVATION_RANGE[0]) | (elevations > ELEVATION_RANGE[1])
-    t = math.tan(math.radians(fov_deg) / 2) * (1 - MARGIN)
-    grid_a, grid_e = np.meshgrid(_FIT_AZIMUTHS, _FIT_ELEVATIONS, indexing="ij")
-    right, up, back = _camera_axes(np.concatenate([grid_a.ravel(), azimuths[outside]]),
-                                   np.concatenate([grid_e.ravel(), elevations[outside]]))
-    directions_3D = np.concatenate([back + s * axis / t for axis in (right, up) for s in (1, -1)]).T
-    points = points_N3.astype(np.float32)
-    support_D = np.full(directions_3D.shape[1], -np.inf, dtype=np.float32)
-    for start in range(0, len(points), 8192):  # bounded memory for millions of vertices
-        support_D = np.maximum(support_D, (points[start:start + 8192] @ directions_3D.astype(np.float32)).max(0))
-    return float(support_D.max())
-
-
-def _look_at(azimuth_deg: float, elevation_deg: float, distance: float) -> np.ndarray:
-    right, up, back = (v[0] for v in _camera_axes(azimuth_deg, elevation_deg))
-    camera_to_world = np.eye(4)
-    camera_to_world[:3, 0], camera_to_world[:3, 1], camera_to_world[:3, 2] = right, up, back
-    camera_to_world[:3, 3] = back * distance
-    return camera_to_world
-
-
-def _intrinsics(size: int, fov_deg: float) -> np.ndarray:
-    focal = size / 2 / math.tan(math.radians(fov_deg) / 2)
-    return np.array([[focal, 0.0, size / 2], [0.0, focal, size / 2], [0.0, 0.0, 1.0]])
-
-
-def _projection(fov_deg: float, near: float, far: float) -> np.ndarray:
-    f = 1 / math.tan(math.radians(fov_deg) / 2)
-    return np.array([
-        [f, 0, 0, 0],
-        [0, f, 0, 0],
-        [0, 0, (far + near) / (near - far), 2 * far * near / (near - far)],
-        [0, 0, -1, 0],
-    ])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -554,11 +469,11 @@ def _render(mesh, azimuths, elevations, size: int) -> list[RenderedView]:
         raise VatError(f"elevations must lie strictly between -90 and 90 degrees, got {elevations.tolist()}")
     parts = _parts_of(mesh)
     points = np.concatenate([p.positions_V3 for p in parts]).astype(np.float64)
-    distance = _fit_distance(points, azimuths, elevations, FOV_DEGREES)
+    distance = cameras.fit_distance(points, azimuths, elevations, FOV_DEGREES)
     radius = float(np.linalg.norm(points, axis=1).max())
     near, far = max(1e-3, distance - 1.01 * radius - 1e-3), distance + 1.01 * radius + 1e-3
-    projection = _projection(FOV_DEGREES, near, far)
-    intrinsics = _intrinsics(size, FOV_DEGREES)
+    projection = cameras.projection(FOV_DEGREES, near, far)
+    intrinsics = cameras.intrinsics(size, FOV_DEGREES)
 
     rendered = []
     with _LOCK:
@@ -567,7 +482,7 @@ def _render(mesh, azimuths, elevations, size: int) -> list[RenderedView]:
             uploaded = renderer.upload(parts)
             try:
                 for azimuth, elevation in zip(azimuths, elevations):
-                    camera_to_world = _look_at(azimuth, elevation, distance)
+                    camera_to_world = cameras.look_at(azimuth, elevation, distance)
                     rgba = renderer.draw(uploaded, camera_to_world, projection, size)
                     rendered.append(RenderedView(
                         rgba=rgba, azimuth=float(azimuth), elevation=float(elevation), distance=distance,
@@ -604,17 +519,17 @@ def save_views(views: list[RenderedView], directory: str | os.PathLike) -> list[
     except OSError as exc:
         raise VatError(f"cannot create the output folder {directory}: {exc.strerror}") from exc
     digits = max(3, len(str(len(views) - 1)))
-    paths, cameras = [], []
+    paths, entries = [], []
     for index, view in enumerate(views):
         path = directory / f"{index:0{digits}d}.png"
         Image.fromarray(view.rgba).save(path)
         paths.append(path)
-        cameras.append({"file": path.name, **view.camera()})
+        entries.append({"file": path.name, **view.camera()})
     meta = {
         "convention": "camera_to_world: OpenGL/Blender camera (looks along -Z, +Y up); intrinsics: "
                       "OpenCV pixels (u right, v down) of camera coordinates (X, -Y, -Z); world +Y up; "
                       "mesh normalised to the unit cube; angles in degrees",
-        "views": cameras,
+        "views": entries,
     }
     (directory / "cameras.json").write_text(json.dumps(meta, indent=2) + "\n")
     return paths

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from vat.errors import VatError
-from vat.geometry.render import FOV_DEGREES, _camera_axes, _fit_distance
+from vat.geometry.cameras import FOV_DEGREES, camera_axes, fit_distance
 
 SILHOUETTE_SIDE = 64  # pixels of the square both outlines are compared on
 FILL = 0.9  # the framed bounding box's longer side, as a share of SILHOUETTE_SIDE
@@ -56,8 +56,8 @@ def project_outlines(points_N3: np.ndarray, cell: float, azimuths=GRID_AZIMUTHS,
     dense = (points[:, None, :] + offsets[None]).reshape(-1, 3).astype(np.float32)
     grid_a, grid_e = np.meshgrid(np.ravel(azimuths), np.ravel(elevations), indexing="ij")
     grid_a, grid_e = grid_a.ravel(), grid_e.ravel()
-    distance = _fit_distance(points, grid_a, grid_e, FOV_DEGREES)
-    axes_V3 = [axis.astype(np.float32) for axis in _camera_axes(grid_a, grid_e)]
+    distance = fit_distance(points, grid_a, grid_e, FOV_DEGREES)
+    axes_V3 = [axis.astype(np.float32) for axis in camera_axes(grid_a, grid_e)]
     outlines = np.zeros((len(grid_a), side, side), dtype=bool)
     for v, (right, up, back) in enumerate(zip(*axes_V3)):
         depth = distance - dense @ back
