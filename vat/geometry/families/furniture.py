@@ -235,6 +235,8 @@ def table(rng: np.random.Generator):
          "top_thickness": rng.uniform(0.025, 0.06), "apron": rng.random() < 0.5,
          "drawers": int(rng.integers(2, 5))}
     p["top"] = "rectangular" if kind == "desk" else pick(rng, ("rectangular", "round", "oval"), (0.5, 0.3, 0.2))
+    if kind == "side table" and p["top"] == "oval":
+        p["top"] = "round"
     if p["top"] == "round" or kind == "side table":
         p["width"] = p["length"] = min(p["length"], p["width"] * 1.4) if p["top"] == "round" else p["length"]
     if p["top"] == "oval" and p["length"] < 1.3 * p["width"]:
