@@ -108,7 +108,8 @@ def test_a_chair_leg_inside_its_seat_is_deep_inside():
     shape = next(s for s in (family_shape("chair", seed) for seed in range(50))
                  if s.params["base"] == "four legs" and s.params["seat_shape"] == "square")
     p = shape.params
-    corner = (p["seat_width"] / 2 - p["leg"], p["seat_height"] - p["seat_thickness"] / 2, p["seat_depth"] / 2 - p["leg"])
+    corner = (p["seat_width"] / 2 - p["leg"], p["seat_height"] - p["seat_thickness"] / 2,
+              p["seat_depth"] / 2 - p["leg"])
     outside = (0.0, p["seat_height"] / 2, 0.0)  # under the seat, between the legs
     sdf = signed_distance(shape.mesh, np.array([corner, outside]))
     assert sdf[0] == pytest.approx(-min(p["seat_thickness"] / 2, p["leg"]), abs=1e-6)

@@ -59,8 +59,8 @@ def _sofa(rng) -> tuple[list, dict]:
         parts.append(rounded_box((p["seat_width"] - 0.01, cushion, seat_depth + extra), (x, base_top + cushion / 2, z),
                                  0.04))
         if long:
-            parts.append(rounded_box((p["seat_width"], base_top - y0, extra), (x, (y0 + base_top) / 2, d / 2 + extra / 2),
-                                     0.03))
+            centre = (x, (y0 + base_top) / 2, d / 2 + extra / 2)
+            parts.append(rounded_box((p["seat_width"], base_top - y0, extra), centre, 0.03))
         if p["back_cushions"]:
             c = rounded_box((p["seat_width"] - 0.01, p["height"] - p["seat_height"] - 0.02, 0.16), radius=0.05)
             c.apply_transform(trimesh.transformations.rotation_matrix(-0.18, (1, 0, 0)))
@@ -193,7 +193,7 @@ def shelf_cabinet(rng: np.random.Generator):
         parts += _fronts(rng, p, -w / 2 + 0.02, w / 2 - 0.02, lift + 0.03, h - 0.03, d / 2)
     fronts = {"open": f"{NUMBER_WORDS.get(p['shelves'], 'many')} shelves",
               "doors": "a door" if p["doors"] == 1 else f"{NUMBER_WORDS[p['doors']]} doors",
-              "drawers": f"{NUMBER_WORDS[p['rows'] * p['columns']] if p['rows'] * p['columns'] <= 6 else 'many'} drawers"}
+              "drawers": f"{NUMBER_WORDS.get(p['rows'] * p['columns'], 'many')} drawers"}
     size = "tall " if h > 1.6 and kind in ("bookcase", "cabinet") else "low " if h < 1.0 and kind == "bookcase" else ""
     extras = [fronts[p["front"]], "" if p["front"] == "open" else f"{p['handles']} handles",
               "legs" if lift else ""]

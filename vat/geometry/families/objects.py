@@ -54,7 +54,8 @@ def lamp(rng: np.random.Generator):
         belly = base_radius * rng.uniform(0.7, 1.1)
         profile = [(0, 0), (belly * 0.6, 0), (belly, top * 0.4), (belly * 0.35, top), (0, top)]
         parts.append(lathe(profile))
-    parts.append(disc(p["stem"] * (1.5 if floor else 1.0), shade_bottom + 0.05, 0.01))
+    # A floor lamp's stem at least 2.8 cm thick: 1.5% of its height, a few cells of a 256^3 grid.
+    parts.append(disc(max(p["stem"] * 1.5, 0.014) if floor else p["stem"], shade_bottom + 0.05, 0.01))
     shade = _shade(rng, p["shade"], p["shade_radius"], p["shade_height"])
     shade.apply_translation((0, shade_bottom, 0))
     parts.append(shade)
@@ -208,7 +209,8 @@ def vehicle(rng: np.random.Generator):
         parts += [wheel(r, rng.uniform(0.18, 0.3), (x, r, sz * (width / 2 - 0.1))) for sz in (-1, 1)]
     words = {"sedan": "a sedan car", "hatchback": "a small hatchback car", "SUV": "an SUV",
              "van": "a delivery van", "pickup truck": "a pickup truck with an open bed",
-             "box truck": f"a box truck with {NUMBER_WORDS[p['wheels']]} wheels", "bus": "a long city bus" if length > 11 else "a bus"}
+             "box truck": f"a box truck with {NUMBER_WORDS[p['wheels']]} wheels",
+             "bus": "a long city bus" if length > 11 else "a bus"}
     return parts, words[kind], p
 
 
