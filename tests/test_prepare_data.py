@@ -203,3 +203,73 @@ def test_export_meshes_applies_the_catalogue_rotation(tmp_path):
 
         mesh = load_mesh(tmp_path / suffix[1:] / f"sweethome3d_Other_b{suffix}")
         np.testing.assert_allclose(mesh.extents, [1, 3, 2], atol=1e-6)  # y and z swapped by the rotation
+
+
+# ---------------------------------------------------------------------------- object families and augmentation
+
+
+def test_validation_follows_the_base_id_of_augmented_copies():
+    ids = [f"sweethome3d/Library/piece{i}" for i in range(400)]
+    assert any(data.in_validation(i) for i in ids) and not all(data.in_validation(i) for i in ids)
+    for i in ids:
+        assert data.base_id(f"{i}#aug3") == i
+        assert data.in_validation(f"{i}#aug1") == data.in_validation(f"{i}#aug7") == data.in_validation(i)
+
+
+def test_augmented_copies_are_deterministic_and_only_of_real_training_shapes(meshes):
+    real = data.folder_items(meshes)
+    heldout = data.MeshItem("sweethome3d/KatorLegaz/x", "sweethome3d", path="x.obj", split="heldout")
+    items = real + [heldout] + data.procedural_items(2) + data.family_items(1)
+    copies = data.augmented_items(items, 2)
+    assert copies == data.augmented_items(items, 2)  # ids and parameters: the same every time
+    kept = [i.id for i in real if not data.in_validation(i.id)]
+    assert "nested/b.ply" not in kept and "a.obj" in kept  # b.ply is in the validation split
+    assert [c.id for c in copies] == [f"{i}#aug{k}" for i in kept for k in (1, 2)]
+    for copy in copies:
+        base = copy.extra["augment_of"]
+        assert copy.id.startswith(base) and copy.path == next(i.path for i in real if i.id == base)
+        assert copy.extra["augment_mirror"] in (True, False)
+        assert copy.extra == {**data.augmentation(copy.id), "augment_of": base}
+        logs = np.log(copy.extra["augment_scale"])
+        assert np.all(np.abs(logs) <= np.log(data.AUGMENT_MAX_SCALE) + 1e-12)
+        assert abs(logs.mean()) < 0.05 and np.ptp(logs) > 0.01  # anisotropic, about volume-preserving
+    assert len({tuple(c.extra["augment_scale"]) for c in copies}) == len(copies)
+
+
+def test_augmented_mesh_is_the_original_scaled_and_mirrored(meshes):
+    item = data.MeshItem("a.obj", "folder", path=str(meshes / "a.obj"), caption="a shape")
+    base, _ = data.load_item_mesh(item)
+    copies = data.augmented_items([item], 12)
+    assert {c.extra["augment_mirror"] for c in copies} == {True, False}
+    for copy in copies:
+        mesh, caption = data.load_item_mesh(copy)
+        scale = np.array(copy.extra["augment_scale"])
+        signed = scale * ([-1, 1, 1] if copy.extra["augment_mirror"] else 1)
+        assert caption == "a shape"
+        np.testing.assert_allclose(mesh.vertices, base.vertices * signed, atol=1e-12)
+        np.testing.assert_allclose(mesh.extents, base.extents * scale, rtol=1e-9)
+        # Faces still wind outwards after a mirror: the volume is positive, scaled by the factors.
+        assert mesh.volume == pytest.approx(base.volume * scale.prod(), rel=1e-9) and mesh.volume > 0
+
+
+def test_prepare_families_and_augmented_copies(meshes, tmp_path):
+    prepare_generator_data = load_script("prepare_generator_data")
+    from vat.geometry.families import FAMILIES
+
+    summary = prepare_data.main(["--out", str(tmp_path), "--meshes", str(meshes), "--families", "1",
+                                 "--augment", "1", "--workers", "1", *SMALL])
+    records = [r for p in data.list_chunks(tmp_path) for r in data.chunk_records(p)]
+    real = [i.id for i in data.folder_items(meshes)]
+    augmented = [f"{i}#aug1" for i in real if not data.in_validation(i)]
+    assert sorted(r["id"] for r in records) == sorted(real + augmented + [f"family/{f}/000000000" for f in FAMILIES])
+    assert summary["sources"]["families_per_family"] == 1 and summary["sources"]["augment_copies"] == 1
+    good = {r["id"]: r for r in records if r["ok"]}
+    assert {"a.obj#aug1", "nested/c.stl#aug1"} <= set(good)
+    for record in good.values():
+        if record["source"] == data.FAMILY_SOURCE:
+            assert record["licence"] == "CC0-1.0" and record["caption"] and record["watertight"]
+        # Every record rebuilds its mesh (a check of the bounding box against the stored normalisation).
+        mesh = prepare_generator_data.oriented_mesh(record, textured=False)
+        if "augment_of" in record:
+            original = prepare_generator_data.oriented_mesh(good[record["augment_of"]], textured=False)
+            np.testing.assert_allclose(mesh.extents, original.extents * record["augment_scale"], rtol=1e-9)

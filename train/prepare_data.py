@@ -1,7 +1,8 @@
 r"""Turn meshes into training shards: surface points + normals and labelled occupancy queries.
 
     python train/prepare_data.py --out /data/vat/train --meshes ~/objaverse --procedural 10000 \
-        --pybullet --sweethome3d --workers 16 --num-shards 100 --shard-index $SLURM_ARRAY_TASK_ID
+        --families 1000 --augment 2 --pybullet --sweethome3d --workers 16 \
+        --num-shards 100 --shard-index $SLURM_ARRAY_TASK_ID
     python train/prepare_data.py --out /data/vat/heldout --sweethome3d --split heldout
 
 Items are sorted by id and shard I of N takes items[I::N]; its chunks of --chunk-size items are
@@ -47,6 +48,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     sources.add_argument("--meshes", type=Path, action="append", default=[],
                          help="a folder searched recursively for mesh files (repeatable)")
     sources.add_argument("--procedural", type=int, default=0, metavar="N", help="N procedural shapes (seeds 0..N-1)")
+    sources.add_argument("--families", type=int, default=0, metavar="N",
+                         help="N procedural objects of each family of vat.geometry.families (chairs, tables, ...)")
+    sources.add_argument("--augment", type=int, default=0, metavar="K",
+                         help="K reshaped copies (scaled per axis, maybe mirrored) of every real training mesh "
+                              "outside the validation split")
     sources.add_argument("--pybullet", action="store_true", help="pybullet_data/random_urdfs (1,000 objects, zlib)")
     sources.add_argument("--sweethome3d", action="store_true", help="Debian sweethome3d-furniture catalogues")
     sources.add_argument("--sweethome3d-dir", type=Path, default=data.SWEETHOME3D_DIR)
@@ -73,19 +79,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.workers = args.workers or _cores()
     if not (0 <= args.shard_index < args.num_shards):
         p.error("--shard-index must be in 0..--num-shards-1")
-    if not (args.meshes or args.procedural or args.pybullet or args.sweethome3d):
-        p.error("name at least one source: --meshes, --procedural, --pybullet or --sweethome3d")
+    if not (args.meshes or args.procedural or args.families or args.pybullet or args.sweethome3d):
+        p.error("name at least one source: --meshes, --procedural, --families, --pybullet or --sweethome3d")
+    if args.augment < 0 or args.families < 0 or args.procedural < 0:
+        p.error("--procedural, --families and --augment take a count >= 0")
     return args
 
 
 def gather_items(args: argparse.Namespace) -> list[data.MeshItem]:
     """This job's items: every source, filtered to --split, sorted, limited, then items[I::N]."""
     items = [item for root in args.meshes for item in data.folder_items(root)]
-    items += data.procedural_items(args.procedural)
     if args.pybullet:
         items += data.pybullet_items()
     if args.sweethome3d:
         items += data.sweethome3d_items(args.sweethome3d_dir, args.cache_dir, args.holdout_library or None)
+    items += data.augmented_items(items, args.augment)
+    items += data.procedural_items(args.procedural) + data.family_items(args.families)
     items = sorted((i for i in items if i.split == args.split), key=lambda i: i.id)
     ids = [i.id for i in items]
     if len(set(ids)) != len(ids):
@@ -155,6 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
         "sample_config": asdict(config),
         "array_dtypes": {k: v.__name__ for k, v in data.ARRAY_DTYPES.items()},
         "sources": {"meshes": [str(m) for m in args.meshes], "procedural": args.procedural,
+                    "families_per_family": args.families, "augment_copies": args.augment,
                     "pybullet": args.pybullet, "sweethome3d": args.sweethome3d,
                     "holdout_library": args.holdout_library},
         "licences": sorted({r["licence"] or "unknown" for r in all_records if r["ok"]}),

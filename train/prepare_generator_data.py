@@ -110,7 +110,7 @@ def load_encoders(args: argparse.Namespace) -> ConditionEncoders | None:
 
 def item_from_record(record: dict) -> data.MeshItem:
     """The MeshItem a shard record was prepared from (what vat.data.load_item_mesh needs)."""
-    extra = {"shape_seed": record["shape_seed"]} if "shape_seed" in record else {}
+    extra = {key: record[key] for key in data.REBUILD_KEYS if key in record}
     rotation = record.get("rotation")
     return data.MeshItem(id=record["id"], source=record["source"], path=record.get("path"),
                          caption=record.get("caption"), licence=record.get("licence"),
@@ -131,9 +131,8 @@ def oriented_mesh(record: dict, textured: bool = True):
         mesh, _ = data.load_item_mesh(item)
     else:
         mesh = load_for_render(item.path)
-        if item.rotation is not None:
-            matrix = np.eye(4)
-            matrix[:3, :3] = np.reshape(item.rotation, (3, 3))
+        matrix = data.item_transform(item)  # the catalogue rotation, an augmented copy's scale and mirror
+        if matrix is not None:
             mesh.apply_transform(matrix)
     if not np.allclose(normalization_transform(mesh), record["normalization"], rtol=1e-4, atol=1e-6):
         raise VatError("the reloaded mesh is not the prepared one (its bounding box differs): "

@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -30,6 +30,13 @@ SWEETHOME3D_DIR = Path("/usr/share/sweethome3d/furniture")
 DEFAULT_HOLDOUT_LIBRARY = "KatorLegaz"
 PYBULLET_LICENCE = "zlib"
 PROCEDURAL_LICENCE = "CC0-1.0"
+FAMILY_SOURCE = "procedural-family"
+# Shape augmentation: each axis scaled by a factor in [1/AUGMENT_MAX_SCALE, AUGMENT_MAX_SCALE]
+# (log-uniform, the three logs centred on 0 so the volume stays about the same), mirrored half the time.
+AUGMENT_MAX_SCALE = 1.33
+AUGMENT_MARK = "#aug"
+# The record fields, beyond MeshItem's own, that load_item_mesh needs to rebuild a mesh.
+REBUILD_KEYS = ("shape_seed", "family", "augment_of", "augment_scale", "augment_mirror")
 
 # Shard arrays, stacked over the meshes of a chunk: [M, S, 3] surface samples in the unit cube,
 # [M, Q, 3] occupancy queries (uniform ones first, then near-surface) with sdf (negative inside)
@@ -75,6 +82,41 @@ def procedural_items(count: int) -> list[MeshItem]:
         MeshItem(id=f"procedural/{seed:09d}", source="procedural", licence=PROCEDURAL_LICENCE,
                  extra={"shape_seed": seed})
         for seed in range(count)
+    ]
+
+
+def family_items(count_per_family: int, families=None) -> list[MeshItem]:
+    """Procedural objects of each family, seeds 0..count_per_family-1 (see vat.geometry.families)."""
+    from vat.geometry.families import FAMILIES
+
+    return [
+        MeshItem(id=f"family/{family}/{seed:09d}", source=FAMILY_SOURCE, licence=PROCEDURAL_LICENCE,
+                 extra={"family": family, "shape_seed": seed})
+        for family in (FAMILIES if families is None else families)
+        for seed in range(count_per_family)
+    ]
+
+
+def augmentation(item_id: str) -> dict:
+    """The scale factors (x, y, z) and mirror flag of an augmented copy, fixed by its id."""
+    digest = hashlib.sha256(f"augment:{item_id}".encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    limit = np.log(AUGMENT_MAX_SCALE)
+    logs = rng.uniform(-limit, limit, 3)
+    logs = np.clip(logs - logs.mean(), -limit, limit)
+    return {"augment_scale": [float(v) for v in np.exp(logs)], "augment_mirror": bool(rng.random() < 0.5)}
+
+
+def augmented_items(items: list[MeshItem], copies: int) -> list[MeshItem]:
+    """`copies` reshaped copies ("<id>#aug1", ...) of every real mesh of the training split: procedural
+    shapes (endless anyway), held-out and validation shapes (whose copies would leak into training
+    or inflate validation) get none."""
+    return [
+        replace(item, id=f"{item.id}{AUGMENT_MARK}{k}",
+                extra={**item.extra, "augment_of": item.id, **augmentation(f"{item.id}{AUGMENT_MARK}{k}")})
+        for item in items
+        if item.split == "train" and item.source not in ("procedural", FAMILY_SOURCE) and not in_validation(item.id)
+        for k in range(1, copies + 1)
     ]
 
 
@@ -200,9 +242,15 @@ class SampleConfig:
 VALIDATION_SHARE = 1 / 12
 
 
+def base_id(item_id: str) -> str:
+    """The id of the shape an augmented copy was made from ("a/b#aug2" -> "a/b"); other ids as they are."""
+    return item_id.split(AUGMENT_MARK, 1)[0]
+
+
 def in_validation(item_id: str, share: float = VALIDATION_SHARE) -> bool:
-    """Whether a shape belongs to the validation split (about `share` of any set of ids)."""
-    digest = hashlib.sha256(f"validation:{item_id}".encode()).digest()
+    """Whether a shape belongs to the validation split (about `share` of any set of ids). Decided by
+    the base id, so an augmented copy is always on the same side as its original."""
+    digest = hashlib.sha256(f"validation:{base_id(item_id)}".encode()).digest()
     return int.from_bytes(digest[:8], "little") < share * 2 ** 64
 
 
@@ -219,12 +267,30 @@ def load_item_mesh(item: MeshItem) -> tuple[trimesh.Trimesh, str | None]:
 
         shape = random_shape(item.extra["shape_seed"])
         return shape.mesh, shape.caption
+    if item.source == FAMILY_SOURCE:
+        from vat.geometry.families import family_shape
+
+        shape = family_shape(item.extra["family"], item.extra["shape_seed"])
+        return shape.mesh, shape.caption
     mesh = load_mesh(item.path)
-    if item.rotation is not None:
-        matrix = np.eye(4)
-        matrix[:3, :3] = np.reshape(item.rotation, (3, 3))
-        mesh.apply_transform(matrix)
+    matrix = item_transform(item)
+    if matrix is not None:
+        mesh.apply_transform(matrix)  # a mirror reverses the faces too, so they still face outwards
     return mesh, item.caption
+
+
+def item_transform(item: MeshItem) -> np.ndarray | None:
+    """The 4x4 applied to a file's mesh on loading: the catalogue rotation, then an augmented copy's
+    scaling and mirror (x -> -x); None when there is neither."""
+    matrix = np.eye(4)
+    if item.rotation is not None:
+        matrix[:3, :3] = np.reshape(item.rotation, (3, 3))
+    if "augment_scale" in item.extra:
+        scale = np.array(item.extra["augment_scale"], dtype=float)
+        if item.extra.get("augment_mirror"):
+            scale[0] = -scale[0]
+        matrix = np.diag([*scale, 1.0]) @ matrix
+    return None if np.array_equal(matrix, np.eye(4)) else matrix
 
 
 def sample_item(item: MeshItem, config: SampleConfig) -> tuple[dict, dict[str, np.ndarray]]:
