@@ -1,0 +1,76 @@
+"""The game mesh readers on tiny files built here with struct.pack: exact vertices and faces (the
+up-axis and winding conversions included), and a clean MeshError on truncated or garbage bytes."""
+
+import struct
+
+import numpy as np
+import pytest
+
+from vat.errors import MeshError, VatError
+from vat.geometry.formats import FORMATS, read_md2, read_mesh_bytes
+
+# A tetrahedron with counter-clockwise (outward) faces in a Y-up frame, as vat expects.
+TETRA_Y_UP = np.array([[0, 0, 0], [1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=float)
+TETRA_FACES = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+# The same points in a Z-up frame: (x, y, z)_Y-up = (x, z, -y)_Z-up.
+TETRA_Z_UP = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=float)
+
+
+def _tetra_outward(mesh):
+    return mesh.volume > 0 and mesh.is_winding_consistent
+
+
+def _md2(vertices_z_up, faces_cw, scale=(0.5, 0.5, 0.5), translate=(-1.0, 2.0, 3.0)):
+    """An MD2 file with one frame: vertices are stored as bytes (v - translate) / scale."""
+    scale, translate = np.array(scale), np.array(translate)
+    packed = np.round((np.asarray(vertices_z_up) - translate) / scale).astype(int)
+    assert (packed >= 0).all() and (packed < 256).all()
+    n_v, n_t = len(packed), len(faces_cw)
+    frame_size = 40 + 4 * n_v
+    ofs_tris = 68
+    ofs_frames = ofs_tris + 12 * n_t
+    ofs_end = ofs_frames + frame_size
+    header = struct.pack("<4s16i", b"IDP2", 8, 64, 64, frame_size, 0, n_v, 0, n_t, 0, 1,
+                         68, 68, ofs_tris, ofs_frames, ofs_end, ofs_end)
+    tris = b"".join(struct.pack("<6h", *f, 0, 0, 0) for f in faces_cw)
+    frame = struct.pack("<6f16s", *scale, *translate, b"frame0")
+    frame += b"".join(struct.pack("<4B", *v, 0) for v in packed)
+    return header + tris + frame
+
+
+def test_formats_listed_and_dispatched():
+    assert "md2" in FORMATS
+    with pytest.raises(MeshError, match="not a game mesh format"):
+        read_mesh_bytes(b"", "xyz")
+
+
+def _tetra_md2():
+    return _md2(TETRA_Z_UP + np.array([-1.0, 2.0, 3.0]), TETRA_FACES[:, ::-1])  # MD2 winds clockwise
+
+
+def test_md2_frame0_z_up_to_y_up_and_clockwise_to_ccw():
+    data = _tetra_md2()
+    mesh = read_md2(data)
+    assert mesh.vertices.dtype == np.float64 and mesh.faces.dtype == np.int64
+    expected = TETRA_Y_UP + np.array([-1.0, 3.0, -2.0])  # the translation turned to Y-up too
+    np.testing.assert_allclose(mesh.vertices, expected)
+    np.testing.assert_array_equal(mesh.faces, TETRA_FACES)
+    assert _tetra_outward(mesh)
+    np.testing.assert_allclose(read_mesh_bytes(data, ".MD2").vertices, expected)
+
+
+@pytest.mark.parametrize("cut", [10, 68, 80, -1])
+def test_md2_truncated_is_a_clear_error(cut):
+    data = _tetra_md2()
+    with pytest.raises(VatError, match="md2"):
+        read_md2(data[:cut])
+
+
+def test_md2_garbage_and_bad_indices_are_clear_errors():
+    rng = np.random.default_rng(0)
+    with pytest.raises(VatError, match="IDP2"):
+        read_md2(rng.integers(0, 256, 500, dtype=np.uint8).tobytes())
+    with pytest.raises(VatError):
+        read_md2(b"IDP2" + rng.integers(0, 256, 500, dtype=np.uint8).tobytes())
+    with pytest.raises(VatError, match="uses vertex 9"):
+        read_md2(_md2(TETRA_Z_UP + np.array([-1.0, 2.0, 3.0]), [[0, 1, 9]]))

@@ -1,0 +1,126 @@
+"""Small readers for game mesh formats that trimesh and assimp do not read: Quake-2 MD2 (UFO:AI),
+0 A.D. PMD, SuperTuxKart SPM and MegaGlest G3D. Each takes the file's bytes and returns one
+triangle mesh in vat's frame (+Y up), float64 vertices and int64 faces, geometry only (no uvs,
+normals or materials). A truncated or garbage file raises MeshError, never a struct/index error.
+
+Only the first (rest or bind) pose is read: frame 0 of MD2 and G3D, the bind pose of skinned
+PMD and SPM meshes. Z-up formats are turned to Y-up by the rotation (x, y, z) -> (x, z, -y),
+which keeps handedness, so face winding is kept."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import trimesh
+
+from vat.errors import MeshError
+
+# A header count above this is garbage, not a mesh (it stops huge allocations before reading).
+MAX_COUNT = 50_000_000
+
+
+class _Bytes:
+    """A cursor over a file's bytes whose every read is bounds-checked: running past the end
+    raises MeshError naming the format, so no caller sees struct.error or IndexError."""
+
+    def __init__(self, data: bytes, fmt: str):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise MeshError(f"a .{fmt} mesh must be given as bytes, not {type(data).__name__}")
+        self.data = bytes(data)
+        self.fmt = fmt
+        self.pos = 0
+
+    def fail(self, why: str) -> MeshError:
+        return MeshError(f"not a readable .{self.fmt} mesh: {why}")
+
+    def seek(self, pos: int) -> "_Bytes":
+        if not 0 <= pos <= len(self.data):
+            raise self.fail(f"offset {pos} is outside the {len(self.data)}-byte file (truncated or corrupt)")
+        self.pos = pos
+        return self
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise self.fail(f"needs {n} bytes at offset {self.pos} but the file has {len(self.data)} "
+                            "(truncated or corrupt)")
+        chunk = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return chunk
+
+    def unpack(self, layout: str) -> tuple:
+        layout = "<" + layout
+        return struct.unpack(layout, self.take(struct.calcsize(layout)))
+
+    def one(self, layout: str):
+        return self.unpack(layout)[0]
+
+    def array(self, dtype, count: int, width: int = 1) -> np.ndarray:
+        """`count` rows of `width` little-endian values of `dtype`."""
+        count = self.count(count)
+        dtype = np.dtype(dtype).newbyteorder("<")
+        flat = np.frombuffer(self.take(count * width * dtype.itemsize), dtype=dtype)
+        return flat.reshape(count, width) if width > 1 else flat
+
+    def count(self, n: int, what: str = "count") -> int:
+        if not 0 <= n <= MAX_COUNT:
+            raise self.fail(f"{what} {n} is out of range (corrupt header)")
+        return int(n)
+
+    def string(self, length_layout: str = "B") -> bytes:
+        """A string prefixed by its length (one byte by default)."""
+        return self.take(self.one(length_layout))
+
+
+def _mesh(vertices: np.ndarray, faces: np.ndarray, fmt: str) -> trimesh.Trimesh:
+    """The checked result: faces index real vertices, vertices are finite, something is left."""
+    vertices = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+    faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    if len(faces) == 0:
+        raise MeshError(f"the .{fmt} mesh has no triangles")
+    if faces.min() < 0 or faces.max() >= len(vertices):
+        raise MeshError(f"not a readable .{fmt} mesh: a triangle uses vertex {int(faces.max())} "
+                        f"but there are {len(vertices)} (corrupt file)")
+    if not np.isfinite(vertices).all():
+        raise MeshError(f"not a readable .{fmt} mesh: its vertices include NaN or inf (corrupt file)")
+    return trimesh.Trimesh(vertices, faces, process=False)
+
+
+def _z_up_to_y_up(vertices: np.ndarray) -> np.ndarray:
+    """(x, y, z) with +Z up -> (x, z, -y) with +Y up: a rotation about X, so handedness is kept."""
+    return np.stack([vertices[:, 0], vertices[:, 2], -vertices[:, 1]], axis=1)
+
+
+def read_md2(data: bytes) -> trimesh.Trimesh:
+    """A Quake-2 MD2 model (ident IDP2, version 8): frame 0's vertices, each a byte triple times
+    the frame's scale plus its translation, and the triangle list's vertex indices (texture
+    coordinates ignored). MD2 is Z-up with clockwise front faces: both are turned to vat's."""
+    f = _Bytes(data, "md2")
+    ident, version = f.unpack("4si")
+    if ident != b"IDP2" or version != 8:
+        raise f.fail(f"expected the IDP2 version 8 header, found {ident!r} version {version}")
+    (_skin_w, _skin_h, frame_size, _n_skins, n_verts, _n_st, n_tris, _n_gl, n_frames,
+     _ofs_skins, _ofs_st, ofs_tris, ofs_frames, _ofs_gl, _ofs_end) = f.unpack("15i")
+    if f.count(n_frames, "frame count") < 1:
+        raise f.fail("it has no animation frames")
+    if frame_size < 40 + 4 * f.count(n_verts, "vertex count"):
+        raise f.fail(f"frame size {frame_size} is too small for {n_verts} vertices")
+    tris = f.seek(ofs_tris).array(np.int16, n_tris, 6)[:, :3]
+    scale_translate = np.array(f.seek(ofs_frames).unpack("6f"))
+    f.take(16)  # frame name
+    packed = f.array(np.uint8, n_verts, 4)[:, :3].astype(np.float64)
+    vertices = packed * scale_translate[:3] + scale_translate[3:]
+    # Quake's front faces wind clockwise; vat's (glTF's) wind counter-clockwise seen from outside.
+    return _mesh(_z_up_to_y_up(vertices), tris[:, ::-1].astype(np.int64), "md2")
+
+
+_READERS = {"md2": read_md2}
+FORMATS = tuple(_READERS)
+
+
+def read_mesh_bytes(data: bytes, fmt: str) -> trimesh.Trimesh:
+    """Read a mesh in one of FORMATS from its bytes."""
+    fmt = str(fmt).lower().lstrip(".")
+    if fmt not in _READERS:
+        raise MeshError(f"{fmt!r} is not a game mesh format vat reads: expected one of {', '.join(FORMATS)}")
+    return _READERS[fmt](data)
