@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vat.errors import MeshError, VatError
-from vat.geometry.formats import FORMATS, read_md2, read_mesh_bytes
+from vat.geometry.formats import FORMATS, read_md2, read_mesh_bytes, read_pmd
 
 # A tetrahedron with counter-clockwise (outward) faces in a Y-up frame, as vat expects.
 TETRA_Y_UP = np.array([[0, 0, 0], [1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=float)
@@ -74,3 +74,59 @@ def test_md2_garbage_and_bad_indices_are_clear_errors():
         read_md2(b"IDP2" + rng.integers(0, 256, 500, dtype=np.uint8).tobytes())
     with pytest.raises(VatError, match="uses vertex 9"):
         read_md2(_md2(TETRA_Z_UP + np.array([-1.0, 2.0, 3.0]), [[0, 1, 9]]))
+
+
+def _pmd(vertices, faces, version=4, n_uvs=2, bones=(), vertex_bones=None, props=1):
+    """A PMD file; `bones` are (translation xyz, rotation xyzw) rest states."""
+    vertex_bones = vertex_bones or [0xFF] * len(vertices)
+    body = struct.pack("<I", len(vertices)) + (struct.pack("<I", n_uvs) if version >= 4 else b"")
+    uvs = n_uvs if version >= 4 else 1
+    for v, b in zip(vertices, vertex_bones):
+        body += struct.pack("<6f", *v, 0, 1, 0) + struct.pack(f"<{2 * uvs}f", *[0.5] * (2 * uvs))
+        body += struct.pack("<4B4f", b, 0xFF, 0xFF, 0xFF, 1, 0, 0, 0)
+    body += struct.pack("<I", len(faces)) + b"".join(struct.pack("<3H", *f) for f in faces)
+    body += struct.pack("<I", len(bones)) + b"".join(struct.pack("<7f", *t, *q) for t, q in bones)
+    if version >= 2:
+        body += struct.pack("<I", props) + props * (struct.pack("<I4s", 4, b"root") + struct.pack("<7fB", *[0] * 7, 0xFF))
+    return b"PSMD" + struct.pack("<II", version, len(body)) + body
+
+
+MIRROR_Z = np.array([1.0, 1.0, -1.0])
+
+
+@pytest.mark.parametrize("version", [1, 3, 4])
+def test_pmd_positions_left_handed_to_right_handed(version):
+    # 0 A.D. stores a left-handed Y-up world: the reader negates Z, keeping the face indices
+    mesh = read_pmd(_pmd(TETRA_Y_UP * MIRROR_Z, TETRA_FACES, version=version))
+    assert mesh.vertices.dtype == np.float64 and mesh.faces.dtype == np.int64
+    np.testing.assert_allclose(mesh.vertices, TETRA_Y_UP)
+    np.testing.assert_array_equal(mesh.faces, TETRA_FACES)
+    assert _tetra_outward(mesh)
+    np.testing.assert_allclose(read_mesh_bytes(_pmd(TETRA_Y_UP, TETRA_FACES), "pmd").vertices, TETRA_Y_UP * MIRROR_Z)
+
+
+def test_pmd_version2_vertices_move_by_their_bone_rest_state():
+    half = np.sqrt(0.5)
+    bone = ((1.0, 2.0, 3.0), (0.0, half, 0.0, half))  # 90 degrees about +Y, then a translation
+    stored = [[1, 0, 0], [0, 0, 1], [5, 5, 5]]
+    data = _pmd(stored, [[0, 1, 2]], version=2, bones=[bone], vertex_bones=[0, 0, 0xFF])
+    # rotating +X by 90 degrees about +Y gives -Z, +Z gives +X; the third vertex has no bone
+    world = np.array([[1, 2, 2], [2, 2, 3], [5, 5, 5]], dtype=float)
+    np.testing.assert_allclose(read_pmd(data).vertices, world * MIRROR_Z, atol=1e-6)
+
+
+@pytest.mark.parametrize("cut", [4, 12, 30, 100, -3])
+def test_pmd_truncated_is_a_clear_error(cut):
+    data = _pmd(TETRA_Y_UP, TETRA_FACES)
+    with pytest.raises(VatError, match="pmd"):
+        read_pmd(data[:cut])
+
+
+def test_pmd_garbage_and_bad_indices_are_clear_errors():
+    rng = np.random.default_rng(1)
+    with pytest.raises(VatError, match="PSMD"):
+        read_pmd(rng.integers(0, 256, 400, dtype=np.uint8).tobytes())
+    with pytest.raises(VatError, match="out of range|truncated"):
+        read_pmd(b"PSMD" + struct.pack("<III", 4, 0, 4_000_000_000) + bytes(64))
+    with pytest.raises(VatError, match="uses vertex 7"):
+        read_pmd(_pmd(TETRA_Y_UP, [[0, 1, 7]]))
