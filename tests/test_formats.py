@@ -5,9 +5,10 @@ import struct
 
 import numpy as np
 import pytest
+import trimesh
 
 from vat.errors import MeshError, VatError
-from vat.geometry.formats import FORMATS, read_md2, read_mesh_bytes, read_pmd
+from vat.geometry.formats import FORMATS, read_md2, read_mesh_bytes, read_pmd, read_spm
 
 # A tetrahedron with counter-clockwise (outward) faces in a Y-up frame, as vat expects.
 TETRA_Y_UP = np.array([[0, 0, 0], [1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=float)
@@ -130,3 +131,68 @@ def test_pmd_garbage_and_bad_indices_are_clear_errors():
         read_pmd(b"PSMD" + struct.pack("<III", 4, 0, 4_000_000_000) + bytes(64))
     with pytest.raises(VatError, match="uses vertex 7"):
         read_pmd(_pmd(TETRA_Y_UP, [[0, 1, 7]]))
+
+
+def _spm_buffer(vertices, faces, material, uvs, normal=True, colour=True, tangent=True, skinned=False):
+    """One SPM buffer: (vertex count, index count, material), vertices, then u8 or u16 indices."""
+    out = struct.pack("<IIH", len(vertices), 3 * len(faces), material)
+    for i, v in enumerate(vertices):
+        out += struct.pack("<3f", *v) + (b"\x00\x00\xf0\x1f" if normal else b"")
+        if colour:  # 128 means white; anything else is followed by r, g, b
+            out += b"\x80" if i % 2 else b"\x10\xff\x00\x00"
+        if uvs:
+            out += b"\x00\x3c" * 2 * uvs + (b"\x00" * 4 if tangent else b"")
+        out += b"\x00" * 16 if skinned else b""
+    index = "<H" if len(vertices) > 255 else "<B"
+    return out + b"".join(struct.pack(index, i) for f in faces for i in f)
+
+
+def _spm(buffers, skinned=False, flags=0b111, trailer=b""):
+    out = b"SP" + bytes([(1 << 3) | (1 if skinned else 2), flags]) + struct.pack("<6f", *[0.0] * 6)
+    # material 0: no texture (no uvs); material 1: one texture; material 2: two textures
+    out += struct.pack("<H", 3) + b"\x00\x00" + b"\x05a.png\x00" + b"\x05a.png\x05b.png"
+    return out + struct.pack("<HH", 1, len(buffers)) + b"".join(buffers) + trailer
+
+
+@pytest.mark.parametrize("skinned", [False, True])
+@pytest.mark.parametrize("flags", [0b000, 0b111])
+def test_spm_buffers_left_handed_to_right_handed(skinned, flags):
+    # SPM is left-handed Y-up with clockwise faces: the reader negates Z and reverses the winding
+    kw = dict(normal=bool(flags & 1), colour=bool(flags & 2), tangent=bool(flags & 4), skinned=skinned)
+    triangle = np.array([[5.0, 0, 0], [6, 0, 0], [5, 1, 0]])
+    data = _spm([_spm_buffer(TETRA_Y_UP * MIRROR_Z, TETRA_FACES[:, ::-1], 2, 2, **kw),
+                 _spm_buffer(triangle, [[0, 2, 1]], 0, 0, **kw),
+                 _spm_buffer(triangle, [[0, 2, 1]], 1, 1, **kw)], skinned=skinned, flags=flags,
+                trailer=b"animation data the reader skips" if skinned else b"")
+    mesh = read_spm(data)
+    assert mesh.vertices.dtype == np.float64 and mesh.faces.dtype == np.int64
+    np.testing.assert_allclose(mesh.vertices, np.concatenate([TETRA_Y_UP, triangle * MIRROR_Z, triangle * MIRROR_Z]))
+    np.testing.assert_array_equal(mesh.faces, np.concatenate([TETRA_FACES, [[5, 6, 4]], [[8, 9, 7]]]))
+    assert _tetra_outward(trimesh.Trimesh(mesh.vertices[:4], mesh.faces[:4], process=False))
+
+
+def test_spm_over_255_vertices_uses_u16_indices():
+    vertices = np.concatenate([TETRA_Y_UP, np.full((300, 3), 9.0)])
+    mesh = read_mesh_bytes(_spm([_spm_buffer(vertices, [[0, 1, 2], [1, 2, 303]], 1, 1)]), "spm")
+    np.testing.assert_array_equal(mesh.faces, [[2, 1, 0], [303, 2, 1]])
+
+
+@pytest.mark.parametrize("cut", [3, 20, 40, 60, -1])
+def test_spm_truncated_is_a_clear_error(cut):
+    data = _spm([_spm_buffer(TETRA_Y_UP, TETRA_FACES, 2, 2)])
+    with pytest.raises(VatError, match="spm"):
+        read_spm(data[:cut])
+
+
+def test_spm_garbage_and_bad_indices_are_clear_errors():
+    rng = np.random.default_rng(2)
+    with pytest.raises(VatError, match="SP version 1"):
+        read_spm(b"SQ" + rng.integers(0, 256, 300, dtype=np.uint8).tobytes())
+    for seed in range(20):  # a valid header followed by noise
+        noise = np.random.default_rng(seed).integers(0, 256, 300, dtype=np.uint8).tobytes()
+        with pytest.raises(VatError):
+            read_spm(b"SP\x0a\x07" + noise)
+    with pytest.raises(VatError, match="uses vertex 4"):
+        read_spm(_spm([_spm_buffer(TETRA_Y_UP, [[0, 1, 4]], 1, 1)]))
+    with pytest.raises(VatError, match="material 7"):
+        read_spm(_spm([_spm_buffer(TETRA_Y_UP, TETRA_FACES, 7, 1)]))

@@ -151,7 +151,72 @@ def read_pmd(data: bytes) -> trimesh.Trimesh:
     return _mesh(vertices * [1.0, 1.0, -1.0], faces, "pmd")
 
 
-_READERS = {"md2": read_md2, "pmd": read_pmd}
+def _spm_materials(f: _Bytes) -> list[tuple[bool, bool]]:
+    """Per material, whether it has a first and a second texture (each adds a uv pair)."""
+    materials = []
+    for _ in range(f.one("H")):
+        materials.append((len(f.string()) > 0, len(f.string()) > 0))
+    return materials
+
+
+def _spm_buffer(f: _Bytes, flags: dict, materials: list) -> tuple[np.ndarray, np.ndarray]:
+    """One mesh buffer: its vertex positions and triangles (indices local to the buffer)."""
+    n_verts, n_indices, material = f.unpack("IIH")
+    if n_verts > 65535 or n_indices % 3 or material >= len(materials):
+        raise f.fail(f"a buffer with {n_verts} vertices, {n_indices} indices and material {material} "
+                     f"of {len(materials)} (corrupt)")
+    uv_one, uv_two = materials[material]
+    head = 12 + 4 * flags["normal"]  # position (3f), packed normal (4 bytes)
+    tail = (4 + 4 * uv_two + 4 * flags["tangent"]) * uv_one + 16 * flags["skinned"]
+    if flags["colour"]:  # a colour byte, 128 for white, else followed by r, g, b
+        starts, pos, data = np.empty(n_verts, np.int64), f.pos, f.data
+        for i in range(n_verts):
+            starts[i] = pos
+            if pos + head >= len(data):
+                raise f.fail(f"vertex {i} runs past the end of the file (truncated)")
+            pos += head + tail + (1 if data[pos + head] == 128 else 4)
+        end = pos
+    else:
+        starts = f.pos + (head + tail) * np.arange(n_verts, dtype=np.int64)
+        end = f.pos + (head + tail) * n_verts
+    f.seek(min(end, len(f.data)))
+    if end > len(f.data):
+        raise f.fail("its vertices run past the end of the file (truncated)")
+    raw = np.frombuffer(f.data, np.uint8)
+    positions = raw[starts[:, None] + np.arange(12)].copy().view("<f4").astype(np.float64)
+    indices = f.array(np.uint16 if n_verts > 255 else np.uint8, n_indices)
+    return positions, indices.reshape(-1, 3).astype(np.int64)
+
+
+def read_spm(data: bytes) -> trimesh.Trimesh:
+    """A SuperTuxKart SPM mesh (version 1, static or skinned), every buffer's vertex positions and
+    triangles; skinned meshes give their stored bind pose (the animation data after is skipped).
+    SPM is Irrlicht's left-handed Y-up (the exporter swaps Blender's Y and Z) with clockwise front
+    faces: Z is negated and the winding reversed (as stored, 933 of 1,166 real meshes with volume
+    had negative volume after the Z flip alone)."""
+    f = _Bytes(data, "spm")
+    magic, kind, flag_bits = f.unpack("2sBB")
+    if magic != b"SP" or kind >> 3 != 1 or kind & 0x07 not in (1, 2):
+        raise f.fail(f"expected an SP version 1 header of a normal or skinned mesh, found {magic!r} {kind:#x}")
+    flags = dict(normal=bool(flag_bits & 1), colour=bool(flag_bits & 2), tangent=bool(flag_bits & 4),
+                 skinned=kind & 0x07 == 1)
+    f.take(24)  # bounding box
+    materials = _spm_materials(f)
+    vertices, faces, offset = [], [], 0
+    for _ in range(f.one("H")):
+        for _ in range(f.one("H")):
+            positions, triangles = _spm_buffer(f, flags, materials)
+            if len(triangles) and triangles.max() >= len(positions):
+                raise f.fail(f"a triangle uses vertex {int(triangles.max())} of {len(positions)} (corrupt)")
+            vertices.append(positions)
+            faces.append(triangles + offset)
+            offset += len(positions)
+    if not faces:
+        raise MeshError("the .spm mesh has no triangles")
+    return _mesh(np.concatenate(vertices) * [1.0, 1.0, -1.0], np.concatenate(faces)[:, ::-1], "spm")
+
+
+_READERS = {"md2": read_md2, "pmd": read_pmd, "spm": read_spm}
 FORMATS = tuple(_READERS)
 
 
