@@ -8,7 +8,7 @@ import pytest
 import trimesh
 
 from vat.errors import MeshError, VatError
-from vat.geometry.formats import FORMATS, read_md2, read_mesh_bytes, read_pmd, read_spm
+from vat.geometry.formats import FORMATS, read_md2, read_g3d, read_mesh_bytes, read_pmd, read_spm
 
 # A tetrahedron with counter-clockwise (outward) faces in a Y-up frame, as vat expects.
 TETRA_Y_UP = np.array([[0, 0, 0], [1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=float)
@@ -39,8 +39,7 @@ def _md2(vertices_z_up, faces_cw, scale=(0.5, 0.5, 0.5), translate=(-1.0, 2.0, 3
     return header + tris + frame
 
 
-def test_formats_listed_and_dispatched():
-    assert "md2" in FORMATS
+def test_unknown_format_is_a_clear_error():
     with pytest.raises(MeshError, match="not a game mesh format"):
         read_mesh_bytes(b"", "xyz")
 
@@ -196,3 +195,60 @@ def test_spm_garbage_and_bad_indices_are_clear_errors():
         read_spm(_spm([_spm_buffer(TETRA_Y_UP, [[0, 1, 4]], 1, 1)]))
     with pytest.raises(VatError, match="material 7"):
         read_spm(_spm([_spm_buffer(TETRA_Y_UP, TETRA_FACES, 7, 1)]))
+
+
+def _g3d_mesh(frames, faces, textures=1):
+    """One G3D v4 mesh: header, texture names, every frame's positions and normals, uvs, indices."""
+    frames = np.asarray(frames, dtype=np.float32)
+    n_frames, n_verts = frames.shape[:2]
+    out = struct.pack("<64s3I8f2I", b"mesh", n_frames, n_verts, 3 * len(faces), *[1.0] * 8, 0, textures)
+    out += b"texture.png".ljust(64, b"\x00") * bin(textures).count("1")
+    out += frames.tobytes() + np.ones_like(frames).tobytes()
+    out += np.zeros((n_verts, 2), np.float32).tobytes() if textures else b""
+    return out + np.asarray(faces, dtype="<u4").tobytes()
+
+
+def _g3d(meshes, version=4):
+    return b"G3D" + bytes([version]) + struct.pack("<HB", len(meshes), 0) + b"".join(meshes)
+
+
+def test_g3d_frame0_of_every_mesh_kept_y_up():
+    triangle = np.array([[5.0, 0, 0], [6, 0, 0], [5, 1, 0]])
+    data = _g3d([_g3d_mesh([TETRA_Y_UP, TETRA_Y_UP + 7], TETRA_FACES),  # two frames, one texture
+                 _g3d_mesh([triangle], [[0, 1, 2]], textures=0),
+                 _g3d_mesh([triangle], [[2, 1, 0]], textures=0b101)])
+    mesh = read_g3d(data)
+    assert mesh.vertices.dtype == np.float64 and mesh.faces.dtype == np.int64
+    np.testing.assert_allclose(mesh.vertices, np.concatenate([TETRA_Y_UP, triangle, triangle]))
+    np.testing.assert_array_equal(mesh.faces, np.concatenate([TETRA_FACES, [[4, 5, 6]], [[9, 8, 7]]]))
+    assert _tetra_outward(trimesh.Trimesh(mesh.vertices[:4], mesh.faces[:4], process=False))
+    np.testing.assert_allclose(read_mesh_bytes(data, "g3d").vertices[:4], TETRA_Y_UP)
+
+
+@pytest.mark.parametrize("cut", [3, 6, 50, 200, -1])
+def test_g3d_truncated_is_a_clear_error(cut):
+    data = _g3d([_g3d_mesh([TETRA_Y_UP], TETRA_FACES)])
+    with pytest.raises(VatError, match="g3d"):
+        read_g3d(data[:cut])
+
+
+def test_g3d_garbage_empty_and_bad_indices_are_clear_errors():
+    with pytest.raises(VatError, match="version 4"):
+        read_g3d(_g3d([_g3d_mesh([TETRA_Y_UP], TETRA_FACES)], version=3))
+    with pytest.raises(VatError, match="no meshes"):
+        read_g3d(_g3d([]))
+    with pytest.raises(VatError, match="uses vertex 4"):
+        read_g3d(_g3d([_g3d_mesh([TETRA_Y_UP], [[0, 1, 4]])]))
+    for seed in range(20):  # a valid header followed by noise
+        noise = np.random.default_rng(seed).integers(0, 256, 400, dtype=np.uint8).tobytes()
+        with pytest.raises(VatError):
+            read_g3d(b"G3D\x04\x01\x00\x00" + noise)
+
+
+def test_every_format_rejects_empty_and_random_bytes():
+    assert set(FORMATS) == {"md2", "pmd", "spm", "g3d"}
+    rng = np.random.default_rng(3)
+    for fmt in FORMATS:
+        for data in (b"", rng.integers(0, 256, 1000, dtype=np.uint8).tobytes()):
+            with pytest.raises(MeshError, match=fmt):
+                read_mesh_bytes(data, fmt)

@@ -216,7 +216,45 @@ def read_spm(data: bytes) -> trimesh.Trimesh:
     return _mesh(np.concatenate(vertices) * [1.0, 1.0, -1.0], np.concatenate(faces)[:, ::-1], "spm")
 
 
-_READERS = {"md2": read_md2, "pmd": read_pmd, "spm": read_spm}
+def _g3d_mesh(f: _Bytes) -> tuple[np.ndarray, np.ndarray]:
+    """One G3D v4 mesh: frame 0's vertex positions and its triangles."""
+    n_frames, n_verts, n_indices = f.unpack("64x3I")
+    (texture_bits,) = f.unpack("32x4xI")  # colours, specular power, opacity, property flags
+    if f.count(n_frames, "frame count") < 1 or f.count(n_indices, "index count") % 3:
+        raise f.fail(f"a mesh with {n_frames} frames and {n_indices} indices (corrupt)")
+    f.take(64 * bin(texture_bits & 0xFF).count("1"))  # a 64-byte file name per texture
+    positions = f.array(np.float32, f.count(n_frames * n_verts, "vertex count"), 3)[:n_verts]
+    f.take(12 * n_frames * n_verts)  # normals of every frame
+    if texture_bits:
+        f.take(8 * n_verts)  # texture coordinates
+    return positions.astype(np.float64), f.array(np.uint32, n_indices // 3, 3).astype(np.int64)
+
+
+def read_g3d(data: bytes) -> trimesh.Trimesh:
+    """A MegaGlest/Glest G3D model (version 4): frame 0 of every mesh, all meshes in one.
+    G3D is Y-up and right-handed with counter-clockwise faces like vat, so it is kept as stored
+    (the tall axis of trees and units is Y; 1,187 of the 1,291 real models have positive volume)."""
+    f = _Bytes(data, "g3d")
+    magic, version = f.unpack("3sB")
+    if magic != b"G3D" or version != 4:
+        raise f.fail(f"expected the G3D version 4 header, found {magic!r} version {version}")
+    n_meshes, model_type = f.unpack("HB")
+    if model_type != 0:
+        raise f.fail(f"model type {model_type} is not the morph-mesh type 0")
+    vertices, faces, offset = [], [], 0
+    for _ in range(n_meshes):
+        positions, triangles = _g3d_mesh(f)
+        if len(triangles) and triangles.max() >= len(positions):
+            raise f.fail(f"a triangle uses vertex {int(triangles.max())} of {len(positions)} (corrupt)")
+        vertices.append(positions)
+        faces.append(triangles + offset)
+        offset += len(positions)
+    if not faces:
+        raise MeshError("the .g3d model has no meshes")
+    return _mesh(np.concatenate(vertices), np.concatenate(faces), "g3d")
+
+
+_READERS = {"md2": read_md2, "pmd": read_pmd, "spm": read_spm, "g3d": read_g3d}
 FORMATS = tuple(_READERS)
 
 
