@@ -8,7 +8,15 @@ import pytest
 import trimesh
 
 from vat.errors import MeshError, VatError
-from vat.geometry.formats import FORMATS, read_md2, read_g3d, read_mesh_bytes, read_pmd, read_spm
+from vat.geometry.formats import (
+    FORMATS,
+    read_g3d,
+    read_md2,
+    read_mesh_bytes,
+    read_pmd,
+    read_spm,
+)
+from vat.geometry.io import find_mesh_files, load_mesh
 
 # A tetrahedron with counter-clockwise (outward) faces in a Y-up frame, as vat expects.
 TETRA_Y_UP = np.array([[0, 0, 0], [1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=float)
@@ -87,7 +95,8 @@ def _pmd(vertices, faces, version=4, n_uvs=2, bones=(), vertex_bones=None, props
     body += struct.pack("<I", len(faces)) + b"".join(struct.pack("<3H", *f) for f in faces)
     body += struct.pack("<I", len(bones)) + b"".join(struct.pack("<7f", *t, *q) for t, q in bones)
     if version >= 2:
-        body += struct.pack("<I", props) + props * (struct.pack("<I4s", 4, b"root") + struct.pack("<7fB", *[0] * 7, 0xFF))
+        prop = struct.pack("<I4s", 4, b"root") + struct.pack("<7fB", *[0] * 7, 0xFF)
+        body += struct.pack("<I", props) + props * prop
     return b"PSMD" + struct.pack("<II", version, len(body)) + body
 
 
@@ -157,7 +166,7 @@ def _spm(buffers, skinned=False, flags=0b111, trailer=b""):
 @pytest.mark.parametrize("flags", [0b000, 0b111])
 def test_spm_buffers_left_handed_to_right_handed(skinned, flags):
     # SPM is left-handed Y-up with clockwise faces: the reader negates Z and reverses the winding
-    kw = dict(normal=bool(flags & 1), colour=bool(flags & 2), tangent=bool(flags & 4), skinned=skinned)
+    kw = {"normal": bool(flags & 1), "colour": bool(flags & 2), "tangent": bool(flags & 4), "skinned": skinned}
     triangle = np.array([[5.0, 0, 0], [6, 0, 0], [5, 1, 0]])
     data = _spm([_spm_buffer(TETRA_Y_UP * MIRROR_Z, TETRA_FACES[:, ::-1], 2, 2, **kw),
                  _spm_buffer(triangle, [[0, 2, 1]], 0, 0, **kw),
@@ -202,7 +211,7 @@ def _g3d_mesh(frames, faces, textures=1):
     frames = np.asarray(frames, dtype=np.float32)
     n_frames, n_verts = frames.shape[:2]
     out = struct.pack("<64s3I8f2I", b"mesh", n_frames, n_verts, 3 * len(faces), *[1.0] * 8, 0, textures)
-    out += b"texture.png".ljust(64, b"\x00") * bin(textures).count("1")
+    out += b"texture.png".ljust(64, b"\x00") * textures.bit_count()
     out += frames.tobytes() + np.ones_like(frames).tobytes()
     out += np.zeros((n_verts, 2), np.float32).tobytes() if textures else b""
     return out + np.asarray(faces, dtype="<u4").tobytes()
@@ -252,3 +261,15 @@ def test_every_format_rejects_empty_and_random_bytes():
         for data in (b"", rng.integers(0, 256, 1000, dtype=np.uint8).tobytes()):
             with pytest.raises(MeshError, match=fmt):
                 read_mesh_bytes(data, fmt)
+
+
+def test_load_mesh_reads_game_formats_from_paths_and_bytes(tmp_path):
+    (tmp_path / "tetra.md2").write_bytes(_tetra_md2())
+    (tmp_path / "tetra.g3d").write_bytes(_g3d([_g3d_mesh([TETRA_Y_UP], TETRA_FACES)]))
+    assert [p.name for p in find_mesh_files(tmp_path)] == ["tetra.g3d", "tetra.md2"]
+    np.testing.assert_allclose(load_mesh(tmp_path / "tetra.g3d").vertices, TETRA_Y_UP)
+    assert load_mesh(tmp_path / "tetra.md2").volume == pytest.approx(1 / 6)
+    np.testing.assert_allclose(load_mesh(_pmd(TETRA_Y_UP * MIRROR_Z, TETRA_FACES), "pmd").vertices, TETRA_Y_UP)
+    (tmp_path / "broken.md2").write_bytes(_tetra_md2()[:100])
+    with pytest.raises(MeshError, match=r"broken\.md2: not a readable \.md2 mesh"):
+        load_mesh(tmp_path / "broken.md2")

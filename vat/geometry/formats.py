@@ -34,7 +34,7 @@ class _Bytes:
     def fail(self, why: str) -> MeshError:
         return MeshError(f"not a readable .{self.fmt} mesh: {why}")
 
-    def seek(self, pos: int) -> "_Bytes":
+    def seek(self, pos: int) -> _Bytes:
         if not 0 <= pos <= len(self.data):
             raise self.fail(f"offset {pos} is outside the {len(self.data)}-byte file (truncated or corrupt)")
         self.pos = pos
@@ -198,8 +198,8 @@ def read_spm(data: bytes) -> trimesh.Trimesh:
     magic, kind, flag_bits = f.unpack("2sBB")
     if magic != b"SP" or kind >> 3 != 1 or kind & 0x07 not in (1, 2):
         raise f.fail(f"expected an SP version 1 header of a normal or skinned mesh, found {magic!r} {kind:#x}")
-    flags = dict(normal=bool(flag_bits & 1), colour=bool(flag_bits & 2), tangent=bool(flag_bits & 4),
-                 skinned=kind & 0x07 == 1)
+    flags = {"normal": bool(flag_bits & 1), "colour": bool(flag_bits & 2), "tangent": bool(flag_bits & 4),
+             "skinned": kind & 0x07 == 1}
     f.take(24)  # bounding box
     materials = _spm_materials(f)
     vertices, faces, offset = [], [], 0
@@ -222,7 +222,7 @@ def _g3d_mesh(f: _Bytes) -> tuple[np.ndarray, np.ndarray]:
     (texture_bits,) = f.unpack("32x4xI")  # colours, specular power, opacity, property flags
     if f.count(n_frames, "frame count") < 1 or f.count(n_indices, "index count") % 3:
         raise f.fail(f"a mesh with {n_frames} frames and {n_indices} indices (corrupt)")
-    f.take(64 * bin(texture_bits & 0xFF).count("1"))  # a 64-byte file name per texture
+    f.take(64 * (texture_bits & 0xFF).bit_count())  # a 64-byte file name per texture
     positions = f.array(np.float32, f.count(n_frames * n_verts, "vertex count"), 3)[:n_verts]
     f.take(12 * n_frames * n_verts)  # normals of every frame
     if texture_bits:
