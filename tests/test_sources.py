@@ -1,0 +1,212 @@
+"""Mesh sources (vat.sources) and train/collect_meshes.py on a fake package tree the tests make:
+licences from a Debian copyright file, filters (too few faces, flat cards, fragments), exact and
+near duplicates, per-object splitting of a scene, resuming, and prepare_data --collected."""
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from conftest import load_script
+
+from vat import data
+from vat.sources import Source
+from vat.sources.common import (Z_UP_TO_Y_UP, Candidate, caption_from_name, package_licence, read_copyright,
+                                stanza_for)
+from vat.sources.dedupe import find_duplicates, geometry_hash, shape_descriptor
+from vat.sources.load import load_parts
+from vat.sources.sweethome3d import sweethome3d_default
+
+collect = load_script("collect_meshes")
+prepare_data = load_script("prepare_data")
+
+COPYRIGHT = """Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+
+Files: *
+Copyright: 2020 Game Team
+License: GPL-2+
+
+Files: models/special/*
+Copyright: Jane Doe
+License: CC0-1.0
+ Public domain dedication.
+"""
+
+
+def _lamp() -> trimesh.Trimesh:
+    """A lamp-like stack (cylinder on a sphere), Y-up, a few hundred faces."""
+    stand = trimesh.creation.cylinder(radius=0.05, height=1.0, sections=32)
+    stand.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, [1, 0, 0]))
+    base = trimesh.creation.icosphere(subdivisions=2, radius=0.3)
+    base.apply_translation([0, -0.5, 0])
+    return trimesh.util.concatenate([stand, base])
+
+
+def _fake_package(root: Path) -> Path:
+    """ROOT/fakepkg: a copyright file and OBJ files with every case the collector must handle."""
+    package = root / "fakepkg"
+    models = package / "usr/share/fakegame/models"
+    (package / "usr/share/doc/fakepkg").mkdir(parents=True)
+    (package / "usr/share/doc/fakepkg/copyright").write_text(COPYRIGHT)
+    sphere = trimesh.creation.icosphere(subdivisions=2)  # 320 faces
+    lamp = _lamp()
+    livery = trimesh.Trimesh(lamp.vertices[::-1], (len(lamp.vertices) - 1 - lamp.faces)[::-1], process=False)
+    rng = np.random.default_rng(0)
+    lod = trimesh.Trimesh(sphere.vertices * (1 + 0.004 * rng.standard_normal((len(sphere.vertices), 1))),
+                          sphere.faces)
+    card = trimesh.creation.box([1.0, 1.0, 0.001])
+    card = card.subdivide().subdivide().subdivide()  # 768 faces, but flat
+    meshes = {
+        "special/ball.obj": sphere, "lamp.obj": lamp, "lamp_red.obj": livery, "special/ball_lod1.obj": lod,
+        "poster.obj": card, "tiny.obj": trimesh.creation.box(), "tree_leaves.obj": trimesh.creation.icosphere(),
+    }
+    for name, mesh in meshes.items():
+        (models / name).parent.mkdir(parents=True, exist_ok=True)
+        mesh.export(models / name)
+    (models / "broken.obj").write_text("not a mesh\n")
+    return package
+
+
+def _fake_candidates(root: str | None) -> list[Candidate]:
+    package = Path(root) / "fakepkg"
+    models = package / "usr/share/fakegame/models"
+    stanzas = read_copyright(package / "usr/share/doc/fakepkg/copyright")
+    return [Candidate(id=f"fake/{p.relative_to(models).as_posix()}", path=str(p), fmt="obj",
+                      caption=caption_from_name(p.stem), licence=stanza_for(stanzas, f"models/{p.relative_to(models)}").licence,
+                      package="fakepkg")
+            for p in sorted(models.rglob("*.obj"))]
+
+
+FAKE = Source(_fake_candidates, ("fakepkg",), fragments=r"_leaves")
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory):
+    root = tmp_path_factory.mktemp("debs")
+    _fake_package(root)
+    out = tmp_path_factory.mktemp("collected")
+    summary = collect.collect_source("fake", FAKE, out, str(root), workers=1, limit=None)
+    return root, out, summary
+
+
+def _records(out: Path, source: str = "fake") -> dict[str, dict]:
+    return {r["id"]: r for r in collect.read_index(out / source / "index.jsonl")}
+
+
+def test_copyright_licences_follow_dep5(tmp_path):
+    package = _fake_package(tmp_path)
+    stanzas = read_copyright(package / "usr/share/doc/fakepkg/copyright")
+    assert stanza_for(stanzas, "models/special/ball.obj").licence == "CC0-1.0"
+    assert stanza_for(stanzas, "models/special/ball.obj").copyright == "Jane Doe"
+    assert stanza_for(stanzas, "models/lamp.obj").licence == "GPL-2+"
+    assert package_licence(package, "fakepkg") == "GPL-2+"
+
+
+def test_captions_are_cleaned_file_names():
+    assert caption_from_name("OfficeChair_02.lod1") == "an office chair"
+    assert caption_from_name("woodern_plank2.md2") == "a woodern plank"
+    assert caption_from_name("12") is None
+
+
+def test_collect_filters_and_marks_duplicates(collected):
+    _, out, summary = collected
+    records = _records(out)
+    status = {i.split("/", 1)[1]: (r["status"], r.get("reason"), r["duplicate_of"]) for i, r in records.items()}
+    assert status["tree_leaves.obj"] == ("filtered", "fragment", None)
+    assert status["poster.obj"][:2] == ("filtered", "flat")
+    assert status["tiny.obj"][:2] == ("filtered", "fewer than 100 faces")
+    assert status["broken.obj"][0] == "failed"
+    assert status["lamp.obj"] == ("kept", None, None)
+    assert status["lamp_red.obj"][2] == "fake/lamp.obj"  # the same geometry, reordered: exact
+    assert records["fake/lamp_red.obj"]["hash"] == records["fake/lamp.obj"]["hash"]
+    assert status["special/ball_lod1.obj"][2] == "fake/special/ball.obj"  # perturbed: near, not exact
+    assert records["fake/special/ball_lod1.obj"]["hash"] != records["fake/special/ball.obj"]["hash"]
+    assert records["fake/special/ball.obj"]["licence"] == "CC0-1.0"
+    assert records["fake/lamp.obj"]["licence"] == "GPL-2+"
+    assert (summary["kept"], summary["duplicates"], summary["filtered"], summary["failed"]) == (2, 2, 3, 1)
+    assert summary["complete"] and json.loads((out / "fake/summary.json").read_text()) == summary
+    mesh = trimesh.load(out / "fake" / records["fake/lamp.obj"]["file"], force="mesh")
+    assert len(mesh.faces) == records["fake/lamp.obj"]["faces"]
+
+
+def test_different_shapes_are_not_duplicates():
+    shapes = [_lamp(), trimesh.creation.icosphere(subdivisions=2), trimesh.creation.box([1, 0.5, 0.25]),
+              trimesh.creation.box([1, 0.5, 0.05])]  # a thin slab differs from a box in thickness only
+    records = []
+    for i, mesh in enumerate(shapes):
+        occupancy, extents = shape_descriptor(mesh)
+        records.append({"id": str(i), "hash": geometry_hash(mesh), "occupancy": occupancy, "extents": extents})
+    assert find_duplicates(records) == {}
+    assert find_duplicates(records + [dict(records[1], id="again")]) == {"again": "1"}
+
+
+def test_collect_resumes_and_skips_complete_sources(tmp_path):
+    root = tmp_path / "debs"
+    _fake_package(root)
+    out = tmp_path / "out"
+    first = collect.collect_source("fake", FAKE, out, str(root), workers=1, limit=3)
+    assert not first["complete"] and first["files_done"] == 3
+    second = collect.collect_source("fake", FAKE, out, str(root), workers=1, limit=None)
+    assert second["complete"] and second["files_done"] == second["files"] == 8
+    ids = [r["id"] for r in collect.read_index(out / "fake/index.jsonl")]
+    assert len(ids) == len(set(ids)) == 8
+    assert collect.collect_source("fake", FAKE, out, str(root), workers=1, limit=None) == second
+
+
+def test_dedupe_across_sources_keeps_the_earlier_source(collected, tmp_path):
+    root, out, _ = collected
+    copy = Source(lambda r: [Candidate(id="other/lamp.obj", path=str(Path(r) / "fakepkg/usr/share/fakegame/models/lamp.obj"),
+                                       fmt="obj", package="fakepkg")], ("fakepkg",))
+    collect.collect_source("other", copy, out, str(root), workers=1, limit=None)
+    result = collect.dedupe_all(out)
+    assert result["sources"] == ["fake", "other"]
+    assert _records(out, "other")["other/lamp.obj"]["duplicate_of"] == "fake/lamp.obj"
+    assert json.loads((out / "other/summary.json").read_text())["duplicates"] == 1
+
+
+def test_split_nodes_gives_one_mesh_per_object(tmp_path):
+    scene = trimesh.Scene()
+    scene.graph.update(frame_to="<BlenderRoot>", frame_from=scene.graph.base_frame)
+    for name, offset in (("chair", 0.0), ("table", 3.0)):
+        scene.graph.update(frame_to=name, frame_from="<BlenderRoot>", matrix=trimesh.transformations.translation_matrix([offset, 0, 0]))
+        for part in range(2):  # assimp splits an object by material into child nodes
+            mesh = trimesh.creation.box([1, 1, 2 + part])
+            scene.add_geometry(mesh, node_name=f"{name}_{part}", geom_name=f"{name}_{part}", parent_node_name=name)
+    path = tmp_path / "scene.glb"
+    scene.export(path)
+    parts = load_parts(Candidate(id="x", path=str(path), fmt="glb", split_nodes=True, rotation=Z_UP_TO_Y_UP))
+    assert [name for name, _ in parts] == ["chair", "table"]
+    chair = parts[0][1]
+    assert len(chair.faces) == 24
+    assert np.allclose(chair.extents, [1, 3, 1])  # Z-up height 3 is now along Y
+
+
+def test_sweethome3d_default_reads_the_catalogue_inside_the_jar(tmp_path):
+    jar = tmp_path / "sweethome3d/usr/share/sweethome3d/sweethome3d.jar"
+    jar.parent.mkdir(parents=True)
+    properties = ("license=GNU GPL / CC-BY 3.0 \u00a9 eTeks\n"
+                  "id#1=eTeks#chair\nname#1=Chair\nmodel#1=/com/eteks/sweethome3d/io/resources/chair.obj\n"
+                  "creator#1=eTeks\nmodelRotation#1=1 0 0 0 0 1 0 -1 0\n")
+    with zipfile.ZipFile(jar, "w") as archive:
+        archive.writestr("com/eteks/sweethome3d/io/DefaultFurnitureCatalog.properties", properties.encode("latin-1"))
+        archive.writestr("com/eteks/sweethome3d/io/resources/chair.obj",
+                         trimesh.creation.box([1, 1, 2]).export(file_type="obj"))
+    [candidate] = sweethome3d_default(str(tmp_path))
+    assert (candidate.id, candidate.caption, candidate.creator) == ("sweethome3d-default/chair", "a chair", "eTeks")
+    assert candidate.licence == "GNU GPL / CC-BY 3.0 \u00a9 eTeks"
+    [(_, mesh)] = load_parts(candidate)
+    assert np.allclose(mesh.extents, [1, 2, 1])
+
+
+def test_prepare_data_reads_the_kept_unique_meshes(collected, tmp_path):
+    _, out, _ = collected
+    items = data.collected_items(out)
+    assert sorted(i.id for i in items) == ["fake/lamp.obj", "fake/special/ball.obj"]
+    ball = next(i for i in items if i.id == "fake/special/ball.obj")
+    assert (ball.caption, ball.licence, ball.extra["package"]) == ("a ball", "CC0-1.0", "fakepkg")
+    summary = prepare_data.main(["--out", str(tmp_path / "shards"), "--collected", str(out), "--workers", "1",
+                                 "--surface-points", "64", "--uniform-queries", "64", "--near-queries", "64"])
+    assert (summary["ok"], summary["bad"]) == (2, 0)
+    assert summary["licences"] == ["CC0-1.0", "GPL-2+"]
