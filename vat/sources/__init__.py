@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from vat.sources.common import Candidate
-from vat.sources import homedecor, morse, ufoai
+from vat.sources import flightgear, homedecor, morse, pybullet, redeclipse, ufoai
 from vat.sources.sweethome3d import sweethome3d_default
 
 
@@ -30,4 +30,7 @@ SOURCES: dict[str, Source] = {
     "ufoai": Source(ufoai.ufoai, (ufoai.PACKAGE,), ufoai.FRAGMENTS),
     "morse": Source(morse.morse, (morse.PACKAGE,)),
     "homedecor": Source(homedecor.homedecor, (homedecor.PACKAGE,)),
+    "redeclipse": Source(redeclipse.redeclipse, (redeclipse.PACKAGE,), redeclipse.FRAGMENTS),
+    "pybullet-objects": Source(pybullet.pybullet_objects, ("pybullet",)),
+    "flightgear": Source(flightgear.flightgear, flightgear.PACKAGES, flightgear.FRAGMENTS),
 }
