@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from vat.sources.common import Candidate
-from vat.sources import flightgear, homedecor, morse, pybullet, redeclipse, ufoai
+from vat.sources import (flightgear, homedecor, megaglest, morse, pybullet, redeclipse, supertuxkart, ufoai,
+                         zeroad)
 from vat.sources.sweethome3d import sweethome3d_default
 
 
@@ -33,4 +34,7 @@ SOURCES: dict[str, Source] = {
     "redeclipse": Source(redeclipse.redeclipse, (redeclipse.PACKAGE,), redeclipse.FRAGMENTS),
     "pybullet-objects": Source(pybullet.pybullet_objects, ("pybullet",)),
     "flightgear": Source(flightgear.flightgear, flightgear.PACKAGES, flightgear.FRAGMENTS),
+    "0ad": Source(zeroad.zeroad, (zeroad.PACKAGE,), zeroad.FRAGMENTS),
+    "supertuxkart": Source(supertuxkart.supertuxkart, (supertuxkart.PACKAGE,), supertuxkart.FRAGMENTS),
+    "megaglest": Source(megaglest.megaglest, (megaglest.PACKAGE,), megaglest.FRAGMENTS),
 }

@@ -48,7 +48,7 @@ def words_from_name(name: str) -> str:
     name = re.sub(r"\.[A-Za-z0-9]{2,5}$", "", name)
     name = re.sub(r"([a-z])([A-Z])", r"\1 \2", name)
     words = [re.sub(r"(?<=[a-z]{3})\d+$", "", w) for w in re.split(r"[\s_\-.]+", name.lower())]
-    noise = re.compile(r"^(\d+|lod\d*|v\d+|[a-z]?\d+[a-z]?|hi|lo|low|high|final|new|old|model|mesh|tris|obj)$")
+    noise = re.compile(r"^([a-z]|\d+|lod\d*|v\d+|[a-z]?\d+[a-z]?|hi|lo|low|high|final|new|old|model|mesh|tris|obj)$")
     return " ".join(w for w in words if w and not noise.match(w))
 
 

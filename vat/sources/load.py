@@ -3,6 +3,7 @@ readers for MD2/PMD/SPM/G3D, and the assimp command line (Debian assimp-utils) f
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 import tempfile
@@ -20,12 +21,17 @@ SMALL_READER_FORMATS = ("md2", "pmd", "spm", "g3d")
 ASSIMP_TIMEOUT = 120.0  # seconds per file
 
 
+@functools.lru_cache(maxsize=4)
+def _archive(path: str) -> zipfile.ZipFile:
+    # Kept open: reading the directory of a 3 GB archive (0 A.D.'s public.zip) per member is slow.
+    return zipfile.ZipFile(path)
+
+
 def candidate_bytes(candidate: Candidate) -> bytes:
     """The file's bytes (from inside the zip archive when `member` is set)."""
     if candidate.member is None:
         return Path(candidate.path).read_bytes()
-    with zipfile.ZipFile(candidate.path) as archive:
-        return archive.read(candidate.member)
+    return _archive(candidate.path).read(candidate.member)
 
 
 def assimp_scene(source: str | Path, suffix: str) -> trimesh.Scene:
