@@ -7,12 +7,13 @@ the earlier one keeps it."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
+from vat.sources import (flightgear, homedecor, megaglest, morse, pybullet, redeclipse, small_games, supertuxkart,
+                         ufoai, zeroad)
 from vat.sources.common import Candidate
-from vat.sources import (flightgear, homedecor, megaglest, morse, pybullet, redeclipse, supertuxkart, ufoai,
-                         zeroad)
 from vat.sources.sweethome3d import sweethome3d_default
 
 
@@ -37,4 +38,6 @@ SOURCES: dict[str, Source] = {
     "0ad": Source(zeroad.zeroad, (zeroad.PACKAGE,), zeroad.FRAGMENTS),
     "supertuxkart": Source(supertuxkart.supertuxkart, (supertuxkart.PACKAGE,), supertuxkart.FRAGMENTS),
     "megaglest": Source(megaglest.megaglest, (megaglest.PACKAGE,), megaglest.FRAGMENTS),
+    **{name: Source(functools.partial(small_games.game_candidates, name), (game.package,), game.fragments)
+       for name, game in small_games.GAMES.items()},
 }
