@@ -3,6 +3,7 @@ licences from a Debian copyright file, filters (too few faces, flat cards, fragm
 near duplicates, per-object splitting of a scene, resuming, and prepare_data --collected."""
 
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -12,9 +13,8 @@ import trimesh
 from conftest import load_script
 
 from vat import data
-from vat.sources import Source
-from vat.sources.common import (Z_UP_TO_Y_UP, Candidate, caption_from_name, package_licence, read_copyright,
-                                stanza_for)
+from vat.sources import SOURCES, Source
+from vat.sources.common import Z_UP_TO_Y_UP, Candidate, caption_from_name, package_licence, read_copyright, stanza_for
 from vat.sources.dedupe import find_duplicates, geometry_hash, shape_descriptor
 from vat.sources.load import load_parts
 from vat.sources.sweethome3d import sweethome3d_default
@@ -73,10 +73,13 @@ def _fake_candidates(root: str | None) -> list[Candidate]:
     package = Path(root) / "fakepkg"
     models = package / "usr/share/fakegame/models"
     stanzas = read_copyright(package / "usr/share/doc/fakepkg/copyright")
-    return [Candidate(id=f"fake/{p.relative_to(models).as_posix()}", path=str(p), fmt="obj",
-                      caption=caption_from_name(p.stem), licence=stanza_for(stanzas, f"models/{p.relative_to(models)}").licence,
-                      package="fakepkg")
-            for p in sorted(models.rglob("*.obj"))]
+    candidates = []
+    for path in sorted(models.rglob("*.obj")):
+        relative = path.relative_to(models).as_posix()
+        candidates.append(Candidate(id=f"fake/{relative}", path=str(path), fmt="obj", package="fakepkg",
+                                    caption=caption_from_name(path.stem),
+                                    licence=stanza_for(stanzas, f"models/{relative}").licence))
+    return candidates
 
 
 FAKE = Source(_fake_candidates, ("fakepkg",), fragments=r"_leaves")
@@ -157,8 +160,8 @@ def test_collect_resumes_and_skips_complete_sources(tmp_path):
 
 def test_dedupe_across_sources_keeps_the_earlier_source(collected, tmp_path):
     root, out, _ = collected
-    copy = Source(lambda r: [Candidate(id="other/lamp.obj", path=str(Path(r) / "fakepkg/usr/share/fakegame/models/lamp.obj"),
-                                       fmt="obj", package="fakepkg")], ("fakepkg",))
+    lamp = str(root / "fakepkg/usr/share/fakegame/models/lamp.obj")
+    copy = Source(lambda r: [Candidate(id="other/lamp.obj", path=lamp, fmt="obj", package="fakepkg")], ("fakepkg",))
     collect.collect_source("other", copy, out, str(root), workers=1, limit=None)
     result = collect.dedupe_all(out)
     assert result["sources"] == ["fake", "other"]
@@ -170,7 +173,8 @@ def test_split_nodes_gives_one_mesh_per_object(tmp_path):
     scene = trimesh.Scene()
     scene.graph.update(frame_to="<BlenderRoot>", frame_from=scene.graph.base_frame)
     for name, offset in (("chair", 0.0), ("table", 3.0)):
-        scene.graph.update(frame_to=name, frame_from="<BlenderRoot>", matrix=trimesh.transformations.translation_matrix([offset, 0, 0]))
+        offset_matrix = trimesh.transformations.translation_matrix([offset, 0, 0])
+        scene.graph.update(frame_to=name, frame_from="<BlenderRoot>", matrix=offset_matrix)
         for part in range(2):  # assimp splits an object by material into child nodes
             mesh = trimesh.creation.box([1, 1, 2 + part])
             scene.add_geometry(mesh, node_name=f"{name}_{part}", geom_name=f"{name}_{part}", parent_node_name=name)
@@ -210,3 +214,90 @@ def test_prepare_data_reads_the_kept_unique_meshes(collected, tmp_path):
                                  "--surface-points", "64", "--uniform-queries", "64", "--near-queries", "64"])
     assert (summary["ok"], summary["bad"]) == (2, 0)
     assert summary["licences"] == ["CC0-1.0", "GPL-2+"]
+
+
+def _touch(path: Path, text: str = "") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _fragments(name: str, candidates: list[Candidate]) -> list[str]:
+    return [c.id for c in candidates if re.search(SOURCES[name].fragments, c.id)]
+
+
+def test_ufoai_lists_md2_members_with_per_file_licences(tmp_path):
+    package = tmp_path / "ufoai-data"
+    _touch(package / "usr/share/doc/ufoai-data/copyright",
+           COPYRIGHT.replace("models/special/*", "base/models/objects/chair/*"))
+    pk3 = package / "usr/share/games/ufoai/base/0models.pk3"
+    pk3.parent.mkdir(parents=True)
+    with zipfile.ZipFile(pk3, "w") as archive:
+        for member in ("models/objects/chair/office_chair2.md2", "models/objects/vegi/pino/pino2_leaves.md2",
+                       "models/objects/chair/chair.png"):
+            archive.writestr(member, b"")
+    candidates = SOURCES["ufoai"].candidates(str(tmp_path))
+    assert [(c.id, c.caption, c.licence, c.creator) for c in candidates] == [
+        ("ufoai/models/objects/chair/office_chair2.md2", "an office chair", "CC0-1.0", "Jane Doe"),
+        ("ufoai/models/objects/vegi/pino/pino2_leaves.md2", "pino leaves", "GPL-2+", "2020 Game Team")]
+    assert _fragments("ufoai", candidates) == ["ufoai/models/objects/vegi/pino/pino2_leaves.md2"]
+
+
+def test_redeclipse_lists_map_models_with_their_up_axis_and_artist(tmp_path):
+    package = tmp_path / "redeclipse-data"
+    _touch(package / "usr/share/doc/redeclipse-data/copyright", COPYRIGHT)
+    data = package / "usr/share/games/redeclipse/data"
+    for name in ("nieb/desk/model.obj", "dziq/door01/door01.iqm", "dziq/door01/door01_open.iqm",
+                 "actors/player/body.iqm", "vanities/tophat/tophat.iqm", "nieb/desk/diffuse.png"):
+        _touch(data / name)
+    candidates = SOURCES["redeclipse"].candidates(str(tmp_path))
+    assert [(c.id, c.caption, c.creator, c.rotation) for c in candidates] == [
+        ("redeclipse/dziq/door01/door01.iqm", "a door", "dziq", Z_UP_TO_Y_UP),
+        ("redeclipse/dziq/door01/door01_open.iqm", "a door open", "dziq", Z_UP_TO_Y_UP),
+        ("redeclipse/nieb/desk/model.obj", "a desk", "nieb", None)]
+    assert _fragments("redeclipse", candidates) == ["redeclipse/dziq/door01/door01_open.iqm"]
+
+
+def test_zeroad_lists_pmd_members_and_marks_tree_parts(tmp_path):
+    package = tmp_path / "0ad-data"
+    _touch(package / "usr/share/doc/0ad-data/copyright", COPYRIGHT)
+    public = package / "usr/share/games/0ad/mods/public/public.zip"
+    public.parent.mkdir(parents=True)
+    with zipfile.ZipFile(public, "w") as archive:
+        for member in ("art/meshes/props/hele_amphora.dae.cached.pmd",
+                       "art/meshes/gaia/trees/trunks/oak_1.dae.cached.pmd", "art/textures/skins/amphora.png"):
+            archive.writestr(member, b"")
+    candidates = SOURCES["0ad"].candidates(str(tmp_path))
+    assert [(c.id, c.caption, c.member) for c in candidates] == [
+        ("0ad/art/meshes/gaia/trees/trunks/oak_1", "an oak", "art/meshes/gaia/trees/trunks/oak_1.dae.cached.pmd"),
+        ("0ad/art/meshes/props/hele_amphora", "an amphora", "art/meshes/props/hele_amphora.dae.cached.pmd")]
+    assert _fragments("0ad", candidates) == ["0ad/art/meshes/gaia/trees/trunks/oak_1"]
+
+
+def test_supertuxkart_lists_library_mains_kart_bodies_and_items(tmp_path):
+    package = tmp_path / "supertuxkart-data"
+    _touch(package / "usr/share/doc/supertuxkart-data/copyright", COPYRIGHT)
+    data = package / "usr/share/games/supertuxkart/data"
+    for name in ("library/stklib_computer_a/stklib_computer_a_main.spm",
+                 "library/stklib_computer_a/stklib_computer_a_fan.spm",
+                 "karts/tux/tux.spm", "karts/tux/wheel-front-left.spm", "models/cake.spm",
+                 "tracks/zengarden/zengarden_track.spm", "tracks/zengarden/lantern.spm"):
+        _touch(data / name)
+    candidates = SOURCES["supertuxkart"].candidates(str(tmp_path))
+    assert sorted((c.id.split("/", 1)[1], c.caption) for c in candidates) == [
+        ("karts/tux/tux.spm", "a kart"), ("library/stklib_computer_a/stklib_computer_a_main.spm", "a computer"),
+        ("models/cake.spm", "a cake"), ("tracks/zengarden/lantern.spm", "a lantern"),
+        ("tracks/zengarden/zengarden_track.spm", "a zengarden track")]
+    assert _fragments("supertuxkart", candidates) == ["supertuxkart/tracks/zengarden/zengarden_track.spm"]
+
+
+def test_small_games_table_lists_cars_without_lods(tmp_path):
+    package = tmp_path / "torcs-data"
+    _touch(package / "usr/share/doc/torcs-data/copyright", COPYRIGHT)
+    data = package / "usr/share/games/torcs"
+    for name in ("cars/car1-trb1/car1-trb1.acc", "cars/car1-trb1/car1-trb1-lod1.acc", "wheels/trb1/wheel0.acc"):
+        _touch(data / name)
+    candidates = SOURCES["torcs"].candidates(str(tmp_path))
+    assert {c.caption for c in candidates} == {"a racing car"} and {c.licence for c in candidates} == {"GPL-2+"}
+    assert sorted(_fragments("torcs", candidates)) == ["torcs/cars/car1-trb1/car1-trb1-lod1.acc",
+                                                      "torcs/wheels/trb1/wheel0.acc"]

@@ -120,6 +120,11 @@ def read_index(path: Path) -> list[dict]:
     return records
 
 
+def write_json(path: Path, value) -> None:
+    text = json.dumps(value, indent=2)
+    write_atomic(path, lambda f: f.write(text.encode()))
+
+
 def write_index(path: Path, records: list[dict]) -> None:
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     write_atomic(path, lambda f: f.write(lines.encode()))
@@ -186,7 +191,7 @@ def collect_source(name: str, source: Source, out: Path, debs_root: str | None, 
         records = [dict(r, duplicate_of=duplicates.get(r["id"])) for r in records]
         write_index(index, records)
     summary = summarize(name, records, len(candidates), before + time.perf_counter() - start, complete)
-    write_atomic(summary_path, lambda f: f.write(json.dumps(summary, indent=2).encode()))
+    write_json(summary_path, summary)
     print(json.dumps(summary))
     return summary
 
@@ -204,8 +209,7 @@ def dedupe_all(out: Path) -> dict:
         summary_path = out / n / "summary.json"
         if summary_path.is_file():
             before = json.loads(summary_path.read_text())
-            summary = summarize(n, records, before["files"], before["seconds"], before["complete"])
-            write_atomic(summary_path, lambda f: f.write(json.dumps(summary, indent=2).encode()))
+            write_json(summary_path, summarize(n, records, before["files"], before["seconds"], before["complete"]))
     result = {"sources": names, "kept": len(kept) - len(duplicates), "duplicates": len(duplicates)}
     print(json.dumps(result))
     return result

@@ -11,8 +11,18 @@ import functools
 from dataclasses import dataclass
 from typing import Callable
 
-from vat.sources import (flightgear, homedecor, megaglest, morse, pybullet, redeclipse, small_games, supertuxkart,
-                         ufoai, zeroad)
+from vat.sources import (
+    flightgear,
+    homedecor,
+    megaglest,
+    morse,
+    pybullet,
+    redeclipse,
+    small_games,
+    supertuxkart,
+    ufoai,
+    zeroad,
+)
 from vat.sources.common import Candidate
 from vat.sources.sweethome3d import sweethome3d_default
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from vat.sources.common import (Z_UP_TO_Y_UP, Candidate, caption_from_name, package_root, read_copyright,
-                                stanza_for)
+from vat.sources.common import Z_UP_TO_Y_UP, Candidate, caption_from_name, package_root, read_copyright, stanza_for
 
 PACKAGE = "redeclipse-data"
 DATA = "usr/share/games/redeclipse/data"

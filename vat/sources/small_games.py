@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from vat.sources.common import (Candidate, caption_from_name, package_licence, package_root, read_copyright,
-                                stanza_for)
+from vat.sources.common import Candidate, caption_from_name, package_licence, package_root, read_copyright, stanza_for
 
 
 @dataclass(frozen=True)
@@ -27,7 +26,8 @@ GAMES = {
                            r"/(accessories|meshes)/|question", (("v2", "a rocket"),)),
     "gl-117": GameData("gl-117-data", "usr/share/games/gl-117", ("3ds",),
                        r"missile|chaff|flare|rubble|aster|egg|mine\d",
-                       (("gl-", "a jet fighter"), ("transp", "a transport aircraft"), ("flarak", "a missile launcher"))),
+                       (("gl-", "a jet fighter"), ("transp", "a transport aircraft"),
+                        ("flarak", "a missile launcher"))),
     "crrcsim": GameData("crrcsim-data", "usr/share/games/crrcsim", ("ac",),
                         r"(?i)terrain|populus|woods|freqboard|fireworks"),
     "torcs": GameData("torcs-data", "usr/share/games/torcs", ("acc", "ac"),

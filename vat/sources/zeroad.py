@@ -14,7 +14,8 @@ from vat.sources.common import Candidate, caption_from_name, package_licence, pa
 PACKAGE = "0ad-data"
 ARCHIVE = "usr/share/games/0ad/mods/public/public.zip"
 FRAGMENTS = (r"trunk|lea(f|ves)|branch|_props?(_|\.|$)|/props/(structural|heads|horse)/|decor|scaffold"
-             r"|_struct(_|$)|rubble|_pivot|_found|pieces|antefix|crest|hair|tile|_top$|_base$|foundation|shadow|/temp/|/test/")
+             r"|_struct(_|$)|rubble|_pivot|_found|pieces|antefix|crest|hair|tile|_top$|_base$|foundation"
+             r"|shadow|/temp/|/test/")
 # Civilisation and world prefixes of 0 A.D. file names: "hele_gate" is a gate.
 PREFIXES = re.compile(r"^((athen|brit|cart|celt|gaul|hele|han|iber|kart|kush|mace|maur|pers|ptol|rome|sele|spart"
                       r"|wrld|other|gaia)_)+")
