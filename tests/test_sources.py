@@ -1,6 +1,6 @@
 """Mesh sources (vat.sources) and train/collect_meshes.py on a fake package tree the tests make:
 licences from a Debian copyright file, filters (too few faces, flat cards, fragments), exact and
-near duplicates, per-object splitting of a scene, resuming, and prepare_data --collected."""
+near duplicates, scattered pieces, per-object splitting of a scene, resuming, and prepare_data --collected."""
 
 import json
 import re
@@ -58,7 +58,10 @@ def _fake_package(root: Path) -> Path:
                           sphere.faces)
     card = trimesh.creation.box([1.0, 1.0, 0.001])
     card = card.subdivide().subdivide().subdivide()  # 768 faces, but flat
+    crates = trimesh.util.concatenate([trimesh.creation.icosphere(subdivisions=1).apply_translation([6 * i, 0, 0])
+                                       for i in range(6)])  # six pieces far apart: a decor set
     meshes = {
+        "crates_group.obj": crates,
         "special/ball.obj": sphere, "lamp.obj": lamp, "lamp_red.obj": livery, "special/ball_lod1.obj": lod,
         "poster.obj": card, "tiny.obj": trimesh.creation.box(), "tree_leaves.obj": trimesh.creation.icosphere(),
     }
@@ -121,6 +124,7 @@ def test_collect_filters_and_marks_duplicates(collected):
     assert status["poster.obj"][:2] == ("filtered", "flat")
     assert status["tiny.obj"][:2] == ("filtered", "fewer than 100 faces")
     assert status["broken.obj"][0] == "failed"
+    assert status["crates_group.obj"][:2] == ("filtered", "scattered pieces")
     assert status["lamp.obj"] == ("kept", None, None)
     assert status["lamp_red.obj"][2] == "fake/lamp.obj"  # the same geometry, reordered: exact
     assert records["fake/lamp_red.obj"]["hash"] == records["fake/lamp.obj"]["hash"]
@@ -128,7 +132,7 @@ def test_collect_filters_and_marks_duplicates(collected):
     assert records["fake/special/ball_lod1.obj"]["hash"] != records["fake/special/ball.obj"]["hash"]
     assert records["fake/special/ball.obj"]["licence"] == "CC0-1.0"
     assert records["fake/lamp.obj"]["licence"] == "GPL-2+"
-    assert (summary["kept"], summary["duplicates"], summary["filtered"], summary["failed"]) == (2, 2, 3, 1)
+    assert (summary["kept"], summary["duplicates"], summary["filtered"], summary["failed"]) == (2, 2, 4, 1)
     assert summary["complete"] and json.loads((out / "fake/summary.json").read_text()) == summary
     mesh = trimesh.load(out / "fake" / records["fake/lamp.obj"]["file"], force="mesh")
     assert len(mesh.faces) == records["fake/lamp.obj"]["faces"]
@@ -152,9 +156,9 @@ def test_collect_resumes_and_skips_complete_sources(tmp_path):
     first = collect.collect_source("fake", FAKE, out, str(root), workers=1, limit=3)
     assert not first["complete"] and first["files_done"] == 3
     second = collect.collect_source("fake", FAKE, out, str(root), workers=1, limit=None)
-    assert second["complete"] and second["files_done"] == second["files"] == 8
+    assert second["complete"] and second["files_done"] == second["files"] == 9
     ids = [r["id"] for r in collect.read_index(out / "fake/index.jsonl")]
-    assert len(ids) == len(set(ids)) == 8
+    assert len(ids) == len(set(ids)) == 9
     assert collect.collect_source("fake", FAKE, out, str(root), workers=1, limit=None) == second
 
 

@@ -31,7 +31,14 @@ from tqdm import tqdm
 from vat.data import write_atomic
 from vat.sources import SOURCES, Source
 from vat.sources.common import Candidate, caption_from_name
-from vat.sources.dedupe import filter_reason, find_duplicates, geometry_hash, shape_descriptor
+from vat.sources.dedupe import (
+    MIN_CLUSTER_SHARE,
+    filter_reason,
+    find_duplicates,
+    geometry_hash,
+    largest_cluster_share,
+    shape_descriptor,
+)
 from vat.sources.load import load_parts
 
 TIMEOUT = 300  # seconds per file
@@ -82,6 +89,8 @@ def mesh_record(base: dict, name: str | None, mesh: trimesh.Trimesh, meshes_dir:
     if reason:
         return dict(record, status="filtered", reason=reason)
     occupancy, extents = shape_descriptor(mesh)
+    if largest_cluster_share(occupancy) < MIN_CLUSTER_SHARE:
+        return dict(record, status="filtered", reason="scattered pieces")
     file = f"meshes/{hashlib.sha1(record['id'].encode()).hexdigest()[:16]}.ply"
     plain = trimesh.Trimesh(mesh.vertices, mesh.faces, process=False)
     write_atomic(meshes_dir.parent / file, lambda f: f.write(plain.export(file_type="ply")))

@@ -1,6 +1,7 @@
 """Which collected meshes to keep: the size and flatness filters, an exact geometry hash (liveries:
 same shape, other texture) and a coarse shape descriptor for near duplicates (LODs, animation
-frames, open/closed doors). Both work on the mesh normalised to the unit cube."""
+frames, open/closed doors); the descriptor also flags scattered pieces. All work on the mesh
+normalised to the unit cube."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import hashlib
 
 import numpy as np
 import trimesh
+from scipy import ndimage
 
 from vat.geometry.io import normalize_mesh
 
@@ -15,6 +17,7 @@ MIN_FACES = 100
 MIN_THICKNESS = 0.02  # smallest bounding-box side over the largest: below it the mesh is a flat card
 DESCRIPTOR_GRID = 16  # the descriptor is a 16^3 occupancy of surface samples
 DESCRIPTOR_SAMPLES = 8192
+MIN_CLUSTER_SHARE = 0.6  # below it the mesh is a scattered set of pieces (decor sets, debris)
 NEAR_IOU = 0.9  # descriptor IoU from which two meshes count as one
 NEAR_ASPECT = 0.1  # ... when their bounding-box sides also differ by less than 10% (|log ratio|)
 
@@ -49,6 +52,16 @@ def shape_descriptor(mesh: trimesh.Trimesh, seed: int = 0) -> tuple[str, list[fl
     grid = np.zeros((DESCRIPTOR_GRID,) * 3, dtype=bool)
     grid[cells[:, 0], cells[:, 1], cells[:, 2]] = True
     return np.packbits(grid.ravel()).tobytes().hex(), np.round(unit.extents, 4).tolist()
+
+
+def largest_cluster_share(occupancy: str) -> float:
+    """The share of the descriptor's occupied cells in its largest touching (26-connected) cluster:
+    near 1 for one object, low for scattered pieces such as 0 A.D.'s decor sets or FlightGear's
+    groups of crates, whose parts lie more than a sixteenth of the box apart."""
+    grid = _unpack(occupancy).reshape((DESCRIPTOR_GRID,) * 3) > 0
+    labels, _ = ndimage.label(grid, structure=np.ones((3, 3, 3)))
+    sizes = np.bincount(labels.ravel())[1:]
+    return float(sizes.max() / sizes.sum())
 
 
 def _unpack(hex_bits: str) -> np.ndarray:
