@@ -46,7 +46,7 @@ def assimp_scene(source: str | Path, suffix: str) -> trimesh.Scene:
         except subprocess.TimeoutExpired as exc:
             raise MeshError(f"assimp took over {ASSIMP_TIMEOUT:g} s on this .{suffix} file") from exc
         if run.returncode != 0 or not out.is_file():
-            lines = [line for line in (run.stderr + run.stdout).splitlines() if "rror" in line]
+            lines = [line for line in (run.stderr + run.stdout).splitlines() if "error" in line.lower()]
             raise MeshError(f"assimp could not convert this .{suffix} file: {(lines or ['no output'])[-1].strip()}")
         scene, _ = load_scene(out)
         return scene
