@@ -305,3 +305,11 @@ def test_small_games_table_lists_cars_without_lods(tmp_path):
     assert {c.caption for c in candidates} == {"a racing car"} and {c.licence for c in candidates} == {"GPL-2+"}
     assert sorted(_fragments("torcs", candidates)) == ["torcs/cars/car1-trb1/car1-trb1-lod1.acc",
                                                       "torcs/wheels/trb1/wheel0.acc"]
+
+
+def test_a_missing_package_is_a_one_line_error(tmp_path):
+    with pytest.raises(SystemExit, match="ufoai: .*0models.pk3.*packages: ufoai-data"):
+        collect.main(["--source", "ufoai", "--debs-root", str(tmp_path), "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="torcs: no mesh files found"):
+        collect.main(["--source", "torcs", "--debs-root", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out/torcs/summary.json").exists()

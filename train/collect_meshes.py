@@ -23,6 +23,7 @@ import os
 import re
 import signal
 import time
+import zipfile
 from pathlib import Path
 
 import trimesh
@@ -168,10 +169,15 @@ def collect_source(name: str, source: Source, out: Path, debs_root: str | None, 
     if summary_path.is_file() and json.loads(summary_path.read_text()).get("complete"):
         print(f"{name}: complete, skipped")
         return json.loads(summary_path.read_text())
-    (directory / "meshes").mkdir(parents=True, exist_ok=True)
-    candidates = sorted(source.candidates(debs_root), key=lambda c: c.id)
+    try:
+        candidates = sorted(source.candidates(debs_root), key=lambda c: c.id)
+    except (OSError, zipfile.BadZipFile, ImportError) as exc:  # a package not unpacked or installed
+        raise SystemExit(f"collect_meshes: {name}: {exc} (packages: {', '.join(source.packages)})") from exc
+    if not candidates:  # an empty folder must not count as a complete source
+        raise SystemExit(f"collect_meshes: {name}: no mesh files found (packages: {', '.join(source.packages)})")
     if len({c.id for c in candidates}) != len(candidates):
-        raise SystemExit(f"{name}: two files have the same id")
+        raise SystemExit(f"collect_meshes: {name}: two files have the same id")
+    (directory / "meshes").mkdir(parents=True, exist_ok=True)
     index = directory / "index.jsonl"
     records = read_index(index)
     done = {r["candidate"] for r in records}

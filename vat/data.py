@@ -101,7 +101,10 @@ def collected_items(directory: str | os.PathLike) -> list[MeshItem]:
     items = []
     for index in indexes:
         for line in index.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # the line a running collection is writing
+                continue
             if record["status"] != "kept" or record.get("duplicate_of"):
                 continue
             items.append(MeshItem(
