@@ -155,7 +155,7 @@ def test_collect_resumes_and_skips_complete_sources(tmp_path):
     out = tmp_path / "out"
     first = collect.collect_source("fake", FAKE, out, str(root), workers=1, limit=3)
     assert not first["complete"] and first["files_done"] == 3
-    second = collect.collect_source("fake", FAKE, out, str(root), workers=1, limit=None)
+    second = collect.collect_source("fake", FAKE, out, str(root), workers=2, limit=None)  # the pool path
     assert second["complete"] and second["files_done"] == second["files"] == 9
     ids = [r["id"] for r in collect.read_index(out / "fake/index.jsonl")]
     assert len(ids) == len(set(ids)) == 9
