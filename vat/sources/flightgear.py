@@ -4,6 +4,7 @@ assimp. Liveries (the same geometry, another texture) are left to the geometry-h
 
 from __future__ import annotations
 
+import re
 from pathlib import PurePosixPath
 
 from vat.data import _caption_from_name
@@ -17,13 +18,16 @@ SKIP = {"Effects", "Weather", "Astro", "Boundaries", "Lights", "Instruments-3d",
 # Cockpit and interior pieces, and the low-detail copies some models keep beside the full one.
 FRAGMENTS = r"(?i)/(interior|cockpit|panel|instruments?)/|[_-]lod\d|[_-](low|lo)(res)?\.ac$|[_-]shadow\.ac$"
 
+AIRPORT_CODE = re.compile(r"^[A-Z]{4}[-_](?=[A-Za-z])")
+
 
 def _caption(relative: PurePosixPath) -> str | None:
     if relative.parts[:2] == ("AI", "Aircraft"):  # files are named by variant: "767-300ER.ac"
         return _caption_from_name(f"{relative.parts[2]} aircraft")
     if relative.parts[:3] == ("Scenery", "Models", "Aircraft"):  # parked aircraft: "atr42-airfrance.ac"
         return caption_from_name(f"{relative.stem.split('-')[0]} aircraft")
-    for name in (relative.stem, relative.parent.name, relative.parent.parent.name):
+    stem = AIRPORT_CODE.sub("", relative.stem)  # "EBLG_terminal_airport": a terminal at Liège
+    for name in (stem, relative.parent.name, relative.parent.parent.name):
         caption = caption_from_name(name)
         if caption and name.lower() != "models":
             return caption
