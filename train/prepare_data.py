@@ -1,7 +1,7 @@
 r"""Turn meshes into training shards: surface points + normals and labelled occupancy queries.
 
     python train/prepare_data.py --out /data/vat/train --meshes ~/objaverse --procedural 10000 \
-        --families 1000 --augment 2 --pybullet --sweethome3d --workers 16 \
+        --families 1000 --augment 2 --pybullet --sweethome3d --collected data/collected --workers 16 \
         --num-shards 100 --shard-index $SLURM_ARRAY_TASK_ID
     python train/prepare_data.py --out /data/vat/heldout --sweethome3d --split heldout
 
@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     sources.add_argument("--pybullet", action="store_true", help="pybullet_data/random_urdfs (1,000 objects, zlib)")
     sources.add_argument("--sweethome3d", action="store_true", help="Debian sweethome3d-furniture catalogues")
     sources.add_argument("--sweethome3d-dir", type=Path, default=data.SWEETHOME3D_DIR)
+    sources.add_argument("--collected", type=Path, action="append", default=[],
+                         help="a folder train/collect_meshes.py wrote (its kept, unique meshes; repeatable)")
     sources.add_argument("--cache-dir", type=Path, default=None, help="where .sh3f catalogues are unzipped")
     sources.add_argument("--holdout-library", default=data.DEFAULT_HOLDOUT_LIBRARY,
                          help="Sweet Home 3D library kept out of the train split ('' for none)")
@@ -79,8 +81,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.workers = args.workers or _cores()
     if not (0 <= args.shard_index < args.num_shards):
         p.error("--shard-index must be in 0..--num-shards-1")
-    if not (args.meshes or args.procedural or args.families or args.pybullet or args.sweethome3d):
-        p.error("name at least one source: --meshes, --procedural, --families, --pybullet or --sweethome3d")
+    if not (args.meshes or args.procedural or args.families or args.pybullet or args.sweethome3d or args.collected):
+        p.error("name at least one source: --meshes, --procedural, --families, --pybullet, --sweethome3d or --collected")
     if args.augment < 0 or args.families < 0 or args.procedural < 0:
         p.error("--procedural, --families and --augment take a count >= 0")
     return args
@@ -89,6 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def gather_items(args: argparse.Namespace) -> list[data.MeshItem]:
     """This job's items: every source, filtered to --split, sorted, limited, then items[I::N]."""
     items = [item for root in args.meshes for item in data.folder_items(root)]
+    items += [item for root in args.collected for item in data.collected_items(root)]
     if args.pybullet:
         items += data.pybullet_items()
     if args.sweethome3d:
@@ -166,6 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
         "sources": {"meshes": [str(m) for m in args.meshes], "procedural": args.procedural,
                     "families_per_family": args.families, "augment_copies": args.augment,
                     "pybullet": args.pybullet, "sweethome3d": args.sweethome3d,
+                    "collected": [str(c) for c in args.collected],
                     "holdout_library": args.holdout_library},
         "licences": sorted({r["licence"] or "unknown" for r in all_records if r["ok"]}),
     }

@@ -134,6 +134,29 @@ def pybullet_items(root: str | os.PathLike | None = None) -> list[MeshItem]:
     ]
 
 
+def collected_items(directory: str | os.PathLike) -> list[MeshItem]:
+    """The kept, unique meshes of every DIR/SOURCE/index.jsonl that train/collect_meshes.py wrote
+    (ids as collected, e.g. "ufoai/models/objects/chair/chair.md2")."""
+    indexes = sorted(Path(directory).glob("*/index.jsonl"))
+    if not indexes:
+        raise FileNotFoundError(f"no */index.jsonl under {directory}: run train/collect_meshes.py first")
+    items = []
+    for index in indexes:
+        for line in index.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # the line a running collection is writing
+                continue
+            if record["status"] != "kept" or record.get("duplicate_of"):
+                continue
+            items.append(MeshItem(
+                id=record["id"], source=record["source"], path=str(index.parent / record["file"]),
+                caption=record["caption"], licence=record["licence"],
+                extra={"creator": record["creator"], "package": record["package"]},
+            ))
+    return items
+
+
 def read_properties(path: str | os.PathLike) -> dict[str, str]:
     """A Java .properties file (latin-1, \\uXXXX escapes, backslash line continuations)."""
     text = Path(path).read_bytes().decode("latin-1")

@@ -11,8 +11,11 @@ import numpy as np
 import trimesh
 
 from vat.errors import MeshError
+from vat.geometry.formats import FORMATS as GAME_FORMATS
+from vat.geometry.formats import read_mesh_bytes
 
-LOAD_FORMATS = ("obj", "ply", "stl", "glb", "gltf", "off")
+# trimesh reads the first six; vat's own readers in formats.py read the game formats.
+LOAD_FORMATS = ("obj", "ply", "stl", "glb", "gltf", "off") + GAME_FORMATS
 EXPORT_FORMATS = ("glb", "obj", "stl", "ply")
 
 # Limits that stop a hostile or broken upload before it eats the machine.
@@ -69,10 +72,16 @@ def load_scene(
         raise MeshError(f"{name} is {size / 2**20:.0f} MiB; the limit is {max_bytes / 2**20:.0f} MiB")
 
     try:
-        scene = trimesh.load_scene(**opener)
+        if ext in GAME_FORMATS:  # vat's own readers, which raise MeshError on a bad file
+            data = bytes(source) if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
+            scene = trimesh.Scene(read_mesh_bytes(data, ext))
+        else:
+            scene = trimesh.load_scene(**opener)
         meshes = [g for g in scene.dump(concatenate=False) if isinstance(g, trimesh.Trimesh)]
-    except MeshError:
-        raise
+    except MeshError as exc:
+        if ext not in GAME_FORMATS:
+            raise
+        raise MeshError(f"{name}: {exc}") from exc
     except Exception as exc:  # trimesh raises many types for corrupt files
         raise MeshError(f"could not read {name} as a .{ext} mesh: {exc}") from exc
 
