@@ -273,3 +273,12 @@ def test_prepare_families_and_augmented_copies(meshes, tmp_path):
         if "augment_of" in record:
             original = prepare_generator_data.oriented_mesh(good[record["augment_of"]], textured=False)
             np.testing.assert_allclose(mesh.extents, original.extents * record["augment_scale"], rtol=1e-9)
+
+
+def test_augment_only_writes_just_the_copies(meshes, tmp_path):
+    prepare_data.main(["--out", str(tmp_path), "--meshes", str(meshes), "--augment", "1", "--augment-only",
+                       "--workers", "1", *SMALL])
+    ids = sorted(r["id"] for p in data.list_chunks(tmp_path) for r in data.chunk_records(p))
+    assert ids == sorted(f"{i.id}#aug1" for i in data.folder_items(meshes) if not data.in_validation(i.id))
+    with pytest.raises(SystemExit):
+        prepare_data.parse_args(["--out", str(tmp_path), "--meshes", str(meshes), "--augment-only"])

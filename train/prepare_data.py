@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     sources.add_argument("--augment", type=int, default=0, metavar="K",
                          help="K reshaped copies (scaled per axis, maybe mirrored) of every real training mesh "
                               "outside the validation split")
+    sources.add_argument("--augment-only", action="store_true",
+                         help="write only the --augment copies, not the meshes they copy (when those are prepared "
+                              "in another folder already)")
     sources.add_argument("--pybullet", action="store_true", help="pybullet_data/random_urdfs (1,000 objects, zlib)")
     sources.add_argument("--sweethome3d", action="store_true", help="Debian sweethome3d-furniture catalogues")
     sources.add_argument("--sweethome3d-dir", type=Path, default=data.SWEETHOME3D_DIR)
@@ -85,6 +88,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("name at least one source: --meshes, --procedural, --families, --pybullet, --sweethome3d or --collected")
     if args.augment < 0 or args.families < 0 or args.procedural < 0:
         p.error("--procedural, --families and --augment take a count >= 0")
+    if args.augment_only and args.augment < 1:
+        p.error("--augment-only needs --augment K with K >= 1")
     return args
 
 
@@ -96,7 +101,8 @@ def gather_items(args: argparse.Namespace) -> list[data.MeshItem]:
         items += data.pybullet_items()
     if args.sweethome3d:
         items += data.sweethome3d_items(args.sweethome3d_dir, args.cache_dir, args.holdout_library or None)
-    items += data.augmented_items(items, args.augment)
+    copies = data.augmented_items(items, args.augment)
+    items = copies if args.augment_only else items + copies
     items += data.procedural_items(args.procedural) + data.family_items(args.families)
     items = sorted((i for i in items if i.split == args.split), key=lambda i: i.id)
     ids = [i.id for i in items]
