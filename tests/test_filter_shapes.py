@@ -58,3 +58,12 @@ def test_a_rerun_scores_nothing_again_and_applies_the_new_threshold(folders):
 def test_a_folder_without_shards_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no shards"):
         filter_shapes.main(["--data", str(tmp_path), "--tokenizer", str(SHIPPED)])
+
+
+def test_a_subset_of_the_queries_scores_about_as_all_of_them(folders):
+    from vat.models.tokenizer import VAT
+
+    model = VAT.from_pretrained(SHIPPED).float().eval()
+    shapes = list(data.iter_shards(folders / "good"))  # all of them, excluded or not
+    full, subset = filter_shapes.score_shapes(model, shapes), filter_shapes.score_shapes(model, shapes, queries=800)
+    assert subset != full and np.allclose(subset, full, atol=0.05)

@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", required=True, type=Path, help="prepared folder(s) of train/prepare_data.py")
     p.add_argument("--tokenizer", required=True, type=Path, help="a tokenizer folder (e.g. checkpoints)")
     p.add_argument("--min-iou", type=float, default=0.05, help="shapes scored below are excluded")
+    p.add_argument("--queries", type=int, default=8192,
+                   help="stored queries scored per shape (a fixed random subset of the uniform and near ones)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0, help="the draw of each shape's surface points")
     return p.parse_args(argv)
@@ -45,21 +47,24 @@ def prepared_folders(root: Path) -> list[Path]:
 
 
 @torch.no_grad()
-def score_shapes(model: VAT, shapes: list[dict], seed: int = 0) -> list[float]:
-    """IoU of each shape's reconstruction from all its tokens at its stored queries (label > 0.5 inside)."""
+def score_shapes(model: VAT, shapes: list[dict], seed: int = 0, queries: int = 0) -> list[float]:
+    """IoU of each shape's reconstruction from all its tokens at its stored queries (label > 0.5 inside;
+    `queries` > 0: a random subset of that many)."""
     n = model.config.num_points
     rng = np.random.default_rng(seed)
     picks = [rng.choice(len(s["surface_points"]), n, replace=False) for s in shapes]
+    stored = len(shapes[0]["query_points"])
+    chosen = np.sort(rng.choice(stored, queries, replace=False)) if 0 < queries < stored else np.arange(stored)
     points = torch.from_numpy(np.stack([s["surface_points"][i] for s, i in zip(shapes, picks)]).astype(np.float32))
     normals = torch.from_numpy(np.stack([s["surface_normals"][i] for s, i in zip(shapes, picks)]).astype(np.float32))
     planes = model.decode_indices(model.encode(points, normals))
-    queries = torch.from_numpy(np.stack([s["query_points"] for s in shapes]).astype(np.float32))
-    logits = model.query(planes, queries).float().numpy()
-    return [metrics.iou(logits[b] > 0, shapes[b]["query_occupancy"].astype(np.float32) > 0.5)
+    points_BQ3 = torch.from_numpy(np.stack([s["query_points"][chosen] for s in shapes]).astype(np.float32))
+    logits = model.query(planes, points_BQ3).float().numpy()
+    return [metrics.iou(logits[b] > 0, shapes[b]["query_occupancy"][chosen].astype(np.float32) > 0.5)
             for b in range(len(shapes))]
 
 
-def filter_folder(model: VAT, folder: Path, min_iou: float, batch_size: int, seed: int) -> dict:
+def filter_folder(model: VAT, folder: Path, min_iou: float, batch_size: int, seed: int, queries: int) -> dict:
     """Score the folder's unscored shapes, then rewrite its exclusions; returns its counts."""
     scores_path = folder / SCORES
     scores = {}
@@ -75,7 +80,7 @@ def filter_folder(model: VAT, folder: Path, min_iou: float, batch_size: int, see
             for k in range(0, len(rows), batch_size):
                 batch = rows[k : k + batch_size]
                 shapes = [{key: value[row] for key, value in arrays.items()} for row, _ in batch]
-                for (_, record), iou in zip(batch, score_shapes(model, shapes, seed)):
+                for (_, record), iou in zip(batch, score_shapes(model, shapes, seed, queries)):
                     scores[record["id"]] = round(float(iou), 4)
                     out.write(json.dumps({"id": record["id"], "iou": scores[record["id"]]}) + "\n")
                 out.flush()
@@ -98,7 +103,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     folders = prepared_folders(args.data)
     if not folders:
         raise SystemExit(f"{args.data} holds no shards of train/prepare_data.py")
-    summary = [filter_folder(model, folder, args.min_iou, args.batch_size, args.seed) for folder in folders]
+    summary = [filter_folder(model, folder, args.min_iou, args.batch_size, args.seed, args.queries) for folder in folders]
     for row in summary:
         log.info("%s: %d shapes, %d excluded (IoU < %g), mean IoU %s", row["folder"], row["shapes"],
                  row["excluded"], args.min_iou, row["mean_iou"])
