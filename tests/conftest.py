@@ -88,7 +88,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_script(name: str) -> object:
-    """A script of train/ (not a package) imported as a module, e.g. load_script("train_tokenizer")."""
+    """A script of train/ whose code lives in the script itself (prepare_data, filter_shapes, export_meshes,
+    calibrate_tokenizer) imported as a module, e.g. load_script("prepare_data"); the trainers, the data
+    preparation of stage 2 and the arm runners are modules of vat.training, imported as such."""
     import importlib.util
     import sys
 

@@ -19,16 +19,16 @@ from vat.errors import VatError
 from vat.models.conditioning import EFFICIENTNET_PACKAGE, PRESETS, ConditionEncoders
 from vat.models.gpt import NextScaleGPT
 from vat.models.tokenizer import VAT, TokenizerConfig
-
+from vat.training import generator as train_generator
+from vat.training import generator_prepare as prepare_generator_data
+from vat.training import renders as shape_renders
+from vat.training.generator_data import GeneratorShapes, augment_view
+from vat.training.run import CHECKPOINT, FINAL
+from vat.training.schedule import ShardBatches
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "train" / "train_generator.py"
 
-
-
-
-train_generator = load_script("train_generator")
-prepare_generator_data = load_script("prepare_generator_data")
 prepare_data = load_script("prepare_data")
 
 MICRO_TOKENIZER = TokenizerConfig(num_points=256, width=32, heads=2, num_queries=16, num_latents=16, encoder_layers=1,
@@ -133,7 +133,7 @@ def test_prepare_reuses_earlier_renders_with_another_tokenizer(inputs, prepared,
     out, _ = prepared
     torch.manual_seed(1)
     VAT(MICRO_TOKENIZER).save_pretrained(tmp_path / "tokenizer2")
-    monkeypatch.setattr(prepare_generator_data, "render_record", lambda *a: pytest.fail("rendered again"))
+    monkeypatch.setattr(shape_renders, "render_record", lambda *a: pytest.fail("rendered again"))
     args = ["--data", str(inputs / "shards"), "--tokenizer", str(tmp_path / "tokenizer2"), "--views", "2",
             "--size", "64", "--workers", "1", "--views-from", str(out)]
     summary = prepare_generator_data.main([*args, "--out", str(tmp_path / "new")])
@@ -212,7 +212,7 @@ def test_augment_view_jitters_within_bounds_and_keeps_the_object_whole():
     area = (mask > 0).sum()
     scales, coloured = [], 0
     for seed in range(60):
-        new_view, new_mask = train_generator.augment_view(view, mask, np.random.default_rng(seed))
+        new_view, new_mask = augment_view(view, mask, np.random.default_rng(seed))
         assert new_view.shape == view.shape and new_view.dtype == np.uint8 and new_mask.shape == mask.shape
         assert not np.array_equal(new_view, view)
         nx0, ny0, nx1, ny1 = _box(new_mask)
@@ -228,7 +228,7 @@ def test_augment_view_jitters_within_bounds_and_keeps_the_object_whole():
         background = np.unique(new_view[outside], axis=0)
         assert len(background) == 1  # one background colour, white or random
         coloured += not (background == 255).all()
-        again = train_generator.augment_view(view, mask, np.random.default_rng(seed))
+        again = augment_view(view, mask, np.random.default_rng(seed))
         np.testing.assert_array_equal(again[0], new_view)  # the same seed, the same augmentation
         np.testing.assert_array_equal(again[1], new_mask)
     assert min(scales) < 0.92 and max(scales) > 1.0  # both ways, the cap reached
@@ -244,7 +244,7 @@ def test_augment_view_takes_an_object_as_wide_as_the_cap_centred():
         mask[100:120, margin:side - margin] = 255
         view = np.where(mask[..., None] > 0, np.uint8(30), np.uint8(255)).repeat(3, axis=-1)
         for seed in range(50):
-            _, new_mask = train_generator.augment_view(view, mask, np.random.default_rng(seed))
+            _, new_mask = augment_view(view, mask, np.random.default_rng(seed))
             x0, y0, x1, y1 = _box(new_mask)
             scale = (x1 - x0) / (side - 2 * margin)
             assert abs((y1 - y0) - scale * 20) <= 2  # isotropic: nothing cut off at the sides
@@ -258,13 +258,13 @@ def test_training_views_are_augmented_and_replayed_on_resume(prepared, tmp_path)
     from vat import data
 
     out, _ = prepared
-    plain = train_generator.GeneratorShapes(out, "views", None, view=0)
-    augmented = train_generator.GeneratorShapes(out, "views", None, augment=True)
+    plain = GeneratorShapes(out, "views", None, view=0)
+    augmented = GeneratorShapes(out, "views", None, augment=True)
     stored = np.concatenate([arrays["views"] for arrays, _ in _chunks(out)])
     np.testing.assert_array_equal(plain[1]["views"].numpy(), stored[1, 0])
 
     def views_at(start_step, steps):
-        sampler = iter(train_generator.ShardBatches(augmented, 2, 0, 1, seed=0, start_step=start_step))
+        sampler = iter(ShardBatches(augmented, 2, 0, 1, seed=0, start_step=start_step))
         return [[augmented[key]["views"].numpy() for key in next(sampler)] for _ in range(steps)]
 
     uninterrupted, resumed = views_at(0, 5), views_at(3, 2)
@@ -283,8 +283,8 @@ def test_training_views_are_augmented_and_replayed_on_resume(prepared, tmp_path)
         for suffix in (".npz", ".jsonl"):
             (old / path.relative_to(out)).with_suffix(suffix).write_bytes(path.with_suffix(suffix).read_bytes())
     with pytest.raises(SystemExit, match="no foreground masks.*--no-augment"):
-        train_generator.GeneratorShapes(old, "views", None, augment=True)
-    assert not train_generator.GeneratorShapes(old, "views", None, augment=False).augment
+        GeneratorShapes(old, "views", None, augment=True)
+    assert not GeneratorShapes(old, "views", None, augment=False).augment
 
 
 def test_single_process_trains_encoders_and_exports_a_pipeline_folder(inputs, prepared, tmp_path, one_thread):
@@ -299,10 +299,10 @@ def test_single_process_trains_encoders_and_exports_a_pipeline_folder(inputs, pr
             *(f"acc_scale_{s:02d}" for s in range(1, 5))} == set(summary["val"])
     assert summary["val"]["loss_image_only"] != summary["val"]["loss"]  # the text was left out
     assert summary["val"]["retrieval_shapes"] == 4 and 1 <= summary["val"]["retrieval_rank"] <= 4
-    final = out / train_generator.FINAL
+    final = out / FINAL
     generator, encoders = NextScaleGPT.from_pretrained(final), ConditionEncoders.from_pretrained(final)
     VAT.from_pretrained(final)
-    state = torch.load(out / train_generator.CHECKPOINT, weights_only=True)
+    state = torch.load(out / CHECKPOINT, weights_only=True)
     ema = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
     for key, value in generator.state_dict().items():
         torch.testing.assert_close(value, ema["generator." + key], rtol=0, atol=0)  # the EMA weights, in float32
@@ -339,7 +339,7 @@ def test_efficientnet_on_8_views_of_224_px(inputs, tmp_path, monkeypatch, one_th
     prepare_generator_data.main([*common, "--tokenizer", str(inputs / "tokenizer"), "--out", str(renders)])
     torch.manual_seed(2)
     VAT(MICRO_TOKENIZER).save_pretrained(tmp_path / "tokenizer2")
-    monkeypatch.setattr(prepare_generator_data, "render_record", lambda *a: pytest.fail("rendered again"))
+    monkeypatch.setattr(shape_renders, "render_record", lambda *a: pytest.fail("rendered again"))
     summary = prepare_generator_data.main([*common, "--tokenizer", str(tmp_path / "tokenizer2"), "--out", str(out),
                                            "--views-from", str(renders), "--image-encoder", "efficientnet"])
     assert summary["ok"] == 4
@@ -352,7 +352,7 @@ def test_efficientnet_on_8_views_of_224_px(inputs, tmp_path, monkeypatch, one_th
             "efficientnet", *FAST]
     frozen = train_generator.main([*args, "--conditions", "image", "--no-augment", "--out", str(tmp_path / "frozen")])
     assert frozen["image"] == "features"
-    saved = json.loads((tmp_path / "frozen" / train_generator.FINAL / "conditioning_config.json").read_text())
+    saved = json.loads((tmp_path / "frozen" / FINAL / "conditioning_config.json").read_text())
     assert saved["image"]["pretrained"] == EFFICIENTNET_PACKAGE
     text_trains = train_generator.main([*args, "--train-encoders", "--no-augment", "--out", str(tmp_path / "text")])
     assert (text_trains["image"], text_trains["text"]) == ("features", "ids")
@@ -361,9 +361,9 @@ def test_efficientnet_on_8_views_of_224_px(inputs, tmp_path, monkeypatch, one_th
     tuned = train_generator.main([*args, "--conditions", "image", "--out", str(tmp_path / "tuned"), "--train-encoders",
                                   "--finetune-last-stage"])
     assert (tuned["image"], tuned["augment"]) == ("views", True)
-    encoders = ConditionEncoders.from_pretrained(tmp_path / "tuned" / train_generator.FINAL)
+    encoders = ConditionEncoders.from_pretrained(tmp_path / "tuned" / FINAL)
     assert encoders.config.image.pretrained is None and encoders.config.image.finetune_last_stage
-    assert NextScaleGPT.from_pretrained(tmp_path / "tuned" / train_generator.FINAL).config.image_tokens == 246
+    assert NextScaleGPT.from_pretrained(tmp_path / "tuned" / FINAL).config.image_tokens == 246
     with pytest.raises(SystemExit):  # fine-tuning needs the encoders to train
         train_generator.parse_args([*args, "--out", "o", "--finetune-last-stage"])
     # Only the stride-32 map (1 + 7 x 7 tokens): a cache a fifth the size, used by a run with the same strides.
@@ -374,7 +374,7 @@ def test_efficientnet_on_8_views_of_224_px(inputs, tmp_path, monkeypatch, one_th
     args32 = [*args, "--data", str(out32), "--conditions", "image", "--no-augment", "--image-strides", "32"]
     strided = train_generator.main([*args32, "--out", str(tmp_path / "strided")])
     assert strided["image"] == "features"
-    assert NextScaleGPT.from_pretrained(tmp_path / "strided" / train_generator.FINAL).config.image_tokens == 50
+    assert NextScaleGPT.from_pretrained(tmp_path / "strided" / FINAL).config.image_tokens == 50
 
 
 def test_ddp_ranks_stay_identical(inputs, prepared, tmp_path):
@@ -387,12 +387,12 @@ def test_ddp_ranks_stay_identical(inputs, prepared, tmp_path):
         capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    state = torch.load(out / train_generator.CHECKPOINT, weights_only=True)
+    state = torch.load(out / CHECKPOINT, weights_only=True)
     assert state["step"] == 3
     digests = state["replica_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
     assert "validation (EMA): loss" in result.stderr + result.stdout
-    NextScaleGPT.from_pretrained(out / train_generator.FINAL)
+    NextScaleGPT.from_pretrained(out / FINAL)
 
 
 def test_resume_continues_from_the_checkpoint(inputs, prepared, tmp_path, one_thread):
@@ -402,7 +402,7 @@ def test_resume_continues_from_the_checkpoint(inputs, prepared, tmp_path, one_th
     assert first["start_step"] == 0
     second = train_generator.main([*args, "--steps", "5"])
     assert second["start_step"] == 3 and second["step"] == 5
-    state = torch.load(out / train_generator.CHECKPOINT, weights_only=True)
+    state = torch.load(out / CHECKPOINT, weights_only=True)
     assert state["step"] == 5
     # AdamW counted every update: the second run started from the first one's optimizer state.
     assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {5}
@@ -411,16 +411,16 @@ def test_resume_continues_from_the_checkpoint(inputs, prepared, tmp_path, one_th
     # A checkpoint written before GeneratorConfig grew a field resumes: the field takes its default.
     state["generator_config"] = {k: v for k, v in state["generator_config"].items()
                                  if k not in ("global_image", "text_dropout")}
-    torch.save(state, out / train_generator.CHECKPOINT)
+    torch.save(state, out / CHECKPOINT)
     assert train_generator.main([*args, "--steps", "6"])["start_step"] == 5
     with pytest.raises(SystemExit, match="other generator settings"):
         train_generator.main([*args, "--steps", "7", "--model-override", "global_image=true"])
     # One written by a newer version (a field this one does not know): a clear refusal, nothing overwritten.
     state["generator_config"]["from_the_future"] = 1
-    torch.save(state, out / train_generator.CHECKPOINT)
+    torch.save(state, out / CHECKPOINT)
     with pytest.raises(SystemExit, match="cannot read.*from_the_future"):
         train_generator.main([*args, "--steps", "7"])
-    assert torch.load(out / train_generator.CHECKPOINT, weights_only=True)["generator_config"]["from_the_future"] == 1
+    assert torch.load(out / CHECKPOINT, weights_only=True)["generator_config"]["from_the_future"] == 1
 
 
 def test_init_from_starts_a_new_run_from_a_finished_ones_generator(inputs, prepared, tmp_path, one_thread):
@@ -429,23 +429,23 @@ def test_init_from_starts_a_new_run_from_a_finished_ones_generator(inputs, prepa
     its own checkpoint instead."""
     args = ["--data", str(prepared[0]), "--tokenizer", str(inputs / "tokenizer"), *FAST]
     train_generator.main([*args, "--out", str(tmp_path / "a"), "--steps", "3"])
-    source = NextScaleGPT.from_pretrained(tmp_path / "a" / train_generator.FINAL).state_dict()
+    source = NextScaleGPT.from_pretrained(tmp_path / "a" / FINAL).state_dict()
 
     # --lr 0: the run's weights stay what they started from, so its export shows where it began.
     train_generator.main([*args, "--out", str(tmp_path / "b"), "--steps", "1", "--lr", "0",
-                          "--init-from", str(tmp_path / "a" / train_generator.FINAL)])
-    copied = NextScaleGPT.from_pretrained(tmp_path / "b" / train_generator.FINAL).state_dict()
+                          "--init-from", str(tmp_path / "a" / FINAL)])
+    copied = NextScaleGPT.from_pretrained(tmp_path / "b" / FINAL).state_dict()
     assert set(copied) == set(source)
     assert all(torch.equal(copied[k], source[k]) for k in source)
     # Without --init-from the same command starts elsewhere (the check above can fail).
     train_generator.main([*args, "--out", str(tmp_path / "c"), "--steps", "1", "--lr", "0"])
-    scratch = NextScaleGPT.from_pretrained(tmp_path / "c" / train_generator.FINAL).state_dict()
+    scratch = NextScaleGPT.from_pretrained(tmp_path / "c" / FINAL).state_dict()
     assert not all(torch.equal(scratch[k], source[k]) for k in source)
     # Resuming b with --init-from another folder keeps b's own weights (its checkpoint wins).
     resumed = train_generator.main([*args, "--out", str(tmp_path / "b"), "--steps", "2", "--lr", "0",
-                                    "--init-from", str(tmp_path / "c" / train_generator.FINAL)])
+                                    "--init-from", str(tmp_path / "c" / FINAL)])
     assert resumed["start_step"] == 1
-    kept = NextScaleGPT.from_pretrained(tmp_path / "b" / train_generator.FINAL).state_dict()
+    kept = NextScaleGPT.from_pretrained(tmp_path / "b" / FINAL).state_dict()
     assert all(torch.equal(kept[k], source[k]) for k in source)
 
     with pytest.raises(SystemExit, match="no generator.safetensors"):
@@ -457,10 +457,10 @@ def test_hold_out_validation_leaves_the_split_out_of_training(inputs, prepared, 
     shape still gets its own tokens and features."""
     from vat import data
 
-    every = train_generator.GeneratorShapes(prepared[0], "features", "features", view=0)
+    every = GeneratorShapes(prepared[0], "features", "features", view=0)
     ids = [r["id"] for r in every.records]
     held = set(ids[1::2])
-    kept = train_generator.GeneratorShapes(prepared[0], "features", "features", view=0, exclude=held.__contains__)
+    kept = GeneratorShapes(prepared[0], "features", "features", view=0, exclude=held.__contains__)
     assert [r["id"] for r in kept.records] == [i for i in ids if i not in held]
     for i, record in enumerate(kept.records):
         for key, value in kept[i].items():

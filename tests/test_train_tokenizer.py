@@ -13,14 +13,16 @@ from conftest import load_script
 import torch
 
 from vat.models.tokenizer import VAT, TokenizerConfig
+from vat.training import ablation as ablate
+from vat.training import curves
+from vat.training import tokenizer as train_tokenizer
+from vat.training.run import CHECKPOINT, FINAL, SNAPSHOTS
+from vat.training.tokenizer_data import ShapeSamples
+from vat.training.tokenizer_eval import calibrate_surface
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "train" / "train_tokenizer.py"
 
-
-
-
-train_tokenizer = load_script("train_tokenizer")
 prepare_data = load_script("prepare_data")
 
 MICRO_MODEL = [f"--model-override={o}" for o in (
@@ -62,12 +64,12 @@ def test_ddp_ranks_stay_identical_through_phase_two_and_restarts(shards, tmp_pat
     restarted = {int(step): int(count) for step, count in
                  re.findall(r"step (\d+): .*codebook/restarted (\d+)", result.stderr + result.stdout)}
     assert restarted[3] == 64 and restarted[4] > 0  # the codebook fill, then a dead-code restart
-    state = torch.load(out / train_tokenizer.CHECKPOINT, weights_only=True)
+    state = torch.load(out / CHECKPOINT, weights_only=True)
     assert state["step"] == 4
     digests = state["replica_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
     assert "validation (EMA): iou" in result.stderr + result.stdout
-    VAT.from_pretrained(out / train_tokenizer.FINAL)
+    VAT.from_pretrained(out / FINAL)
 
 
 def test_single_process_exports_the_ema_model(shards, tmp_path, one_thread):
@@ -76,8 +78,8 @@ def test_single_process_exports_the_ema_model(shards, tmp_path, one_thread):
                                     "--steps", "3", *FAST])
     assert summary["step"] == 3 and set(summary["val"]) == {"iou", "acc", "bce", "iou_unquantized", "acc_unquantized", "bce_unquantized",
                                                                "cs_iou"}
-    model = VAT.from_pretrained(out / train_tokenizer.FINAL)
-    state = torch.load(out / train_tokenizer.CHECKPOINT, weights_only=True)
+    model = VAT.from_pretrained(out / FINAL)
+    state = torch.load(out / CHECKPOINT, weights_only=True)
     ema = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, ema[key], rtol=0, atol=0)  # the EMA weights, in float32
@@ -92,7 +94,7 @@ def test_resume_continues_from_the_checkpoint(shards, tmp_path, one_thread):
     assert first["start_step"] == 0
     second = train_tokenizer.main([*args, "--steps", "6"])
     assert second["start_step"] == 3 and second["step"] == 6
-    state = torch.load(out / train_tokenizer.CHECKPOINT, weights_only=True)
+    state = torch.load(out / CHECKPOINT, weights_only=True)
     assert state["step"] == 6
     # AdamW counted every update (the quantiser's since phase 2 began at step 2): the second run
     # started from the first one's optimizer state.
@@ -106,10 +108,10 @@ def test_init_from_starts_a_new_run_from_matching_weights(shards, tmp_path, one_
     which then computes the same function) and leaves the new ones as initialised."""
     args = ["--data", str(shards), *FAST]
     train_tokenizer.main([*args, "--out", str(tmp_path / "a"), "--steps", "3", "--model-override", "point_mlp=false"])
-    source = VAT.from_pretrained(tmp_path / "a" / train_tokenizer.FINAL)
+    source = VAT.from_pretrained(tmp_path / "a" / FINAL)
     train_tokenizer.main([*args, "--out", str(tmp_path / "b"), "--steps", "0", "--phase1-steps", "0",
-                          "--init-from", str(tmp_path / "a" / train_tokenizer.FINAL)])
-    started = VAT.from_pretrained(tmp_path / "b" / train_tokenizer.FINAL)
+                          "--init-from", str(tmp_path / "a" / FINAL)])
+    started = VAT.from_pretrained(tmp_path / "b" / FINAL)
     assert started.encoder.embed.mlp is not None
     for key, value in source.state_dict().items():
         torch.testing.assert_close(started.state_dict()[key], value, rtol=0, atol=0)
@@ -129,7 +131,6 @@ def test_init_from_starts_a_new_run_from_matching_weights(shards, tmp_path, one_
 def test_ablation_trains_and_scores_every_arm(shards, tmp_path, one_thread, capsys):
     from vat.geometry.procedural import random_shape
 
-    ablate = load_script("ablate_tokenizer")
     meshes = tmp_path / "meshes"
     meshes.mkdir()
     for seed in (5, 6):
@@ -174,7 +175,7 @@ def test_fresh_queries_snapshots_and_seconds_are_recorded(shards, tmp_path, one_
     """--fresh-shapes keeps 10% of every shape's queries out of training and scores training shapes
     on them; --max-shapes trains on the first N; the EMA is kept every --snapshot-every steps; the
     seconds of training survive a resume (the x axis of learning curves)."""
-    samples = train_tokenizer.ShapeSamples(shards, 128, 128, 128, limit=3, reserve=0.1)
+    samples = ShapeSamples(shards, 128, 128, 128, limit=3, reserve=0.1)
     fresh = samples.fresh_queries()
     assert len(samples) == 3 and len(samples.chunk_of_items()) == 3
     assert len(fresh) == 2 * 204 and fresh.min() == 2048 - 204 and fresh.max() == 4095
@@ -189,13 +190,13 @@ def test_fresh_queries_snapshots_and_seconds_are_recorded(shards, tmp_path, one_
     first = train_tokenizer.main([*args, "--steps", "2"])
     # Step 2 ends phase 1: the codebook is not trained yet, so only the unquantised scores are taken.
     assert set(first["val"]) == {f"fresh_{k}" for k in ("iou_unquantized", "acc_unquantized", "bce_unquantized")}
-    seconds = torch.load(out / train_tokenizer.CHECKPOINT, weights_only=True)["train_seconds"]
+    seconds = torch.load(out / CHECKPOINT, weights_only=True)["train_seconds"]
     second = train_tokenizer.main([*args, "--steps", "4"])
     assert second["start_step"] == 2 and {"fresh_iou", "fresh_iou_unquantized"} <= set(second["val"])
-    assert torch.load(out / train_tokenizer.CHECKPOINT, weights_only=True)["train_seconds"] > seconds > 0
-    snapshots = sorted(p.name for p in (out / train_tokenizer.SNAPSHOTS).iterdir())
+    assert torch.load(out / CHECKPOINT, weights_only=True)["train_seconds"] > seconds > 0
+    snapshots = sorted(p.name for p in (out / SNAPSHOTS).iterdir())
     assert snapshots == ["step-0000002", "step-0000004"]
-    assert VAT.from_pretrained(out / train_tokenizer.SNAPSHOTS / "step-0000004").config.locality == "grid"
+    assert VAT.from_pretrained(out / SNAPSHOTS / "step-0000004").config.locality == "grid"
 
 
 def test_decoder_only_prefix_training_keeps_the_tokens_and_scores_cs_iou(shards, tmp_path, one_thread):
@@ -205,12 +206,12 @@ def test_decoder_only_prefix_training_keeps_the_tokens_and_scores_cs_iou(shards,
     grid_args = ["--data", str(shards), "--val-data", str(shards), "--preset", "tiny-grid", *MICRO_GRID_MODEL,
                  *FAST[len(MICRO_MODEL):], "--val-shapes", "2"]
     train_tokenizer.main([*grid_args, "--out", str(tmp_path / "a"), "--steps", "3"])
-    source = VAT.from_pretrained(tmp_path / "a" / train_tokenizer.FINAL)
+    source = VAT.from_pretrained(tmp_path / "a" / FINAL)
     result = train_tokenizer.main([*grid_args, "--out", str(tmp_path / "b"), "--steps", "4", "--val-every", "4",
-                                   "--phase1-steps", "0", "--init-from", str(tmp_path / "a" / train_tokenizer.FINAL),
+                                   "--phase1-steps", "0", "--init-from", str(tmp_path / "a" / FINAL),
                                    "--freeze-encoder", "--prefix-share", "0.5", "--lr", "1e-2",
                                    "--model-override=grid_up_levels=3", "--model-override=grid_cubic_levels=true"])
-    tuned = VAT.from_pretrained(tmp_path / "b" / train_tokenizer.FINAL)
+    tuned = VAT.from_pretrained(tmp_path / "b" / FINAL)
     assert 0.0 <= result["val"]["cs_iou"] <= 1.0 and "iou" in result["val"]
     assert (tuned.config.grid_up_levels, tuned.config.grid_cubic_levels) == (3, True)  # a finer decoder
     before, after = source.state_dict(), tuned.state_dict()
@@ -226,13 +227,13 @@ def test_decoder_only_prefix_training_keeps_the_tokens_and_scores_cs_iou(shards,
         train_tokenizer.main([*grid_args, "--out", str(tmp_path / "c"), "--steps", "1", "--freeze-encoder"])
     with pytest.raises(SystemExit, match="another encoder config or codebook"):  # the tokens would change
         train_tokenizer.main([*grid_args, "--out", str(tmp_path / "e"), "--steps", "1", "--phase1-steps", "0",
-                              "--init-from", str(tmp_path / "a" / train_tokenizer.FINAL), "--freeze-encoder",
+                              "--init-from", str(tmp_path / "a" / FINAL), "--freeze-encoder",
                               "--model-override=num_frequencies=4"])
     # Without --freeze-encoder, a run that starts quantised from trained weights keeps their codebook
     # at its first step (no refill from one batch's latents); only the training steps move it.
     train_tokenizer.main([*grid_args, "--out", str(tmp_path / "d"), "--steps", "1", "--phase1-steps", "0",
-                          "--restart-every", "0", "--lr", "1e-9", "--init-from", str(tmp_path / "a" / train_tokenizer.FINAL)])
-    joint = VAT.from_pretrained(tmp_path / "d" / train_tokenizer.FINAL)
+                          "--restart-every", "0", "--lr", "1e-9", "--init-from", str(tmp_path / "a" / FINAL)])
+    joint = VAT.from_pretrained(tmp_path / "d" / FINAL)
     torch.testing.assert_close(joint.quantizer.codebook.weight, source.quantizer.codebook.weight, rtol=0, atol=1e-6)
 
 
@@ -266,17 +267,17 @@ def test_surface_levels_are_fitted_on_training_shapes_per_prefix_and_move_with_t
     torch.manual_seed(0)
     args = ["--data", str(shards), "--out", str(tmp_path / "run"), "--steps", "3", "--calibrate-shapes", "4", *FAST]
     train_tokenizer.main(args)
-    model = VAT.from_pretrained(tmp_path / "run" / train_tokenizer.FINAL)
-    shapes = train_tokenizer.ShapeSamples(shards, 128, 128, 128)
-    levels = train_tokenizer.calibrate_surface(model, shapes, 4, torch.device("cpu"), bf16=False, quantized=True)
+    model = VAT.from_pretrained(tmp_path / "run" / FINAL)
+    shapes = ShapeSamples(shards, 128, 128, 128)
+    levels = calibrate_surface(model, shapes, 4, torch.device("cpu"), bf16=False, quantized=True)
     assert len(levels) == len(model.config.scale_sides) and all(-3 <= v <= 3 for v in levels)
     assert model.config.surface_logits == pytest.approx(levels, abs=0.051)
     assert model.config.surface_logit == pytest.approx(levels[-1], abs=0.051)
     with torch.no_grad():
         model.field.mlp[-1].bias += 1.0
-    shifted = train_tokenizer.calibrate_surface(model, shapes, 4, torch.device("cpu"), bf16=False, quantized=True)
+    shifted = calibrate_surface(model, shapes, 4, torch.device("cpu"), bf16=False, quantized=True)
     assert shifted == pytest.approx([v + 1.0 for v in levels], abs=0.051)
-    assert len(train_tokenizer.calibrate_surface(model, shapes, 4, torch.device("cpu"), bf16=False,
+    assert len(calibrate_surface(model, shapes, 4, torch.device("cpu"), bf16=False,
                                                  quantized=False)) == 1
     model.config.surface_logits = tuple(float(s) for s in range(1, len(levels) + 1))  # distinct, to tell them apart
     p = torch.rand(1, 128, 3) - 0.5
@@ -317,7 +318,6 @@ def test_calibrate_tokenizer_fits_levels_of_a_trained_folder_and_keeps_its_token
 
 
 def test_learning_curves_train_arms_and_draw_them(shards, tmp_path, one_thread):
-    curves = load_script("learning_curves")
     out = tmp_path / "curves"
     arms = "paper=tiny,grid=tiny-grid+num_latents=64+plane_channels=4"
     common = ["--data", str(shards), "--val-data", str(shards), "--steps", "2", "--val-every", "1", "--val-shapes", "2",
@@ -341,7 +341,6 @@ def test_learning_curves_train_arms_and_draw_them(shards, tmp_path, one_thread):
 
 
 def test_ablation_table_counts_paired_wins_per_mesh():
-    ablate = load_script("ablate_tokenizer")
 
     def record(arm, scores):
         items = [{"mesh": m, "cs_iou": v} for m, v in scores.items() if v is not None]
@@ -433,3 +432,77 @@ def test_codec_commands_on_the_trained_model(overfit, tmp_path):
                 "voxel_bytes"):
         assert key in summary
     assert summary["draco_bytes"] <= size and summary["voxel_bytes"] <= size
+
+
+def _reduce_meters_on_rank(rank: int, init_file: str, out: str) -> None:
+    import json
+
+    import torch.distributed as dist
+
+    from vat.training.meters import Meters
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    meters = Meters("loss", "rare", "shapes")
+    for value in ((0.25, 0.5) if rank == 0 else (1.0,)):
+        meters.add(loss=value, shapes=1)
+    if rank == 1:
+        meters.add(rare=3.0)  # a name only one rank adds to still reduces in step with the others
+    meters.all_reduce()
+    Path(out, f"{rank}.json").write_text(json.dumps({"sums": meters.sums, "means": meters.means(["loss"], "shapes")}))
+    dist.destroy_process_group()
+
+
+def test_meters_sum_by_name():
+    """Meters: sums by name, means over a count (a count of 0 divides by 1), an undeclared name is an
+    error, and one process has nothing to reduce."""
+    from vat.training.meters import Meters
+
+    meters = Meters("iou", "shapes")
+    meters.add(iou=0.5, shapes=1)
+    meters.add(iou=0.25, shapes=1)
+    assert meters["iou"] == 0.75 and meters.means(["iou"], count="shapes") == {"iou": 0.375}
+    assert Meters("iou", "shapes").means(["iou"], count="shapes") == {"iou": 0.0}
+    with pytest.raises(KeyError, match="not one of the declared"):
+        meters.add(acc=1.0)
+    assert meters.all_reduce() is meters and meters["iou"] == 0.75  # one process: nothing to reduce
+
+
+@pytest.mark.slow
+def test_meters_all_reduce_by_name_across_ranks(tmp_path):
+    """Under torch.distributed (2 gloo ranks, spawned) every rank ends with the sums of all of them,
+    also of a name only one rank added to."""
+    import json
+
+    import torch.multiprocessing as mp
+
+    mp.spawn(_reduce_meters_on_rank, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    for rank in (0, 1):
+        result = json.loads((tmp_path / f"{rank}.json").read_text())
+        assert result == {"sums": {"loss": 1.75, "rare": 3.0, "shapes": 3.0}, "means": {"loss": 1.75 / 3}}
+
+
+def test_both_arm_runners_share_one_arm_syntax(tmp_path):
+    """vat.training.arms: an arm is NAME=PRESET[+field=value...] in both runners; ablate_tokenizer.py
+    also takes its ARMS by name (their switch on the shared preset). Per-arm options among the shared
+    ones, unknown presets or names and repeated names end in a one-line usage error."""
+    from vat.training.arms import Arm
+
+    args, train_args = ablate.parse_args(["--out", str(tmp_path), "--meshes", "m", "--arms",
+                                          "baseline,pooling,wide=tiny+width=64+heads=2", "--", "--data", "d"])
+    assert args.arms == [Arm("baseline", None, []), Arm("pooling", None, ["compression=pooling"]),
+                         Arm("wide", "tiny", ["width=64", "heads=2"])]
+    assert train_args == ["--data", "d"]
+    assert args.arms[1].train_args(tmp_path) == ["--model-override=compression=pooling", "--out", str(tmp_path / "pooling")]
+    assert args.arms[2].train_args(tmp_path) == ["--preset", "tiny", "--model-override=width=64",
+                                                 "--model-override=heads=2", "--out", str(tmp_path / "wide")]
+    curve_args, _ = curves.parse_args(["--out", str(tmp_path), "--arms", "paper=tiny,grid=tiny-grid+plane_channels=32"])
+    assert curve_args.arms == [Arm("paper", "tiny", []), Arm("grid", "tiny-grid", ["plane_channels=32"])]
+    # Only ablate_tokenizer.py's named arms share --preset; an arm with its own preset sets it per arm.
+    assert ablate.parse_args(["--out", "o", "--meshes", "m", "--arms", "baseline", "--", "--preset", "tiny-grid"])[1] \
+        == ["--preset", "tiny-grid"]
+    for bad in (["--arms", "baseline,wide=tiny", "--", "--preset", "tiny"], ["--arms", "nope"],
+                ["--arms", "a=nope"], ["--arms", "a=tiny,a=tiny-grid"], ["--", "--out", "x"]):
+        with pytest.raises(SystemExit):
+            ablate.parse_args(["--out", "o", "--meshes", "m", *bad])
+    with pytest.raises(SystemExit):
+        curves.parse_args(["--out", "o", "--arms", "baseline"])  # no named arms there: NAME=PRESET

@@ -1,5 +1,5 @@
 """Fit a trained tokenizer's surface levels on training shapes, without training: one occupancy-logit
-level per decoded prefix of scales (train_tokenizer.calibrate_surface, what a training run does when it
+level per decoded prefix of scales (vat.training.tokenizer_eval.calibrate_surface, what a training run does when it
 exports). Only tokenizer_config.json changes; the weights, the tokens and the fingerprint stay, so a
 generator trained on this tokenizer's tokens stays valid.
 
@@ -14,17 +14,15 @@ import argparse
 import json
 import logging
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_tokenizer import ShapeSamples, calibrate_surface  # noqa: E402
-
-from vat.data import write_atomic  # noqa: E402
-from vat.errors import VatError  # noqa: E402
-from vat.models.tokenizer import VAT  # noqa: E402
+from vat.data import write_atomic
+from vat.errors import VatError
+from vat.models.tokenizer import VAT
+from vat.training.tokenizer_data import ShapeSamples
+from vat.training.tokenizer_eval import calibrate_surface
 
 log = logging.getLogger("calibrate_tokenizer")
 

@@ -19,15 +19,12 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
 from vat import data
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prepare_generator_data import oriented_mesh  # noqa: E402
+from vat.training.renders import oriented_mesh
 
 log = logging.getLogger("export_meshes")
 
