@@ -23,7 +23,9 @@ class Meters:
     def all_reduce(self) -> "Meters":
         """Sum every name over the ranks (a no-op in a single process)."""
         if dist.is_initialized():
-            packed = torch.tensor(list(self.sums.values()), dtype=torch.float64)
+            # NCCL reduces only CUDA tensors, gloo CPU ones: put the sums where the backend wants them.
+            device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+            packed = torch.tensor(list(self.sums.values()), dtype=torch.float64, device=device)
             dist.all_reduce(packed)
             self.sums = dict(zip(self.sums, packed.tolist()))
         return self
