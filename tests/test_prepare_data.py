@@ -253,7 +253,7 @@ def test_augmented_mesh_is_the_original_scaled_and_mirrored(meshes):
 
 
 def test_prepare_families_and_augmented_copies(meshes, tmp_path):
-    prepare_generator_data = load_script("prepare_generator_data")
+    from vat.training.renders import oriented_mesh
     from vat.geometry.families import FAMILIES
 
     summary = prepare_data.main(["--out", str(tmp_path), "--meshes", str(meshes), "--families", "1",
@@ -269,9 +269,9 @@ def test_prepare_families_and_augmented_copies(meshes, tmp_path):
         if record["source"] == data.FAMILY_SOURCE:
             assert record["licence"] == "CC0-1.0" and record["caption"] and record["watertight"]
         # Every record rebuilds its mesh (a check of the bounding box against the stored normalisation).
-        mesh = prepare_generator_data.oriented_mesh(record, textured=False)
+        mesh = oriented_mesh(record, textured=False)
         if "augment_of" in record:
-            original = prepare_generator_data.oriented_mesh(good[record["augment_of"]], textured=False)
+            original = oriented_mesh(good[record["augment_of"]], textured=False)
             np.testing.assert_allclose(mesh.extents, original.extents * record["augment_scale"], rtol=1e-9)
 
 
