@@ -13,8 +13,8 @@ from pathlib import Path
 
 from vat import __version__
 from vat.errors import VatError
-from vat.ui import (DEFAULT_GENERATE_SEARCH, DEFAULT_RESOLUTION, DEFAULT_SEARCH, MAX_RESOLUTION, MAX_SEED,
-                    MIN_RESOLUTION, PROTOCOL_RESOLUTION, RESOLUTIONS, BACKGROUND_METHODS, size_change, stage_times)
+from vat.ui import (BACKGROUND_METHODS, DEFAULT_GENERATE_SEARCH, DEFAULT_RESOLUTION, DEFAULT_SEARCH, MAX_RESOLUTION,
+                    MAX_SEED, MIN_RESOLUTION, PROTOCOL_RESOLUTION, RESOLUTIONS, size_change, stage_times)
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints"
 APP = Path(__file__).resolve().parent.parent / "app.py"  # the demo, which `vat bench --soak` launches
