@@ -680,8 +680,9 @@ def procedural(seed: float = 0, state=None, request: gr.Request = None):
     seed = SEED.check(seed)
     shape = random_shape(seed)
     session = _session(state, request)
+    view = export_view(shape.mesh, session.file("procedural", "view", f"shape-{seed}-view.glb"))
     glb = export_mesh(shape.mesh, session.file("procedural", "mesh", f"shape-{seed}.glb"))
-    return str(glb), f"**{shape.caption}** · {_count(len(shape.mesh.faces), 'face')} · watertight", str(glb), session
+    return view, f"**{shape.caption}** · {_count(len(shape.mesh.faces), 'face')} · watertight", str(glb), session
 
 
 def example_images(folder: str | os.PathLike | None) -> list[str]:

@@ -191,7 +191,7 @@ def test_without_weights_tabs_say_how_to_get_them(empty_checkpoint, image):
     notices = _notices(bare.build())
     assert len(notices) == 2 and all(n.visible and "--checkpoint" in n.value for n in notices)
     # The compare tool needs no weights.
-    glb = app.procedural(2)[0]
+    glb = app.procedural(2)[2]
     assert f"{app.F_SCORE}** 1.000" in app.compare(glb, glb, False)[0]
 
 
@@ -331,8 +331,8 @@ def test_examples_are_the_images_of_the_folder(tmp_path, examples_dir):
 
 
 def test_procedural_and_compare(tmp_path):
-    glb, caption, download, session = app.procedural(5)
-    assert _faces(glb) > 0 and caption.startswith("**a") and glb.startswith(str(session.folder))
+    view, caption, glb, session = app.procedural(5)
+    assert _faces(view) == _faces(glb) > 0 and caption.startswith("**a") and glb.startswith(str(session.folder))
     report, view, _ = app.compare(glb, glb, False, state=session)
     assert f"{app.F_SCORE}** 1.000" in report and view.startswith(str(session.folder))
     moved = trimesh.load(glb, force="mesh").apply_translation((0.05, 0, 0))
