@@ -32,6 +32,7 @@ import contextlib  # noqa: E402
 import ctypes  # noqa: E402
 import functools  # noqa: E402
 import hashlib  # noqa: E402
+import itertools  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
@@ -52,7 +53,9 @@ from vat.errors import VatError  # noqa: E402
 from vat.geometry import LOAD_FORMATS, export_mesh, load_mesh, normalize_mesh  # noqa: E402
 from vat.geometry.extract import GRID_BOUND, postprocess  # noqa: E402
 from vat.geometry.procedural import random_shape  # noqa: E402
-from vat.metrics import compare_meshes  # noqa: E402
+from vat.metrics import compare_meshes, placement_hint  # noqa: E402
+from vat.ui import (BACKGROUND_METHODS, DEFAULT_RESOLUTION, MAX_SEED, MAX_TARGET_FACES, RESOLUTIONS,  # noqa: E402
+                    size_change, stage_times)
 
 try:  # Hugging Face Spaces (ZeroGPU): a GPU is attached only while a decorated call runs
     import spaces
@@ -68,16 +71,20 @@ EXAMPLES_DIR = REPO / "examples"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 MESH_FILE_TYPES = [f".{f}" for f in LOAD_FORMATS]
 EXPORT_CHOICES = ["glb", "obj", "stl", "ply"]
-# Marching-cubes grid presets: the protocol's 256^3 is the finest; 128^3 keeps a CPU demo in seconds.
-# The values are strings because that is the type gradio documents for a radio's choices.
-RESOLUTIONS = [("Draft · 64³", "64"), ("Standard · 128³", "128"), ("Fine · 256³", "256")]
-DEFAULT_RESOLUTION = "128"
+# Marching-cubes grid presets (vat.ui.RESOLUTIONS): the protocol's 256^3 is the finest; 128^3 keeps a CPU
+# demo in seconds. The values are strings because that is the type gradio documents for a radio's choices.
+RESOLUTION_CHOICES = [(f"{name} · {cells}³", str(cells)) for name, cells in zip(("Draft", "Standard", "Fine"),
+                                                                              RESOLUTIONS)]
+DEFAULT_RESOLUTION = str(DEFAULT_RESOLUTION)
+# The Compare tab's normalisation (vat.metrics.compare_meshes(normalize=...)), as `vat compare --normalize`.
+EACH_LABEL = "Each in its own unit cube"
+NORMALIZATIONS = [("Reference's unit cube, the other moved with it (the protocol)", "reference"),
+                  (EACH_LABEL, "each"), ("None: the files' coordinates", "none")]
 QUEUE_SIZE = 16  # requests waiting beyond this are turned away with "queue full"
 SESSION_TTL_S = 3600  # a session's results and files live this long after its last use
 MAX_SESSIONS = 16  # sessions whose results are held (least recently used go first); --max-sessions
 MESHES_PER_SESSION = 2  # decoded meshes a session keeps: the one on show and one more (e.g. a download's)
 GPU_SECONDS = 120  # ZeroGPU time asked for per model call
-MAX_SEED = 2**31 - 1
 # One subfolder per session for the files the demo writes: it goes when its session ends (tab
 # closed, idle past SESSION_TTL_S, or evicted), the rest with PROCESS_TEMP.
 OUTPUT_ROOT = PROCESS_TEMP / "sessions"
@@ -136,18 +143,63 @@ def handler(fn):
     return wrapper
 
 
-def _upload(value) -> tuple[str | None, str]:
-    """(file path, name for messages) of an upload. The model events run with preprocess=False (their
+def _upload(value, label: str) -> tuple[str | None, str]:
+    """(file path, name for messages) of an upload. The events run with preprocess=False (their
     handlers check every input, with one message whether the call comes from the page or the API; and
     gr.Image would open the file with Pillow before the handler, so a client would get a bare "error"
-    for a corrupt one): their uploads arrive as gradio's file dict; direct calls pass a path."""
+    for a corrupt one): their uploads arrive as gradio's file dict; direct calls pass a path.
+    Anything else is a VatError naming the input by its `label`."""
     if value is None or value == "":
         return None, ""
-    if isinstance(value, dict):
-        path = value.get("path")
-        return path, value.get("orig_name") or Path(path or "upload").name
-    path = str(getattr(value, "path", value))
-    return path, Path(path).name
+    if isinstance(value, dict) and isinstance(value.get("path"), str):
+        return value["path"], value.get("orig_name") or Path(value["path"]).name
+    path = getattr(value, "path", value)
+    if not isinstance(path, (str, os.PathLike)):
+        raise VatError(f"{label} must be a file (from gradio_client: handle_file(path)), got {value!r}")
+    return str(path), Path(path).name
+
+
+def _checked_upload(component):
+    """`component` (a file or image input) whose API value must be a file: gradio checks the file data
+    before any handler runs, and answered a client's `123` with a bare "error". Its check now says which
+    input wants a file (serve() launches with show_error, so the client gets the message)."""
+    import pydantic
+
+    base, label = component.data_model, component.label
+
+    def is_a_file(cls, value):
+        if isinstance(value, dict) and isinstance(value.get("path"), str):
+            return value
+        raise ValueError(f"{label} must be a file (from gradio_client: handle_file(path)), got {value!r}")
+
+    component.data_model = type(base.__name__, (base,), {  # the same name and schema: the API docs keep it
+        "__module__": base.__module__, "__qualname__": base.__qualname__, "__doc__": base.__doc__,
+        "_is_a_file": pydantic.model_validator(mode="before")(classmethod(is_a_file))})
+    return component
+
+
+def _text(value, label: str) -> str:
+    """A text input, stripped ('' for None); VatError naming the input when it is not text."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise VatError(f"{label} must be text, got {value!r}")
+    return value.strip()
+
+
+def _flag(value, label: str) -> bool:
+    """A checkbox's value; VatError naming the input unless it is true or false (a string such as
+    "false" would otherwise count as ticked)."""
+    if not isinstance(value, bool):
+        raise VatError(f"{label} must be true or false, got {value!r}")
+    return value
+
+
+def _choice(value, label: str, choices, unit: str = "") -> str:
+    """A radio's or dropdown's value, one of `choices` (strings); VatError naming the input otherwise."""
+    if not isinstance(value, str) or value not in choices:
+        raise VatError(f"{label} must be one of {', '.join(repr(c) for c in choices)}{unit}, got {value!r}")
+    return value
 
 
 @contextlib.contextmanager
@@ -211,17 +263,26 @@ TOP_K = Bounds("Top-k (0: off)", 0, whole=True)
 TOP_P = Bounds("Top-p (0: off)", 0.0, 1.0)
 SEARCH = Bounds("Samples (the best outline is kept)", 1, 16, whole=True)
 FOREGROUND_RATIO = Bounds("Foreground ratio", 0.5, 1.0)
-TARGET_FACES = Bounds("Simplify to faces (0: keep all)", 0, whole=True)
+TARGET_FACES = Bounds("Simplify to faces (0: keep all)", 0, MAX_TARGET_FACES, whole=True)
 DECODE_SCALES = Bounds("Scales to decode (0: all)", 0, whole=True)
+# The labels of the other inputs: the page shows them, and the handlers' messages name the inputs by them.
+IMAGE_LABEL = "Image of one object"
+TEXT_LABEL = "Text prompt (optional)"
+SKIP_REMOVAL_LABEL = "Skip background removal (keep the whole image)"
+RESOLUTION_LABEL = "Mesh resolution"
+FORMAT_LABEL = "Format"
+FLOATERS_LABEL = "Remove floaters"
+MESH_LABEL = "Mesh (" + " ".join(MESH_FILE_TYPES) + ")"
+VAT_LABEL = ".vat file"
+REFERENCE_LABEL = "Reference mesh (" + " ".join(MESH_FILE_TYPES) + ")"
+OTHER_LABEL = "Mesh to score"
+ICP_LABEL = "ICP-align first (as for generated meshes)"
+NORMALIZE_LABEL = "Normalisation"
 
 
 def _resolution_of(value) -> int:
     """A mesh resolution choice (the radio's value: "64", "128" or "256") as grid cells per side."""
-    choices = [value for _, value in RESOLUTIONS]
-    if value not in choices:
-        raise VatError(f"Mesh resolution must be one of {', '.join(repr(c) for c in choices)} (grid cells "
-                       f"per side), got {value!r}")
-    return int(value)
+    return int(_choice(value, RESOLUTION_LABEL, [v for _, v in RESOLUTION_CHOICES], " (grid cells per side)"))
 
 
 def _scale_of(value, result) -> int:
@@ -236,18 +297,50 @@ def pick_seed(seed, randomize: bool):
 
 @functools.cache
 def _grid_box() -> trimesh.path.Path3D:
-    """The edges of the decoding grid's box (the unit cube and its margin), light grey."""
-    box = trimesh.creation.box(extents=(2 * GRID_BOUND,) * 3)
-    edges = trimesh.load_path(box.vertices[box.edges_unique])
-    edges.colors = [(190, 190, 190, 255)] * len(edges.entities)
-    return edges
+    """The 12 edges of the decoding grid's box (the unit cube and its margin), light grey."""
+    corners = np.array(list(itertools.product((-GRID_BOUND, GRID_BOUND), repeat=3)))
+    # An edge joins two corners that differ along one axis (a triangulated box's edges_unique also has
+    # the faces' diagonals, which cross every view out).
+    edges = [(i, j) for i, j in itertools.combinations(range(8), 2) if (corners[i] != corners[j]).sum() == 1]
+    path = trimesh.load_path(corners[edges])
+    path.colors = [(190, 190, 190, 255)] * len(path.entities)
+    return path
+
+
+def _lit(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    """`mesh` in the grey of the project's renders, shaded as vat.geometry.render shades it (Lambert and
+    ambient under a light beside the camera) for the viewer's first view, from the front (+Z): the
+    shade is baked into the vertex colours, and export_view marks the material unlit, because the
+    viewer's own lighting washes a mesh out to a pale lilac. The light counts from either side of a
+    surface, so the mesh turned round is lit as well."""
+    from vat.geometry.render import AMBIENT, LIGHT_DIRECTION, NEUTRAL_GREY
+
+    facing = np.abs(np.asarray(mesh.vertex_normals) @ LIGHT_DIRECTION)
+    shade = NEUTRAL_GREY[0] * (AMBIENT + (1.0 - AMBIENT) * facing)  # the renders' value, written as sRGB
+    linear = 255 * shade**2.2  # glTF vertex colours are linear: the viewer turns them back into sRGB
+    colours = np.concatenate([np.repeat(linear[:, None], 3, axis=1), np.full((len(linear), 1), 255.0)], axis=1)
+    return trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_colors=colours.round().astype(np.uint8), process=False)
+
+
+def _unlit(tree: dict) -> None:
+    """glTF tree post-processor: every primitive is drawn in its vertex colours, without the viewer's lights
+    (a primitive without a material gets a white one, which the colours multiply)."""
+    materials = tree.setdefault("materials", [])
+    for primitive in (p for mesh in tree.get("meshes", []) for p in mesh["primitives"]):
+        if "material" not in primitive:
+            primitive["material"] = len(materials)
+            materials.append({"pbrMetallicRoughness": {"baseColorFactor": [1, 1, 1, 1]}})
+    for material in materials:
+        material.setdefault("extensions", {})["KHR_materials_unlit"] = {}
+    tree["extensionsUsed"] = sorted(set(tree.get("extensionsUsed", [])) | {"KHR_materials_unlit"})
 
 
 def export_view(mesh, path: Path) -> str:
-    """`mesh` (in the unit cube) as a GLB for a 3D viewer, inside the edges of the decoding grid's box.
-    The viewer frames a model by its bounds: with the box, every mesh gets the same camera, so a
-    coarse scale's larger or smaller shape shows as such."""
-    path.write_bytes(trimesh.Scene([mesh, _grid_box()]).export(file_type="glb"))
+    """`mesh` (in the unit cube) as a GLB for a 3D viewer, lit as the project's renders are (_lit), inside
+    the edges of the decoding grid's box. The viewer frames a model by its bounds: with the box, every
+    mesh gets the same camera, so a coarse scale's larger or smaller shape shows as such."""
+    scene = trimesh.Scene([_lit(mesh), _grid_box()])
+    path.write_bytes(trimesh.exchange.gltf.export_glb(scene, tree_postprocessor=_unlit))
     return str(path)
 
 
@@ -529,21 +622,19 @@ def _scale_readout(session: Session, tab: str, result, scales: int, extra: str =
     """What the first `scales` scales hold (tokens, bytes, faces), then the same for every scale, the
     faces of those decoded so far: how detail and size change from coarse to fine."""
     side = result.codec.config.scale_sides[scales - 1]
-    sizes = [len(result.vat(s)) for s in range(1, result.num_scales + 1)]
-    faces = session.faces[(tab, scales)]
+    every = range(1, result.num_scales + 1)
+    sizes = [len(result.vat(s)) for s in every]
+    faces = [session.faces.get((tab, s)) for s in every]  # None: that scale is not decoded yet
     line = (f"Scale **{scales} of {result.num_scales}**: {_count(result.tokens_at(scales), 'token')} "
             f"(+{side * side:,} in this scale's {side}×{side} map), {_count(sizes[scales - 1], 'byte')} · "
-            f"{_count(faces, 'face')}{extra}")
-    columns = range(1, result.num_scales + 1)
-
-    def row(name: str, values) -> str:
-        return f"| {name} | " + " | ".join(f"**{v}**" if s == scales else v for s, v in zip(columns, values)) + " |"
-
-    table = [row("scales", map(str, columns)), "|---" * (result.num_scales + 1) + "|",
-             row("tokens", (f"{result.tokens_at(s):,}" for s in columns)),
-             row("bytes", (f"{size:,}" for size in sizes)),
-             row("faces", (f"{session.faces[(tab, s)]:,}" if (tab, s) in session.faces else "·" for s in columns))]
-    return line + "\n\n" + "\n".join(table)
+            f"{_count(faces[scales - 1], 'face')}{extra}")
+    # One row per scale: a row per quantity needs a column per scale, too wide for the page.
+    table = ["| scales | tokens | bytes | faces |", "|---:|---:|---:|---:|"]
+    for s, size, count in zip(every, sizes, faces):
+        cells = [str(s), f"{result.tokens_at(s):,}", f"{size:,}", "" if count is None else f"{count:,}"]
+        table.append("| " + " | ".join(f"**{c}**" if s == scales and c else c for c in cells) + " |")
+    note = "\n\nA scale's faces are counted once it is decoded (move the slider)." if None in faces else ""
+    return line + "\n\n" + "\n".join(table) + note
 
 
 # ---------------------------------------------------------------------------- tools without a model
@@ -552,22 +643,34 @@ F_SCORE = "F-score (τ = 0.01)"  # not "F-score@0.01": Markdown renders that as 
 
 
 @handler
-def compare(reference_file: str | None, other_file: str | None, icp: bool = False, state=None,
+def compare(reference_file, other_file, icp: bool = False, normalize: str = "reference", state=None,
             request: gr.Request = None):
-    """F-score and Chamfer of one mesh against another on the protocol; works without weights."""
-    if not reference_file or not other_file:
+    """F-score and Chamfer of one mesh against another on the protocol (`vat compare`), after the
+    chosen normalisation; works without weights."""
+    reference_path, reference_name = _upload(reference_file, REFERENCE_LABEL)
+    other_path, other_name = _upload(other_file, OTHER_LABEL)
+    icp, normalize = _flag(icp, ICP_LABEL), _choice(normalize, NORMALIZE_LABEL, [v for _, v in NORMALIZATIONS])
+    if not reference_path or not other_path:
         raise VatError("Upload two meshes: a reference and one to score against it.")
-    reference, other = load_mesh(reference_file), load_mesh(other_file)
-    result = compare_meshes(reference, other, icp=bool(icp))
-    _, transform = normalize_mesh(reference)
-    other = other.copy()
-    other.apply_transform(transform)
+    with _for_visitors(reference_path, reference_name):
+        reference = load_mesh(reference_path)
+    with _for_visitors(other_path, other_name):
+        other = load_mesh(other_path)
+    result = compare_meshes(reference, other, icp=icp, normalize=normalize)
+    # The view shows the scored mesh where it was compared: in the reference's unit cube, in its own, or as given.
+    scored = other.copy()
+    if normalize != "none":
+        scored.apply_transform(normalize_mesh(reference if normalize == "reference" else other)[1])
     session = _session(state, request)
-    path = export_mesh(other, session.file("compare", "view", f"scored-{Path(other_file).stem}.glb"))
+    path = export_view(scored, session.file("compare", "view", f"scored-{Path(other_name).stem}.glb"))
     report = (
         f"**{F_SCORE}** {result['f_score']:.3f} · **Chamfer-L1** {result['chamfer']:.5f} · "
         f"precision {result['precision']:.3f} · recall {result['recall']:.3f}"
     )
+    hint = placement_hint(reference, other, normalize)
+    if hint:
+        report += (f"\n\n⚠️ Note: {hint}. If they are one shape placed or scaled differently, choose "
+                   f"“{EACH_LABEL}” under {NORMALIZE_LABEL}.")
     return report, str(path), session
 
 
@@ -577,8 +680,9 @@ def procedural(seed: float = 0, state=None, request: gr.Request = None):
     seed = SEED.check(seed)
     shape = random_shape(seed)
     session = _session(state, request)
+    view = export_view(shape.mesh, session.file("procedural", "view", f"shape-{seed}-view.glb"))
     glb = export_mesh(shape.mesh, session.file("procedural", "mesh", f"shape-{seed}.glb"))
-    return str(glb), f"**{shape.caption}** · {_count(len(shape.mesh.faces), 'face')} · watertight", str(glb), session
+    return view, f"**{shape.caption}** · {_count(len(shape.mesh.faces), 'face')} · watertight", str(glb), session
 
 
 def example_images(folder: str | os.PathLike | None) -> list[str]:
@@ -668,13 +772,22 @@ class Demo:
         """The image as the generator will see it: object cut out, centred, on white."""
         from vat.preprocess import preprocess_image
 
-        path, name = _upload(image)
+        path, name = _upload(image, IMAGE_LABEL)
+        skip = _flag(skip_background_removal, SKIP_REMOVAL_LABEL)
         if path is None:
             return None, ""
         with _for_visitors(path, name):
             done = preprocess_image(path, foreground_ratio=FOREGROUND_RATIO.check(foreground_ratio),
-                                    remove_background="none" if skip_background_removal else "auto")
+                                    remove_background="none" if skip else "auto")
         return done.image, _method_note(done.method)
+
+    def preview_on_page(self, image, foreground_ratio: float = 0.85, skip_background_removal: bool = False):
+        """`preview` for the page: a file it cannot use is said beside the preview, not in a pop-up, so
+        that pressing Generate next does not stack the same message twice."""
+        try:
+            return self.preview(image, foreground_ratio, skip_background_removal)
+        except gr.Error as exc:
+            return None, f"⚠️ {exc.message}"
 
     @handler
     def generate(self, image, text: str = "", seed: float | None = 0, guidance_scale: float | None = None,
@@ -688,7 +801,8 @@ class Demo:
         whose outline best fits the image is kept (vat.pipeline.Pipeline.generate)."""
         from vat.pipeline import DEFAULT_GENERATE_SEARCH, Generation
 
-        (path, name), text = _upload(image), (text or "").strip()
+        (path, name), text = _upload(image, IMAGE_LABEL), _text(text, TEXT_LABEL)
+        skip = _flag(skip_background_removal, SKIP_REMOVAL_LABEL)
         if path is None and not text:
             raise VatError("upload an image (or write a text prompt) first")
         seed = random.randint(0, MAX_SEED) if seed is None or seed == "" else SEED.check(seed)
@@ -698,8 +812,7 @@ class Demo:
         settings = dict(cfg=given(GUIDANCE, guidance_scale), temperature=given(TEMPERATURE, temperature),
                         top_k=given(TOP_K, top_k), top_p=given(TOP_P, top_p),
                         foreground_ratio=FOREGROUND_RATIO.check(foreground_ratio),
-                        remove_background="none" if skip_background_removal else "auto",
-                        resolution=_resolution_of(resolution),
+                        remove_background="none" if skip else "auto", resolution=_resolution_of(resolution),
                         search=DEFAULT_GENERATE_SEARCH if search is None else SEARCH.check(search))
         if path is None:  # nothing to fit an outline to: one sample
             settings["search"] = 1
@@ -721,7 +834,7 @@ class Demo:
         searched = (f" · best outline of {settings['search']} samples (sample seed {kept})"
                     if settings["search"] > 1 else "")
         info = (f"Seed **{seed}**{searched} · {result.num_scales} scales · {_count(result.tokens_at(), 'token')} in "
-                f"**{len(result.vat()):,} bytes** · " + " · ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
+                f"**{len(result.vat()):,} bytes** · " + stage_times(timings, " · "))
         note = _method_note(result.preprocess_method) if result.preprocess_method else ""
         return (result.input_image, note, glb, seed, info, result.num_scales,
                 _scale_readout(session, "generate", result, result.num_scales), session)
@@ -740,18 +853,18 @@ class Demo:
     def download(self, file_format: str = "glb", target_faces: float = 0, remove_floaters: bool = True,
                  scales: float = 0, state=None, request: gr.Request = None):
         """The shown mesh as GLB/OBJ/STL/PLY (optionally simplified, floaters kept or removed), and its .vat."""
-        session = _session(state, request)
-        result = _result(session, "generate", "generate a mesh")
-        scales = result.num_scales if not scales else _scale_of(scales, result)
-        if file_format not in EXPORT_CHOICES:
-            raise VatError(f"the download format must be one of {', '.join(EXPORT_CHOICES)}, got {file_format!r}")
+        file_format = _choice(file_format, FORMAT_LABEL, EXPORT_CHOICES)
+        remove_floaters = _flag(remove_floaters, FLOATERS_LABEL)
         target = TARGET_FACES.check(target_faces)
         if target and target < 4:
             raise VatError(f"{TARGET_FACES.label} must be at least 4 (or 0 to keep every face), got {target}")
+        session = _session(state, request)
+        result = _result(session, "generate", "generate a mesh")
+        scales = result.num_scales if not scales else _scale_of(scales, result)
         # Decoded meshes come cleaned (floaters removed); keeping floaters needs the raw extraction.
-        mesh = self._mesh(session, "generate", scales, clean=bool(remove_floaters))
+        mesh = self._mesh(session, "generate", scales, clean=remove_floaters)
         if target or not remove_floaters:
-            mesh = postprocess(mesh, remove_floaters=bool(remove_floaters), target_faces=target or None)
+            mesh = postprocess(mesh, remove_floaters=remove_floaters, target_faces=target or None)
         stem = f"vat-{result.seed}-s{scales}" + (f"-{target}f" if target else "")
         path = export_mesh(mesh, session.file("generate", "mesh", f"{stem}.{file_format}"))
         vat_path = session.file("generate", "vat", f"vat-{result.seed}-s{scales}.vat")
@@ -764,7 +877,7 @@ class Demo:
         """Mesh -> tokens -> .vat; the reconstruction from all scales and its F-score against the input."""
         from vat.pipeline import Generation
 
-        path, name = _upload(mesh_file)
+        path, name = _upload(mesh_file, MESH_LABEL)
         if path is None:
             raise VatError("upload a mesh file first (" + " ".join(MESH_FILE_TYPES) + ")")
         resolution = _resolution_of(resolution)
@@ -785,9 +898,9 @@ class Demo:
         f_score = compare_meshes(source, mesh)["f_score"]
         glb = export_view(mesh, session.file("encode", "view", f"{stem}-s{result.num_scales}.glb"))
         file_bytes = Path(path).stat().st_size
-        report = (f"{name}: {file_bytes:,} bytes → **{len(encoded.data):,} bytes** of .vat "
-                  f"({_count(encoded.num_tokens, 'token')} in {result.num_scales} scales) · compression ratio "
-                  f"**{file_bytes / len(encoded.data):,.0f}×** · {F_SCORE} against the input **{f_score:.3f}**")
+        report = (f"{name} → **{len(encoded.data):,} bytes** of .vat ({_count(encoded.num_tokens, 'token')} in "
+                  f"{result.num_scales} scales) · {size_change(file_bytes, len(encoded.data))} · {F_SCORE} against "
+                  f"the input **{f_score:.3f}**")
         readout = _scale_readout(session, "encode", result, result.num_scales, f" · {F_SCORE} {f_score:.3f}")
         return input_glb, glb, report, str(vat_path), result.num_scales, readout, session
 
@@ -806,7 +919,7 @@ class Demo:
     def decode(self, vat_file, scales: float = 0, resolution: str = DEFAULT_RESOLUTION, state=None,
                request: gr.Request = None):
         """.vat -> the mesh from all its scales (or the first `scales`)."""
-        path, name = _upload(vat_file)
+        path, name = _upload(vat_file, VAT_LABEL)
         if path is None:
             raise VatError("upload a .vat file first")
         scales, resolution = DECODE_SCALES.check(scales), _resolution_of(resolution)
@@ -856,7 +969,7 @@ class Demo:
                              **kwargs)
 
         def resolution_radio() -> gr.Radio:
-            return gr.Radio(RESOLUTIONS, value=DEFAULT_RESOLUTION, label="Mesh resolution")
+            return gr.Radio(RESOLUTION_CHOICES, value=DEFAULT_RESOLUTION, label=RESOLUTION_LABEL)
 
         with gr.Blocks(title="vat", analytics_enabled=False, delete_cache=(SESSION_TTL_S, SESSION_TTL_S)) as demo:
             state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=_close_session)
@@ -865,13 +978,14 @@ class Demo:
                 gr.Markdown(f"⚠️ {generator_missing}", visible=bool(generator_missing), elem_id="generate-missing")
                 with gr.Row():
                     with gr.Column(scale=1):
-                        image = gr.Image(label="Image of one object", type="filepath", image_mode=None,
-                                         sources=["upload", "clipboard"], height=280, elem_id="input-image")
-                        text = gr.Textbox("", label="Text prompt (optional)", placeholder="a wooden chair", max_lines=2)
+                        image = _checked_upload(gr.Image(label=IMAGE_LABEL, type="filepath", image_mode=None,
+                                                         sources=["upload", "clipboard"], height=280,
+                                                         elem_id="input-image"))
+                        text = gr.Textbox("", label=TEXT_LABEL, placeholder="a wooden chair", max_lines=2)
                         with gr.Accordion("Preprocessing", open=False):
                             foreground_ratio = gr.Slider(value=0.85, step=0.01, **FOREGROUND_RATIO.ui(),
                                                          info="share of the frame the object fills")
-                            skip_removal = gr.Checkbox(False, label="Skip background removal (keep the whole image)")
+                            skip_removal = gr.Checkbox(False, label=SKIP_REMOVAL_LABEL)
                         with gr.Accordion("Sampling", open=False):
                             with gr.Row():
                                 seed = gr.Number(0, precision=0, **SEED.ui())
@@ -903,16 +1017,20 @@ class Demo:
                         info = gr.Markdown(label="Generation info", elem_id="generate-info")
                         with gr.Accordion("Download", open=False):
                             with gr.Row():
-                                file_format = gr.Dropdown(EXPORT_CHOICES, value="glb", label="Format")
+                                file_format = gr.Dropdown(EXPORT_CHOICES, value="glb", label=FORMAT_LABEL)
                                 target_faces = gr.Number(0, precision=0, **TARGET_FACES.ui())
-                                floaters = gr.Checkbox(True, label="Remove floaters")
+                                floaters = gr.Checkbox(True, label=FLOATERS_LABEL)
                             prepare = gr.Button("Prepare files")
                             with gr.Row():
                                 mesh_file = gr.File(label="Mesh", interactive=False)
                                 vat_file = gr.File(label=".vat tokens", interactive=False)
                 preview_inputs = [image, foreground_ratio, skip_removal]
-                gr.on([image.change, foreground_ratio.release, skip_removal.input], self.preview, preview_inputs,
-                      [seen, method], api_name="preprocess", trigger_mode="always_last", preprocess=False)
+                gr.on([image.change, foreground_ratio.release, skip_removal.input], self.preview_on_page,
+                      preview_inputs, [seen, method], api_visibility="private", trigger_mode="always_last",
+                      preprocess=False)
+                # The API's /preprocess raises its errors as every endpoint does (a button never shown).
+                gr.Button(visible=False).click(self.preview, preview_inputs, [seen, method], api_name="preprocess",
+                                               preprocess=False)
                 # The button first picks the seed (random when ticked), then generates with it; an API call
                 # to /generate skips that step, so a seed it passes is the seed it gets.
                 run.click(pick_seed, [seed, randomize], [seed], api_visibility="private", queue=False,
@@ -921,7 +1039,7 @@ class Demo:
                     [image, text, seed, guidance, temperature, top_k, top_p, resolution, foreground_ratio,
                      skip_removal, search, state],
                     [seen, method, view, seed, info, scale, readout, state], api_name="generate",
-                    concurrency_id="model", preprocess=False)
+                    concurrency_id="model", preprocess=False, show_progress_on=[view])
                 scale.release(self.show_scale, [scale, state], [view, readout, state], api_name="show_scale",
                               trigger_mode="always_last", concurrency_id="model", preprocess=False)
                 prepare.click(self.download, [file_format, target_faces, floaters, scale, state],
@@ -934,7 +1052,7 @@ class Demo:
                             "first scales, and decode `.vat` files back into meshes.")
                 with gr.Row():
                     with gr.Column(scale=1):
-                        upload = gr.File(label="Mesh (" + " ".join(MESH_FILE_TYPES) + ")", file_types=MESH_FILE_TYPES)
+                        upload = _checked_upload(gr.File(label=MESH_LABEL, file_types=MESH_FILE_TYPES))
                         encode_resolution = resolution_radio()
                         encode_run = gr.Button("Encode", variant="primary")
                         source_view = gr.Model3D(label="Input (unit cube)", height=300)
@@ -953,7 +1071,7 @@ class Demo:
                 gr.Markdown("### Tokens to mesh")
                 with gr.Row():
                     with gr.Column(scale=1):
-                        vat_upload = gr.File(label=".vat file", file_types=[".vat"])
+                        vat_upload = _checked_upload(gr.File(label=VAT_LABEL, file_types=[".vat"]))
                         decode_scales = gr.Number(0, precision=0, **DECODE_SCALES.ui())
                         decode_resolution = resolution_radio()
                         decode_run = gr.Button("Decode", variant="primary")
@@ -967,14 +1085,16 @@ class Demo:
 
             with gr.Tab("Compare meshes", id="compare"):
                 with gr.Row():
-                    reference = gr.File(label="Reference mesh (" + " ".join(MESH_FILE_TYPES) + ")")
-                    other = gr.File(label="Mesh to score")
-                icp = gr.Checkbox(label="ICP-align first (as for generated meshes)", value=False)
+                    reference = _checked_upload(gr.File(label=REFERENCE_LABEL))
+                    other = _checked_upload(gr.File(label=OTHER_LABEL))
+                normalize = gr.Radio(NORMALIZATIONS, value="reference", label=NORMALIZE_LABEL,
+                                     info="where the two meshes are put before they are compared")
+                icp = gr.Checkbox(label=ICP_LABEL, value=False)
                 score = gr.Button("Compare", variant="primary")
-                score_report = gr.Markdown(label="Scores")
-                scored_view = gr.Model3D(label="Mesh scored (in the reference's unit cube)")
-                score.click(compare, [reference, other, icp, state], [score_report, scored_view, state],
-                            api_name="compare")
+                score_report = gr.Markdown(label="Scores", elem_id="compare-report")
+                scored_view = gr.Model3D(label="Mesh scored (where it was compared)")
+                score.click(compare, [reference, other, icp, normalize, state], [score_report, scored_view, state],
+                            api_name="compare", preprocess=False)
 
             with gr.Tab("Procedural shapes", id="procedural"):
                 shape_seed = gr.Number(0, precision=0, **SEED.ui())
@@ -992,14 +1112,8 @@ class Demo:
 
 
 def _method_note(method: str | None) -> str:
-    notes = {
-        "alpha": "Background: the image's own transparency.",
-        "rembg": "Background removed with rembg.",
-        "builtin": "Background removed with the built-in segmentation (no rembg model on this machine); "
-                   "an image with a plain background or transparency works best.",
-        "none": "Background kept (removal skipped).",
-    }
-    return notes.get(method, "")
+    """How the object was cut out of the image (vat.ui.BACKGROUND_METHODS), for the page."""
+    return f"Background: {BACKGROUND_METHODS[method]}." if method in BACKGROUND_METHODS else ""
 
 
 def build_demo(checkpoint: str | os.PathLike | None = None,
@@ -1012,8 +1126,10 @@ def serve(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, sha
           prevent_thread_lock: bool = False):
     """Queue (bounded) and launch; returns what gr.Blocks.launch returns."""
     demo.queue(max_size=QUEUE_SIZE)
+    # show_error: a message gradio itself raises before a handler runs (a malformed upload, see _checked_upload)
+    # reaches the client; the handlers' own errors are gr.Errors, shown either way.
     return demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=prevent_thread_lock,
-                       theme=THEME, js=PAGE_JS, quiet=prevent_thread_lock)
+                       theme=THEME, js=PAGE_JS, quiet=prevent_thread_lock, show_error=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -61,13 +61,13 @@ def test_generate_reports_every_scale_and_returns_a_mesh(demo, generated, image)
     assert f"best outline of {samples} samples" in info and 7 <= kept < 7 + samples
     alone = demo.generate(image, seed=kept, resolution="64", search=1, progress=Progress())[-1]
     assert np.array_equal(np.concatenate(alone.results["generate"].indices), np.concatenate(result.indices))
-    assert _faces(glb) > 0 and seen.size == (512, 512) and "built-in segmentation" in note
+    assert _faces(glb) > 0 and seen.size == (512, 512) and "removed by colour" in note
     assert slider == total
     assert readout.startswith(f"Scale **{total} of {total}**")
     # Skipping background removal frames the whole image.
     kept = demo.generate(image, seed=7, resolution="64", skip_background_removal=True,
                          progress=Progress())
-    assert kept[3] == 7 and "Background kept" in kept[1]
+    assert kept[3] == 7 and "Background: kept" in kept[1]
 
 
 def test_text_only_and_seed_reproducibility(demo, image):
@@ -124,7 +124,7 @@ def test_download_simplifies_and_keeps_floaters_on_request(demo, generated):
     assert _faces(raw) >= full  # floaters kept: at least the faces of the cleaned mesh
     with pytest.raises(gr.Error, match="at least 4"):
         demo.download("glb", 2, True, 0, session)
-    with pytest.raises(gr.Error, match="format must be one of"):
+    with pytest.raises(gr.Error, match="Format must be one of"):
         demo.download("fbx", 0, True, 0, session)
 
 
@@ -136,7 +136,7 @@ def test_preview_shows_what_the_model_sees(demo, tmp_path):
     white = lambda im: (np.asarray(im) > 250).all(-1).mean()  # noqa: E731
     assert white(seen) > white(demo.preview(str(rgba), 0.95)[0])
     assert demo.preview(None) == (None, "")
-    assert "Background kept" in demo.preview(str(rgba), 0.85, True)[1]
+    assert "Background: kept" in demo.preview(str(rgba), 0.85, True)[1]
 
 
 def test_mesh_to_tokens_and_back(demo, tmp_path):
@@ -146,7 +146,7 @@ def test_mesh_to_tokens_and_back(demo, tmp_path):
     result = session.results["encode"]
     data = open(vat_path, "rb").read()
     ratio = mesh_path.stat().st_size / len(data)
-    assert f"**{len(data)} bytes**" in report and f"**{ratio:,.0f}×**" in report and app.F_SCORE in report
+    assert f"**{len(data)} bytes**" in report and f"compression ratio {ratio:.1f}x" in report and app.F_SCORE in report
     assert _faces(source) == 12 and _faces(recon) > 0 and slider == result.num_scales
     glb, line, _ = demo.show_reconstruction(1, session)
     assert _faces(glb) > 0 and line.startswith(f"Scale **1 of {result.num_scales}**") and app.F_SCORE in line
@@ -191,7 +191,7 @@ def test_without_weights_tabs_say_how_to_get_them(empty_checkpoint, image):
     notices = _notices(bare.build())
     assert len(notices) == 2 and all(n.visible and "--checkpoint" in n.value for n in notices)
     # The compare tool needs no weights.
-    glb = app.procedural(2)[0]
+    glb = app.procedural(2)[2]
     assert f"{app.F_SCORE}** 1.000" in app.compare(glb, glb, False)[0]
 
 
@@ -331,9 +331,9 @@ def test_examples_are_the_images_of_the_folder(tmp_path, examples_dir):
 
 
 def test_procedural_and_compare(tmp_path):
-    glb, caption, download, session = app.procedural(5)
-    assert _faces(glb) > 0 and caption.startswith("**a") and glb.startswith(str(session.folder))
-    report, view, _ = app.compare(glb, glb, False, session)
+    view, caption, glb, session = app.procedural(5)
+    assert _faces(view) == _faces(glb) > 0 and caption.startswith("**a") and glb.startswith(str(session.folder))
+    report, view, _ = app.compare(glb, glb, False, state=session)
     assert f"{app.F_SCORE}** 1.000" in report and view.startswith(str(session.folder))
     moved = trimesh.load(glb, force="mesh").apply_translation((0.05, 0, 0))
     moved.export(tmp_path / "moved.ply")

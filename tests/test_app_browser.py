@@ -45,6 +45,27 @@ def _wait_for_model(page, viewer: str) -> float:
     raise AssertionError(f"the 3D viewer {viewer} never drew a model")
 
 
+def _drawn_colour(png: bytes) -> np.ndarray:
+    """Mean RGB [3] of the drawn (not white) pixels of a viewer screenshot: the mesh's colour as shown."""
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(float)
+    return rgb[np.abs(rgb - 255).max(-1) > 24].mean(0)
+
+
+# The cells of the scale readout's table that wrap onto a second line, and whether the table runs past its box.
+READOUT_FIT = """() => {
+  const table = document.querySelector('#scale-readout table');
+  if (!table) return null;
+  const lines = (cell) => {
+    const range = document.createRange();
+    range.selectNodeContents(cell);
+    const tops = [...range.getClientRects()].map((rect) => rect.top).sort((a, b) => a - b);
+    return tops.filter((top, i) => i === 0 || top - tops[i - 1] > 4).length;
+  };
+  const wrapped = [...table.querySelectorAll('th, td')].filter((cell) => lines(cell) > 1).map((c) => c.innerText);
+  const box = document.querySelector('#scale-readout').getBoundingClientRect();
+  return {wrapped, overflows: table.getBoundingClientRect().right > box.right + 1};
+}"""
+
 READOUT = r"Scale (\d+) of (\d+):[^\n]*"  # the scale readout's line (the element also shows progress)
 WAIT_FOR_READOUT = ("before => { const m = (document.querySelector('#scale-readout')?.innerText ?? '')"
                     f".match(/{READOUT}/); return m !== null && m[0] !== before && m; }}")
@@ -55,11 +76,20 @@ def _readout(page, before: str | None = None) -> str:
     return page.wait_for_function(WAIT_FOR_READOUT, arg=before, timeout=TIMEOUT_MS).json_value()[0]
 
 
+def _open(browser, url: str, width: int):
+    """A page of the demo at `url`, `width` px wide, that reaches nothing else (offline and hermetic)."""
+    page = browser.new_page(viewport={"width": width, "height": 1000})
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(url) else route.abort())
+    page.goto(url)
+    page.locator("#generate-button").wait_for(timeout=TIMEOUT_MS)
+    return page
+
+
 def drive_demo(url: str, image: str | Path, screenshot: str | Path, example_name: str | None = None,
-               after_generate=None, seed: int | None = None) -> dict:
+               after_generate=None, seed: int | None = None, width: int = 1400) -> dict:
     """Drive the demo at `url` in headless Chromium; writes a full-page PNG to `screenshot` and
     returns what it saw (the header, the generation info, readouts before and after moving the slider
-    and after typing a scale, drawn share of the viewer).
+    and after typing a scale, drawn share and colour of the viewer, how the readout's table fits).
     `after_generate()`, if given, is called once the mesh is shown (the tab is still open). `seed`:
     untick "Randomise seed" and generate with this one (a reproducible picture)."""
     from playwright.sync_api import sync_playwright
@@ -68,12 +98,7 @@ def drive_demo(url: str, image: str | Path, screenshot: str | Path, example_name
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            # Offline and hermetic: only the app itself is reachable.
-            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(url)
-                       else route.abort())
-            page.goto(url)
-            page.locator("#generate-button").wait_for(timeout=TIMEOUT_MS)
+            page = _open(browser, url, width)
             seen["header"] = page.locator("#header").inner_text()
             if example_name is not None:  # the examples gallery shows the folder's images
                 page.locator(f"img[src$='{example_name}']").first.wait_for(timeout=TIMEOUT_MS)
@@ -88,10 +113,14 @@ def drive_demo(url: str, image: str | Path, screenshot: str | Path, example_name
             seen["readout"] = _readout(page)
             seen["info"] = page.locator("#generate-info").inner_text()
             seen["drawn"] = _wait_for_model(page, "#mesh-view")
+            seen["readout_fit"] = page.evaluate(READOUT_FIT)
+            page.wait_for_timeout(500)  # the viewer's finished frame
+            seen["colour"] = _drawn_colour(page.locator("#mesh-view canvas").screenshot())
             if after_generate is not None:
                 after_generate()
             # Move the slider to about a fifth of its range: the mesh of the first few scales.
             slider = page.locator("#scale-slider input[type=range]")
+            slider.scroll_into_view_if_needed()  # on a narrow page the columns stack: it may be below the fold
             box = slider.bounding_box()
             page.mouse.click(box["x"] + 0.2 * box["width"], box["y"] + box["height"] / 2)
             seen["scaled_readout"] = _readout(page, before=seen["readout"])
@@ -143,6 +172,48 @@ def test_generate_and_scrub_in_a_browser(app_url, examples_dir, tmp_path):
     assert "How to use:" in seen["header"] and "Model:" in seen["header"]
     with Image.open(shot) as picture:
         assert picture.width == 1400 and picture.height >= 1000
+    _assert_fits_and_reads(seen)
+
+
+def _assert_fits_and_reads(seen: dict) -> None:
+    """The readout's table fits its box without a cell broken over two lines, and the mesh is drawn grey
+    and darker than the page (the viewer's own lights made it a pale lilac)."""
+    assert seen["readout_fit"] == {"wrapped": [], "overflows": False}
+    red, green, blue = seen["colour"]
+    assert max(red, green, blue) - min(red, green, blue) < 12 and max(red, green, blue) < 200, seen["colour"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no {CHROMIUM}: apt-get install -y chromium (Debian)")
+def test_a_narrow_page_fits_and_a_bad_image_is_said_once(app_url, examples_dir, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    seen = drive_demo(app_url, examples_dir / "red-disc.png", tmp_path / "demo-820.png", width=820)
+    _assert_fits_and_reads(seen)
+    corrupt = tmp_path / "broken.png"
+    png = (examples_dir / "red-disc.png").read_bytes()
+    corrupt.write_bytes(png[: len(png) // 2])  # truncated
+    message = "broken.png could not be decoded"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = _open(browser, app_url, 1400)
+            page.locator("#input-image input[type=file]").set_input_files(str(examples_dir / "red-disc.png"))
+            page.locator("#generate-button").click()
+            _readout(page)
+            # A bad image after a good one: the preview says what is wrong beside the image ...
+            page.locator("#input-image input[type=file]").set_input_files(str(corrupt))
+            page.get_by_text(message).first.wait_for(timeout=TIMEOUT_MS)
+            # ... and Generate says it once, in one pop-up, leaving the other controls as they were.
+            page.locator("#generate-button").click()
+            toast = page.locator(".toast-body").first
+            toast.wait_for(timeout=TIMEOUT_MS)
+            page.wait_for_timeout(2000)  # time for a second message to arrive, were there one
+            page.screenshot(path=str(tmp_path / "bad-image.png"), full_page=True)
+            assert toast.inner_text().count(message) == 1 and page.locator(".toast-body").count() == 1
+            assert "Error" not in page.locator("#scale-slider").inner_text()
+        finally:
+            browser.close()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -56,7 +56,8 @@ def test_generate_with_the_image_alone(client, image):
     assert str(glb).endswith(".glb") and _faces(glb) > 0
     # The slider's output is the number of scales, as view_api documents it (not a component update).
     assert isinstance(scales, (int, float)) and scales > 1 and f"Scale **{scales} of {scales}**" in readout
-    assert f"Seed **{seed}**" in info and "built-in segmentation" in note and seen.endswith(".png")
+    assert f"Seed **{seed}**" in info and "removed by colour" in note and seen.endswith(".png")
+    assert "builtin" not in note  # a method's name in the code is no word for a visitor
     # The slider's endpoint decodes a coarser mesh for the same session.
     coarse, line = client.predict(2, api_name="/show_scale")
     assert _faces(coarse) > 0 and line.startswith(f"Scale **2 of {scales}**")
@@ -72,16 +73,53 @@ def test_every_scale_is_shown_in_the_same_frame_with_what_changed(client, image)
     # The viewer frames a file by its bounds: every scale's file spans the decoding grid's box.
     for view in (finest, trimesh.load_scene(coarsest)):
         assert view.bounds.ravel().tolist() == pytest.approx([-GRID_BOUND] * 3 + [GRID_BOUND] * 3, abs=1e-6)
-    # The readout: tokens, bytes and faces of this scale, then of every scale (faces once decoded).
+    # The readout: tokens, bytes and faces of this scale, then a row for every scale (faces once decoded).
     assert line.startswith(f"Scale **1 of {total}**: 1 token (+1 in this scale's 1×1 map), ")
     assert "1 tokens" not in line
-    rows = {row.split("|")[1].strip(): [c.strip(" *") for c in row.split("|")[2:-1]]
-            for row in line.splitlines() if row.startswith("| ") and not row.startswith("|---")}
-    assert rows["scales"] == [str(s) for s in range(1, total + 1)]
-    tokens = [int(t.replace(",", "")) for t in rows["tokens"]]
+    table = [[c.strip(" *") for c in row.split("|")[1:-1]] for row in line.splitlines() if row.startswith("| ")]
+    columns = dict(zip(table[0], zip(*table[1:])))
+    assert list(columns) == ["scales", "tokens", "bytes", "faces"]
+    assert columns["scales"] == tuple(str(s) for s in range(1, total + 1))
+    tokens = [int(t.replace(",", "")) for t in columns["tokens"]]
     assert tokens[0] == 1 and tokens == sorted(tokens) and len(set(tokens)) == total
-    assert rows["faces"][0] == f"{_faces(coarsest):,}" and rows["faces"][-1] == f"{_faces(glb):,}"
-    assert set(rows["faces"][1:-1]) == {"·"}
+    assert columns["faces"][0] == f"{_faces(coarsest):,}" and columns["faces"][-1] == f"{_faces(glb):,}"
+    # Scales not decoded yet have an empty cell, and the readout says why.
+    assert set(columns["faces"][1:-1]) == {""} and "counted once it is decoded" in line
+
+
+def _glb_accessor(gltf: dict, binary: bytes, index: int):
+    """The array of a GLB's accessor `index` (unsigned bytes or floats, as the views here use)."""
+    import numpy as np
+
+    accessor = gltf["accessors"][index]
+    view = gltf["bufferViews"][accessor["bufferView"]]
+    dtype = {5121: np.uint8, 5126: np.float32}[accessor["componentType"]]
+    width = {"SCALAR": 1, "VEC3": 3, "VEC4": 4}[accessor["type"]]
+    start = view.get("byteOffset", 0) + accessor.get("byteOffset", 0)
+    return np.frombuffer(binary, dtype, accessor["count"] * width, start).reshape(-1, width)
+
+
+def test_the_view_draws_the_boxs_12_edges_and_a_shaded_grey_mesh(client, image):
+    import json
+    import struct
+
+    import numpy as np
+
+    glb = client.predict(handle_file(image), resolution="64", api_name="/generate")[2]
+    data = open(glb, "rb").read()
+    length = struct.unpack("<I", data[12:16])[0]
+    gltf, binary = json.loads(data[20:20 + length]), data[20 + length + 8:]
+    primitives = [p for mesh in gltf["meshes"] for p in mesh["primitives"]]
+    lines = next(p for p in primitives if p["mode"] == 1)
+    # glTF lines come in pairs of points: the box's 12 edges, each along one axis (no face diagonals).
+    segments = _glb_accessor(gltf, binary, lines["attributes"]["POSITION"]).reshape(-1, 2, 3)
+    assert len(segments) == 12 and all((np.abs(a - b) > 1e-6).sum() == 1 for a, b in segments)
+    # The mesh: grey, shaded (its colours vary with the surface's direction), drawn without the viewer's lights.
+    triangles = next(p for p in primitives if p.get("mode", 4) == 4)
+    rgb = _glb_accessor(gltf, binary, triangles["attributes"]["COLOR_0"])[:, :3].astype(float)
+    assert np.ptp(rgb, axis=1).max() == 0 and 20 < rgb.mean() < 200 and rgb.std() > 5
+    assert "KHR_materials_unlit" in gltf["extensionsUsed"]
+    assert "KHR_materials_unlit" in gltf["materials"][triangles["material"]]["extensions"]
 
 
 def test_an_explicit_seed_is_the_seed_used(client, image):
@@ -120,7 +158,8 @@ def test_resolution_takes_the_documented_type_on_every_endpoint(client, image, b
     ("/generate", dict(seed=-3), "Seed must be between 0 and 2147483647, got -3"),
     ("/generate", dict(foreground_ratio=2), "Foreground ratio must be between 0.5 and 1, got 2"),
     ("/procedural", dict(seed=-1), "Seed must be between 0 and 2147483647, got -1"),
-    ("/download", dict(target_faces=-1), "Simplify to faces (0: keep all) must be at least 0, got -1"),
+    ("/download", dict(target_faces=-1), "Simplify to faces (0: keep all) must be between 0 and 1000000, got -1"),
+    ("/download", dict(target_faces=1e9), "Simplify to faces (0: keep all) must be between 0 and 1000000, got 1000000000"),
     ("/show_scale", dict(scales=99), "Scales decoded must be between 1 and"),
     ("/decode", dict(scales=-1), "Scales to decode (0: all) must be at least 0, got -1"),
 ])
@@ -133,6 +172,64 @@ def test_numbers_out_of_range_are_messages(client, image, box_mesh, caplog, endp
         client.predict(*inputs, **args, api_name=endpoint)
     assert message in str(error.value) and "unexpected" not in str(error.value)
     assert not [r for r in caplog.records if r.name == "vat.app"]  # nothing for the server log: no traceback
+
+
+@pytest.mark.parametrize("endpoint, args, message", [
+    ("/generate", dict(text=123), "Text prompt (optional) must be text, got 123"),
+    ("/generate", dict(skip_background_removal="no"), "Skip background removal (keep the whole image) must be true "
+                                                      "or false, got 'no'"),
+    ("/generate", dict(image=123), "Image of one object must be a file (from gradio_client: handle_file(path)), "
+                                   "got 123"),
+    ("/preprocess", dict(image="photo.png"), "Image of one object must be a file"),
+    ("/preprocess", dict(skip_background_removal=1), "Skip background removal (keep the whole image) must be true "
+                                                     "or false, got 1"),
+    ("/download", dict(file_format=3), "Format must be one of 'glb', 'obj', 'stl', 'ply', got 3"),
+    ("/download", dict(remove_floaters="false"), "Remove floaters must be true or false, got 'false'"),
+    ("/encode", dict(mesh_file={"path": 5}), "Mesh (.obj"),
+    ("/decode", dict(vat_file=[1, 2]), ".vat file must be a file"),
+    ("/compare", dict(reference_file=123), "Reference mesh (.obj"),
+    ("/compare", dict(icp="yes"), "ICP-align first (as for generated meshes) must be true or false, got 'yes'"),
+    ("/compare", dict(normalize="unit"), "Normalisation must be one of 'reference', 'each', 'none', got 'unit'"),
+])
+def test_every_input_of_the_wrong_type_is_a_message(client, image, box_mesh, caplog, endpoint, args, message):
+    defaults = {"/generate": dict(image=handle_file(image)), "/preprocess": dict(image=handle_file(image)),
+                "/encode": dict(mesh_file=handle_file(str(box_mesh))),
+                "/decode": dict(vat_file=handle_file(str(box_mesh))),
+                "/compare": dict(reference_file=handle_file(str(box_mesh)), other_file=handle_file(str(box_mesh)))}
+    with caplog.at_level(logging.WARNING, logger="vat.app"), pytest.raises(AppError) as error:
+        client.predict(**{**defaults.get(endpoint, {}), **args}, api_name=endpoint)
+    assert message in str(error.value) and "unexpected" not in str(error.value)
+    assert not [r for r in caplog.records if r.name == "vat.app"]  # not a bug: nothing for the server log
+
+
+def test_compare_normalises_as_asked_and_says_when_the_boxes_differ(client, tmp_path):
+    from vat.geometry import normalize_mesh
+
+    torus = trimesh.creation.torus(1.0, 0.3).apply_translation((2.0, 0.0, 1.0))
+    placed, unit = tmp_path / "torus.glb", tmp_path / "unit.obj"
+    torus.export(placed)
+    normalize_mesh(torus)[0].export(unit)  # the same shape in the unit cube, as a decoded .vat was
+    report = client.predict(handle_file(str(placed)), handle_file(str(unit)), api_name="/compare")[0]
+    assert f"{app.F_SCORE}** 0.000" in report
+    assert "bounding boxes differ a lot" in report and "“Each in its own unit cube” under Normalisation" in report
+    report, view = client.predict(handle_file(str(placed)), handle_file(str(unit)), False, "each",
+                                  api_name="/compare")
+    assert f"{app.F_SCORE}** 1.000" in report and "differ" not in report
+    # The view shows the scored mesh where it was compared: in its own unit cube.
+    assert trimesh.load(view, force="mesh").bounds == pytest.approx(normalize_mesh(torus)[0].bounds, abs=1e-4)
+
+
+# A tetrahedron in 63 bytes of OBJ: smaller than any .vat file.
+TETRAHEDRON = "v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 1 3 2\nf 1 2 4\nf 1 4 3\nf 2 3 4\n"
+
+
+def test_the_encode_report_says_when_the_file_grew(client, tmp_path):
+    tiny = tmp_path / "tetra.obj"
+    tiny.write_text(TETRAHEDRON)
+    report = client.predict(handle_file(str(tiny)), "64", api_name="/encode")[2]
+    size, vat = tiny.stat().st_size, int(report.split("→ **")[1].split(" bytes")[0].replace(",", ""))
+    assert vat > size and f"no compression: the .vat ({vat:,} B) is {vat / size:.1f}x larger than the input " \
+                          f"({size:,} B)" in report and "ratio" not in report
 
 
 def test_messages_speak_the_pages_language(client, image, box_mesh, tmp_path):

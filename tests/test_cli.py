@@ -54,6 +54,25 @@ def test_compare_translated_then_icp(spheres, tmp_path):
     assert plain < 0.6 and aligned > 0.99
 
 
+def test_compare_says_when_the_bounding_boxes_differ(tmp_path, capsys):
+    from vat.geometry import normalize_mesh
+
+    torus = trimesh.creation.torus(1.0, 0.3).apply_translation((2.0, 0.0, 1.0))
+    placed, unit, out = tmp_path / "torus.glb", tmp_path / "unit.obj", tmp_path / "r.json"
+    torus.export(placed)
+    normalize_mesh(torus)[0].export(unit)  # the same shape in the unit cube, as `vat decode` wrote it
+    assert main(["compare", str(placed), str(unit), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "F-score@0.01 0.000" in printed
+    assert "note: the two meshes' bounding boxes differ a lot: the scored mesh is 0.38x the reference's size" in printed
+    assert "compare with --normalize each" in printed
+    assert "bounding boxes differ" in json.loads(out.read_text())["items"][0]["placement_hint"]
+    assert main(["compare", str(placed), str(unit), "--normalize", "each", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "F-score@0.01 1.000" in printed and "note:" not in printed
+    assert json.loads(out.read_text())["items"][0]["placement_hint"] is None
+
+
 def test_bad_mesh_is_one_line_error(tmp_path, capsys):
     bad = tmp_path / "bad.obj"
     bad.write_text("this is not a mesh")
@@ -106,7 +125,7 @@ def test_generate_writes_mesh_and_tokens(tiny_checkpoint, tmp_path, capsys):
     argv = ["generate", str(image), "--checkpoint", str(tiny_checkpoint), "-o", str(out), "--vat", str(vat),
             "--resolution", "32", "--seed", "3", "--search", "1"]
     assert main(argv) == 0
-    assert "input alpha" in capsys.readouterr().out
+    assert "background: the image's own transparency" in capsys.readouterr().out
     mesh = trimesh.load(out, force="mesh")
     assert len(mesh.faces) > 0
     first = vat.read_bytes()
@@ -146,7 +165,7 @@ def test_generate_with_search_keeps_and_names_the_best_sample(tiny_checkpoint, t
     assert main(["generate", str(image), "--checkpoint", str(tiny_checkpoint), "-o", str(out), "--vat", str(vat),
                  "--resolution", "32", "--seed", "3", "--search", "3"]) == 0
     printed = capsys.readouterr().out
-    assert "best outline of 3 samples from seed 3" in printed
+    assert "the best outline of 3 samples (seeds 3 to 5)" in printed
     kept = int(printed.split(", seed ")[1].split()[0])
     assert kept in (3, 4, 5)
     searched = vat.read_bytes()
@@ -200,6 +219,89 @@ def test_cfg_schedule_choices_are_the_models():
     action = next(a for a in build_parser()._subparsers._group_actions[0].choices["generate"]._actions
                   if a.dest == "cfg_schedule")
     assert tuple(action.choices) == CFG_SCHEDULES
+
+
+def _parse_error(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    assert exit.value.code == 2
+    return capsys.readouterr().err
+
+
+# Every subcommand with a resolution, its other required arguments, and its default (the protocol's 256 for
+# the evaluations and the bench, the demo's 128 for the rest).
+RESOLUTION_COMMANDS = {"generate": (["--text", "x", "-o", "x.glb"], 128), "decode": (["in.vat", "-o", "x.glb"], 128),
+                       "eval-recon": (["--meshes", "."], 256), "eval-gen": (["--meshes", "."], 256),
+                       "bench": ([], 256)}
+
+
+@pytest.mark.parametrize("command", sorted(RESOLUTION_COMMANDS))
+def test_resolution_is_checked_before_any_work_and_its_default_is_documented(command, capsys):
+    from vat.cli import build_parser
+
+    rest, default = RESOLUTION_COMMANDS[command]
+    for wrong in ("999", "3", "1e3", "abc"):
+        err = _parse_error([command, *rest, "--resolution", wrong, "--checkpoint", "no-such-checkpoint"], capsys)
+        assert (f"the resolution must be a whole number from 16 to 512 grid cells per side (the demo offers 64, "
+                f"128, 256), got '{wrong}'") in err
+    assert build_parser().parse_args([command, *rest]).resolution == default
+    subcommand = build_parser()._subparsers._group_actions[0].choices[command]
+    assert f"(default {default}: " in " ".join(subcommand.format_help().split())
+
+
+SEED_COMMANDS = {"generate": ["--text", "x", "-o", "x.glb"], "eval-gen": ["--meshes", "."],
+                 "eval-recon": ["--meshes", "."], "encode": ["m.obj", "-o", "m.vat"], "compare": ["a.obj", "b.obj"],
+                 "render": ["m.obj", "-o", "out"]}
+
+
+@pytest.mark.parametrize("command", sorted(SEED_COMMANDS))
+def test_seeds_have_the_demos_range(command, capsys):
+    from vat.ui import MAX_SEED  # the demo's too (its Bounds("Seed", 0, MAX_SEED): see test_app_client)
+
+    for wrong in ("-1", str(MAX_SEED + 1), "2.5"):
+        err = _parse_error([command, *SEED_COMMANDS[command], "--seed", wrong], capsys)
+        assert f"the seed must be a whole number from 0 to {MAX_SEED:,}, got '{wrong}'" in err
+
+
+# A tetrahedron in 63 bytes of OBJ: smaller than any .vat file.
+TETRAHEDRON = "v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 1 3 2\nf 1 2 4\nf 1 4 3\nf 2 3 4\n"
+
+
+def test_encode_says_when_the_file_grew(tiny_checkpoint, tmp_path, capsys):
+    tiny, vat = tmp_path / "tetra.obj", tmp_path / "tetra.vat"
+    tiny.write_text(TETRAHEDRON)
+    assert main(["encode", str(tiny), "-o", str(vat), "--checkpoint", str(tiny_checkpoint), "--search", "1"]) == 0
+    size, written = tiny.stat().st_size, vat.stat().st_size
+    printed = capsys.readouterr().out
+    assert written > size and "compression ratio" not in printed
+    assert (f"no compression: the .vat ({written:,} B) is {written / size:.1f}x larger than the input ({size:,} B)"
+            in printed)
+
+
+def test_output_is_for_people_one_bar_and_plain_words(tiny_checkpoint, tmp_path, capsys):
+    image = draw_object_image(tmp_path / "object.png", transparent=True)
+    out, vat = tmp_path / "out.glb", tmp_path / "out.vat"
+    assert main(["generate", str(image), "--checkpoint", str(tiny_checkpoint), "-o", str(out), "--vat", str(vat),
+                 "--resolution", "32", "--search", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "this sample alone: --seed" in printed and "background: the image's own transparency" in printed
+    assert "time: preprocessing" in printed and "decoding the mesh" in printed
+    for jargon in ("alone: --search", "decode_s", "_r32", "input alpha"):
+        assert jargon not in printed
+    # Decoding shows one bar, counting grids (coarse to fine), not points per second.
+    assert main(["decode", str(vat), "--checkpoint", str(tiny_checkpoint), "-o", str(out), "--resolution", "64"]) == 0
+    bar = capsys.readouterr().err
+    lines = {line.split(":")[0] for line in bar.replace("\r", "\n").splitlines() if line.strip()}
+    assert lines == {"Decoding the mesh on a 64³ grid"} and "2/2 grids" in bar and "pt/s" not in bar
+
+
+def test_help_is_quick_because_it_imports_no_model_code():
+    # `vat --help` took 2.9 s and 710 MB when building the parser imported torch.
+    code = ("import sys; from vat.cli import build_parser; parser = build_parser(); parser.format_help(); "
+            "[p.format_help() for p in parser._subparsers._group_actions[0].choices.values()]; "
+            "print(sorted(m for m in ('torch', 'trimesh', 'numpy', 'vat.pipeline') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 def test_python_dash_m_and_info():

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from vat import __version__
 from vat.errors import VatError
+from vat.ui import (BACKGROUND_METHODS, DEFAULT_GENERATE_SEARCH, DEFAULT_RESOLUTION, DEFAULT_SEARCH, MAX_RESOLUTION,
+                    MAX_SEED, MIN_RESOLUTION, PROTOCOL_RESOLUTION, RESOLUTIONS, size_change, stage_times)
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints"
 APP = Path(__file__).resolve().parent.parent / "app.py"  # the demo, which `vat bench --soak` launches
@@ -28,9 +30,40 @@ def _mesh_output(path: str) -> str:
     return path
 
 
-def _search_option(parser: argparse.ArgumentParser) -> None:
-    from vat.pipeline import DEFAULT_SEARCH
+def _whole_number(text: str, what: str, low: int, high: int, hint: str = "") -> int:
+    """`text` as a whole number in [low, high]; argparse's one-line error otherwise."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = None
+    if number is None or not low <= number <= high:
+        raise argparse.ArgumentTypeError(f"{what} must be a whole number from {low} to {high:,}{hint}, got {text!r}")
+    return number
 
+
+def _resolution(text: str) -> int:
+    """--resolution: grid cells per side, checked before any model loads."""
+    return _whole_number(text, "the resolution", MIN_RESOLUTION, MAX_RESOLUTION,
+                         f" grid cells per side (the demo offers {', '.join(map(str, RESOLUTIONS))})")
+
+
+def _seed(text: str) -> int:
+    """--seed: the demo's range."""
+    return _whole_number(text, "the seed", 0, MAX_SEED)
+
+
+def _resolution_option(parser: argparse.ArgumentParser, default: int) -> None:
+    why = "the evaluation protocol's grid" if default == PROTOCOL_RESOLUTION else "the demo's Standard"
+    parser.add_argument("--resolution", type=_resolution, default=default, metavar="N",
+                        help=f"marching-cubes grid cells per side, {MIN_RESOLUTION} to {MAX_RESOLUTION} (default "
+                             f"{default}: {why}; the demo offers {', '.join(map(str, RESOLUTIONS))}; 512 takes minutes)")
+
+
+def _seed_option(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--seed", type=_seed, default=0, metavar="SEED", help=f"{help} (0 to {MAX_SEED}; default 0)")
+
+
+def _search_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--search", type=int, default=DEFAULT_SEARCH, metavar="K",
                         help="encode K samplings of the surface and keep the tokens that decode closest to the mesh "
                              f"(default {DEFAULT_SEARCH}; 1: one sampling, fastest)")
@@ -44,16 +77,22 @@ def _write_json(path: str | None, summary: dict, items: list[dict]) -> None:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from vat.geometry import load_mesh
-    from vat.metrics import compare_meshes
+    from vat.metrics import compare_meshes, placement_hint
 
     reference, other = load_mesh(args.reference), load_mesh(args.other)
     result = compare_meshes(
         reference, other, icp=args.icp, normalize=args.normalize, samples=args.samples, seed=args.seed
     )
     summary = {"f_score": result["f_score"], "chamfer": result["chamfer"]}
-    item = {"reference": str(args.reference), "other": str(args.other), "icp": args.icp, **result}
+    hint = placement_hint(reference, other, args.normalize)
+    if hint:
+        hint += "; if they are one shape placed or scaled differently, compare with --normalize each"
+    item = {"reference": str(args.reference), "other": str(args.other), "icp": args.icp, **result,
+            "placement_hint": hint}
     print(f"F-score@0.01 {result['f_score']:.3f}   Chamfer-L1 {result['chamfer']:.5f}"
           f"   (precision {result['precision']:.3f}, recall {result['recall']:.3f})")
+    if hint:
+        print(f"note: {hint}")
     _write_json(args.json, summary, [item])
     return 0
 
@@ -126,8 +165,6 @@ def _generation_settings(args: argparse.Namespace) -> dict:
 
 def _search(args: argparse.Namespace) -> int:
     """--search as given, else the default for an image (DEFAULT_GENERATE_SEARCH) and 1 without one."""
-    from vat.pipeline import DEFAULT_GENERATE_SEARCH
-
     if args.search is not None:
         return args.search
     return DEFAULT_GENERATE_SEARCH if getattr(args, "image", True) else 1
@@ -149,12 +186,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     scales = args.scale or generation.num_scales
     if args.vat:
         Path(args.vat).write_bytes(generation.vat(scales))
-    times = ", ".join(f"{k} {v:.2f}s" for k, v in generation.timings.items())
+    print(f"{args.output}: {len(mesh.faces):,} faces from {generation.tokens_at(scales):,} tokens "
+          f"({scales} of {generation.num_scales} scales), seed {generation.seed}")
     searched = generation.settings["search"]
-    print(f"{args.output}: {len(mesh.faces)} faces from {generation.tokens_at(scales)} tokens "
-          f"({scales} of {generation.num_scales} scales), seed {generation.seed}"
-          f"{f' (best outline of {searched} samples from seed {args.seed}; alone: --search 1)' if searched > 1 else ''}"
-          f"{', input ' + generation.preprocess_method if generation.preprocess_method else ''}; {times}")
+    if searched > 1:
+        print(f"  the best outline of {searched} samples (seeds {args.seed} to {args.seed + searched - 1}); "
+              f"this sample alone: --seed {generation.seed} --search 1")
+    if generation.preprocess_method:
+        print(f"  background: {BACKGROUND_METHODS.get(generation.preprocess_method, generation.preprocess_method)}")
+    print(f"  time: {stage_times(generation.timings)}")
     return 0
 
 
@@ -188,8 +228,8 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(encoded.data)
     size = Path(args.mesh).stat().st_size
-    print(f"{args.mesh}: {encoded.num_tokens} tokens in {len(encoded.indices)} scales -> {out} "
-          f"({len(encoded.data)} bytes, compression ratio {size / len(encoded.data):.0f}x)")
+    print(f"{args.mesh}: {encoded.num_tokens:,} tokens in {len(encoded.indices)} scales -> {out}; "
+          f"{size_change(size, len(encoded.data))}")
     return 0
 
 
@@ -275,11 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reference: put REFERENCE in the unit cube and move OTHER with it (default); "
                         "each: normalise both independently; none: use the files' coordinates")
     p.add_argument("--samples", type=int, default=10_000, help="surface samples per mesh (protocol: 10000)")
-    p.add_argument("--seed", type=int, default=0)
+    _seed_option(p, "seed of the surface samples")
 
     p = add("bench", "timings: coarse-to-fine vs dense extraction, sampling with/without the kv-cache, "
                      "image to mesh", _cmd_bench, True)
-    p.add_argument("--resolution", type=int, default=256, help="grid cells per axis (protocol: 256)")
+    _resolution_option(p, PROTOCOL_RESOLUTION)
     p.add_argument("--coarse-resolution", type=int, default=32, help="first grid of coarse-to-fine")
     p.add_argument("--image", help="input image of the image-to-mesh timing (default: a render of the bench shape)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs; the best is reported")
@@ -300,18 +340,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mesh", help="mesh file (.obj .ply .stl .glb .gltf .off)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.vat")
     p.add_argument("--scales", type=int, help="store only the first S scales (smaller, coarser)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the surface sampling")
+    _seed_option(p, "seed of the surface sampling")
     _search_option(p)
     p = add("decode", ".vat token file -> mesh", _cmd_decode)
     p.add_argument("vat_file", metavar="IN.vat")
     p.add_argument("-o", "--output", required=True, metavar="OUT.{glb,obj,stl,ply}", type=_mesh_output)
     p.add_argument("--scale", type=int, help="decode from the first S scales only (coarse-to-fine)")
-    p.add_argument("--resolution", type=int, default=256, help="marching-cubes grid cells per axis")
+    _resolution_option(p, DEFAULT_RESOLUTION)
 
-    def sampling_options(p: argparse.ArgumentParser) -> None:
-        from vat.pipeline import DEFAULT_GENERATE_SEARCH
-
-        p.add_argument("--seed", type=int, default=0, help="sampling seed (the same seed gives the same mesh)")
+    def sampling_options(p: argparse.ArgumentParser, resolution: int) -> None:
+        _seed_option(p, "sampling seed (the same seed gives the same mesh)")
         unset = " (default: the checkpoint's sampling_config.json, else %s)"
         p.add_argument("--cfg", type=float, help="classifier-free guidance scale (0: off)" + unset % 1.5)
         p.add_argument("--cfg-schedule", choices=("linear", "constant"),
@@ -320,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--temperature", type=float, help="softmax temperature" + unset % 1.0)
         p.add_argument("--top-k", type=int, help="sample among the k likeliest tokens (0: all)" + unset % 0)
         p.add_argument("--top-p", type=float, help="nucleus sampling mass (0: off)" + unset % 0)
-        p.add_argument("--resolution", type=int, default=256, help="marching-cubes grid cells per axis")
+        _resolution_option(p, resolution)
         p.add_argument("--search", type=int, metavar="K",
                        help="sample K meshes (seeds SEED .. SEED+K-1) and keep the one whose outline best fits the "
                             f"image's foreground from some view (default {DEFAULT_GENERATE_SEARCH}; 1: one sample, "
@@ -334,27 +372,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, help="decode from the first S scales only (coarse-to-fine)")
     p.add_argument("--foreground-ratio", type=float, default=0.85, help="object size in the recentred input")
     p.add_argument("--no-background-removal", action="store_true", help="use the image as it is")
-    sampling_options(p)
+    sampling_options(p, DEFAULT_RESOLUTION)
     p = add("eval-recon", "tokenizer reconstruction + Draco/voxel baselines at the same bytes", _cmd_eval_recon, True)
     p.add_argument("--meshes", required=True, metavar="DIR", help="folder of meshes (recursive)")
     p.add_argument("--limit", type=int, help="evaluate only the first N meshes (sorted by path)")
-    p.add_argument("--resolution", type=int, default=256, help="marching-cubes grid (protocol: 256)")
+    _resolution_option(p, PROTOCOL_RESOLUTION)
     _search_option(p)
     p.add_argument("--no-baselines", action="store_true", help="skip Draco and voxel")
-    p.add_argument("--seed", type=int, default=0)
+    _seed_option(p, "seed of the surface sampling and the queries")
     p = add("eval-gen", "render a view of each mesh, generate from it, ICP-align, F-score and Chamfer; the "
             "unconditional sample's scores (the floor) and the match rate", _cmd_eval_gen, True)
     p.add_argument("--meshes", required=True, metavar="DIR", help="folder of meshes (recursive)")
     p.add_argument("--limit", type=int, help="evaluate only the first N meshes (sorted by path)")
     p.add_argument("--no-match", action="store_true",
                    help="skip the match rate (N x N ICPs on 512-point samples, about 0.1 s each)")
-    sampling_options(p)
+    sampling_options(p, PROTOCOL_RESOLUTION)
     p = add("render", "render a mesh from the paper's 24-view orbit: RGBA PNGs + cameras.json", _cmd_render)
     p.add_argument("mesh", help="mesh file (.obj .ply .stl .glb .gltf .off); textures and colours are kept")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="writes DIR/000.png ... and DIR/cameras.json")
     p.add_argument("--views", type=int, default=24, help="views on the orbit (protocol: 24)")
     p.add_argument("--size", type=int, default=512, help="image width and height in pixels (protocol: 512)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the azimuth start and the elevations")
+    _seed_option(p, "seed of the azimuth start and the elevations")
     return parser
 
 

@@ -28,6 +28,10 @@ ICP_COARSE_SAMPLES = 500
 # more per ground truth): enough to rank distinct shapes, ~0.1 s per pair on one core.
 MATCH_SAMPLES = 512
 NORMALIZE_MODES = ("reference", "each", "none")
+# placement_hint: bounding boxes, in the frame two meshes are compared in, whose longest sides differ by
+# more than this factor, or whose centres lie further apart than this share of the reference's longest side.
+PLACEMENT_SIZE_FACTOR = 1.5
+PLACEMENT_OFFSET = 0.25
 
 # The 24 proper rotations of the cube (signed permutation matrices with determinant +1): starts
 # for ICP when the identity lands in a wrong local minimum, e.g. a shape turned by 90 degrees.
@@ -250,6 +254,26 @@ def compare_meshes(
     if icp:
         other, _ = icp_align(other, reference, seed=seed)
     return chamfer_fscore(reference, other, samples=samples, tau=tau, seed=seed)
+
+
+def placement_hint(reference: trimesh.Trimesh, other: trimesh.Trimesh, normalize: str = "reference") -> str | None:
+    """Why a comparison may score a shape against a misplaced copy of itself: a sentence when the two
+    bounding boxes, placed as compare_meshes(normalize=...) places them, differ wildly in size or
+    position (PLACEMENT_SIZE_FACTOR, PLACEMENT_OFFSET); None when they agree (and always with "each")."""
+    if normalize not in NORMALIZE_MODES:
+        raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
+    if normalize == "each":
+        return None
+    (ref_lo, ref_hi), (lo, hi) = reference.bounds, other.bounds
+    size = float((ref_hi - ref_lo).max())  # the transform of "reference" is uniform: ratios are the same
+    if not size > 0:
+        return None
+    factor = float((hi - lo).max()) / size
+    offset = float(np.linalg.norm((lo + hi) / 2 - (ref_lo + ref_hi) / 2)) / size
+    if 1 / PLACEMENT_SIZE_FACTOR <= factor <= PLACEMENT_SIZE_FACTOR and offset <= PLACEMENT_OFFSET:
+        return None
+    return (f"the two meshes' bounding boxes differ a lot: the scored mesh is {factor:.2f}x the reference's size "
+            f"and its centre is {offset:.2f} reference sizes from the reference's centre")
 
 
 def protocol_queries(

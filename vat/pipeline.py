@@ -19,13 +19,13 @@ from vat.geometry.extract import GRID_BOUND, OccupancyFn, evaluate_grid, extract
 from vat.geometry.io import normalize_mesh
 from vat.geometry.sampling import sample_surface
 from vat.models.tokenizer import VAT
+from vat.ui import DEFAULT_GENERATE_SEARCH, DEFAULT_SEARCH  # noqa: F401  (the CLI's and demo's defaults)
 
 QUERY_BATCH = 65_536
 # Encoder-side search (MeshCodec.encode(search=K)): the candidates are checked against the mesh's own
 # inside/outside at this many uniform and near-surface points, drawn from seed + SEARCH_SEED_OFFSET (never
 # the evaluation protocol's queries of the same seed).
 SEARCH_QUERIES = (10_000, 10_000)
-DEFAULT_SEARCH = 8  # what `vat encode`, `vat eval-recon` and the demo use (the library's default is 1: fast)
 SEARCH_SEED_OFFSET = 0x5EA4C4
 # Generator-side search (Pipeline.generate(search=K)): K samples (seeds seed .. seed + K - 1), drawn
 # SAMPLE_BATCH at a time, each decoded on an OUTLINE_GRID^3 grid (coarse to fine from OUTLINE_COARSE^3: 3.7x
@@ -34,7 +34,6 @@ SEARCH_SEED_OFFSET = 0x5EA4C4
 OUTLINE_GRID = 48
 OUTLINE_COARSE = 24
 SAMPLE_BATCH = 16  # samples drawn in one batch (one seed per row); also the decoder planes' batch
-DEFAULT_GENERATE_SEARCH = 8  # what `vat generate`, `vat eval-gen` and the demo use (the library's default is 1)
 
 
 def resolve_checkpoint(checkpoint: str | os.PathLike) -> Path:

@@ -50,18 +50,16 @@ def grid_points(resolution: int, bound: float = GRID_BOUND) -> np.ndarray:
 class _Queries:
     """Evaluates the occupancy function at grid points in batches and counts every query."""
 
-    def __init__(self, fn: OccupancyFn, batch_size: int, progress: bool):
+    def __init__(self, fn: OccupancyFn, batch_size: int):
         self.fn = fn
         self.batch_size = batch_size
         self.count = 0
-        self.bar = tqdm(total=0, unit="pt", unit_scale=True, desc="extract", disable=not progress)
 
     def __call__(
         self, axis: np.ndarray, flat_index: range | np.ndarray, shape: tuple[int, ...]
     ) -> np.ndarray:
         """Values [len(flat_index)] at the grid points `flat_index` of a grid of `shape`."""
         values = np.empty(len(flat_index), dtype=np.float32)
-        self.bar.total += len(flat_index)
         for start in range(0, len(flat_index), self.batch_size):
             ijk = np.unravel_index(np.asarray(flat_index[start : start + self.batch_size]), shape)
             points_N3 = np.stack([axis[i] for i in ijk], axis=1)
@@ -73,7 +71,6 @@ class _Queries:
             if not np.isfinite(out).all():
                 raise VatError("the occupancy function returned NaN or infinite values")
             values[start : start + len(out)] = out
-            self.bar.update(len(out))
         self.count += len(values)
         return values
 
@@ -129,14 +126,17 @@ def _coarse_levels(resolution: int, coarse_resolution: int) -> int:
 
 
 def _coarse_to_fine(
-    query: _Queries, resolution: int, coarse_resolution: int, level: float, bound: float
+    query: _Queries, resolution: int, coarse_resolution: int, level: float, bound: float, on_grid=None
 ) -> np.ndarray:
     """Evaluate a coarse grid, then double it until `resolution`, querying only the new points in
     cells whose corners straddle `level` and in their 6 face neighbours (surfaces can bulge across
     a face without changing the sign at any corner); every other point keeps its trilinearly
-    interpolated value, which is all marching cubes needs away from the surface."""
+    interpolated value, which is all marching cubes needs away from the surface. `on_grid(n)`, if
+    given, is called as each grid of n cells per side is done."""
+    on_grid = on_grid or (lambda n: None)
     levels = _coarse_levels(resolution, coarse_resolution)
     volume = _dense(query, resolution >> levels, bound)
+    on_grid(resolution >> levels)
     known = np.ones(volume.shape, dtype=bool)
     for _ in range(levels):
         refine = binary_dilation(_crossing_cells(volume, level), structure=FACE_NEIGHBOURS)
@@ -148,6 +148,7 @@ def _coarse_to_fine(
         n = volume.shape[0] - 1
         volume.reshape(-1)[targets] = query(grid_points(n, bound), targets, volume.shape)
         known.reshape(-1)[targets] = True
+        on_grid(n)
     return volume
 
 
@@ -216,14 +217,21 @@ def evaluate_grid(
             f"resolution and coarse_resolution must be at least 2, got {resolution} and {coarse_resolution}"
         )
     start = time.perf_counter()
-    query = _Queries(fn, batch_size, progress)
-    try:
+    query = _Queries(fn, batch_size)
+    grids = 1 if method == "dense" else _coarse_levels(resolution, coarse_resolution) + 1
+    # One bar that counts the grids, coarse to fine (each finer one costs about 4x the last).
+    with tqdm(total=grids, desc=f"Decoding the mesh on a {resolution}³ grid", disable=not progress,
+              bar_format="{desc}: {n}/{total} grids |{bar}| {elapsed}{postfix}") as bar:
+
+        def on_grid(side: int) -> None:
+            bar.set_postfix_str(f"{side}³ done, {query.count:,} field queries", refresh=False)
+            bar.update()
+
         if method == "dense":
             volume = _dense(query, resolution, bound)
+            on_grid(resolution)
         else:
-            volume = _coarse_to_fine(query, resolution, coarse_resolution, level, bound)
-    finally:
-        query.bar.close()
+            volume = _coarse_to_fine(query, resolution, coarse_resolution, level, bound, on_grid)
     return volume, ExtractionStats(resolution, method, query.count, time.perf_counter() - start)
 
 

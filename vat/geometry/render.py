@@ -303,8 +303,8 @@ void main() {
 }
 """
 
-_LIGHT_DIRECTION = np.array([-0.25, 0.35, 1.0]) / np.linalg.norm([-0.25, 0.35, 1.0])
-_AMBIENT = 0.3
+LIGHT_DIRECTION = np.array([-0.25, 0.35, 1.0]) / np.linalg.norm([-0.25, 0.35, 1.0])  # in camera space
+AMBIENT = 0.3
 
 _LOCK = threading.Lock()  # a GL context is current in one thread at a time
 _RENDERER: _Renderer | None = None
@@ -412,8 +412,8 @@ class _Renderer:
         # GL reads matrices column-major: hand it the transposes.
         program["model_view"].write(np.linalg.inv(camera_to_world).astype("f4").T.tobytes())
         program["projection"].write(projection.astype("f4").T.tobytes())
-        program["light_direction"].value = tuple(_LIGHT_DIRECTION)
-        program["ambient"].value = _AMBIENT
+        program["light_direction"].value = tuple(LIGHT_DIRECTION)
+        program["ambient"].value = AMBIENT
         for vao, texture, uniforms, _ in uploaded:
             for name, value in uniforms.items():
                 program[name].value = value
