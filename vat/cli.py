@@ -202,11 +202,14 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         data = Path(args.vat_file).read_bytes()
     except OSError as exc:
         raise CodecError(f"cannot read {args.vat_file}: {exc.strerror}") from exc
-    indices = codec.read(data)
-    mesh = codec.decode_mesh(indices, scales=args.scale, resolution=args.resolution, progress=True)
+    tokens = codec.read_file(data)
+    mesh = codec.decode_mesh(list(tokens.indices), scales=args.scale, resolution=args.resolution, progress=True)
+    where = "in the unit cube"
+    if tokens.placement is not None and not args.unit_cube:
+        mesh, where = tokens.placement.apply(mesh), "back in place"
     export_mesh(mesh, args.output)
-    print(f"{args.vat_file}: {args.scale or len(indices)} of {codec.num_scales} scales -> {args.output} "
-          f"({len(mesh.vertices)} vertices, {len(mesh.faces)} faces)")
+    print(f"{args.vat_file}: {args.scale or tokens.num_scales} of {codec.num_scales} scales -> {args.output} "
+          f"({len(mesh.vertices)} vertices, {len(mesh.faces)} faces, {where})")
     return 0
 
 
@@ -307,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUT.{glb,obj,stl,ply}", type=_mesh_output)
     p.add_argument("--scale", type=int, help="decode from the first S scales only (coarse-to-fine)")
     p.add_argument("--resolution", type=int, default=256, help="marching-cubes grid cells per axis")
+    p.add_argument("--unit-cube", action="store_true",
+                   help="leave the mesh in the unit cube [-0.5, 0.5]^3 (default: where the encoded mesh was)")
 
     def sampling_options(p: argparse.ArgumentParser) -> None:
         from vat.pipeline import DEFAULT_GENERATE_SEARCH

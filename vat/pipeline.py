@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import trimesh
 
-from vat.codec import decode_tokens, encode_tokens
+from vat.codec import Placement, TokenFile, decode_tokens, encode_tokens
 from vat.errors import VatError
 from vat.geometry.extract import GRID_BOUND, OccupancyFn, evaluate_grid, extract_mesh, grid_points, postprocess
 from vat.geometry.io import normalize_mesh
@@ -106,6 +106,7 @@ def default_device() -> torch.device:
 class Encoded:
     indices: list[np.ndarray]  # per stored scale: int64 [side * side]
     data: bytes  # the .vat file
+    placement: Placement | None = None  # where the mesh was (the file stores it)
 
     @property
     def num_tokens(self) -> int:
@@ -113,8 +114,8 @@ class Encoded:
 
 
 class MeshCodec:
-    """The tokenizer as a 3D codec. Meshes are normalised to the unit cube before encoding, and
-    decoded meshes come back in that unit cube."""
+    """The tokenizer as a 3D codec. Meshes are normalised to the unit cube before encoding; the file
+    keeps where the mesh was (its Placement), and decode() puts the decoded mesh back there."""
 
     def __init__(self, tokenizer: VAT, device: str | torch.device | None = None):
         self.device = torch.device(device) if device is not None else default_device()
@@ -140,8 +141,8 @@ class MeshCodec:
         return scales
 
     def encode(self, mesh: trimesh.Trimesh, scales: int | None = None, seed: int = 0, search: int = 1) -> Encoded:
-        """Tokens of `mesh` (any placement; it is normalised first) and its .vat bytes.
-        `scales` keeps only the first scales: a smaller file of a coarser shape.
+        """Tokens of `mesh` (any placement; it is normalised first, and the file stores where it was) and
+        its .vat bytes. `scales` keeps only the first scales: a smaller file of a coarser shape.
         `search` > 1: encode that many samplings of the surface (seeds seed, seed + 1, ...) and keep the
         tokens whose decoded occupancy agrees best (IoU) with the mesh's own inside/outside at points
         drawn for this check (SEARCH_QUERIES, their own seed): the encoder has the mesh, so it can try
@@ -149,15 +150,21 @@ class MeshCodec:
         if search < 1:
             raise VatError(f"search must be at least 1, got {search}")
         scales = self._check_scales(scales, self.num_scales)
-        normalized, _ = normalize_mesh(mesh)
+        normalized, transform = normalize_mesh(mesh)
+        placement = Placement.from_transform(transform)
         samples = [sample_surface(normalized, self.config.num_points, seed + k) for k in range(search)]
         to = dict(device=self.device, dtype=torch.float32)
         idx = self.tokenizer.encode(torch.as_tensor(np.stack([p for p, _ in samples]), **to),
                                     torch.as_tensor(np.stack([n for _, n in samples]), **to))[:scales]
         best = self._best_candidate(normalized, idx, scales, seed) if search > 1 else 0
         indices = [i[best].cpu().numpy() for i in idx]
-        data = encode_tokens(indices, self.config.scale_sides, self.config.bits_per_token, self.fingerprint)
-        return Encoded(indices, data)
+        return Encoded(indices, self.write(indices, placement), placement)
+
+    def write(self, indices: list[np.ndarray], placement: Placement | None = None) -> bytes:
+        """The .vat bytes of a token list (a prefix of the scales) and the mesh's placement (None: the
+        unit cube)."""
+        return encode_tokens(indices, self.config.scale_sides, self.config.bits_per_token, self.fingerprint,
+                             placement)
 
     @torch.no_grad()
     def _best_candidate(self, normalized: trimesh.Trimesh, idx: list[torch.Tensor], scales: int, seed: int) -> int:
@@ -170,10 +177,22 @@ class MeshCodec:
 
     def read(self, data: bytes) -> list[np.ndarray]:
         """Token indices from .vat bytes made by this tokenizer (CodecError otherwise)."""
+        return list(self.read_file(data).indices)
+
+    def read_file(self, data: bytes) -> TokenFile:
+        """The whole .vat file (tokens, placement, ...) from bytes made by this tokenizer (CodecError otherwise)."""
         tokens = decode_tokens(data, expected_fingerprint=self.fingerprint, codebook_size=self.config.codebook_size)
         if tokens.scale_sides != self.config.scale_sides:
             raise VatError(f"the .vat file's scales {tokens.scale_sides} are not this tokenizer's {self.config.scale_sides}")
-        return list(tokens.indices)
+        return tokens
+
+    def decode(self, data: bytes, scales: int | None = None, resolution: int = 256, placement: bool = True,
+               progress: bool = False) -> trimesh.Trimesh:
+        """The mesh of .vat bytes, from the first `scales` scales; back where the encoded mesh was when the
+        file stores its placement and `placement` is True, else in the unit cube."""
+        tokens = self.read_file(data)
+        mesh = self.decode_mesh(list(tokens.indices), scales=scales, resolution=resolution, progress=progress)
+        return tokens.placement.apply(mesh) if placement and tokens.placement is not None else mesh
 
     def occupancy_fn(self, indices: list[np.ndarray], scales: int | None = None) -> OccupancyFn:
         """Occupancy logits (> 0 inside) as a function of points [N, 3], from the first `scales` scales."""
