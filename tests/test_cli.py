@@ -93,8 +93,9 @@ def test_bench_generation(tiny_checkpoint, tmp_path):
     from vat.pipeline import MeshCodec
 
     tokenizer = MeshCodec.from_pretrained(tiny_checkpoint).config
-    header = 12 + len(tokenizer.scale_sides) + 4  # see vat/codec.py; the placement takes 8 or 16 bytes more
-    assert codec["bytes"] - header - -(-tokenizer.tokens_per_shape * tokenizer.bits_per_token // 8) in (8, 16)
+    assert 0 < codec["bytes"] <= codec["raw_bytes"]  # entropy-coded when that is smaller
+    raw = 12 + len(tokenizer.scale_sides) + 4 + -(-tokenizer.tokens_per_shape * tokenizer.bits_per_token // 8)
+    assert codec["raw_bytes"] - raw in (8, 16)  # see vat/codec.py; the placement takes 8 or 16 bytes
     assert codec["faces"] > 0
     assert summary["encode_s"] == codec["encode_s"] > 0 and summary["decode_s"] == codec["decode_s"] > 0
     assert summary["encode_one_s"] == codec["encode_one_s"] > 0 and codec["search"] > 1
@@ -250,3 +251,51 @@ def test_encode_decode_compare_keeps_the_mesh_in_place(shape, tmp_path, capsys):
     assert "back in place" in capsys.readouterr().out
     assert main(["compare", str(source), str(decoded), "--json", str(out)]) == 0
     assert json.loads(out.read_text())["summary"]["f_score"] >= 0.8
+
+
+def test_encode_to_a_byte_budget_raw_and_verbose(tiny_checkpoint, tmp_path, capsys):
+    mesh, out = tmp_path / "sphere.ply", tmp_path / "s.vat"
+    trimesh.creation.icosphere(3, radius=0.4).apply_translation((1, 2, 3)).export(mesh)
+    common = ["encode", str(mesh), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--search", "1"]
+    assert main([*common, "-v"]) == 0
+    printed = capsys.readouterr().out
+    full = out.stat().st_size
+    assert len(printed.split("content):")[1].split(";")[0].split()) == 6  # one number per scale
+    assert main([*common, "--raw"]) == 0 and "raw tokens" in capsys.readouterr().out
+    raw = out.stat().st_size
+    assert full <= raw  # the smaller of entropy-coded and raw (this random generator is a poor prior)
+    from vat.pipeline import MeshCodec
+
+    codec = MeshCodec.from_pretrained(tiny_checkpoint, device="cpu")
+    sizes = [out.stat().st_size]
+    for budget in (full - 1, 60, full):
+        assert main([*common, "--bytes", str(budget)]) == 0
+        sizes.append(out.stat().st_size)
+        stored = len(codec.read(out.read_bytes()))
+        assert sizes[-1] <= budget
+        if stored < codec.num_scales:  # the longest prefix that fits: one scale more does not
+            longer = codec.write(codec.encode(trimesh.load(mesh), scales=stored + 1).indices,
+                                 codec.read_file(out.read_bytes()).placement)
+            assert len(longer) > budget
+    assert sizes[-1] == full
+    assert main([*common, "--bytes", "20"]) == 1
+    assert "even the first scale takes" in capsys.readouterr().err
+    assert main([*common, "--bytes", "500", "--scales", "2"]) == 1
+
+
+def test_eval_recon_scores_the_files_it_wrote(tiny_checkpoint, tmp_path):
+    meshes, out, report = tmp_path / "meshes", tmp_path / "vat", tmp_path / "r.json"
+    meshes.mkdir()
+    trimesh.creation.icosphere(3, radius=0.4).apply_translation((1, 2, 3)).export(meshes / "a.ply")
+    trimesh.creation.box((0.5, 0.2, 0.3)).export(meshes / "b.ply")
+    assert main(["eval-recon", "--meshes", str(meshes), "--checkpoint", str(tiny_checkpoint), "--resolution", "32",
+                 "--search", "1", "--out", str(out), "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    files = sorted(out.glob("*.vat"))
+    assert [f.name for f in files] == ["000-a.vat", "001-b.vat"]
+    for item, file in zip(result["items"], files, strict=True):
+        assert item["bytes"] == file.stat().st_size and item["round_trip"] is True
+        assert item["draco_bytes"] is None or item["draco_bytes"] <= item["bytes"]
+        assert item["voxel_bytes"] is None or item["voxel_bytes"] <= item["bytes"]
+        assert len(item["bits_per_scale"]) == 6
+    assert result["summary"]["round_trip"] is True and len(result["summary"]["bits_per_scale"]) == 6

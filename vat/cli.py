@@ -183,13 +183,22 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
     codec = _codec(args)
     mesh = load_mesh(args.mesh)
-    encoded = codec.encode(mesh, scales=args.scales, seed=args.seed, search=args.search)
+    if args.bytes is not None and args.scales is not None:
+        raise VatError("give --scales or --bytes, not both")
+    encoded = codec.encode(mesh, scales=args.scales, seed=args.seed, search=args.search, max_bytes=args.bytes,
+                           raw=True if args.raw else None)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(encoded.data)
     size = Path(args.mesh).stat().st_size
+    coding = "entropy-coded" if encoded.entropy_coded else "raw tokens"
     print(f"{args.mesh}: {encoded.num_tokens} tokens in {len(encoded.indices)} scales -> {out} "
-          f"({len(encoded.data)} bytes, compression ratio {size / len(encoded.data):.0f}x)")
+          f"({len(encoded.data)} bytes, {coding}, compression ratio {size / len(encoded.data):.0f}x)")
+    if args.verbose and codec.prior is not None:
+        bits = codec.prior.bits(encoded.indices)
+        print("bits per token by scale (the prior's information content): "
+              + " ".join(f"{b:.2f}" for b in bits)
+              + f"; mean {sum(b * len(i) for b, i in zip(bits, encoded.indices)) / encoded.num_tokens:.2f}")
     return 0
 
 
@@ -217,8 +226,11 @@ def _cmd_eval_recon(args: argparse.Namespace) -> int:
     from vat.evaluate import evaluate_reconstruction
 
     result = evaluate_reconstruction(_codec(args), args.meshes, limit=args.limit, resolution=args.resolution,
-                                     baselines=not args.no_baselines, seed=args.seed, search=args.search)
+                                     baselines=not args.no_baselines, seed=args.seed, search=args.search,
+                                     raw=True if args.raw else None, max_bytes=args.bytes, out_dir=args.out)
     for key, value in result["summary"].items():
+        if isinstance(value, list):
+            value = " ".join(f"{v:.3g}" for v in value)
         print(f"{key:16s} {value:.4f}" if isinstance(value, float) else f"{key:16s} {value}")
     _write_json(args.json, result["summary"], result["items"])
     return 0
@@ -303,7 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mesh", help="mesh file (.obj .ply .stl .glb .gltf .off)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.vat")
     p.add_argument("--scales", type=int, help="store only the first S scales (smaller, coarser)")
+    p.add_argument("--bytes", type=int, metavar="B", help="store the longest prefix of scales that fits in B bytes")
+    p.add_argument("--raw", action="store_true",
+                   help="store the tokens bit-packed, not entropy-coded with the checkpoint's generator (larger; "
+                        "decodes with the tokenizer alone, on any machine; by default the smaller of the two)")
     p.add_argument("--seed", type=int, default=0, help="seed of the surface sampling")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print the bits per token of each scale")
     _search_option(p)
     p = add("decode", ".vat token file -> mesh", _cmd_decode)
     p.add_argument("vat_file", metavar="IN.vat")
@@ -345,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate only the first N meshes (sorted by path)")
     p.add_argument("--resolution", type=int, default=256, help="marching-cubes grid (protocol: 256)")
     _search_option(p)
+    p.add_argument("--bytes", type=int, metavar="B", help="store the longest prefix of scales that fits in B bytes")
+    p.add_argument("--raw", action="store_true", help="bit-packed tokens, not entropy-coded (as vat encode --raw)")
+    p.add_argument("--out", metavar="DIR", help="keep the .vat files here (default: a temporary folder)")
     p.add_argument("--no-baselines", action="store_true", help="skip Draco and voxel")
     p.add_argument("--seed", type=int, default=0)
     p = add("eval-gen", "render a view of each mesh, generate from it, ICP-align, F-score and Chamfer; the "

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import trimesh
 
-from vat.codec import Placement, TokenFile, decode_tokens, encode_tokens
+from vat.codec import FLAG_ENTROPY, Placement, TokenFile, decode_tokens, encode_tokens
 from vat.errors import VatError
 from vat.geometry.extract import GRID_BOUND, OccupancyFn, evaluate_grid, extract_mesh, grid_points, postprocess
 from vat.geometry.io import normalize_mesh
@@ -109,6 +109,10 @@ class Encoded:
     placement: Placement | None = None  # where the mesh was (the file stores it)
 
     @property
+    def entropy_coded(self) -> bool:
+        return bool(self.data[3] >= 2 and self.data[11] & FLAG_ENTROPY)
+
+    @property
     def num_tokens(self) -> int:
         return sum(len(i) for i in self.indices)
 
@@ -117,15 +121,34 @@ class MeshCodec:
     """The tokenizer as a 3D codec. Meshes are normalised to the unit cube before encoding; the file
     keeps where the mesh was (its Placement), and decode() puts the decoded mesh back there."""
 
-    def __init__(self, tokenizer: VAT, device: str | torch.device | None = None):
+    def __init__(self, tokenizer: VAT, device: str | torch.device | None = None, generator=None):
         self.device = torch.device(device) if device is not None else default_device()
         self.tokenizer = tokenizer.to(self.device).eval()
         self.config = tokenizer.config
         self.fingerprint = tokenizer.fingerprint()
+        self.prior = None  # what entropy-codes the tokens (vat.entropy.GeneratorPrior); None: raw tokens only
+        if generator is not None:
+            self.use_prior(generator)
+
+    def use_prior(self, generator) -> None:
+        """Entropy-code the tokens with `generator`'s unconditional probabilities (vat.entropy)."""
+        from vat.entropy import GeneratorPrior
+
+        c = generator.config
+        if (c.scale_sides, c.vocabulary, c.latent_channels) != \
+                (self.config.scale_sides, self.config.codebook_size, self.config.latent_channels):
+            raise VatError("the generator was not trained on this tokenizer's tokens "
+                           "(scales, codebook size or channels differ): use the folder they were saved in together")
+        self.prior = GeneratorPrior(generator, self.tokenizer.quantizer)
 
     @classmethod
     def from_pretrained(cls, checkpoint: str | os.PathLike, device: str | torch.device | None = None) -> "MeshCodec":
-        return cls(VAT.from_pretrained(resolve_checkpoint(checkpoint)), device)
+        """The tokenizer of a checkpoint folder, with its generator as the entropy coder's prior when it has one."""
+        from vat.models.gpt import NextScaleGPT
+
+        folder = resolve_checkpoint(checkpoint)
+        generator = NextScaleGPT.from_pretrained(folder) if (folder / "generator.safetensors").is_file() else None
+        return cls(VAT.from_pretrained(folder), device, generator)
 
     @property
     def num_scales(self) -> int:
@@ -140,9 +163,12 @@ class MeshCodec:
             raise VatError(f"scale must be between 1 and {available}, got {scales}")
         return scales
 
-    def encode(self, mesh: trimesh.Trimesh, scales: int | None = None, seed: int = 0, search: int = 1) -> Encoded:
+    def encode(self, mesh: trimesh.Trimesh, scales: int | None = None, seed: int = 0, search: int = 1,
+               max_bytes: int | None = None, raw: bool | None = None) -> Encoded:
         """Tokens of `mesh` (any placement; it is normalised first, and the file stores where it was) and
-        its .vat bytes. `scales` keeps only the first scales: a smaller file of a coarser shape.
+        its .vat bytes (entropy-coded or bit-packed: `raw` as in write()).
+        `scales` keeps only the first scales: a smaller file of a coarser shape; `max_bytes` keeps the
+        longest prefix of scales whose file fits in that many bytes (VatError when even scale 1 does not).
         `search` > 1: encode that many samplings of the surface (seeds seed, seed + 1, ...) and keep the
         tokens whose decoded occupancy agrees best (IoU) with the mesh's own inside/outside at points
         drawn for this check (SEARCH_QUERIES, their own seed): the encoder has the mesh, so it can try
@@ -158,13 +184,39 @@ class MeshCodec:
                                     torch.as_tensor(np.stack([n for _, n in samples]), **to))[:scales]
         best = self._best_candidate(normalized, idx, scales, seed) if search > 1 else 0
         indices = [i[best].cpu().numpy() for i in idx]
-        return Encoded(indices, self.write(indices, placement), placement)
+        if max_bytes is not None:
+            indices, data = self.fit(indices, max_bytes, placement, raw)
+        else:
+            data = self.write(indices, placement, raw)
+        return Encoded(indices, data, placement)
 
-    def write(self, indices: list[np.ndarray], placement: Placement | None = None) -> bytes:
+    def write(self, indices: list[np.ndarray], placement: Placement | None = None,
+              raw: bool | None = None) -> bytes:
         """The .vat bytes of a token list (a prefix of the scales) and the mesh's placement (None: the
-        unit cube)."""
-        return encode_tokens(indices, self.config.scale_sides, self.config.bits_per_token, self.fingerprint,
-                             placement)
+        unit cube). raw=None: entropy-coded with the prior when the codec has one and that is smaller than
+        the bit-packed tokens (a prior can be worse than none), else bit-packed; True: bit-packed; False:
+        entropy-coded."""
+        def write(prior):
+            return encode_tokens(indices, self.config.scale_sides, self.config.bits_per_token, self.fingerprint,
+                                 placement, prior)
+
+        if raw is False and self.prior is None:
+            raise VatError("entropy coding needs a prior: this codec has no generator (a checkpoint folder with "
+                           "generator.safetensors gives it one)")
+        plain = None if raw is False else write(None)
+        if raw or self.prior is None:
+            return plain
+        coded = write(self.prior)
+        return coded if plain is None or len(coded) < len(plain) else plain
+
+    def fit(self, indices: list[np.ndarray], max_bytes: int, placement: Placement | None = None,
+            raw: bool | None = None) -> tuple[list[np.ndarray], bytes]:
+        """The longest prefix of scales of `indices` whose file fits in `max_bytes`, and that file."""
+        for scales in range(len(indices), 0, -1):
+            data = self.write(indices[:scales], placement, raw)
+            if len(data) <= max_bytes:
+                return indices[:scales], data
+        raise VatError(f"even the first scale takes {len(data)} bytes, more than the {max_bytes} asked for")
 
     @torch.no_grad()
     def _best_candidate(self, normalized: trimesh.Trimesh, idx: list[torch.Tensor], scales: int, seed: int) -> int:
@@ -181,7 +233,8 @@ class MeshCodec:
 
     def read_file(self, data: bytes) -> TokenFile:
         """The whole .vat file (tokens, placement, ...) from bytes made by this tokenizer (CodecError otherwise)."""
-        tokens = decode_tokens(data, expected_fingerprint=self.fingerprint, codebook_size=self.config.codebook_size)
+        tokens = decode_tokens(data, expected_fingerprint=self.fingerprint, codebook_size=self.config.codebook_size,
+                               prior=self.prior)
         if tokens.scale_sides != self.config.scale_sides:
             raise VatError(f"the .vat file's scales {tokens.scale_sides} are not this tokenizer's {self.config.scale_sides}")
         return tokens
@@ -262,8 +315,7 @@ class Generation:
     def vat(self, scales: int | None = None) -> bytes:
         """The .vat file of the first `scales` scales (all by default)."""
         scales = self.codec._check_scales(scales, self.num_scales)
-        return encode_tokens(self.indices[:scales], self.codec.config.scale_sides, self.codec.config.bits_per_token,
-                             self.codec.fingerprint)
+        return self.codec.write(self.indices[:scales])
 
     def mesh(self, scales: int | None = None, resolution: int | None = None) -> trimesh.Trimesh:
         """The mesh decoded from the first `scales` scales (cached); in the unit cube."""
@@ -290,15 +342,13 @@ class Pipeline:
         from vat.models.gpt import NextScaleGPT
 
         self.codec = codec
+        if codec.prior is None:  # also checks that the generator was trained on this tokenizer's tokens
+            codec.use_prior(generator)
         # generate()'s defaults: SAMPLING_DEFAULTS updated by `sampling` (sampling_config.json when loaded)
         self.sampling = {**SAMPLING_DEFAULTS, **check_sampling(sampling or {})}
         self.device = codec.device if device is None else torch.device(device)
         self.generator: NextScaleGPT = generator.to(self.device).eval()
         self.encoders = encoders.to(self.device).eval()
-        if (generator.config.scale_sides, generator.config.vocabulary, generator.config.latent_channels) != \
-                (codec.config.scale_sides, codec.config.codebook_size, codec.config.latent_channels):
-            raise VatError("the generator was not trained on this tokenizer's tokens "
-                           "(scales, codebook size or channels differ): use the folder they were saved in together")
 
     @classmethod
     def from_pretrained(cls, checkpoint: str | os.PathLike, device: str | torch.device | None = None) -> "Pipeline":
@@ -306,8 +356,10 @@ class Pipeline:
         from vat.models.gpt import NextScaleGPT
 
         folder = resolve_checkpoint(checkpoint)
-        codec = MeshCodec(VAT.from_pretrained(folder), device)
-        return cls(codec, NextScaleGPT.from_pretrained(folder), ConditionEncoders.from_pretrained(folder), codec.device,
+        tokenizer = VAT.from_pretrained(folder)
+        generator = NextScaleGPT.from_pretrained(folder)
+        codec = MeshCodec(tokenizer, device, generator)
+        return cls(codec, generator, ConditionEncoders.from_pretrained(folder), codec.device,
                    read_sampling(folder))
 
     def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype = torch.float16) -> None:
