@@ -36,6 +36,15 @@ def _search_option(parser: argparse.ArgumentParser) -> None:
                              f"(default {DEFAULT_SEARCH}; 1: one sampling, fastest)")
 
 
+def _refine_option(parser: argparse.ArgumentParser) -> None:
+    from vat.refine import DEFAULT_REFINE
+
+    parser.add_argument("--refine", type=int, default=DEFAULT_REFINE, metavar="N",
+                        help="fit the tokens to the mesh: up to N optimisation steps of the latent through the decoder, "
+                             "kept only where they decode closer to the mesh (same bytes, slower encoding; "
+                             f"default {DEFAULT_REFINE}; 0: off)")
+
+
 def _write_json(path: str | None, summary: dict, items: list[dict]) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -86,6 +95,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                        sample_uncached_s=sampling["sample_uncached_s"], image_to_mesh_s=end_to_end["image_to_mesh_s"],
                        image_to_mesh_one_s=end_to_end["image_to_mesh_one_s"],
                        encode_s=codec["encode_s"], encode_one_s=codec["encode_one_s"], decode_s=codec["decode_s"],
+                       encode_search_s=codec["encode_search_s"], codec_bytes=codec["bytes"],
                        weights=weights)
     if args.soak:
         if not APP.is_file():
@@ -186,7 +196,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     if args.bytes is not None and args.scales is not None:
         raise VatError("give --scales or --bytes, not both")
     encoded = codec.encode(mesh, scales=args.scales, seed=args.seed, search=args.search, max_bytes=args.bytes,
-                           raw=True if args.raw else None)
+                           raw=True if args.raw else None, refine=args.refine)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(encoded.data)
@@ -194,6 +204,10 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     coding = "entropy-coded" if encoded.entropy_coded else "raw tokens"
     print(f"{args.mesh}: {encoded.num_tokens} tokens in {len(encoded.indices)} scales -> {out} "
           f"({len(encoded.data)} bytes, {coding}, compression ratio {size / len(encoded.data):.0f}x)")
+    if args.verbose and encoded.refined is not None:
+        r = encoded.refined
+        print(f"refinement: {r.steps} steps, IoU at the encoder's check points {r.iou_before:.3f} -> {r.iou_after:.3f}"
+              f" ({'refined tokens kept' if r.kept else 'no better: the unrefined tokens kept'})")
     if args.verbose and codec.prior is not None:
         bits = codec.prior.bits(encoded.indices)
         print("bits per token by scale (the prior's information content): "
@@ -227,7 +241,9 @@ def _cmd_eval_recon(args: argparse.Namespace) -> int:
 
     result = evaluate_reconstruction(_codec(args), args.meshes, limit=args.limit, resolution=args.resolution,
                                      baselines=not args.no_baselines, seed=args.seed, search=args.search,
-                                     raw=True if args.raw else None, max_bytes=args.bytes, out_dir=args.out)
+                                     raw=True if args.raw else None, max_bytes=args.bytes, out_dir=args.out,
+                                     refine=args.refine,
+                                     on_item=lambda partial: _write_json(args.json, partial["summary"], partial["items"]))
     for key, value in result["summary"].items():
         if isinstance(value, list):
             value = " ".join(f"{v:.3g}" for v in value)
@@ -320,8 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store the tokens bit-packed, not entropy-coded with the checkpoint's generator (larger; "
                         "decodes with the tokenizer alone, on any machine; by default the smaller of the two)")
     p.add_argument("--seed", type=int, default=0, help="seed of the surface sampling")
-    p.add_argument("-v", "--verbose", action="store_true", help="also print the bits per token of each scale")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also print the refinement's gain and the bits per token of each scale")
     _search_option(p)
+    _refine_option(p)
     p = add("decode", ".vat token file -> mesh", _cmd_decode)
     p.add_argument("vat_file", metavar="IN.vat")
     p.add_argument("-o", "--output", required=True, metavar="OUT.{glb,obj,stl,ply}", type=_mesh_output)
@@ -364,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     _search_option(p)
     p.add_argument("--bytes", type=int, metavar="B", help="store the longest prefix of scales that fits in B bytes")
     p.add_argument("--raw", action="store_true", help="bit-packed tokens, not entropy-coded (as vat encode --raw)")
+    _refine_option(p)
     p.add_argument("--out", metavar="DIR", help="keep the .vat files here (default: a temporary folder)")
     p.add_argument("--no-baselines", action="store_true", help="skip Draco and voxel")
     p.add_argument("--seed", type=int, default=0)

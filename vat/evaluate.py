@@ -35,7 +35,7 @@ def mesh_files(directory: str | os.PathLike, limit: int | None = None) -> list[P
 
 def reconstruction_item(codec: MeshCodec, path: Path, resolution: int = 256, baselines: bool = True,
                         seed: int = 0, search: int = 1, raw: bool | None = None, max_bytes: int | None = None,
-                        vat_path: Path | None = None) -> dict:
+                        vat_path: Path | None = None, refine: int = 0) -> dict:
     """Every protocol number for one mesh: Acc, IoU, Near-Acc, CS-IoU, Chamfer, F-score, bytes,
     ratio, and the baselines' F-score and bytes at the tokenizer's byte budget. The mesh is encoded as it is
     in its file (`vat encode`'s options), the bytes are written (to `vat_path` when given) and read back, and
@@ -44,7 +44,7 @@ def reconstruction_item(codec: MeshCodec, path: Path, resolution: int = 256, bas
     start = time.perf_counter()
     original = load_mesh(path)
     mesh, _ = normalize_mesh(original)
-    encoded = codec.encode(original, seed=seed, search=search, raw=raw, max_bytes=max_bytes)
+    encoded = codec.encode(original, seed=seed, search=search, raw=raw, max_bytes=max_bytes, refine=refine)
     data = encoded.data
     if vat_path is not None:
         Path(vat_path).write_bytes(data)
@@ -75,6 +75,9 @@ def reconstruction_item(codec: MeshCodec, path: Path, resolution: int = 256, bas
         **{k: v for k, v in chamfer_fscore(mesh, decoded, seed=seed).items() if k in ("chamfer", "f_score")},
     }
     item["entropy_coded"] = encoded.entropy_coded
+    if encoded.refined is not None:  # the check IoUs are the encoder's own points, not the protocol's
+        item.update(refine_steps=encoded.refined.steps, refine_kept=encoded.refined.kept,
+                    refine_check_iou_before=encoded.refined.iou_before, refine_check_iou=encoded.refined.iou_after)
     if codec.prior is not None:  # what the prior says of the tokens, coded or not
         item["bits_per_scale"] = codec.prior.bits(indices)
         item["bits_per_token"] = float(np.dot(item["bits_per_scale"], [len(i) for i in indices]) / item["tokens"])
@@ -115,10 +118,11 @@ def summarize(items: list[dict]) -> dict:
 def evaluate_reconstruction(codec: MeshCodec, directory: str | os.PathLike, limit: int | None = None,
                             resolution: int = 256, baselines: bool = True, seed: int = 0, search: int = 1,
                             raw: bool | None = None, max_bytes: int | None = None,
-                            out_dir: str | os.PathLike | None = None) -> dict:
-    """eval-recon: every mesh of `directory` encoded (with `search` candidates, MeshCodec.encode; `raw`,
-    `max_bytes` as there), written to a file (NNN-NAME.vat in `out_dir`, else in a temporary folder), read
-    back, decoded and scored; the summary holds the means and the options used."""
+                            out_dir: str | os.PathLike | None = None, refine: int = 0, on_item=None) -> dict:
+    """eval-recon: every mesh of `directory` encoded (with `search` candidates and `refine` steps,
+    MeshCodec.encode; `raw`, `max_bytes` as there), written to a file (NNN-NAME.vat in `out_dir`, else in a temporary folder), read
+    back, decoded and scored; the summary holds the means and the options used. on_item(result so far) is
+    called after each mesh."""
     items = []
     with tempfile.TemporaryDirectory(prefix="vat-eval-recon-") as temporary:
         folder = Path(out_dir if out_dir is not None else temporary)
@@ -126,11 +130,17 @@ def evaluate_reconstruction(codec: MeshCodec, directory: str | os.PathLike, limi
         for k, path in enumerate(tqdm(mesh_files(directory, limit), desc="eval-recon", unit="mesh")):
             try:
                 items.append(reconstruction_item(codec, path, resolution, baselines, seed, search, raw, max_bytes,
-                                                 folder / f"{k:03d}-{path.stem}.vat"))
+                                                 folder / f"{k:03d}-{path.stem}.vat", refine))
             except VatError as exc:  # a bad mesh or an empty decode: record it, go on
                 log.warning("%s: %s", path, exc)
                 items.append({"mesh": str(path), "error": str(exc)})
-    return {"summary": {**summarize(items), "search": search, "raw": raw, "max_bytes": max_bytes},
+            if on_item is not None:  # the run so far (a long run's partial results)
+                on_item(_recon_result(items, search, refine, raw, max_bytes))
+    return _recon_result(items, search, refine, raw, max_bytes)
+
+
+def _recon_result(items: list[dict], search: int, refine: int, raw, max_bytes) -> dict:
+    return {"summary": {**summarize(items), "search": search, "refine": refine, "raw": raw, "max_bytes": max_bytes},
             "items": items}
 
 

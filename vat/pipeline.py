@@ -19,6 +19,7 @@ from vat.geometry.extract import GRID_BOUND, OccupancyFn, evaluate_grid, extract
 from vat.geometry.io import normalize_mesh
 from vat.geometry.sampling import sample_surface
 from vat.models.tokenizer import VAT
+from vat.sampling_config import SAMPLING_CONFIG, SAMPLING_DEFAULTS, check_sampling, read_sampling  # noqa: F401
 
 QUERY_BATCH = 65_536
 # Encoder-side search (MeshCodec.encode(search=K)): the candidates are checked against the mesh's own
@@ -54,50 +55,6 @@ def resolve_checkpoint(checkpoint: str | os.PathLike) -> Path:
         raise VatError(f"checkpoint {name!r} is not a local folder and could not be fetched from the hub: {exc}") from exc
 
 
-# Sampling settings of a generator: these defaults, overridden by the checkpoint's sampling_config.json
-# (the setting chosen for that generator on its validation split; see the model card), overridden by
-# the caller's arguments.
-SAMPLING_DEFAULTS = {"cfg": 1.5, "cfg_schedule": "linear", "temperature": 1.0, "top_k": 0, "top_p": 0.0}
-SAMPLING_CONFIG = "sampling_config.json"
-
-
-def check_sampling(settings: dict) -> dict:
-    """`settings` (a subset of SAMPLING_DEFAULTS' keys, None meaning unset) checked and typed;
-    raises VatError on an unknown key or a value out of range."""
-    unknown = set(settings) - set(SAMPLING_DEFAULTS)
-    if unknown:
-        raise VatError(f"unknown sampling setting(s) {sorted(unknown)}; known: {sorted(SAMPLING_DEFAULTS)}")
-    valid = {"cfg": lambda v: v >= 0, "cfg_schedule": lambda v: v in ("linear", "constant"),
-             "temperature": lambda v: v > 0, "top_k": lambda v: v >= 0, "top_p": lambda v: 0 <= v <= 1}
-    out = {}
-    for key, value in settings.items():
-        if value is None:
-            continue
-        kind = type(SAMPLING_DEFAULTS[key])
-        try:
-            typed = kind(value)
-        except (TypeError, ValueError):
-            raise VatError(f"sampling setting {key}={value!r} is not a {kind.__name__}") from None
-        if (kind is float and not np.isfinite(typed)) or (kind is int and typed != value) or not valid[key](typed):
-            raise VatError(f"sampling setting {key}={value!r} is out of range")
-        out[key] = typed
-    return out
-
-
-def read_sampling(folder: str | os.PathLike) -> dict:
-    """SAMPLING_DEFAULTS updated by FOLDER/sampling_config.json when there is one."""
-    path = Path(folder) / SAMPLING_CONFIG
-    if not path.is_file():
-        return dict(SAMPLING_DEFAULTS)
-    try:
-        stored = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise VatError(f"{path}: not a readable JSON file ({exc})") from exc
-    if not isinstance(stored, dict):
-        raise VatError(f"{path}: expected a JSON object of sampling settings")
-    return {**SAMPLING_DEFAULTS, **check_sampling(stored)}
-
-
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -107,6 +64,7 @@ class Encoded:
     indices: list[np.ndarray]  # per stored scale: int64 [side * side]
     data: bytes  # the .vat file
     placement: Placement | None = None  # where the mesh was (the file stores it)
+    refined: "object | None" = None  # vat.refine.Refined when encoded with refine > 0
 
     @property
     def entropy_coded(self) -> bool:
@@ -164,7 +122,7 @@ class MeshCodec:
         return scales
 
     def encode(self, mesh: trimesh.Trimesh, scales: int | None = None, seed: int = 0, search: int = 1,
-               max_bytes: int | None = None, raw: bool | None = None) -> Encoded:
+               max_bytes: int | None = None, raw: bool | None = None, refine: int = 0) -> Encoded:
         """Tokens of `mesh` (any placement; it is normalised first, and the file stores where it was) and
         its .vat bytes (entropy-coded or bit-packed: `raw` as in write()).
         `scales` keeps only the first scales: a smaller file of a coarser shape; `max_bytes` keeps the
@@ -172,23 +130,37 @@ class MeshCodec:
         `search` > 1: encode that many samplings of the surface (seeds seed, seed + 1, ...) and keep the
         tokens whose decoded occupancy agrees best (IoU) with the mesh's own inside/outside at points
         drawn for this check (SEARCH_QUERIES, their own seed): the encoder has the mesh, so it can try
-        its candidates as a video encoder tries its modes. Same file size, slower encoding."""
-        if search < 1:
-            raise VatError(f"search must be at least 1, got {search}")
+        its candidates as a video encoder tries its modes. Same file size, slower encoding.
+        `refine` > 0: then fit the kept candidate's latent to the mesh for up to that many steps
+        (vat.refine), keeping the refined tokens only where they do better on the same check."""
+        from vat.metrics import protocol_queries
+        from vat.refine import refine_tokens
+
+        if search < 1 or refine < 0:
+            raise VatError(f"search must be at least 1 and refine at least 0, got {search} and {refine}")
         scales = self._check_scales(scales, self.num_scales)
         normalized, transform = normalize_mesh(mesh)
         placement = Placement.from_transform(transform)
         samples = [sample_surface(normalized, self.config.num_points, seed + k) for k in range(search)]
         to = dict(device=self.device, dtype=torch.float32)
-        idx = self.tokenizer.encode(torch.as_tensor(np.stack([p for p, _ in samples]), **to),
-                                    torch.as_tensor(np.stack([n for _, n in samples]), **to))[:scales]
-        best = self._best_candidate(normalized, idx, scales, seed) if search > 1 else 0
-        indices = [i[best].cpu().numpy() for i in idx]
+        with torch.no_grad():
+            z, _ = self.tokenizer.latent(torch.as_tensor(np.stack([p for p, _ in samples]), **to),
+                                         torch.as_tensor(np.stack([n for _, n in samples]), **to), sample=False)
+            idx = self.tokenizer.quantizer(self.tokenizer._grid(z)).indices
+        check = None
+        if search > 1 or refine > 0:
+            check = protocol_queries(normalized, *SEARCH_QUERIES, seed=seed + SEARCH_SEED_OFFSET)
+        best = self._best_candidate(check, idx[:scales], scales) if search > 1 else 0
+        indices, refined = [i[best].cpu().numpy() for i in idx], None
+        if refine > 0:
+            refined = refine_tokens(self, normalized, z[best:best + 1], refine, seed, check)
+            indices = refined.indices
+        indices = indices[:scales]
         if max_bytes is not None:
             indices, data = self.fit(indices, max_bytes, placement, raw)
         else:
             data = self.write(indices, placement, raw)
-        return Encoded(indices, data, placement)
+        return Encoded(indices, data, placement, refined)
 
     def write(self, indices: list[np.ndarray], placement: Placement | None = None,
               raw: bool | None = None) -> bytes:
@@ -219,11 +191,11 @@ class MeshCodec:
         raise VatError(f"even the first scale takes {len(data)} bytes, more than the {max_bytes} asked for")
 
     @torch.no_grad()
-    def _best_candidate(self, normalized: trimesh.Trimesh, idx: list[torch.Tensor], scales: int, seed: int) -> int:
-        """The candidate (row of idx) whose decoded occupancy has the highest IoU with the mesh's."""
-        from vat.metrics import iou, protocol_queries
+    def _best_candidate(self, queries: dict, idx: list[torch.Tensor], scales: int) -> int:
+        """The candidate (row of idx) whose decoded occupancy has the highest IoU with the mesh's at the
+        check `queries`."""
+        from vat.metrics import iou
 
-        queries = protocol_queries(normalized, *SEARCH_QUERIES, seed=seed + SEARCH_SEED_OFFSET)
         fns = self.occupancy_fns([[i[k].cpu().numpy() for i in idx] for k in range(idx[0].shape[0])], scales)
         return int(np.argmax([iou(fn(queries["points"]) > 0, queries["inside"]) for fn in fns]))
 
