@@ -275,6 +275,7 @@ class Generation:
     input_image: "object | None" = None  # PIL.Image the model saw (RGB on white), None for text only
     preprocess_method: str | None = None  # alpha | rembg | builtin | none
     resolution: int = 256
+    placement: Placement | None = None  # where an encoded mesh was (its .vat files store it); None: the unit cube
     _meshes: dict = None
 
     @property
@@ -287,7 +288,7 @@ class Generation:
     def vat(self, scales: int | None = None) -> bytes:
         """The .vat file of the first `scales` scales (all by default)."""
         scales = self.codec._check_scales(scales, self.num_scales)
-        return self.codec.write(self.indices[:scales])
+        return self.codec.write(self.indices[:scales], self.placement)
 
     def mesh(self, scales: int | None = None, resolution: int | None = None) -> trimesh.Trimesh:
         """The mesh decoded from the first `scales` scales (cached); in the unit cube."""
