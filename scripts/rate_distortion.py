@@ -1,4 +1,5 @@
-r"""Rate-distortion of the .vat codec beside Draco and a voxel grid at the same bytes.
+r"""Rate-distortion of the .vat codec beside Draco and a voxel grid at the same bytes (run it with the
+repository on the path: `PYTHONPATH=. python scripts/rate_distortion.py ...`, or after `pip install -e .`).
 
 Each mesh (in its file's placement, as `vat encode` takes it) is encoded once without and once with the
 refinement (both with the default encoder search); for each prefix of scales the file of that prefix is
@@ -9,6 +10,7 @@ bytes-vs-F-score figure.
 
     python scripts/rate_distortion.py --meshes /work/data/heldout-meshes/geometry --limit 12 \
         --resolution 128 --json rd.json --plot docs/rate-distortion.png
+    python scripts/rate_distortion.py --from-json rd-a.json rd-b.json --json rd.json --plot rd.png  # merge runs
 """
 
 from __future__ import annotations
@@ -54,12 +56,16 @@ def mesh_item(codec: MeshCodec, path: Path, prefixes: list[int], resolution: int
 
 
 def summarize(items: list[dict], prefixes: list[int]) -> dict:
-    """Per prefix: the mean of every number over the meshes (None counts as missing, a failed baseline's
-    F-score as 0), and how many meshes .vat beats Draco and the voxel grid on."""
+    """Per prefix: the mean of every number over the meshes (None counts as missing, a baseline's F-score as 0
+    where it does not fit the bytes), how many meshes Draco fits, and how many meshes .vat beats Draco and the
+    voxel grid on."""
     out = {}
     for s in prefixes:
         rows = [i["prefixes"][s] for i in items]
-        mean = {k: float(np.mean([r[k] for r in rows if r[k] is not None])) for k in rows[0]}
+        mean = {k: float(np.mean(values)) if (values := [r[k] for r in rows if r[k] is not None]) else None
+                for k in rows[0]}
+        mean["draco_fits"] = sum(r["draco_bytes"] is not None for r in rows)  # meshes Draco fits at all
+        mean["meshes"] = len(rows)
         for variant in ("vat", "vat_refined"):
             for base in ("draco", "voxel"):
                 mean[f"{variant}_beats_{base}"] = sum(r[f"{variant}_f_score"] > r[f"{base}_f_score"] for r in rows)
@@ -76,7 +82,8 @@ def plot(summary: dict, path: str, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for name, label, style in (("vat_refined", ".vat (search + refinement)", "o-"), ("vat", ".vat (search)", "o--"),
                                ("draco", "Draco at the same bytes", "s-"), ("voxel", "voxel grid at the same bytes", "^-")):
-        ax.plot([summary[s][f"{name}_bytes"] for s in summary], [summary[s][f"{name}_f_score"] for s in summary],
+        budget = "vat" if name in ("draco", "voxel") else name  # a baseline is drawn at the bytes it was given
+        ax.plot([summary[s][f"{budget}_bytes"] for s in summary], [summary[s][f"{name}_f_score"] for s in summary],
                 style, label=label)
     for s in summary:
         ax.annotate(str(s), (summary[s]["vat_refined_bytes"], summary[s]["vat_refined_f_score"]),
@@ -91,10 +98,29 @@ def plot(summary: dict, path: str, title: str) -> None:
     fig.savefig(path)
 
 
+def markdown(summary: dict) -> str:
+    """The per-prefix means as a Markdown table."""
+    lines = ["| scales | .vat bytes | F@0.01 | Chamfer | refined: bytes | F@0.01 | Chamfer | Draco: fits | F@0.01 | "
+             "Chamfer | voxel bytes | F@0.01 | Chamfer |", "|" + "---|" * 13]
+
+    def number(value, digits):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    for s, m in summary.items():
+        cells = [str(s)]
+        for name in ("vat", "vat_refined", "draco", "voxel"):
+            size = f"{m['draco_fits']}/{m['meshes']}" if name == "draco" else number(m[f"{name}_bytes"], 0)
+            cells += [size, number(m[f"{name}_f_score"], 3), number(m[f"{name}_chamfer"], 4)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default=str(Path(__file__).resolve().parents[1] / "checkpoints"))
-    parser.add_argument("--meshes", required=True)
+    parser.add_argument("--meshes", help="folder of meshes to measure")
+    parser.add_argument("--from-json", nargs="+", metavar="JSON",
+                        help="instead: merge the items of earlier runs' JSON files, summarise and plot them")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--prefixes", default="4,6,7,8,9,10", help="numbers of scales stored, comma-separated")
     parser.add_argument("--resolution", type=int, default=256)
@@ -104,6 +130,19 @@ def main() -> None:
     parser.add_argument("--plot")
     args = parser.parse_args()
     prefixes = [int(s) for s in args.prefixes.split(",")]
+    if args.from_json:
+        runs = [json.loads(Path(f).read_text()) for f in args.from_json]
+        items = [item for run in runs for item in run["items"]]
+        for item in items:
+            item["prefixes"] = {int(k): v for k, v in item["prefixes"].items()}
+        summary = summarize(items, prefixes)
+        Path(args.json).write_text(json.dumps({"summary": summary, "items": items, "meshes": len(items),
+                                               "resolution": runs[0]["resolution"], "refine": runs[0]["refine"]},
+                                              indent=2) + "\n")
+        print(markdown(summary))
+        if args.plot:
+            plot(summary, args.plot, f"{len(items)} held-out meshes, marching cubes at {runs[0]['resolution']}^3")
+        return
     codec = MeshCodec.from_pretrained(args.checkpoint)
     items, start = [], time.perf_counter()
     for path in mesh_files(args.meshes, args.limit):
