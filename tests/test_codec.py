@@ -5,7 +5,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vat.codec import FORMAT_VERSION, PLACEMENT_TOLERANCE, CodecError, Placement, TokenFile, decode_tokens, encode_tokens
+from vat.codec import (
+    FORMAT_VERSION,
+    PLACEMENT_TOLERANCE,
+    CodecError,
+    Placement,
+    TokenFile,
+    decode_tokens,
+    encode_tokens,
+)
 from vat.models.quantizer import SCALE_SIDES
 
 FP = b"\x01\x02\x03\x04"

@@ -55,7 +55,7 @@ class Placement:
     size: float
 
     @classmethod
-    def from_transform(cls, transform_44: np.ndarray) -> "Placement":
+    def from_transform(cls, transform_44: np.ndarray) -> Placement:
         """The placement undone by vat.geometry.io.normalization_transform's matrix."""
         size = 1.0 / float(transform_44[0, 0])
         return cls(tuple(float(v) for v in -np.asarray(transform_44[:3, 3]) * size), size)
@@ -82,7 +82,7 @@ class Placement:
         return FLAG_PLACEMENT | FLAG_PLACEMENT_F32, values.astype("<f4").tobytes()
 
     @classmethod
-    def unpack(cls, data: bytes, f32: bool) -> "Placement":
+    def unpack(cls, data: bytes, f32: bool) -> Placement:
         values = np.frombuffer(data, "<f4" if f32 else "<f2").astype(np.float64)
         if not np.all(np.isfinite(values)) or values[3] <= 0:
             raise CodecError("corrupted .vat file: its placement is not finite or its size not positive")
