@@ -736,10 +736,12 @@ def decode_tokens(checkpoint: str, indices: list, scales: int, resolution: int, 
 
 @on_gpu
 def encode_mesh(checkpoint: str, mesh):
-    """vat.pipeline.MeshCodec.encode (with the encoder-side search `vat encode` uses): tokens and .vat bytes."""
+    """vat.pipeline.MeshCodec.encode (with the encoder-side search and refinement `vat encode` uses): tokens and
+    .vat bytes."""
     from vat.pipeline import DEFAULT_SEARCH
+    from vat.refine import DEFAULT_REFINE
 
-    return models_for(checkpoint).codec().encode(mesh, search=DEFAULT_SEARCH)
+    return models_for(checkpoint).codec().encode(mesh, search=DEFAULT_SEARCH, refine=DEFAULT_REFINE)
 
 
 # ---------------------------------------------------------------------------- the demo
@@ -883,11 +885,12 @@ class Demo:
         resolution = _resolution_of(resolution)
         codec = self.models.codec()  # loads the tokenizer here, or says what is missing
         with _for_visitors(path, name):
-            source, _ = normalize_mesh(load_mesh(path))
-        encoded = encode_mesh(self.checkpoint, source)
+            original = load_mesh(path)
+            source, _ = normalize_mesh(original)
+        encoded = encode_mesh(self.checkpoint, original)  # the file keeps where the mesh was
         # A Generation is what the scale slider needs: tokens, their .vat prefixes, a resolution.
         result = Generation(indices=encoded.indices, codec=codec, seed=0, settings={"source": name}, timings={},
-                            resolution=resolution)
+                            resolution=resolution, placement=encoded.placement)
         session = _session(state, request)
         session.store("encode", result, source)
         stem = Path(name).stem
@@ -900,7 +903,9 @@ class Demo:
         file_bytes = Path(path).stat().st_size
         report = (f"{name} → **{len(encoded.data):,} bytes** of .vat ({_count(encoded.num_tokens, 'token')} in "
                   f"{result.num_scales} scales) · {size_change(file_bytes, len(encoded.data))} · {F_SCORE} against "
-                  f"the input **{f_score:.3f}**")
+                  f"the input **{f_score:.3f}** · {'entropy-coded' if encoded.entropy_coded else 'raw tokens'} · "
+                  f"placement kept: centre ({', '.join(f'{v:.3g}' for v in encoded.placement.centre)}), "
+                  f"size {encoded.placement.size:.3g}")
         readout = _scale_readout(session, "encode", result, result.num_scales, f" · {F_SCORE} {f_score:.3f}")
         return input_glb, glb, report, str(vat_path), result.num_scales, readout, session
 

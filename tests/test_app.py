@@ -147,6 +147,7 @@ def test_mesh_to_tokens_and_back(demo, tmp_path):
     data = open(vat_path, "rb").read()
     ratio = mesh_path.stat().st_size / len(data)
     assert f"**{len(data)} bytes**" in report and f"compression ratio {ratio:.1f}x" in report and app.F_SCORE in report
+    assert "placement kept: centre (0, 0, 0), size 1" in report and result.vat() == data  # the slider's bytes too
     assert _faces(source) == 12 and _faces(recon) > 0 and slider == result.num_scales
     glb, line, _ = demo.show_reconstruction(1, session)
     assert _faces(glb) > 0 and line.startswith(f"Scale **1 of {result.num_scales}**") and app.F_SCORE in line

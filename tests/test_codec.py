@@ -5,7 +5,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vat.codec import CodecError, TokenFile, decode_tokens, encode_tokens
+from vat.codec import (
+    FORMAT_VERSION,
+    PLACEMENT_TOLERANCE,
+    CodecError,
+    Placement,
+    TokenFile,
+    decode_tokens,
+    encode_tokens,
+)
 from vat.models.quantizer import SCALE_SIDES
 
 FP = b"\x01\x02\x03\x04"
@@ -22,7 +30,7 @@ def test_round_trip_and_size(k, bits):
     indices = random_indices(sides, bits)
     data = encode_tokens(indices, sides, bits, FP)
     tokens = sum(s * s for s in sides)
-    assert len(data) == 3 + 1 + 4 + 3 + len(sides) + (tokens * bits + 7) // 8 + 4
+    assert len(data) == 3 + 1 + 4 + 3 + 1 + len(sides) + (tokens * bits + 7) // 8 + 4
     decoded = decode_tokens(data, expected_fingerprint=FP, codebook_size=1 << bits)
     assert isinstance(decoded, TokenFile) and decoded.scale_sides == sides and decoded.bits == bits
     for a, b in zip(indices, decoded.indices, strict=True):
@@ -54,6 +62,63 @@ def test_clear_errors():
         decode_tokens(data, codebook_size=16)
     with pytest.raises(CodecError, match="outside"):
         encode_tokens([np.array([5000])], sides, 11, FP)
+
+
+# A version-1 file as vat wrote it before placement and entropy coding (made by that version's
+# encode_tokens: sides (1, 2, 3, 4), 6-bit tokens, 3 scales stored, fingerprint 0a0b0c0d).
+VERSION_1 = bytes.fromhex("564154010a0b0c0d0604030102030405f0472a70381537aa310e28443053")
+
+
+def test_version_1_files_still_decode():
+    tokens = decode_tokens(VERSION_1, expected_fingerprint=bytes.fromhex("0a0b0c0d"), codebook_size=64)
+    assert tokens.version == 1 and tokens.placement is None and tokens.prior is None
+    assert tokens.scale_sides == (1, 2, 3, 4) and tokens.bits == 6
+    expected = [[5], [0, 63, 17, 42], list(np.arange(9) * 7)]
+    assert [t.tolist() for t in tokens.indices] == expected
+    with pytest.raises(CodecError, match="truncated"):
+        decode_tokens(VERSION_1[:-1])
+    # Written today, the same tokens are a version-2 file one byte (the flags) longer.
+    again = encode_tokens([np.array(t) for t in expected], (1, 2, 3, 4), 6, bytes.fromhex("0a0b0c0d"))
+    assert again[3] == FORMAT_VERSION == 2 and len(again) == len(VERSION_1) + 1
+
+
+@pytest.mark.parametrize("centre, size, width", [((0.0, 0.0, 0.0), 0.8, 8), ((0.1, -0.25, 0.3), 1.7, 8),
+                                                 ((1000.3, -2.0, 3.0), 0.5, 16), ((1e-3, 0, 0), 1e-6, 16)])
+def test_placement_round_trip(centre, size, width):
+    """Float16 where it keeps the mesh within PLACEMENT_TOLERANCE of its size, float32 otherwise (far from the
+    origin for its size, or too small for float16)."""
+    sides = SCALE_SIDES[256][:3]
+    indices = random_indices(sides, 10)
+    plain = encode_tokens(indices, sides, 10, FP)
+    placed = encode_tokens(indices, sides, 10, FP, placement=Placement(centre, size))
+    assert len(placed) == len(plain) + width
+    back = decode_tokens(placed).placement
+    error = (np.abs(np.subtract(back.centre, centre)).max() + 0.5 * np.sqrt(3) * abs(back.size - size)) / size
+    assert error <= PLACEMENT_TOLERANCE
+    assert decode_tokens(plain).placement is None
+    with pytest.raises(CodecError, match="truncated"):
+        decode_tokens(placed[:16 + len(sides) + 4])
+    with pytest.raises(CodecError, match="placement"):
+        encode_tokens(indices, sides, 10, FP, placement=Placement((0, 0, 0), -1.0))
+
+
+def test_placement_puts_a_unit_cube_mesh_back():
+    import trimesh
+
+    from vat.geometry.io import normalize_mesh
+
+    box = trimesh.creation.box((3.0, 1.0, 2.0)).apply_translation((10, -4, 2))
+    unit, transform = normalize_mesh(box)
+    np.testing.assert_allclose(Placement.from_transform(transform).apply(unit).vertices, box.vertices, atol=1e-9)
+
+
+def test_future_versions_and_flags_are_clear_errors():
+    sides = SCALE_SIDES[256][:3]
+    data = encode_tokens(random_indices(sides, 10), sides, 10, FP)
+    with pytest.raises(CodecError, match="format version 3.*upgrade vat"):
+        decode_tokens(data[:3] + bytes([3]) + data[4:])
+    with pytest.raises(CodecError, match="unknown flags"):
+        decode_tokens(data[:11] + bytes([0x80]) + data[12:])
 
 
 @settings(max_examples=300, deadline=None)

@@ -9,6 +9,7 @@ import trimesh
 
 from vat.codec import CodecError, encode_tokens
 from vat.errors import VatError
+from vat.geometry.extract import GRID_BOUND
 from vat.models.tokenizer import VAT, TokenizerConfig
 from vat.pipeline import MeshCodec, resolve_checkpoint
 
@@ -26,15 +27,33 @@ def test_encode_size_and_round_trip(codec):
     encoded = codec.encode(trimesh.creation.box((3.0, 1.0, 2.0)))
     tokens = sum(s * s for s in MICRO.scale_sides)
     assert encoded.num_tokens == tokens
-    assert len(encoded.data) == 15 + len(MICRO.scale_sides) + (tokens * 6 + 7) // 8
+    # The header (16 B), the scale sides, the placement (8 B in float16) and the tokens (6 bits each).
+    assert len(encoded.data) == 16 + len(MICRO.scale_sides) + 8 + (tokens * 6 + 7) // 8
     for a, b in zip(codec.read(encoded.data), encoded.indices, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
 def test_encoding_is_placement_invariant_and_seeded(codec):
+    """The tokens do not depend on where the mesh is; the file stores where it was."""
     box = trimesh.creation.box((3.0, 1.0, 2.0))
     moved = box.copy().apply_scale(7.0).apply_translation((10, -4, 2))
-    assert codec.encode(box).data == codec.encode(moved).data
+    a, b = codec.encode(box), codec.encode(moved)
+    assert all((x == y).all() for x, y in zip(a.indices, b.indices, strict=True)) and a.data != b.data
+    assert codec.read_file(b.data).placement.centre == pytest.approx((10, -4, 2), abs=1e-2)
+    assert codec.read_file(b.data).placement.size == pytest.approx(21.0, rel=1e-3)
+
+
+def test_decode_puts_the_mesh_back_where_it_was(tiny_checkpoint):
+    codec = MeshCodec.from_pretrained(tiny_checkpoint, device="cpu")
+    box = trimesh.creation.box((3.0, 1.0, 2.0)).apply_translation((10, -4, 2))
+    data = codec.encode(box).data
+    unit = codec.decode(data, resolution=16, placement=False)
+    placed = codec.decode(data, resolution=16)
+    assert np.abs(unit.vertices).max() <= GRID_BOUND + 1e-6  # the decoder's grid: the unit cube and a margin
+    np.testing.assert_allclose(placed.vertices, unit.vertices * 3.0 + (10, -4, 2), atol=2e-3)
+    # A file without a placement (Generation.vat, version 1) decodes into the unit cube either way.
+    bare = codec.write(codec.read(data))
+    np.testing.assert_allclose(codec.decode(bare, resolution=16).vertices, unit.vertices)
 
 
 def test_prefix_of_scales(codec):

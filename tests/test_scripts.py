@@ -79,3 +79,30 @@ def test_test_shapes_encode_decode_and_score(tiny_checkpoint, tmp_path):
         by_hand = compare_meshes(written, decoded)
         assert by_hand["chamfer"] == pytest.approx(scores[name]["chamfer"], rel=0.02)
         assert by_hand["f_score"] == pytest.approx(scores[name]["f_score"], abs=0.02)
+
+
+def test_rate_distortion_measures_prefixes_and_merges_runs(tiny_checkpoint, tmp_path, monkeypatch):
+    """scripts/rate_distortion.py: every prefix's file is measured beside the baselines at its bytes, and
+    runs merge into one table and figure."""
+    import json
+
+    import trimesh
+
+    script = SCRIPT.parent / "rate_distortion.py"
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    trimesh.creation.box((0.5, 0.3, 0.4)).apply_translation((3, 0, 0)).export(meshes / "box.ply")
+    monkeypatch.setattr(sys, "argv", [str(script), "--checkpoint", str(tiny_checkpoint), "--meshes", str(meshes),
+                                      "--prefixes", "3,6", "--resolution", "16", "--refine", "2",
+                                      "--json", str(tmp_path / "a.json")])
+    runpy.run_path(str(script), run_name="__main__")
+    run = json.loads((tmp_path / "a.json").read_text())
+    rows = run["items"][0]["prefixes"]
+    assert rows["3"]["vat_bytes"] < rows["6"]["vat_bytes"] and rows["6"]["voxel_bytes"] <= rows["6"]["vat_bytes"]
+    monkeypatch.setattr(sys, "argv", [str(script), "--from-json", str(tmp_path / "a.json"), str(tmp_path / "a.json"),
+                                      "--prefixes", "3,6", "--json", str(tmp_path / "m.json"),
+                                      "--plot", str(tmp_path / "rd.png")])
+    runpy.run_path(str(script), run_name="__main__")
+    merged = json.loads((tmp_path / "m.json").read_text())
+    assert merged["meshes"] == 2 and merged["summary"]["6"]["vat_bytes"] == rows["6"]["vat_bytes"]
+    assert Image.open(tmp_path / "rd.png").size[0] > 100

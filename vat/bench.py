@@ -74,17 +74,24 @@ def bench_sampling(generator, quantizer, image_tokens=None, text=None, repeats: 
 
 
 def bench_codec(codec, mesh, resolution: int = 256, repeats: int = 3) -> dict:
-    """Seconds to encode `mesh` (normalise, sample the surface, encode, write the .vat bytes), with the
-    default encoder-side search (encode_s) and with one sampling (encode_one_s), and to decode those bytes
-    back to a mesh at `resolution` (read, decode the field, extract); best of `repeats`."""
+    """Seconds to encode `mesh` (normalise, sample the surface, encode, write the .vat bytes, entropy coding
+    included) as `vat encode` does, with the default encoder-side search and refinement (encode_s), with the
+    search alone (encode_search_s) and with one sampling (encode_one_s), to decode
+    those bytes back to a mesh at `resolution` (read and entropy-decode, decode the field, extract, put back in
+    place: decode_s) and to read the tokens alone (read_s); best of `repeats`."""
     from vat.pipeline import DEFAULT_SEARCH
+    from vat.refine import DEFAULT_REFINE
 
-    encoded = codec.encode(mesh, search=DEFAULT_SEARCH)
-    decoded = codec.decode_mesh(codec.read(encoded.data), resolution=resolution)
-    return {"encode_s": _best_of(lambda: codec.encode(mesh, search=DEFAULT_SEARCH), repeats),
+    encoded = codec.encode(mesh, search=DEFAULT_SEARCH, refine=DEFAULT_REFINE)
+    decoded = codec.decode(encoded.data, resolution=resolution)
+    return {"encode_s": _best_of(lambda: codec.encode(mesh, search=DEFAULT_SEARCH, refine=DEFAULT_REFINE), repeats),
+            "encode_search_s": _best_of(lambda: codec.encode(mesh, search=DEFAULT_SEARCH), repeats),
             "encode_one_s": _best_of(lambda: codec.encode(mesh), repeats), "search": DEFAULT_SEARCH,
-            "decode_s": _best_of(lambda: codec.decode_mesh(codec.read(encoded.data), resolution=resolution), repeats),
-            "bytes": len(encoded.data), "resolution": resolution, "faces": len(decoded.faces)}
+            "refine": DEFAULT_REFINE, "refine_steps": encoded.refined.steps if encoded.refined else 0,
+            "decode_s": _best_of(lambda: codec.decode(encoded.data, resolution=resolution), repeats),
+            "read_s": _best_of(lambda: codec.read(encoded.data), repeats),
+            "bytes": len(encoded.data), "raw_bytes": len(codec.write(encoded.indices, encoded.placement, raw=True)),
+            "entropy_coded": encoded.entropy_coded, "resolution": resolution, "faces": len(decoded.faces)}
 
 
 def bench_image_to_mesh(pipeline, image, resolution: int = 256, seed: int = 0, repeats: int = 1) -> dict:

@@ -69,6 +69,15 @@ def _search_option(parser: argparse.ArgumentParser) -> None:
                              f"(default {DEFAULT_SEARCH}; 1: one sampling, fastest)")
 
 
+def _refine_option(parser: argparse.ArgumentParser) -> None:
+    from vat.refine import DEFAULT_REFINE
+
+    parser.add_argument("--refine", type=int, default=DEFAULT_REFINE, metavar="N",
+                        help="fit the tokens to the mesh: up to N optimisation steps of the latent through the decoder, "
+                             "kept only where they decode closer to the mesh (same bytes, slower encoding; "
+                             f"default {DEFAULT_REFINE}; 0: off)")
+
+
 def _write_json(path: str | None, summary: dict, items: list[dict]) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +134,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                        sample_uncached_s=sampling["sample_uncached_s"], image_to_mesh_s=end_to_end["image_to_mesh_s"],
                        image_to_mesh_one_s=end_to_end["image_to_mesh_one_s"],
                        encode_s=codec["encode_s"], encode_one_s=codec["encode_one_s"], decode_s=codec["decode_s"],
+                       encode_search_s=codec["encode_search_s"], codec_bytes=codec["bytes"],
                        weights=weights)
     if args.soak:
         if not APP.is_file():
@@ -223,13 +233,26 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
     codec = _codec(args)
     mesh = load_mesh(args.mesh)
-    encoded = codec.encode(mesh, scales=args.scales, seed=args.seed, search=args.search)
+    if args.bytes is not None and args.scales is not None:
+        raise VatError("give --scales or --bytes, not both")
+    encoded = codec.encode(mesh, scales=args.scales, seed=args.seed, search=args.search, max_bytes=args.bytes,
+                           raw=True if args.raw else None, refine=args.refine)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(encoded.data)
     size = Path(args.mesh).stat().st_size
-    print(f"{args.mesh}: {encoded.num_tokens:,} tokens in {len(encoded.indices)} scales -> {out}; "
+    coding = "entropy-coded" if encoded.entropy_coded else "raw tokens"
+    print(f"{args.mesh}: {encoded.num_tokens:,} tokens in {len(encoded.indices)} scales -> {out} ({coding}); "
           f"{size_change(size, len(encoded.data))}")
+    if args.verbose and encoded.refined is not None:
+        r = encoded.refined
+        print(f"refinement: {r.steps} steps, IoU at the encoder's check points {r.iou_before:.3f} -> {r.iou_after:.3f}"
+              f" ({'refined tokens kept' if r.kept else 'no better: the unrefined tokens kept'})")
+    if args.verbose and codec.prior is not None:
+        bits = codec.prior.bits(encoded.indices)
+        print("bits per token by scale (the prior's information content): "
+              + " ".join(f"{b:.2f}" for b in bits)
+              + f"; mean {sum(b * len(i) for b, i in zip(bits, encoded.indices)) / encoded.num_tokens:.2f}")
     return 0
 
 
@@ -242,11 +265,14 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         data = Path(args.vat_file).read_bytes()
     except OSError as exc:
         raise CodecError(f"cannot read {args.vat_file}: {exc.strerror}") from exc
-    indices = codec.read(data)
-    mesh = codec.decode_mesh(indices, scales=args.scale, resolution=args.resolution, progress=True)
+    tokens = codec.read_file(data)
+    mesh = codec.decode_mesh(list(tokens.indices), scales=args.scale, resolution=args.resolution, progress=True)
+    where = "in the unit cube"
+    if tokens.placement is not None and not args.unit_cube:
+        mesh, where = tokens.placement.apply(mesh), "back in place"
     export_mesh(mesh, args.output)
-    print(f"{args.vat_file}: {args.scale or len(indices)} of {codec.num_scales} scales -> {args.output} "
-          f"({len(mesh.vertices)} vertices, {len(mesh.faces)} faces)")
+    print(f"{args.vat_file}: {args.scale or tokens.num_scales} of {codec.num_scales} scales -> {args.output} "
+          f"({len(mesh.vertices)} vertices, {len(mesh.faces)} faces, {where})")
     return 0
 
 
@@ -254,8 +280,13 @@ def _cmd_eval_recon(args: argparse.Namespace) -> int:
     from vat.evaluate import evaluate_reconstruction
 
     result = evaluate_reconstruction(_codec(args), args.meshes, limit=args.limit, resolution=args.resolution,
-                                     baselines=not args.no_baselines, seed=args.seed, search=args.search)
+                                     baselines=not args.no_baselines, seed=args.seed, search=args.search,
+                                     raw=True if args.raw else None, max_bytes=args.bytes, out_dir=args.out,
+                                     refine=args.refine,
+                                     on_item=lambda partial: _write_json(args.json, partial["summary"], partial["items"]))
     for key, value in result["summary"].items():
+        if isinstance(value, list):
+            value = " ".join(f"{v:.3g}" for v in value)
         print(f"{key:16s} {value:.4f}" if isinstance(value, float) else f"{key:16s} {value}")
     _write_json(args.json, result["summary"], result["items"])
     return 0
@@ -340,13 +371,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mesh", help="mesh file (.obj .ply .stl .glb .gltf .off)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.vat")
     p.add_argument("--scales", type=int, help="store only the first S scales (smaller, coarser)")
+    p.add_argument("--bytes", type=int, metavar="B", help="store the longest prefix of scales that fits in B bytes")
+    p.add_argument("--raw", action="store_true",
+                   help="store the tokens bit-packed, not entropy-coded with the checkpoint's generator (larger; "
+                        "decodes with the tokenizer alone, on any machine; by default the smaller of the two)")
     _seed_option(p, "seed of the surface sampling")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also print the refinement's gain and the bits per token of each scale")
     _search_option(p)
+    _refine_option(p)
     p = add("decode", ".vat token file -> mesh", _cmd_decode)
     p.add_argument("vat_file", metavar="IN.vat")
     p.add_argument("-o", "--output", required=True, metavar="OUT.{glb,obj,stl,ply}", type=_mesh_output)
     p.add_argument("--scale", type=int, help="decode from the first S scales only (coarse-to-fine)")
     _resolution_option(p, DEFAULT_RESOLUTION)
+    p.add_argument("--unit-cube", action="store_true",
+                   help="leave the mesh in the unit cube [-0.5, 0.5]^3 (default: where the encoded mesh was)")
 
     def sampling_options(p: argparse.ArgumentParser, resolution: int) -> None:
         _seed_option(p, "sampling seed (the same seed gives the same mesh)")
@@ -378,6 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate only the first N meshes (sorted by path)")
     _resolution_option(p, PROTOCOL_RESOLUTION)
     _search_option(p)
+    p.add_argument("--bytes", type=int, metavar="B", help="store the longest prefix of scales that fits in B bytes")
+    p.add_argument("--raw", action="store_true", help="bit-packed tokens, not entropy-coded (as vat encode --raw)")
+    _refine_option(p)
+    p.add_argument("--out", metavar="DIR", help="keep the .vat files here (default: a temporary folder)")
     p.add_argument("--no-baselines", action="store_true", help="skip Draco and voxel")
     _seed_option(p, "seed of the surface sampling and the queries")
     p = add("eval-gen", "render a view of each mesh, generate from it, ICP-align, F-score and Chamfer; the "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,25 +34,39 @@ def mesh_files(directory: str | os.PathLike, limit: int | None = None) -> list[P
 
 
 def reconstruction_item(codec: MeshCodec, path: Path, resolution: int = 256, baselines: bool = True,
-                        seed: int = 0, search: int = 1) -> dict:
+                        seed: int = 0, search: int = 1, raw: bool | None = None, max_bytes: int | None = None,
+                        vat_path: Path | None = None, refine: int = 0) -> dict:
     """Every protocol number for one mesh: Acc, IoU, Near-Acc, CS-IoU, Chamfer, F-score, bytes,
-    ratio, and the baselines' F-score and bytes at the tokenizer's byte budget."""
+    ratio, and the baselines' F-score and bytes at the tokenizer's byte budget. The mesh is encoded as it is
+    in its file (`vat encode`'s options), the bytes are written (to `vat_path` when given) and read back, and
+    what was read is decoded (into the unit cube, where the protocol scores) and checked against the
+    encoded tokens (round_trip)."""
     start = time.perf_counter()
-    mesh, _ = normalize_mesh(load_mesh(path))
-    encoded = codec.encode(mesh, seed=seed, search=search)
+    original = load_mesh(path)
+    mesh, _ = normalize_mesh(original)
+    encoded = codec.encode(original, seed=seed, search=search, raw=raw, max_bytes=max_bytes, refine=refine)
+    data = encoded.data
+    if vat_path is not None:
+        Path(vat_path).write_bytes(data)
+        data = Path(vat_path).read_bytes()
+    indices = list(codec.read_file(data).indices)
+    stored = len(indices)
     queries, near = protocol_queries(mesh, seed=seed), near_queries(mesh, seed=seed)
     ious = []
-    for s in range(1, codec.num_scales + 1):
-        field = codec.occupancy_fn(encoded.indices, s)
+    for s in range(1, stored + 1):
+        field = codec.occupancy_fn(indices, s)
         ious.append(iou(field(queries["points"]) > 0, queries["inside"]))
     predicted = field(queries["points"]) > 0
-    decoded = codec.decode_mesh(encoded.indices, resolution=resolution)
+    decoded = codec.decode_mesh(indices, resolution=resolution)
     item = {
         "mesh": str(path),
         "input_bytes": path.stat().st_size,
-        "bytes": len(encoded.data),
-        "ratio": path.stat().st_size / len(encoded.data),
-        "tokens": encoded.num_tokens,
+        "bytes": len(data),
+        "ratio": path.stat().st_size / len(data),
+        "tokens": sum(len(i) for i in indices),
+        "scales": stored,
+        "round_trip": len(indices) == len(encoded.indices) and all(
+            np.array_equal(a, b) for a, b in zip(indices, encoded.indices)),
         "acc": accuracy(predicted, queries["inside"]),
         "iou": ious[-1],
         "near_acc": accuracy(field(near["points"]) > 0, near["inside"]),
@@ -59,9 +74,16 @@ def reconstruction_item(codec: MeshCodec, path: Path, resolution: int = 256, bas
         "iou_per_scale": ious,
         **{k: v for k, v in chamfer_fscore(mesh, decoded, seed=seed).items() if k in ("chamfer", "f_score")},
     }
+    item["entropy_coded"] = encoded.entropy_coded
+    if encoded.refined is not None:  # the check IoUs are the encoder's own points, not the protocol's
+        item.update(refine_steps=encoded.refined.steps, refine_kept=encoded.refined.kept,
+                    refine_check_iou_before=encoded.refined.iou_before, refine_check_iou=encoded.refined.iou_after)
+    if codec.prior is not None:  # what the prior says of the tokens, coded or not
+        item["bits_per_scale"] = codec.prior.bits(indices)
+        item["bits_per_token"] = float(np.dot(item["bits_per_scale"], [len(i) for i in indices]) / item["tokens"])
     if baselines:
-        for name, result in (("draco", draco_at_budget(mesh, len(encoded.data), seed=seed)),
-                             ("voxel", voxel_at_budget(mesh, len(encoded.data)))):
+        for name, result in (("draco", draco_at_budget(mesh, len(data), seed=seed)),
+                             ("voxel", voxel_at_budget(mesh, len(data)))):
             item[f"{name}_f_score"] = result.detail["f_score"] if result else 0.0
             item[f"{name}_chamfer"] = result.detail["chamfer"] if result else None
             item[f"{name}_bytes"] = result.bytes if result else None
@@ -84,24 +106,42 @@ def summarize(items: list[dict]) -> dict:
         values = [i[key] for i in ok if isinstance(i.get(key), (int, float))]
         if values:
             summary[key] = float(np.mean(values))
-    per_scale = [i["iou_per_scale"] for i in ok if "iou_per_scale" in i]
-    if per_scale and len({len(p) for p in per_scale}) == 1:  # the mean IoU from the first s scales, per s
-        summary["iou_per_scale"] = np.mean(per_scale, axis=0).tolist()
+    for key in ("iou_per_scale", "bits_per_scale"):  # the mean IoU from the first s scales, bits of scale s
+        per_scale = [i[key] for i in ok if key in i]
+        if per_scale and len({len(p) for p in per_scale}) == 1:
+            summary[key] = np.mean(per_scale, axis=0).tolist()
+    if ok and "round_trip" in ok[0]:
+        summary["round_trip"] = all(i["round_trip"] for i in ok)  # every file read back to its tokens
     return summary
 
 
 def evaluate_reconstruction(codec: MeshCodec, directory: str | os.PathLike, limit: int | None = None,
-                            resolution: int = 256, baselines: bool = True, seed: int = 0, search: int = 1) -> dict:
-    """eval-recon: every mesh of `directory` encoded (with `search` candidates, MeshCodec.encode), decoded
-    and scored; the summary holds the means and the search used."""
+                            resolution: int = 256, baselines: bool = True, seed: int = 0, search: int = 1,
+                            raw: bool | None = None, max_bytes: int | None = None,
+                            out_dir: str | os.PathLike | None = None, refine: int = 0, on_item=None) -> dict:
+    """eval-recon: every mesh of `directory` encoded (with `search` candidates and `refine` steps,
+    MeshCodec.encode; `raw`, `max_bytes` as there), written to a file (NNN-NAME.vat in `out_dir`, else in a temporary folder), read
+    back, decoded and scored; the summary holds the means and the options used. on_item(result so far) is
+    called after each mesh."""
     items = []
-    for path in tqdm(mesh_files(directory, limit), desc="eval-recon", unit="mesh"):
-        try:
-            items.append(reconstruction_item(codec, path, resolution, baselines, seed, search))
-        except VatError as exc:  # a bad mesh or an empty decode: record it, go on
-            log.warning("%s: %s", path, exc)
-            items.append({"mesh": str(path), "error": str(exc)})
-    return {"summary": {**summarize(items), "search": search}, "items": items}
+    with tempfile.TemporaryDirectory(prefix="vat-eval-recon-") as temporary:
+        folder = Path(out_dir if out_dir is not None else temporary)
+        folder.mkdir(parents=True, exist_ok=True)
+        for k, path in enumerate(tqdm(mesh_files(directory, limit), desc="eval-recon", unit="mesh")):
+            try:
+                items.append(reconstruction_item(codec, path, resolution, baselines, seed, search, raw, max_bytes,
+                                                 folder / f"{k:03d}-{path.stem}.vat", refine))
+            except VatError as exc:  # a bad mesh or an empty decode: record it, go on
+                log.warning("%s: %s", path, exc)
+                items.append({"mesh": str(path), "error": str(exc)})
+            if on_item is not None:  # the run so far (a long run's partial results)
+                on_item(_recon_result(items, search, refine, raw, max_bytes))
+    return _recon_result(items, search, refine, raw, max_bytes)
+
+
+def _recon_result(items: list[dict], search: int, refine: int, raw, max_bytes) -> dict:
+    return {"summary": {**summarize(items), "search": search, "refine": refine, "raw": raw, "max_bytes": max_bytes},
+            "items": items}
 
 
 # Generation protocol: one view per mesh from the paper's orbit (render_views with this seed, the

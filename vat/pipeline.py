@@ -13,13 +13,14 @@ import numpy as np
 import torch
 import trimesh
 
-from vat.codec import decode_tokens, encode_tokens
+from vat.codec import FLAG_ENTROPY, Placement, TokenFile, decode_tokens, encode_tokens
 from vat.errors import VatError
 from vat.geometry.extract import GRID_BOUND, OccupancyFn, evaluate_grid, extract_mesh, grid_points, postprocess
 from vat.geometry.io import normalize_mesh
 from vat.geometry.sampling import sample_surface
 from vat.models.tokenizer import VAT
 from vat.ui import DEFAULT_GENERATE_SEARCH, DEFAULT_SEARCH  # noqa: F401  (the CLI's and demo's defaults)
+from vat.sampling_config import SAMPLING_CONFIG, SAMPLING_DEFAULTS, check_sampling, read_sampling  # noqa: F401
 
 QUERY_BATCH = 65_536
 # Encoder-side search (MeshCodec.encode(search=K)): the candidates are checked against the mesh's own
@@ -53,50 +54,6 @@ def resolve_checkpoint(checkpoint: str | os.PathLike) -> Path:
         raise VatError(f"checkpoint {name!r} is not a local folder and could not be fetched from the hub: {exc}") from exc
 
 
-# Sampling settings of a generator: these defaults, overridden by the checkpoint's sampling_config.json
-# (the setting chosen for that generator on its validation split; see the model card), overridden by
-# the caller's arguments.
-SAMPLING_DEFAULTS = {"cfg": 1.5, "cfg_schedule": "linear", "temperature": 1.0, "top_k": 0, "top_p": 0.0}
-SAMPLING_CONFIG = "sampling_config.json"
-
-
-def check_sampling(settings: dict) -> dict:
-    """`settings` (a subset of SAMPLING_DEFAULTS' keys, None meaning unset) checked and typed;
-    raises VatError on an unknown key or a value out of range."""
-    unknown = set(settings) - set(SAMPLING_DEFAULTS)
-    if unknown:
-        raise VatError(f"unknown sampling setting(s) {sorted(unknown)}; known: {sorted(SAMPLING_DEFAULTS)}")
-    valid = {"cfg": lambda v: v >= 0, "cfg_schedule": lambda v: v in ("linear", "constant"),
-             "temperature": lambda v: v > 0, "top_k": lambda v: v >= 0, "top_p": lambda v: 0 <= v <= 1}
-    out = {}
-    for key, value in settings.items():
-        if value is None:
-            continue
-        kind = type(SAMPLING_DEFAULTS[key])
-        try:
-            typed = kind(value)
-        except (TypeError, ValueError):
-            raise VatError(f"sampling setting {key}={value!r} is not a {kind.__name__}") from None
-        if (kind is float and not np.isfinite(typed)) or (kind is int and typed != value) or not valid[key](typed):
-            raise VatError(f"sampling setting {key}={value!r} is out of range")
-        out[key] = typed
-    return out
-
-
-def read_sampling(folder: str | os.PathLike) -> dict:
-    """SAMPLING_DEFAULTS updated by FOLDER/sampling_config.json when there is one."""
-    path = Path(folder) / SAMPLING_CONFIG
-    if not path.is_file():
-        return dict(SAMPLING_DEFAULTS)
-    try:
-        stored = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise VatError(f"{path}: not a readable JSON file ({exc})") from exc
-    if not isinstance(stored, dict):
-        raise VatError(f"{path}: expected a JSON object of sampling settings")
-    return {**SAMPLING_DEFAULTS, **check_sampling(stored)}
-
-
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -105,6 +62,12 @@ def default_device() -> torch.device:
 class Encoded:
     indices: list[np.ndarray]  # per stored scale: int64 [side * side]
     data: bytes  # the .vat file
+    placement: Placement | None = None  # where the mesh was (the file stores it)
+    refined: "object | None" = None  # vat.refine.Refined when encoded with refine > 0
+
+    @property
+    def entropy_coded(self) -> bool:
+        return bool(self.data[3] >= 2 and self.data[11] & FLAG_ENTROPY)
 
     @property
     def num_tokens(self) -> int:
@@ -112,18 +75,37 @@ class Encoded:
 
 
 class MeshCodec:
-    """The tokenizer as a 3D codec. Meshes are normalised to the unit cube before encoding, and
-    decoded meshes come back in that unit cube."""
+    """The tokenizer as a 3D codec. Meshes are normalised to the unit cube before encoding; the file
+    keeps where the mesh was (its Placement), and decode() puts the decoded mesh back there."""
 
-    def __init__(self, tokenizer: VAT, device: str | torch.device | None = None):
+    def __init__(self, tokenizer: VAT, device: str | torch.device | None = None, generator=None):
         self.device = torch.device(device) if device is not None else default_device()
         self.tokenizer = tokenizer.to(self.device).eval()
         self.config = tokenizer.config
         self.fingerprint = tokenizer.fingerprint()
+        self.prior = None  # what entropy-codes the tokens (vat.entropy.GeneratorPrior); None: raw tokens only
+        if generator is not None:
+            self.use_prior(generator)
+
+    def use_prior(self, generator) -> None:
+        """Entropy-code the tokens with `generator`'s unconditional probabilities (vat.entropy)."""
+        from vat.entropy import GeneratorPrior
+
+        c = generator.config
+        if (c.scale_sides, c.vocabulary, c.latent_channels) != \
+                (self.config.scale_sides, self.config.codebook_size, self.config.latent_channels):
+            raise VatError("the generator was not trained on this tokenizer's tokens "
+                           "(scales, codebook size or channels differ): use the folder they were saved in together")
+        self.prior = GeneratorPrior(generator, self.tokenizer.quantizer)
 
     @classmethod
     def from_pretrained(cls, checkpoint: str | os.PathLike, device: str | torch.device | None = None) -> "MeshCodec":
-        return cls(VAT.from_pretrained(resolve_checkpoint(checkpoint)), device)
+        """The tokenizer of a checkpoint folder, with its generator as the entropy coder's prior when it has one."""
+        from vat.models.gpt import NextScaleGPT
+
+        folder = resolve_checkpoint(checkpoint)
+        generator = NextScaleGPT.from_pretrained(folder) if (folder / "generator.safetensors").is_file() else None
+        return cls(VAT.from_pretrained(folder), device, generator)
 
     @property
     def num_scales(self) -> int:
@@ -138,41 +120,103 @@ class MeshCodec:
             raise VatError(f"scale must be between 1 and {available}, got {scales}")
         return scales
 
-    def encode(self, mesh: trimesh.Trimesh, scales: int | None = None, seed: int = 0, search: int = 1) -> Encoded:
-        """Tokens of `mesh` (any placement; it is normalised first) and its .vat bytes.
-        `scales` keeps only the first scales: a smaller file of a coarser shape.
+    def encode(self, mesh: trimesh.Trimesh, scales: int | None = None, seed: int = 0, search: int = 1,
+               max_bytes: int | None = None, raw: bool | None = None, refine: int = 0) -> Encoded:
+        """Tokens of `mesh` (any placement; it is normalised first, and the file stores where it was) and
+        its .vat bytes (entropy-coded or bit-packed: `raw` as in write()).
+        `scales` keeps only the first scales: a smaller file of a coarser shape; `max_bytes` keeps the
+        longest prefix of scales whose file fits in that many bytes (VatError when even scale 1 does not).
         `search` > 1: encode that many samplings of the surface (seeds seed, seed + 1, ...) and keep the
         tokens whose decoded occupancy agrees best (IoU) with the mesh's own inside/outside at points
         drawn for this check (SEARCH_QUERIES, their own seed): the encoder has the mesh, so it can try
-        its candidates as a video encoder tries its modes. Same file size, slower encoding."""
-        if search < 1:
-            raise VatError(f"search must be at least 1, got {search}")
+        its candidates as a video encoder tries its modes. Same file size, slower encoding.
+        `refine` > 0: then fit the kept candidate's latent to the mesh for up to that many steps
+        (vat.refine), keeping the refined tokens only where they do better on the same check."""
+        from vat.metrics import protocol_queries
+        from vat.refine import refine_tokens
+
+        if search < 1 or refine < 0:
+            raise VatError(f"search must be at least 1 and refine at least 0, got {search} and {refine}")
         scales = self._check_scales(scales, self.num_scales)
-        normalized, _ = normalize_mesh(mesh)
+        normalized, transform = normalize_mesh(mesh)
+        placement = Placement.from_transform(transform)
         samples = [sample_surface(normalized, self.config.num_points, seed + k) for k in range(search)]
         to = dict(device=self.device, dtype=torch.float32)
-        idx = self.tokenizer.encode(torch.as_tensor(np.stack([p for p, _ in samples]), **to),
-                                    torch.as_tensor(np.stack([n for _, n in samples]), **to))[:scales]
-        best = self._best_candidate(normalized, idx, scales, seed) if search > 1 else 0
-        indices = [i[best].cpu().numpy() for i in idx]
-        data = encode_tokens(indices, self.config.scale_sides, self.config.bits_per_token, self.fingerprint)
-        return Encoded(indices, data)
+        with torch.no_grad():
+            z, _ = self.tokenizer.latent(torch.as_tensor(np.stack([p for p, _ in samples]), **to),
+                                         torch.as_tensor(np.stack([n for _, n in samples]), **to), sample=False)
+            idx = self.tokenizer.quantizer(self.tokenizer._grid(z)).indices
+        check = None
+        if search > 1 or refine > 0:
+            check = protocol_queries(normalized, *SEARCH_QUERIES, seed=seed + SEARCH_SEED_OFFSET)
+        best = self._best_candidate(check, idx[:scales], scales) if search > 1 else 0
+        indices, refined = [i[best].cpu().numpy() for i in idx], None
+        if refine > 0:
+            refined = refine_tokens(self, normalized, z[best:best + 1], refine, seed, check)
+            indices = refined.indices
+        indices = indices[:scales]
+        if max_bytes is not None:
+            indices, data = self.fit(indices, max_bytes, placement, raw)
+        else:
+            data = self.write(indices, placement, raw)
+        return Encoded(indices, data, placement, refined)
+
+    def write(self, indices: list[np.ndarray], placement: Placement | None = None,
+              raw: bool | None = None) -> bytes:
+        """The .vat bytes of a token list (a prefix of the scales) and the mesh's placement (None: the
+        unit cube). raw=None: entropy-coded with the prior when the codec has one and that is smaller than
+        the bit-packed tokens (a prior can be worse than none), else bit-packed; True: bit-packed; False:
+        entropy-coded."""
+        def write(prior):
+            return encode_tokens(indices, self.config.scale_sides, self.config.bits_per_token, self.fingerprint,
+                                 placement, prior)
+
+        if raw is False and self.prior is None:
+            raise VatError("entropy coding needs a prior: this codec has no generator (a checkpoint folder with "
+                           "generator.safetensors gives it one)")
+        plain = None if raw is False else write(None)
+        if raw or self.prior is None:
+            return plain
+        coded = write(self.prior)
+        return coded if plain is None or len(coded) < len(plain) else plain
+
+    def fit(self, indices: list[np.ndarray], max_bytes: int, placement: Placement | None = None,
+            raw: bool | None = None) -> tuple[list[np.ndarray], bytes]:
+        """The longest prefix of scales of `indices` whose file fits in `max_bytes`, and that file."""
+        for scales in range(len(indices), 0, -1):
+            data = self.write(indices[:scales], placement, raw)
+            if len(data) <= max_bytes:
+                return indices[:scales], data
+        raise VatError(f"even the first scale takes {len(data)} bytes, more than the {max_bytes} asked for")
 
     @torch.no_grad()
-    def _best_candidate(self, normalized: trimesh.Trimesh, idx: list[torch.Tensor], scales: int, seed: int) -> int:
-        """The candidate (row of idx) whose decoded occupancy has the highest IoU with the mesh's."""
-        from vat.metrics import iou, protocol_queries
+    def _best_candidate(self, queries: dict, idx: list[torch.Tensor], scales: int) -> int:
+        """The candidate (row of idx) whose decoded occupancy has the highest IoU with the mesh's at the
+        check `queries`."""
+        from vat.metrics import iou
 
-        queries = protocol_queries(normalized, *SEARCH_QUERIES, seed=seed + SEARCH_SEED_OFFSET)
         fns = self.occupancy_fns([[i[k].cpu().numpy() for i in idx] for k in range(idx[0].shape[0])], scales)
         return int(np.argmax([iou(fn(queries["points"]) > 0, queries["inside"]) for fn in fns]))
 
     def read(self, data: bytes) -> list[np.ndarray]:
         """Token indices from .vat bytes made by this tokenizer (CodecError otherwise)."""
-        tokens = decode_tokens(data, expected_fingerprint=self.fingerprint, codebook_size=self.config.codebook_size)
+        return list(self.read_file(data).indices)
+
+    def read_file(self, data: bytes) -> TokenFile:
+        """The whole .vat file (tokens, placement, ...) from bytes made by this tokenizer (CodecError otherwise)."""
+        tokens = decode_tokens(data, expected_fingerprint=self.fingerprint, codebook_size=self.config.codebook_size,
+                               prior=self.prior)
         if tokens.scale_sides != self.config.scale_sides:
             raise VatError(f"the .vat file's scales {tokens.scale_sides} are not this tokenizer's {self.config.scale_sides}")
-        return list(tokens.indices)
+        return tokens
+
+    def decode(self, data: bytes, scales: int | None = None, resolution: int = 256, placement: bool = True,
+               progress: bool = False) -> trimesh.Trimesh:
+        """The mesh of .vat bytes, from the first `scales` scales; back where the encoded mesh was when the
+        file stores its placement and `placement` is True, else in the unit cube."""
+        tokens = self.read_file(data)
+        mesh = self.decode_mesh(list(tokens.indices), scales=scales, resolution=resolution, progress=progress)
+        return tokens.placement.apply(mesh) if placement and tokens.placement is not None else mesh
 
     def occupancy_fn(self, indices: list[np.ndarray], scales: int | None = None) -> OccupancyFn:
         """Occupancy logits (> 0 inside) as a function of points [N, 3], from the first `scales` scales."""
@@ -230,6 +274,7 @@ class Generation:
     input_image: "object | None" = None  # PIL.Image the model saw (RGB on white), None for text only
     preprocess_method: str | None = None  # alpha | rembg | builtin | none
     resolution: int = 256
+    placement: Placement | None = None  # where an encoded mesh was (its .vat files store it); None: the unit cube
     _meshes: dict = None
 
     @property
@@ -242,8 +287,7 @@ class Generation:
     def vat(self, scales: int | None = None) -> bytes:
         """The .vat file of the first `scales` scales (all by default)."""
         scales = self.codec._check_scales(scales, self.num_scales)
-        return encode_tokens(self.indices[:scales], self.codec.config.scale_sides, self.codec.config.bits_per_token,
-                             self.codec.fingerprint)
+        return self.codec.write(self.indices[:scales], self.placement)
 
     def mesh(self, scales: int | None = None, resolution: int | None = None) -> trimesh.Trimesh:
         """The mesh decoded from the first `scales` scales (cached); in the unit cube."""
@@ -270,15 +314,13 @@ class Pipeline:
         from vat.models.gpt import NextScaleGPT
 
         self.codec = codec
+        if codec.prior is None:  # also checks that the generator was trained on this tokenizer's tokens
+            codec.use_prior(generator)
         # generate()'s defaults: SAMPLING_DEFAULTS updated by `sampling` (sampling_config.json when loaded)
         self.sampling = {**SAMPLING_DEFAULTS, **check_sampling(sampling or {})}
         self.device = codec.device if device is None else torch.device(device)
         self.generator: NextScaleGPT = generator.to(self.device).eval()
         self.encoders = encoders.to(self.device).eval()
-        if (generator.config.scale_sides, generator.config.vocabulary, generator.config.latent_channels) != \
-                (codec.config.scale_sides, codec.config.codebook_size, codec.config.latent_channels):
-            raise VatError("the generator was not trained on this tokenizer's tokens "
-                           "(scales, codebook size or channels differ): use the folder they were saved in together")
 
     @classmethod
     def from_pretrained(cls, checkpoint: str | os.PathLike, device: str | torch.device | None = None) -> "Pipeline":
@@ -286,8 +328,10 @@ class Pipeline:
         from vat.models.gpt import NextScaleGPT
 
         folder = resolve_checkpoint(checkpoint)
-        codec = MeshCodec(VAT.from_pretrained(folder), device)
-        return cls(codec, NextScaleGPT.from_pretrained(folder), ConditionEncoders.from_pretrained(folder), codec.device,
+        tokenizer = VAT.from_pretrained(folder)
+        generator = NextScaleGPT.from_pretrained(folder)
+        codec = MeshCodec(tokenizer, device, generator)
+        return cls(codec, generator, ConditionEncoders.from_pretrained(folder), codec.device,
                    read_sampling(folder))
 
     def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype = torch.float16) -> None:

@@ -300,7 +300,7 @@ class NextScaleGPT(nn.Module):
                  text: torch.Tensor | None = None, batch_size: int = 1, cfg: float = 1.5,
                  cfg_schedule: str = "linear", temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0,
                  seed: int | torch.Generator | list[int] | None = None, use_cache: bool = True,
-                 on_scale=None) -> list[torch.Tensor]:
+                 on_scale=None, choose=None) -> list[torch.Tensor]:
         """Token indices per scale (idx_Bl), coarse to fine. With cfg != 0 and a condition, the conditional
         and unconditional (null) passes run as one doubled batch; see guidance_weight for the formula.
         use_cache=True feeds only each new scale's tokens; False re-runs the whole prefix every step.
@@ -308,7 +308,9 @@ class NextScaleGPT(nn.Module):
         reproducible tokens, None for torch's global generator; a list of ints samples one row per seed
         (a condition of batch 1 is shared by all rows), each row the tokens generate(seed=that int) gives
         (up to float rounding in the batched forward pass): batched samples for the price of few.
-        on_scale(done, total), if given, is called after each scale (progress bars)."""
+        on_scale(done, total), if given, is called after each scale (progress bars). choose(si, logits_BlV), if
+        given, picks each scale's tokens (idx_Bl) from its float32 logits in place of sampling: how the
+        entropy coder (vat.entropy) reads the model's probabilities of known tokens, scale by scale."""
         c = self.config
         if (quantizer.scale_sides, quantizer.codebook_size, quantizer.channels) != \
                 (c.scale_sides, c.vocabulary, c.latent_channels):
@@ -350,7 +352,9 @@ class NextScaleGPT(nn.Module):
                 cond_BlV, uncond_BlV = logits_BlV.chunk(2)
                 w = guidance_weight(cfg, si, len(c.scale_sides), cfg_schedule)
                 logits_BlV = (1 + w) * cond_BlV - w * uncond_BlV
-            if len(generators) == 1:
+            if choose is not None:
+                idx_Bl = choose(si, logits_BlV)
+            elif len(generators) == 1:
                 idx_Bl = sample_tokens(logits_BlV, temperature, top_k, top_p, generators[0])
             else:  # one seed per row: each row draws from its own generator
                 idx_Bl = torch.cat([sample_tokens(logits_BlV[b:b + 1], temperature, top_k, top_p, g)

@@ -1,0 +1,72 @@
+"""Content-adaptive encoding (MeshCodec.encode(refine=N), vat.refine): the tokens fitted to the mesh keep the
+file's size, are reproducible, never do worse than the unrefined tokens on the encoder's check, and learn
+from points of the encoder's own seed."""
+
+import numpy as np
+import pytest
+import trimesh
+
+from vat.geometry.io import normalize_mesh
+from vat.metrics import protocol_queries
+from vat.pipeline import SEARCH_QUERIES, SEARCH_SEED_OFFSET, MeshCodec
+from vat.refine import REFINE_SEED_OFFSET
+
+
+@pytest.fixture(scope="module")
+def codec(tiny_checkpoint):
+    return MeshCodec.from_pretrained(tiny_checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def box():
+    return trimesh.creation.box((0.8, 0.3, 0.5)).apply_translation((2, 0, 0))
+
+
+def test_refinement_keeps_the_size_and_never_loses_on_the_check(codec, box):
+    plain = codec.encode(box, raw=True)
+    refined = codec.encode(box, raw=True, refine=15)
+    assert len(refined.data) == len(plain.data)
+    r = refined.refined
+    assert 1 <= r.steps <= 15 and r.iou_after >= r.iou_before
+    check = protocol_queries(normalize_mesh(box)[0], *SEARCH_QUERIES, seed=SEARCH_SEED_OFFSET)
+    from vat.metrics import iou
+
+    measured = iou(codec.occupancy_fn(refined.indices)(check["points"]) > 0, check["inside"])
+    assert measured == pytest.approx(r.iou_after)
+    if r.kept:
+        assert r.iou_after > r.iou_before and any((a != b).any() for a, b in zip(refined.indices, plain.indices))
+    else:
+        assert all((a == b).all() for a, b in zip(refined.indices, plain.indices))
+    assert codec.encode(box, raw=True, refine=15).data == refined.data  # reproducible
+
+
+def test_a_refinement_that_only_hurts_keeps_the_unrefined_tokens(codec, box, monkeypatch):
+    """When every refined candidate checks worse than the encoder's own tokens (here the check is made to say
+    so: the unrefined tokens score 1, any other 0), the file holds the encoder's own tokens."""
+    import vat.refine
+
+    plain = codec.encode(box, raw=True)
+    monkeypatch.setattr(vat.refine, "_check_iou", lambda codec, indices, check: float(
+        all((a == b).all() for a, b in zip(indices, plain.indices))))
+    refined = codec.encode(box, raw=True, refine=30)
+    assert not refined.refined.kept and refined.refined.iou_after == refined.refined.iou_before == 1.0
+    assert refined.data == plain.data
+    assert refined.refined.steps == vat.refine.REFINE_CHECK_EVERY * vat.refine.REFINE_PATIENCE  # stopped early
+
+
+def test_the_refinement_fits_points_of_its_own_seed(codec, box):
+    """Its points are neither the protocol's queries nor the check's (different seeds, disjoint points)."""
+    unit = normalize_mesh(box)[0]
+    own = protocol_queries(unit, 2000, 2000, seed=REFINE_SEED_OFFSET)["points"]
+    for other in (protocol_queries(unit, 2000, 2000, seed=0)["points"],
+                  protocol_queries(unit, 2000, 2000, seed=SEARCH_SEED_OFFSET)["points"]):
+        assert not (own[:, None, :] == other[None, :500, :]).all(-1).any()
+
+
+def test_refinement_combines_with_the_search_and_a_byte_budget(codec, box):
+    encoded = codec.encode(box, search=3, refine=5, max_bytes=90)
+    assert len(encoded.data) <= 90 and encoded.refined is not None
+    assert len(codec.read(encoded.data)) == len(encoded.indices)
+    with pytest.raises(Exception, match="refine"):
+        codec.encode(box, refine=-1)
+    assert np.isfinite(encoded.refined.iou_after)
