@@ -54,7 +54,7 @@ from vat.geometry import LOAD_FORMATS, export_mesh, load_mesh, normalize_mesh  #
 from vat.geometry.extract import GRID_BOUND, postprocess  # noqa: E402
 from vat.geometry.procedural import random_shape  # noqa: E402
 from vat.metrics import compare_meshes, placement_hint  # noqa: E402
-from vat.ui import (BACKGROUND_METHODS, DEFAULT_RESOLUTION, MAX_SEED, MAX_TARGET_FACES, RESOLUTIONS,  # noqa: E402
+from vat.ui import (BACKGROUND_METHODS, DEFAULT_REFINE, DEFAULT_RESOLUTION, MAX_SEED, MAX_TARGET_FACES, RESOLUTIONS,  # noqa: E402
                     size_change, stage_times)
 
 try:  # Hugging Face Spaces (ZeroGPU): a GPU is attached only while a decorated call runs
@@ -739,8 +739,6 @@ def encode_mesh(checkpoint: str, mesh):
     """vat.pipeline.MeshCodec.encode (with the encoder-side search and refinement `vat encode` uses): tokens and
     .vat bytes."""
     from vat.pipeline import DEFAULT_SEARCH
-    from vat.refine import DEFAULT_REFINE
-
     return models_for(checkpoint).codec().encode(mesh, search=DEFAULT_SEARCH, refine=DEFAULT_REFINE)
 
 

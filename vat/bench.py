@@ -79,8 +79,7 @@ def bench_codec(codec, mesh, resolution: int = 256, repeats: int = 3) -> dict:
     search alone (encode_search_s) and with one sampling (encode_one_s), to decode
     those bytes back to a mesh at `resolution` (read and entropy-decode, decode the field, extract, put back in
     place: decode_s) and to read the tokens alone (read_s); best of `repeats`."""
-    from vat.pipeline import DEFAULT_SEARCH
-    from vat.refine import DEFAULT_REFINE
+    from vat.ui import DEFAULT_REFINE, DEFAULT_SEARCH
 
     encoded = codec.encode(mesh, search=DEFAULT_SEARCH, refine=DEFAULT_REFINE)
     decoded = codec.decode(encoded.data, resolution=resolution)

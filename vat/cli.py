@@ -13,8 +13,9 @@ from pathlib import Path
 
 from vat import __version__
 from vat.errors import VatError
-from vat.ui import (BACKGROUND_METHODS, DEFAULT_GENERATE_SEARCH, DEFAULT_RESOLUTION, DEFAULT_SEARCH, MAX_RESOLUTION,
-                    MAX_SEED, MIN_RESOLUTION, PROTOCOL_RESOLUTION, RESOLUTIONS, size_change, stage_times)
+from vat.ui import (BACKGROUND_METHODS, DEFAULT_GENERATE_SEARCH, DEFAULT_REFINE, DEFAULT_RESOLUTION, DEFAULT_SEARCH,
+                    MAX_RESOLUTION, MAX_SEED, MIN_RESOLUTION, PROTOCOL_RESOLUTION, RESOLUTIONS, size_change,
+                    stage_times)
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints"
 APP = Path(__file__).resolve().parent.parent / "app.py"  # the demo, which `vat bench --soak` launches
@@ -70,8 +71,6 @@ def _search_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _refine_option(parser: argparse.ArgumentParser) -> None:
-    from vat.refine import DEFAULT_REFINE
-
     parser.add_argument("--refine", type=int, default=DEFAULT_REFINE, metavar="N",
                         help="fit the tokens to the mesh: up to N optimisation steps of the latent through the decoder, "
                              "kept only where they decode closer to the mesh (same bytes, slower encoding; "

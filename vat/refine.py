@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-DEFAULT_REFINE = 20  # what `vat encode`, `vat eval-recon`, `vat bench` and the demo use (the library's: 0)
+from vat.ui import DEFAULT_REFINE  # noqa: F401  (what the CLI, bench and demo use; the library's default: 0)
+
 REFINE_SEED_OFFSET = 0x2EF1AE  # the training points' seed is the encoder's seed + this
 REFINE_POINTS = (8_192, 8_192)  # uniform and near-surface points the refinement fits (a pool)
 REFINE_BATCH = 4_096  # points per step, drawn from the pool
