@@ -193,6 +193,25 @@ def test_eval_gen_scores_rendered_meshes(tiny_checkpoint, tmp_path):
     assert "uncond_f_score" in result["summary"]
 
 
+@pytest.mark.slow
+def test_eval_gen_per_scale_scores_every_prefix_with_a_cooling_temperature(tiny_checkpoint, tmp_path, capsys):
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    trimesh.creation.box((0.6, 0.3, 0.2)).export(meshes / "box.ply")
+    out = tmp_path / "gen.json"
+    assert main(["eval-gen", "--meshes", str(meshes), "--checkpoint", str(tiny_checkpoint), "--resolution", "32",
+                 "--search", "1", "--no-match", "--per-scale", "--temperature-last", "0.5", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary, (item,) = (lambda r: (r["summary"], r["items"]))(json.loads(out.read_text()))
+    assert summary["per_scale"] is True and summary["temperature_last"] == 0.5
+    scales = len(item["prefix_digests"])
+    assert scales > 1 and len(item["f_score_per_scale"]) == len(item["f_score_005_per_scale"]) == scales
+    assert item["f_score_per_scale"][-1] == item["f_score"] and summary["f_score_per_scale"] == item["f_score_per_scale"]
+    assert all(0 <= f01 <= f05 <= 1 for f01, f05 in zip(item["f_score_per_scale"], item["f_score_005_per_scale"]))
+    assert summary["distinct_prefixes_per_scale"] == [1] * scales and summary["full_is_best"] in (0, 1)
+    assert "f_score_per_scale" in printed and "distinct_prefixes_per_scale 1 1" in printed
+
+
 def test_cfg_schedule_choices_are_the_models():
     from vat.cli import build_parser
     from vat.models.gpt import CFG_SCHEDULES

@@ -57,8 +57,14 @@ def resolve_checkpoint(checkpoint: str | os.PathLike) -> Path:
 # Sampling settings of a generator: these defaults, overridden by the checkpoint's sampling_config.json
 # (the setting chosen for that generator on its validation split; see the model card), overridden by
 # the caller's arguments.
-SAMPLING_DEFAULTS = {"cfg": 1.5, "cfg_schedule": "linear", "temperature": 1.0, "top_k": 0, "top_p": 0.0}
+# temperature_last: the temperature at the last scale, reached linearly from `temperature` at the first
+# (vat.models.gpt.scale_temperature); None keeps `temperature` at every scale (files without the key load so).
+SAMPLING_DEFAULTS = {"cfg": 1.5, "cfg_schedule": "linear", "temperature": 1.0, "temperature_last": None, "top_k": 0,
+                     "top_p": 0.0}
+SAMPLING_KINDS = {"cfg": float, "cfg_schedule": str, "temperature": float, "temperature_last": float, "top_k": int,
+                  "top_p": float}
 SAMPLING_CONFIG = "sampling_config.json"
+UNGUIDED_SAMPLING = ("temperature", "temperature_last", "top_k", "top_p")  # what an unconditional sample uses
 
 
 def check_sampling(settings: dict) -> dict:
@@ -68,12 +74,13 @@ def check_sampling(settings: dict) -> dict:
     if unknown:
         raise VatError(f"unknown sampling setting(s) {sorted(unknown)}; known: {sorted(SAMPLING_DEFAULTS)}")
     valid = {"cfg": lambda v: v >= 0, "cfg_schedule": lambda v: v in ("linear", "constant"),
-             "temperature": lambda v: v > 0, "top_k": lambda v: v >= 0, "top_p": lambda v: 0 <= v <= 1}
+             "temperature": lambda v: v > 0, "temperature_last": lambda v: v > 0, "top_k": lambda v: v >= 0,
+             "top_p": lambda v: 0 <= v <= 1}
     out = {}
     for key, value in settings.items():
         if value is None:
             continue
-        kind = type(SAMPLING_DEFAULTS[key])
+        kind = SAMPLING_KINDS[key]
         try:
             typed = kind(value)
         except (TypeError, ValueError):
@@ -311,7 +318,7 @@ class Pipeline:
     @torch.no_grad()
     def generate(self, image=None, text: str | None = None, seed: int = 0, cfg: float | None = None,
                  cfg_schedule: str | None = None, temperature: float | None = None, top_k: int | None = None,
-                 top_p: float | None = None, preprocess: bool = True, foreground_ratio: float = 0.85,
+                 top_p: float | None = None, temperature_last: float | None = None, preprocess: bool = True, foreground_ratio: float = 0.85,
                  remove_background: str = "auto", resolution: int = 256, search: int = 1,
                  progress=None) -> Generation:
         """Tokens of every scale for an image (path, bytes, PIL or array) and/or a text prompt.
@@ -327,7 +334,7 @@ class Pipeline:
         from vat.preprocess import load_image, preprocess_image
 
         sampling = self.sampling_with(cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k,
-                                      top_p=top_p)
+                                      top_p=top_p, temperature_last=temperature_last)
 
         text = (text or "").strip() or None
         if image is None and text is None:
@@ -395,12 +402,14 @@ class Pipeline:
 
     @torch.no_grad()
     def generate_unconditional(self, seed: int = 0, temperature: float | None = None, top_k: int | None = None,
-                               top_p: float | None = None, resolution: int = 256) -> Generation:
+                               top_p: float | None = None, resolution: int = 256,
+                               temperature_last: float | None = None) -> Generation:
         """Tokens sampled from the null condition (what the generator makes of no input; no guidance,
         there is nothing to guide towards): the floor a conditional generation must beat. Settings
         left None are the pipeline's."""
-        sampling = self.sampling_with(temperature=temperature, top_k=top_k, top_p=top_p)
-        sampling = {k: sampling[k] for k in ("temperature", "top_k", "top_p")}
+        sampling = self.sampling_with(temperature=temperature, top_k=top_k, top_p=top_p,
+                                      temperature_last=temperature_last)
+        sampling = {k: sampling[k] for k in UNGUIDED_SAMPLING}
         start = time.perf_counter()
         idx = self.generator.generate(self.codec.tokenizer.quantizer, seed=seed, **sampling)
         timings = {"sample": time.perf_counter() - start}
