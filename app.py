@@ -621,7 +621,7 @@ def sample_tokens(checkpoint: str, image: str | None, text: str | None, seed: in
     result = models_for(checkpoint).pipeline().generate(image=image, text=text, seed=seed, progress=on_scale,
                                                         **settings)
     return dict(indices=result.indices, input_image=result.input_image, method=result.preprocess_method,
-                timings=result.timings, settings=result.settings, seed=result.seed)
+                timings=result.timings, settings=result.settings, seed=result.seed, warning=result.preprocess_warning)
 
 
 @on_gpu
@@ -674,7 +674,7 @@ class Demo:
         with _for_visitors(path, name):
             done = preprocess_image(path, foreground_ratio=FOREGROUND_RATIO.check(foreground_ratio),
                                     remove_background="none" if skip_background_removal else "auto")
-        return done.image, _method_note(done.method)
+        return done.image, _method_note(done.method, done.warning)
 
     @handler
     def generate(self, image, text: str = "", seed: float | None = 0, guidance_scale: float | None = None,
@@ -722,7 +722,7 @@ class Demo:
                     if settings["search"] > 1 else "")
         info = (f"Seed **{seed}**{searched} · {result.num_scales} scales · {_count(result.tokens_at(), 'token')} in "
                 f"**{len(result.vat()):,} bytes** · " + " · ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
-        note = _method_note(result.preprocess_method) if result.preprocess_method else ""
+        note = _method_note(result.preprocess_method, tokens["warning"]) if result.preprocess_method else ""
         return (result.input_image, note, glb, seed, info, result.num_scales,
                 _scale_readout(session, "generate", result, result.num_scales), session)
 
@@ -878,7 +878,8 @@ class Demo:
                                 randomize = gr.Checkbox(True, label="Randomise seed")
                             guidance = gr.Slider(value=sampling["cfg"], step=0.1, **GUIDANCE.ui(),
                                                  info=f"{sampling['cfg_schedule']} over the scales")
-                            temperature = gr.Slider(value=sampling["temperature"], step=0.05, **TEMPERATURE.ui())
+                            temperature = gr.Slider(value=sampling["temperature"], step=0.05, **TEMPERATURE.ui(),
+                                                    info=_temperature_info(sampling))
                             top_k = gr.Number(sampling["top_k"], precision=0, **TOP_K.ui())
                             top_p = gr.Slider(value=sampling["top_p"], step=0.01, **TOP_P.ui())
                             search = gr.Slider(value=DEFAULT_GENERATE_SEARCH, step=1, **SEARCH.ui(),
@@ -898,7 +899,7 @@ class Demo:
                     with gr.Column(scale=2):
                         view = gr.Model3D(label="Mesh", height=420, clear_color=(1.0, 1.0, 1.0, 1.0),
                                           elem_id="mesh-view")
-                        scale = scale_slider("Scales decoded (coarse to fine)", elem_id="scale-slider")
+                        scale = scale_slider("Scales decoded (coarse to fine)", elem_id="scale-slider", info=SCALE_INFO)
                         readout = gr.Markdown(label="Scale readout", elem_id="scale-readout")
                         info = gr.Markdown(label="Generation info", elem_id="generate-info")
                         with gr.Accordion("Download", open=False):
@@ -991,15 +992,26 @@ class Demo:
         return demo
 
 
-def _method_note(method: str | None) -> str:
+# What the early scales show (measured with `vat eval-gen --per-scale`; README, "Sampling per scale").
+SCALE_INFO = ("Scales 1-4 are a coarse blob, much the same for every image; the image's shape shows from about "
+              "scale 5, and the last scale is the finest.")
+
+
+def _temperature_info(sampling: dict) -> str | None:
+    last = sampling.get("temperature_last")
+    return None if last is None else f"at scale 1, going to {last:g} at the last scale (cooler fine scales)"
+
+
+def _method_note(method: str | None, warning: str = "") -> str:
     notes = {
+        "grabcut": "Background removed with OpenCV's GrabCut (no rembg model on this machine).",
         "alpha": "Background: the image's own transparency.",
         "rembg": "Background removed with rembg.",
         "builtin": "Background removed with the built-in segmentation (no rembg model on this machine); "
                    "an image with a plain background or transparency works best.",
         "none": "Background kept (removal skipped).",
     }
-    return notes.get(method, "")
+    return notes.get(method, "") + (f"\n\n⚠️ {warning}" if warning else "")
 
 
 def build_demo(checkpoint: str | os.PathLike | None = None,

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import trimesh
 
@@ -120,6 +121,20 @@ def test_generate_writes_mesh_and_tokens(tiny_checkpoint, tmp_path, capsys):
     assert main(["decode", str(vat), "--checkpoint", str(tiny_checkpoint), "-o", str(decoded),
                  "--resolution", "32"]) == 0
     assert len(trimesh.load(decoded, force="mesh").faces) > 0
+
+
+def test_generate_warns_when_the_cut_out_looks_wrong(tiny_checkpoint, tmp_path, capsys):
+    from PIL import Image
+
+    clutter = tmp_path / "clutter.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(clutter)
+    argv = ["generate", str(clutter), "--checkpoint", str(tiny_checkpoint), "-o", str(tmp_path / "out.glb"),
+            "--resolution", "32", "--search", "1"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "vat generate: warning: The cut-out may be wrong" in err and "transparent background" in err
+    assert main(argv[:1] + [str(draw_object_image(tmp_path / "object.png"))] + argv[2:]) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_generate_from_text_only_and_errors(tiny_checkpoint, tmp_path, capsys):

@@ -144,6 +144,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                                    remove_background="none" if args.no_background_removal else "auto",
                                    foreground_ratio=args.foreground_ratio, search=_search(args),
                                    **_generation_settings(args))
+    if generation.preprocess_warning:
+        print(f"vat generate: warning: {generation.preprocess_warning}", file=sys.stderr)
     mesh = generation.mesh(args.scale)
     export_mesh(mesh, args.output)
     scales = args.scale or generation.num_scales

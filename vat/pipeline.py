@@ -236,9 +236,10 @@ class Generation:
     settings: dict
     timings: dict  # seconds: preprocess, condition, sample; decode_s<S> as meshes are decoded
     input_image: "object | None" = None  # PIL.Image the model saw (RGB on white), None for text only
-    preprocess_method: str | None = None  # alpha | rembg | builtin | none
+    preprocess_method: str | None = None  # alpha | rembg | grabcut | builtin | none
     resolution: int = 256
     _meshes: dict = None
+    preprocess_warning: str = ""  # the segmented foreground looks wrong (vat.preprocess.Preprocessed.warning)
 
     @property
     def num_scales(self) -> int:
@@ -343,13 +344,13 @@ class Pipeline:
             raise VatError(f"search must be a positive whole number of samples, got {search}")
         if search > 1 and image is None:
             raise VatError("search picks the sample that fits the image's outline: it needs an image")
-        timings, input_image, method, mask = {}, None, None, None
+        timings, input_image, method, mask, warning = {}, None, None, None, ""
         start = time.perf_counter()
         if image is not None:
             loaded = load_image(image)
             if preprocess:
                 done = preprocess_image(loaded, foreground_ratio=foreground_ratio, remove_background=remove_background)
-                input_image, method, mask = done.image, done.method, done.mask
+                input_image, method, mask, warning = done.image, done.method, done.mask, done.warning
             else:
                 input_image, method = loaded.convert("RGB"), "none"
                 if loaded.mode == "RGBA":
@@ -382,7 +383,7 @@ class Pipeline:
             settings["outline_score"] = float(scores[best])
             timings["search"] = time.perf_counter() - start
         return Generation(candidates[best], self.codec, seed + best, settings, timings, input_image, method,
-                          resolution)
+                          resolution, preprocess_warning=warning)
 
     def outline_scores(self, candidates: list[list[np.ndarray]], mask_HW: np.ndarray) -> np.ndarray:
         """For each candidate's tokens, the IoU of its outline (occupancy at the points of an OUTLINE_GRID^3
