@@ -84,8 +84,10 @@ def test_generations_of_the_wrong_piece_do_not_match(pieces):
 
 def test_no_match_and_an_empty_floor(pieces):
     folder, meshes = pieces
+    done = []  # on_item sees the items so far after each mesh (what `vat eval-gen --json` writes as it goes)
     result = evaluate_generation(KnownGenerations(meshes, floor=trimesh.Trimesh()), folder, limit=2,
-                                 resolution=32, match=False)
+                                 resolution=32, match=False, on_item=lambda items: done.append(len(items)))
+    assert done == [1, 2]
     assert not {"match_rate", "match_chance", "cond_beats_uncond", "uncond_f_score"} & set(result["summary"])
     assert np.isclose(result["summary"]["f_score"], np.mean([i["f_score"] for i in result["items"]]))
 

@@ -167,7 +167,8 @@ def _cmd_eval_gen(args: argparse.Namespace) -> int:
     pipeline = Pipeline.from_pretrained(args.checkpoint)
     result = evaluate_generation(pipeline, args.meshes, limit=args.limit, seed=args.seed, resolution=args.resolution,
                                  settings=pipeline.sampling_with(**_generation_settings(args)),
-                                 match=not args.no_match, search=_search(args), per_scale=args.per_scale)
+                                 match=not args.no_match, search=_search(args), per_scale=args.per_scale,
+                                 on_item=lambda items: _write_json(args.json, {"partial": True}, items))
     for key, value in result["summary"].items():
         if isinstance(value, list):
             value = " ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in value)

@@ -191,9 +191,10 @@ def per_scale_summary(items: list[dict]) -> dict:
 
 def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | None = None, seed: int = 0,
                         resolution: int = 256, settings: dict | None = None, match: bool = True,
-                        search: int = 1, per_scale: bool = False) -> dict:
+                        search: int = 1, per_scale: bool = False, on_item=None) -> dict:
     """eval-gen: every mesh's generation_item (with `search` samples each; with `per_scale`, every prefix
-    of scales scored too: per_scale_scores, per_scale_summary), and in the summary their means plus
+    of scales scored too: per_scale_scores, per_scale_summary; `on_item(items)`, if given, is called with the
+    items so far after each mesh: a long run can be read while it goes), and in the summary their means plus
     - the floor: the unconditional sample (null condition, the same seed and sampling settings; one
       mesh for the whole run, since nothing of the input reaches it) scored against every mesh, and
       cond_beats_uncond, the number of meshes whose conditional F@0.01 beats it;
@@ -222,6 +223,8 @@ def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | Non
         if generated is None:
             log.warning("%s: %s", path, item["error"])
         items.append(item)
+        if on_item is not None:
+            on_item(items)
         if match:  # the samples only: N meshes of 256^3 marching cubes would not fit in memory
             if generated is not None:
                 own.append(len(mesh_points))
