@@ -993,8 +993,8 @@ class Demo:
 
 
 # What the early scales show (measured with `vat eval-gen --per-scale`; README, "Sampling per scale").
-SCALE_INFO = ("Scales 1-4 are a coarse blob, much the same for every image; the image's shape shows from about "
-              "scale 5, and the last scale is the finest.")
+SCALE_INFO = ("Scales 1-4 are coarse blobs that differ little from image to image (scale 1 is often the very "
+              "same); the image's shape shows from about scale 5 to 7, and the last scales add detail.")
 
 
 def _temperature_info(sampling: dict) -> str | None:

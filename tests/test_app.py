@@ -246,7 +246,7 @@ def test_every_handler_has_a_stable_api_name_and_generate_needs_only_the_image(d
 def test_the_scale_slider_says_what_the_early_scales_show(tiny_checkpoint, examples_dir, tmp_path):
     blocks = app.Demo(tiny_checkpoint, examples_dir).build()
     slider = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "scale-slider")
-    assert "Scales 1-" in slider.info and "same for every image" in slider.info
+    assert "Scales 1-4" in slider.info and "differ little from image to image" in slider.info
     sliders = {b.label: b for b in blocks.blocks.values() if isinstance(b, gr.Slider)}
     assert sliders[app.TEMPERATURE.label].info is None  # a constant temperature: nothing to add
     cooled = tmp_path / "cooled"
