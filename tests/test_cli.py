@@ -221,7 +221,8 @@ def test_eval_gen_per_scale_scores_every_prefix_with_a_cooling_temperature(tiny_
     assert summary["per_scale"] is True and summary["temperature_last"] == 0.5
     scales = len(item["prefix_digests"])
     assert scales > 1 and len(item["f_score_per_scale"]) == len(item["f_score_005_per_scale"]) == scales
-    assert item["f_score_per_scale"][-1] == item["f_score"] and summary["f_score_per_scale"] == item["f_score_per_scale"]
+    assert item["f_score_per_scale"][-1] == item["f_score"]
+    assert summary["f_score_per_scale"] == item["f_score_per_scale"]
     assert all(0 <= f01 <= f05 <= 1 for f01, f05 in zip(item["f_score_per_scale"], item["f_score_005_per_scale"]))
     assert summary["distinct_prefixes_per_scale"] == [1] * scales and summary["full_is_best"] in (0, 1)
     assert "f_score_per_scale" in printed and "distinct_prefixes_per_scale 1 1" in printed

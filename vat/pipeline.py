@@ -319,9 +319,9 @@ class Pipeline:
     @torch.no_grad()
     def generate(self, image=None, text: str | None = None, seed: int = 0, cfg: float | None = None,
                  cfg_schedule: str | None = None, temperature: float | None = None, top_k: int | None = None,
-                 top_p: float | None = None, temperature_last: float | None = None, preprocess: bool = True, foreground_ratio: float = 0.85,
-                 remove_background: str = "auto", resolution: int = 256, search: int = 1,
-                 progress=None) -> Generation:
+                 top_p: float | None = None, temperature_last: float | None = None, preprocess: bool = True,
+                 foreground_ratio: float = 0.85, remove_background: str = "auto", resolution: int = 256,
+                 search: int = 1, progress=None) -> Generation:
         """Tokens of every scale for an image (path, bytes, PIL or array) and/or a text prompt.
         Sampling settings left None are the pipeline's (`self.sampling`: the checkpoint's
         sampling_config.json, else SAMPLING_DEFAULTS). `progress(done_scales, total_scales)` is

@@ -53,8 +53,7 @@ def pieces(mask_HW: np.ndarray, share: float = 0.0) -> tuple[np.ndarray, np.ndar
 
 def is_clean(mask_HW: np.ndarray) -> bool:
     """One piece, clear of the image's edge: what the plain-background segmentation gives on a render."""
-    labels_HW, kept = pieces(mask_HW, PIECE_SHARE)
-    return len(kept) == 1 and not _edge(mask_HW).any()
+    return len(pieces(mask_HW, PIECE_SHARE)[1]) == 1 and not _edge(mask_HW).any()
 
 
 def seed_box(seed_HW: np.ndarray) -> tuple[int, int, int, int] | None:
