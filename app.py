@@ -725,7 +725,7 @@ def sample_tokens(checkpoint: str, image: str | None, text: str | None, seed: in
     result = models_for(checkpoint).pipeline().generate(image=image, text=text, seed=seed, progress=on_scale,
                                                         **settings)
     return dict(indices=result.indices, input_image=result.input_image, method=result.preprocess_method,
-                timings=result.timings, settings=result.settings, seed=result.seed)
+                timings=result.timings, settings=result.settings, seed=result.seed, warning=result.preprocess_warning)
 
 
 @on_gpu
@@ -779,7 +779,7 @@ class Demo:
         with _for_visitors(path, name):
             done = preprocess_image(path, foreground_ratio=FOREGROUND_RATIO.check(foreground_ratio),
                                     remove_background="none" if skip else "auto")
-        return done.image, _method_note(done.method)
+        return done.image, _method_note(done.method, done.warning)
 
     def preview_on_page(self, image, foreground_ratio: float = 0.85, skip_background_removal: bool = False):
         """`preview` for the page: a file it cannot use is said beside the preview, not in a pop-up, so
@@ -835,7 +835,7 @@ class Demo:
                     if settings["search"] > 1 else "")
         info = (f"Seed **{seed}**{searched} · {result.num_scales} scales · {_count(result.tokens_at(), 'token')} in "
                 f"**{len(result.vat()):,} bytes** · " + stage_times(timings, " · "))
-        note = _method_note(result.preprocess_method) if result.preprocess_method else ""
+        note = _method_note(result.preprocess_method, tokens["warning"]) if result.preprocess_method else ""
         return (result.input_image, note, glb, seed, info, result.num_scales,
                 _scale_readout(session, "generate", result, result.num_scales), session)
 
@@ -995,7 +995,8 @@ class Demo:
                                 randomize = gr.Checkbox(True, label="Randomise seed")
                             guidance = gr.Slider(value=sampling["cfg"], step=0.1, **GUIDANCE.ui(),
                                                  info=f"{sampling['cfg_schedule']} over the scales")
-                            temperature = gr.Slider(value=sampling["temperature"], step=0.05, **TEMPERATURE.ui())
+                            temperature = gr.Slider(value=sampling["temperature"], step=0.05, **TEMPERATURE.ui(),
+                                                    info=_temperature_info(sampling))
                             top_k = gr.Number(sampling["top_k"], precision=0, **TOP_K.ui())
                             top_p = gr.Slider(value=sampling["top_p"], step=0.01, **TOP_P.ui())
                             search = gr.Slider(value=DEFAULT_GENERATE_SEARCH, step=1, **SEARCH.ui(),
@@ -1015,7 +1016,7 @@ class Demo:
                     with gr.Column(scale=2):
                         view = gr.Model3D(label="Mesh", height=420, clear_color=(1.0, 1.0, 1.0, 1.0),
                                           elem_id="mesh-view")
-                        scale = scale_slider("Scales decoded (coarse to fine)", elem_id="scale-slider")
+                        scale = scale_slider("Scales decoded (coarse to fine)", elem_id="scale-slider", info=SCALE_INFO)
                         readout = gr.Markdown(label="Scale readout", elem_id="scale-readout")
                         info = gr.Markdown(label="Generation info", elem_id="generate-info")
                         with gr.Accordion("Download", open=False):
@@ -1114,9 +1115,21 @@ class Demo:
         return demo
 
 
-def _method_note(method: str | None) -> str:
-    """How the object was cut out of the image (vat.ui.BACKGROUND_METHODS), for the page."""
-    return f"Background: {BACKGROUND_METHODS[method]}." if method in BACKGROUND_METHODS else ""
+# What the early scales show (measured with `vat eval-gen --per-scale`; model card, "Every prefix of scales").
+SCALE_INFO = ("Scales 1-4 are coarse blobs that differ little from image to image (scale 1 is often the very "
+              "same); the image's shape shows from about scale 5 to 7, and the last scales add detail.")
+
+
+def _temperature_info(sampling: dict) -> str | None:
+    last = sampling.get("temperature_last")
+    return None if last is None else f"at scale 1, going to {last:g} at the last scale (cooler fine scales)"
+
+
+def _method_note(method: str | None, warning: str = "") -> str:
+    """How the object was cut out of the image (vat.ui.BACKGROUND_METHODS), and a warning when the cut-out
+    looks wrong, for the page."""
+    note = f"Background: {BACKGROUND_METHODS[method]}." if method in BACKGROUND_METHODS else ""
+    return note + (f"\n\n⚠️ {warning}" if warning else "")
 
 
 def build_demo(checkpoint: str | os.PathLike | None = None,

@@ -3,6 +3,7 @@ the mesh from the first s scales for every s, render one view of each, and tile 
 input image on the left and the token count and .vat bytes under each.
 
     python scripts/coarse_to_fine.py examples/office-chair.png -o docs/coarse-to-fine.png --seed 0
+    python scripts/coarse_to_fine.py examples/*.png --scales 1,3,6,10 -o docs/examples-scales.png   # a row each
     python scripts/coarse_to_fine.py --mesh chair.obj -o docs/chair-scales.png   # the tokenizer alone
 
 With --mesh the tokenizer encodes that mesh instead (reconstruction per scale, no generator).
@@ -34,7 +35,7 @@ def tile(panels: list[tuple[Image.Image, str]], size: int) -> Image.Image:
     return sheet
 
 
-def first_panel(args) -> tuple[list[tuple[Image.Image, str]], Generation]:
+def first_panel(args, image: str | None = None) -> tuple[list[tuple[Image.Image, str]], Generation]:
     """The input panel and the tokens: a generation from the image, or (--mesh) the mesh's own
     tokens wrapped as a Generation, so both decode, count and size scales the same way."""
     if args.mesh:
@@ -44,14 +45,29 @@ def first_panel(args) -> tuple[list[tuple[Image.Image, str]], Generation]:
         indices = codec.encode(mesh, search=DEFAULT_SEARCH).indices  # as `vat encode` does
         result = Generation(indices=indices, codec=codec, seed=0, settings={}, timings={}, resolution=args.resolution)
         return [(Image.fromarray(composite_on_white(first.rgba)), "input mesh")], result
-    result = Pipeline.from_pretrained(args.checkpoint).generate(image=args.image, seed=args.seed, cfg=args.cfg,
+    result = Pipeline.from_pretrained(args.checkpoint).generate(image=image, seed=args.seed, cfg=args.cfg,
                                                                 resolution=args.resolution, search=args.search)
-    return [(result.input_image, f"input (seed {args.seed})")], result
+    return [(result.input_image, f"{Path(image).stem} (seed {args.seed})")], result
+
+
+def row(args, image: str | None = None) -> Image.Image:
+    """The input's panel and one panel per scale of --scales (default: every scale)."""
+    panels, result = first_panel(args, image)
+    scales = [int(s) for s in args.scales.split(",")] if args.scales else range(1, result.num_scales + 1)
+    for s in scales:
+        try:
+            view = render_view(result.mesh(s), args.azimuth, args.elevation, args.size)
+            picture = Image.fromarray(composite_on_white(view.rgba))
+        except VatError as exc:  # an empty coarse scale has no surface to draw
+            picture = Image.new("RGB", (args.size, args.size), "white")
+            ImageDraw.Draw(picture).text((8, args.size // 2), f"no surface ({type(exc).__name__})", fill=(120, 0, 0))
+        panels.append((picture, f"s={s}: {result.tokens_at(s)} tok, {len(result.vat(s))} B"))
+    return tile(panels, args.size)
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("image", nargs="?", help="input image (generation)")
+    p.add_argument("image", nargs="*", help="input image(s) (generation; one row each)")
     p.add_argument("--mesh", help="encode this mesh instead of generating")
     p.add_argument("-o", "--out", required=True, help="PNG to write")
     p.add_argument("--checkpoint", default="checkpoints", help="model folder")
@@ -63,25 +79,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", type=int, default=192, help="panel side in pixels")
     p.add_argument("--azimuth", type=float, default=35.0)
     p.add_argument("--elevation", type=float, default=20.0)
+    p.add_argument("--scales", help="the scales to show, e.g. 1,3,6,10 (default: every scale)")
     args = p.parse_args(argv)
-    if (args.image is None) == (args.mesh is None):
-        p.error("give an image or --mesh")
+    if bool(args.image) == bool(args.mesh):
+        p.error("give images or --mesh")
 
     try:
-        panels, result = first_panel(args)
+        rows = [row(args, image) for image in args.image] if args.image else [row(args)]
     except VatError as exc:  # a missing checkpoint, a bad image or mesh: one line, no traceback
         raise SystemExit(f"coarse_to_fine: {exc}") from exc
-    for s in range(1, result.num_scales + 1):
-        try:
-            view = render_view(result.mesh(s), args.azimuth, args.elevation, args.size)
-            image = Image.fromarray(composite_on_white(view.rgba))
-        except VatError as exc:  # an empty coarse scale has no surface to draw
-            image = Image.new("RGB", (args.size, args.size), "white")
-            ImageDraw.Draw(image).text((8, args.size // 2), f"no surface ({type(exc).__name__})", fill=(120, 0, 0))
-        panels.append((image, f"s={s}: {result.tokens_at(s)} tok, {len(result.vat(s))} B"))
+    sheet = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), "white")
+    for k, picture in enumerate(rows):
+        sheet.paste(picture, (0, sum(r.height for r in rows[:k])))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tile(panels, args.size).save(args.out)
-    print(f"{args.out}: input + {result.num_scales} scales")
+    sheet.save(args.out)
+    print(f"{args.out}: {len(rows)} row(s) of the input and {args.scales or 'every scale'}")
 
 
 if __name__ == "__main__":

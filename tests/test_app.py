@@ -139,6 +139,21 @@ def test_preview_shows_what_the_model_sees(demo, tmp_path):
     assert "Background: kept" in demo.preview(str(rgba), 0.85, True)[1]
 
 
+def test_a_photo_is_cut_out_with_grabcut_and_a_doubtful_cut_out_is_flagged(demo, tmp_path):
+    pytest.importorskip("cv2")
+    from PIL import Image
+    from skimage.data import coffee
+
+    Image.fromarray(coffee()).save(tmp_path / "coffee.png")
+    seen, note = demo.preview(str(tmp_path / "coffee.png"))
+    assert "GrabCut" in note and "⚠️" not in note
+    clutter = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    Image.fromarray(clutter).save(tmp_path / "clutter.png")
+    assert "transparent background" in demo.preview(str(tmp_path / "clutter.png"))[1]
+    out = demo.generate(str(tmp_path / "clutter.png"), seed=1, resolution="64", search=1, progress=Progress())
+    assert "⚠️" in out[1] and "transparent background" in out[1]
+
+
 def test_mesh_to_tokens_and_back(demo, tmp_path):
     mesh_path = tmp_path / "box.obj"
     trimesh.creation.box((1.0, 0.6, 0.3)).export(mesh_path)
@@ -227,6 +242,20 @@ def test_every_handler_has_a_stable_api_name_and_generate_needs_only_the_image(d
     assert first["parameter_name"] == "image" and not first["parameter_has_default"]
     assert [p["parameter_name"] for p in rest][:3] == ["text", "seed", "guidance_scale"]
     assert all(p["parameter_has_default"] for p in rest)
+
+
+def test_the_scale_slider_says_what_the_early_scales_show(tiny_checkpoint, examples_dir, tmp_path):
+    blocks = app.Demo(tiny_checkpoint, examples_dir).build()
+    slider = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "scale-slider")
+    assert "Scales 1-4" in slider.info and "differ little from image to image" in slider.info
+    sliders = {b.label: b for b in blocks.blocks.values() if isinstance(b, gr.Slider)}
+    assert sliders[app.TEMPERATURE.label].info is None  # a constant temperature: nothing to add
+    cooled = tmp_path / "cooled"
+    shutil.copytree(tiny_checkpoint, cooled)
+    (cooled / "sampling_config.json").write_text('{"temperature": 1.0, "temperature_last": 0.4}')
+    blocks = app.Demo(cooled, examples_dir).build()
+    sliders = {b.label: b for b in blocks.blocks.values() if isinstance(b, gr.Slider)}
+    assert "0.4 at the last scale" in sliders[app.TEMPERATURE.label].info
 
 
 def test_models_load_once_under_concurrent_first_requests(tiny_checkpoint, monkeypatch):

@@ -7,6 +7,10 @@ Needs the Debian package `chromium` (`apt-get install -y chromium`); Playwright'
 download (`playwright install`) is never used. The same code makes the README's screenshot:
 
     python tests/test_app_browser.py --checkpoint checkpoints --image examples/X.png --out docs/app.png --seed 0
+
+and, with several images, a sheet of the Image-to-3D row of each page (the README's photos):
+
+    python tests/test_app_browser.py --checkpoint checkpoints --image A.jpg B.jpg --out docs/photos.png --seed 0
 """
 
 from __future__ import annotations
@@ -224,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--checkpoint", default=None, help="folder or hub id (default: the app's default)")
-    parser.add_argument("--image", required=True, help="the image to upload")
+    parser.add_argument("--image", required=True, nargs="+", help="the image(s) to upload")
     parser.add_argument("--examples", default=str(app.EXAMPLES_DIR))
     parser.add_argument("--out", required=True, help="where to write the PNG")
     parser.add_argument("--seed", type=int, help="generate with this seed (default: the demo's random one)")
@@ -232,11 +236,36 @@ def main(argv: list[str] | None = None) -> None:
     demo = app.build_demo(args.checkpoint, args.examples)
     port = free_port()
     app.serve(demo, port=port, prevent_thread_lock=True)
+    shots = [args.out] if len(args.image) == 1 else [f"{args.out}.{k}.png" for k in range(len(args.image))]
     try:
-        seen = drive_demo(f"http://127.0.0.1:{port}/", args.image, args.out, seed=args.seed)
+        for image, shot in zip(args.image, shots):
+            seen = drive_demo(f"http://127.0.0.1:{port}/", image, shot, seed=args.seed)
+            print(f"{image}: {seen['readout']} / after the slider: {seen['scaled_readout']}")
     finally:
         demo.close()
-    print(f"{args.out}: {seen['readout']} / after the slider: {seen['scaled_readout']}")
+    if len(shots) > 1:
+        sheet_of_rows(shots, args.out)
+
+
+# The Image-to-3D row of a 1400 px wide page (input, what the model sees with the background note, the
+# mesh and the scale slider), and the scale of each in the sheet of several.
+ROW_BOX, SHEET_SCALE = (90, 295, 1310, 810), 0.55
+
+
+def sheet_of_rows(shots: list[str], out: str) -> None:
+    """Two columns of the pages' Image-to-3D rows; the single screenshots are removed."""
+    rows = []
+    for shot in shots:
+        with Image.open(shot) as page:
+            row = page.convert("RGB").crop(ROW_BOX)
+        rows.append(row.resize((round(row.width * SHEET_SCALE), round(row.height * SHEET_SCALE)), Image.LANCZOS))
+        Path(shot).unlink()
+    width, height = rows[0].size
+    sheet = Image.new("RGB", (2 * width, height * ((len(rows) + 1) // 2)), "white")
+    for k, row in enumerate(rows):
+        sheet.paste(row, ((k % 2) * width, (k // 2) * height))
+    sheet.save(out)
+    print(f"{out}: {len(rows)} pages")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import trimesh
 
@@ -142,6 +143,20 @@ def test_generate_writes_mesh_and_tokens(tiny_checkpoint, tmp_path, capsys):
     assert len(trimesh.load(decoded, force="mesh").faces) > 0
 
 
+def test_generate_warns_when_the_cut_out_looks_wrong(tiny_checkpoint, tmp_path, capsys):
+    from PIL import Image
+
+    clutter = tmp_path / "clutter.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(clutter)
+    argv = ["generate", str(clutter), "--checkpoint", str(tiny_checkpoint), "-o", str(tmp_path / "out.glb"),
+            "--resolution", "32", "--search", "1"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "vat generate: warning: The cut-out may be wrong" in err and "transparent background" in err
+    assert main(argv[:1] + [str(draw_object_image(tmp_path / "object.png"))] + argv[2:]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_generate_from_text_only_and_errors(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "text.obj"
     assert main(["generate", "--text", "a red chair", "--checkpoint", str(tiny_checkpoint), "-o", str(out),
@@ -211,6 +226,26 @@ def test_eval_gen_scores_rendered_meshes(tiny_checkpoint, tmp_path):
     assert result["summary"]["search"] == DEFAULT_GENERATE_SEARCH
     assert "match_rate" not in result["summary"] and "match_rank" not in result["items"][0]
     assert "uncond_f_score" in result["summary"]
+
+
+@pytest.mark.slow
+def test_eval_gen_per_scale_scores_every_prefix_with_a_cooling_temperature(tiny_checkpoint, tmp_path, capsys):
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    trimesh.creation.box((0.6, 0.3, 0.2)).export(meshes / "box.ply")
+    out = tmp_path / "gen.json"
+    assert main(["eval-gen", "--meshes", str(meshes), "--checkpoint", str(tiny_checkpoint), "--resolution", "32",
+                 "--search", "1", "--no-match", "--per-scale", "--temperature-last", "0.5", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary, (item,) = (lambda r: (r["summary"], r["items"]))(json.loads(out.read_text()))
+    assert summary["per_scale"] is True and summary["temperature_last"] == 0.5
+    scales = len(item["prefix_digests"])
+    assert scales > 1 and len(item["f_score_per_scale"]) == len(item["f_score_005_per_scale"]) == scales
+    assert item["f_score_per_scale"][-1] == item["f_score"]
+    assert summary["f_score_per_scale"] == item["f_score_per_scale"]
+    assert all(0 <= f01 <= f05 <= 1 for f01, f05 in zip(item["f_score_per_scale"], item["f_score_005_per_scale"]))
+    assert summary["distinct_prefixes_per_scale"] == [1] * scales and summary["full_is_best"] in (0, 1)
+    assert "f_score_per_scale" in printed and "distinct_prefixes_per_scale 1 1" in printed
 
 
 def test_cfg_schedule_choices_are_the_models():

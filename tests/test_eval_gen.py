@@ -84,8 +84,10 @@ def test_generations_of_the_wrong_piece_do_not_match(pieces):
 
 def test_no_match_and_an_empty_floor(pieces):
     folder, meshes = pieces
+    done = []  # on_item sees the items so far after each mesh (what `vat eval-gen --json` writes as it goes)
     result = evaluate_generation(KnownGenerations(meshes, floor=trimesh.Trimesh()), folder, limit=2,
-                                 resolution=32, match=False)
+                                 resolution=32, match=False, on_item=lambda items: done.append(len(items)))
+    assert done == [1, 2]
     assert not {"match_rate", "match_chance", "cond_beats_uncond", "uncond_f_score"} & set(result["summary"])
     assert np.isclose(result["summary"]["f_score"], np.mean([i["f_score"] for i in result["items"]]))
 
@@ -102,3 +104,57 @@ def test_a_generation_with_no_surface_is_a_miss_and_its_piece_stays_in_the_galle
     assert summary["match_rate"] == 0.75 and summary["match_chance"] == 0.25
     assert [items[i]["match_rank"] for i in (0, 2, 3)] == [1, 1, 1]
     assert summary["cond_beats_uncond"] == 3
+
+
+class KnownPrefixes(KnownGenerations):
+    """Generations with scales: prefix s of the n-th generation decodes to `prefixes[n][s - 1]`, and its
+    scale-s tokens are `tokens[n][s - 1]`."""
+
+    class Prefixed:
+        def __init__(self, meshes, tokens, seed):
+            self.meshes, self.indices, self.seed, self.timings = meshes, tokens, seed, {"sample": 0.0}
+            self.num_scales = len(meshes)
+
+        def mesh(self, scales=None):
+            return self.meshes[(scales or self.num_scales) - 1]
+
+    def generate(self, image, seed, resolution, search=1, **settings):
+        meshes, tokens = next(self.outputs)
+        return self.Prefixed(meshes, tokens, seed)
+
+
+@pytest.mark.slow
+def test_per_scale_scores_every_prefix_and_finds_where_the_input_starts_to_count(pieces):
+    folder, meshes = pieces
+    blob = trimesh.creation.icosphere(3, radius=0.5)
+    # Scale 1 is the same blob with the same token for every piece; scale 2 is the piece itself (its own
+    # token); scale 3 is the piece again except for the last piece, whose full decode is empty.
+    outputs = [([blob, mesh, mesh if n < 3 else trimesh.Trimesh()],
+                [np.array([7]), np.array([n, n, n, n]), np.arange(9)]) for n, mesh in enumerate(meshes)]
+    result = evaluate_generation(KnownPrefixes(outputs, floor=blob), folder, resolution=32, match=False,
+                                 per_scale=True)
+    summary, items = result["summary"], result["items"]
+    ok = [item for item in items if "error" not in item]
+    assert len(ok) == 3 and items[3]["generation_failed"]
+    for item in ok:
+        assert len(item["f_score_per_scale"]) == len(item["f_score_005_per_scale"]) == 3
+        assert item["f_score_per_scale"][-1] == item["f_score"]  # the last prefix is the full decode
+        assert item["f_score_per_scale"][1] > 0.99 > item["f_score_per_scale"][0]
+        assert item["full_is_best"] and item["best_scale"] in (2, 3)
+    assert summary["f_score_per_scale"] == pytest.approx(np.mean([i["f_score_per_scale"] for i in ok], axis=0))
+    assert summary["full_is_best"] == 3
+    assert summary["distinct_prefixes_per_scale"] == [1, 3, 3]  # scale 1 ignores the input, scale 2 does not
+    assert summary["per_scale"] is True
+
+
+@pytest.mark.slow
+def test_per_scale_flags_a_full_decode_worse_than_a_prefix(pieces):
+    folder, meshes = pieces
+    blob = trimesh.creation.icosphere(3, radius=0.5)
+    outputs = [([blob, mesh, blob], [np.array([0]), np.array([n] * 4), np.arange(9)]) for n, mesh in enumerate(meshes)]
+    result = evaluate_generation(KnownPrefixes(outputs, floor=blob), folder, limit=2, resolution=32, match=False,
+                                 per_scale=True)
+    assert result["summary"]["full_is_best"] == 0
+    assert [item["best_scale"] for item in result["items"]] == [2, 2]
+    plain = evaluate_generation(KnownGenerations(meshes, floor=blob), folder, limit=1, resolution=32, match=False)
+    assert "f_score_per_scale" not in plain["summary"] and "full_is_best" not in plain["summary"]

@@ -2,6 +2,7 @@
 post-processing, all checked on analytic signed distance functions."""
 
 import numpy as np
+import trimesh
 import pytest
 
 from vat.errors import VatError
@@ -109,3 +110,19 @@ def test_postprocess_removes_a_floater_and_decimates_to_the_target():
     assert len(decimated.faces) == pytest.approx(2_000, rel=0.05)
     assert decimated.volume == pytest.approx(cleaned.volume, rel=0.03)
     assert postprocess(mesh, remove_floaters=False).area == pytest.approx(mesh.area)
+
+
+def test_floater_removal_keeps_the_largest_part_by_volume_not_by_faces_or_area():
+    """A coarse box (12 faces) beside a finely tessellated small ball (more faces) and a wide thin sheet (more
+    area): the box is the main part; the sheet (3.9% of its volume) and the ball (3.4%) are floaters."""
+    box = trimesh.creation.box((0.5, 0.5, 0.5)).apply_translation((-0.2, 0, 0))
+    ball = trimesh.creation.icosphere(5, radius=0.1).apply_translation((0.35, 0.3, 0.3))
+    sheet = trimesh.creation.box((0.9, 0.9, 0.006)).apply_translation((0.1, 0, -0.45))
+    assert len(ball.faces) > len(box.faces) and sheet.area > box.area
+    assert 0.03 < ball.volume / box.volume < 0.05 and 0.03 < sheet.volume / box.volume < 0.05
+    cleaned = postprocess(trimesh.util.concatenate([ball, sheet, box]))
+    assert len(cleaned.split(only_watertight=False)) == 1
+    assert np.allclose(cleaned.bounds, box.bounds) and cleaned.volume == pytest.approx(box.volume)
+    # A part with a sensible share of the volume stays: a second box of a quarter of the first's volume.
+    second = trimesh.creation.box((0.5, 0.5, 0.125)).apply_translation((0.3, 0, 0.3))
+    assert len(postprocess(trimesh.util.concatenate([box, second, ball])).split(only_watertight=False)) == 2

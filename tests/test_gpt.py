@@ -9,7 +9,7 @@ import torch
 
 from vat.errors import VatError
 from vat.models.gpt import (PRESETS, GeneratorConfig, NextScaleGPT, guidance_weight, image_retrieval_losses,
-                            retrieval_scores, top_k_filter, top_p_filter)
+                            retrieval_scores, scale_temperature, top_k_filter, top_p_filter)
 from vat.models.quantizer import MultiScaleQuantizer
 
 MICRO = GeneratorConfig(width=32, depth=2, heads=2, vocabulary=32, latent_channels=8, scale_sides=(1, 2, 3, 4),
@@ -205,6 +205,25 @@ def test_guidance_weight_schedules():
     assert guidance_weight(3.0, 0, 4, "constant") == 3.0
     with pytest.raises(VatError, match="cfg_schedule"):
         guidance_weight(3.0, 0, 4, "cosine")
+
+
+def test_the_temperature_falls_linearly_over_the_scales(monkeypatch):
+    assert [scale_temperature(1.0, 0.25, s, 4) for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
+    assert [scale_temperature(0.8, None, s, 4) for s in range(4)] == [0.8] * 4
+    import vat.models.gpt as gpt
+
+    used, sample = [], gpt.sample_tokens
+    monkeypatch.setattr(gpt, "sample_tokens", lambda logits, t, *args: used.append(t) or sample(logits, t, *args))
+    model, quantizer = micro()
+    image, text = conditions(batch=1)
+    cooled = model.generate(quantizer, image, text, seed=3, temperature=1.0, temperature_last=0.25)
+    assert used == [1.0, 0.75, 0.5, 0.25]
+    used.clear()
+    constant = model.generate(quantizer, image, text, seed=3, temperature=0.7)
+    assert used == [0.7] * 4
+    assert all(torch.equal(a, b) for a, b in
+               zip(constant, model.generate(quantizer, image, text, seed=3, temperature=0.7, temperature_last=0.7)))
+    assert torch.equal(cooled[0], model.generate(quantizer, image, text, seed=3)[0])  # scale 1 as without cooling
 
 
 def test_condition_dropout_only_in_training():

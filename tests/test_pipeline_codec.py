@@ -156,3 +156,32 @@ def test_the_checkpoint_carries_its_sampling_settings(tiny_checkpoint, tmp_path)
             Pipeline.from_pretrained(broken, device="cpu")
     with pytest.raises(VatError, match="top_k"):
         pipeline.generate(text="a chair", top_k=-1)
+
+
+def test_a_temperature_falling_over_the_scales_is_a_stored_sampling_setting(tiny_checkpoint, tmp_path):
+    """sampling_config.json's temperature_last (the temperature at the last scale) reaches the generator;
+    files written before it existed load with a constant temperature."""
+    import json
+    import shutil
+
+    from vat.pipeline import SAMPLING_CONFIG, Pipeline
+
+    folder = tmp_path / "cooled"
+    shutil.copytree(tiny_checkpoint, folder)
+    (folder / SAMPLING_CONFIG).write_text(json.dumps({"cfg": 1.5, "temperature": 1.0, "top_k": 0}))  # an old file
+    assert Pipeline.from_pretrained(folder, device="cpu").sampling["temperature_last"] is None
+    (folder / SAMPLING_CONFIG).write_text(json.dumps({"temperature": 1.0, "temperature_last": 0.3}))
+    pipeline = Pipeline.from_pretrained(folder, device="cpu")
+    seen = []
+    generate = pipeline.generator.generate
+    pipeline.generator.generate = lambda *a, **kw: seen.append(kw["temperature_last"]) or generate(*a, **kw)
+    cooled = pipeline.generate(text="a chair", seed=3, resolution=16)
+    assert seen == [0.3] and cooled.settings["temperature_last"] == 0.3
+    plain = Pipeline.from_pretrained(tiny_checkpoint, device="cpu")
+    by_hand = plain.generate(text="a chair", seed=3, resolution=16, temperature_last=0.3)
+    assert all((a == b).all() for a, b in zip(cooled.indices, by_hand.indices))
+    assert pipeline.generate(text="a chair", seed=3, resolution=16, temperature_last=1.0).settings[
+        "temperature_last"] == 1.0
+    assert pipeline.generate_unconditional(seed=3).settings["temperature_last"] == 0.3
+    with pytest.raises(VatError, match="temperature_last"):
+        plain.generate(text="a chair", temperature_last=0)

@@ -314,3 +314,69 @@ def test_model_lookup_matches_rembg(env, tmp_path, monkeypatch):
         fname = f"{name}.onnx"
         expected = [os.path.join(session.model_dir(), fname), os.path.join(session.legacy_home(), fname)]
         assert [str(p) for p in _rembg_model_paths(name)] == expected
+
+
+# ---------------------------------------------------------------------------------------------- photos
+
+
+def _main_pieces(mask_HW):
+    from vat.segment import PIECE_SHARE, pieces
+
+    return len(pieces(mask_HW >= 0.5, PIECE_SHARE)[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["chelsea", "astronaut", "coffee", "rocket"])
+def test_photos_come_out_in_one_main_piece_or_with_a_warning(name):
+    """scikit-image's data photos (shipped with it, offline): GrabCut seeded by the plain-background mask
+    gives one main piece, or the visitor is warned. The plain-background mask alone shreds them silently."""
+    pytest.importorskip("cv2")
+    import skimage.data
+
+    photo = getattr(skimage.data, name)()
+    out = preprocess_image(photo)
+    assert out.method == "grabcut"
+    assert _main_pieces(out.mask) == 1 or out.warning
+    if name in ("chelsea", "coffee"):  # fur fragments; cup and saucer apart
+        assert _main_pieces(preprocess_image(photo, remove_background="builtin").mask) > 1
+
+
+def test_a_render_on_a_plain_background_keeps_the_plain_mask():
+    image, disc_HW = disc_image((235, 235, 235))
+    out = preprocess_image(image, remove_background="auto")
+    assert out.method == "builtin" and out.warning == ""
+    forced = preprocess_image(image, remove_background="grabcut")
+    assert forced.method == "grabcut" and abs(np.array(forced.bbox) - np.array(out.bbox)).max() <= 3
+
+
+@pytest.mark.parametrize("case, problem", [
+    ("tiny", "tiny"), ("border", "touches the image's border"), ("pieces", "falls into 5 pieces"), ("fine", None)])
+def test_doubtful_foregrounds_are_named(case, problem):
+    from vat.segment import foreground_problems, foreground_warning
+
+    mask_HW = np.zeros((200, 300), dtype=np.float32)
+    if case == "tiny":
+        mask_HW[100:105, 150:155] = 1
+    elif case == "border":
+        mask_HW[120:, 50:250] = 1
+    elif case == "pieces":
+        for k in range(5):
+            mask_HW[80:120, 20 + 55 * k:60 + 55 * k] = 1
+    else:
+        mask_HW[40:160, 60:240] = 1
+    problems = foreground_problems(mask_HW)
+    if problem is None:
+        assert problems == [] and foreground_warning(problems) == ""
+    else:
+        assert len(problems) == 1 and problem in problems[0]
+        assert "transparent background" in foreground_warning(problems)
+
+
+def test_a_cluttered_photo_gets_a_warning_and_a_transparent_png_none():
+    rng = np.random.default_rng(0)
+    clutter = Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    warned = preprocess_image(clutter)
+    assert warned.method in ("grabcut", "builtin") and "transparent background" in warned.warning
+    rgba = Image.new("RGBA", (120, 120), (0, 0, 0, 0))
+    rgba.paste((200, 20, 20, 255), (2, 2, 118, 118))  # an object up to the border, but its own alpha
+    assert preprocess_image(rgba).warning == ""

@@ -47,6 +47,13 @@ def test_coarse_to_fine_of_a_generation(tiny_checkpoint, tmp_path):
         assert figure.size == (32 * (scales + 1), 32 + 28)
 
 
+def test_coarse_to_fine_of_several_images_at_chosen_scales(tiny_checkpoint, tmp_path):
+    images = [draw_object_image(tmp_path / f"in{k}.png", size=(200 + 40 * k, 200)) for k in range(2)]
+    run_script(*images, "--scales", "1,3", "-o", tmp_path / "fig.png", "--checkpoint", tiny_checkpoint,
+               "--resolution", "24", "--size", "32")
+    assert Image.open(tmp_path / "fig.png").size == (32 * 3, 2 * (32 + 28))
+
+
 def test_coarse_to_fine_of_a_mesh(tiny_checkpoint, tmp_path):
     export_mesh(random_shape(3).mesh, tmp_path / "shape.ply")
     run_script("--mesh", tmp_path / "shape.ply", "-o", tmp_path / "fig.png", "--checkpoint", tiny_checkpoint,

@@ -89,3 +89,14 @@ def test_encoder_search_keeps_the_candidate_that_decodes_closest(pipeline):
     assert searched.data == singles[int(np.argmax(scores))].data and len(searched.data) < 600
     with pytest.raises(VatError, match="search"):
         codec.encode(mesh, search=0)
+
+
+def test_the_sampling_settings_are_the_ones_the_card_reports():
+    """sampling_config.json holds the setting chosen on the validation split (model card: a constant
+    temperature; the per-scale measurement that chose it is in the card)."""
+    from vat.pipeline import SAMPLING_DEFAULTS, read_sampling
+
+    assert read_sampling(CHECKPOINT) == SAMPLING_DEFAULTS
+    assert (CHECKPOINT / "sampling_config.json").is_file()
+    card = (CHECKPOINT / "MODEL_CARD.md").read_text()
+    assert "--per-scale" in card and "temperature_last: null" in card

@@ -169,7 +169,7 @@ def bench_image(path: str | None):
 
 def _generation_settings(args: argparse.Namespace) -> dict:
     return dict(cfg=args.cfg, cfg_schedule=args.cfg_schedule, temperature=args.temperature, top_k=args.top_k,
-                top_p=args.top_p)
+                top_p=args.top_p, temperature_last=args.temperature_last)
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -190,6 +190,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                                    remove_background="none" if args.no_background_removal else "auto",
                                    foreground_ratio=args.foreground_ratio, search=_search(args),
                                    **_generation_settings(args))
+    if generation.preprocess_warning:
+        print(f"vat generate: warning: {generation.preprocess_warning}", file=sys.stderr)
     mesh = generation.mesh(args.scale)
     export_mesh(mesh, args.output)
     scales = args.scale or generation.num_scales
@@ -214,8 +216,11 @@ def _cmd_eval_gen(args: argparse.Namespace) -> int:
     pipeline = Pipeline.from_pretrained(args.checkpoint)
     result = evaluate_generation(pipeline, args.meshes, limit=args.limit, seed=args.seed, resolution=args.resolution,
                                  settings=pipeline.sampling_with(**_generation_settings(args)),
-                                 match=not args.no_match, search=_search(args))
+                                 match=not args.no_match, search=_search(args), per_scale=args.per_scale,
+                                 on_item=lambda items: _write_json(args.json, {"partial": True}, items))
     for key, value in result["summary"].items():
+        if isinstance(value, list):
+            value = " ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in value)
         print(f"{key:20s} {value:.4f}" if isinstance(value, float) else f"{key:20s} {value}")
     _write_json(args.json, result["summary"], result["items"])
     return 0
@@ -394,7 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--cfg-schedule", choices=("linear", "constant"),
                        help="guidance per scale: linear (VAR: none at the first scale, --cfg at the last) or "
                             "constant (--cfg at every scale)" + unset % "linear")
-        p.add_argument("--temperature", type=float, help="softmax temperature" + unset % 1.0)
+        p.add_argument("--temperature", type=float, help="softmax temperature (at the first scale)" + unset % 1.0)
+        p.add_argument("--temperature-last", type=float, metavar="T",
+                       help="temperature at the last scale, reached linearly from --temperature (cooler fine scales "
+                            "keep the surface whole; give --temperature's value for a constant one)"
+                       + unset % "--temperature")
         p.add_argument("--top-k", type=int, help="sample among the k likeliest tokens (0: all)" + unset % 0)
         p.add_argument("--top-p", type=float, help="nucleus sampling mass (0: off)" + unset % 0)
         _resolution_option(p, resolution)
@@ -429,6 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate only the first N meshes (sorted by path)")
     p.add_argument("--no-match", action="store_true",
                    help="skip the match rate (N x N ICPs on 512-point samples, about 0.1 s each)")
+    p.add_argument("--per-scale", action="store_true",
+                   help="also decode every prefix of scales (at --resolution) and score it: f_score_per_scale, "
+                        "f_score_005_per_scale, best_scale, full_is_best, distinct_prefixes_per_scale "
+                        "(about 1 s more per scale and mesh at 128)")
     sampling_options(p, PROTOCOL_RESOLUTION)
     p = add("render", "render a mesh from the paper's 24-view orbit: RGBA PNGs + cameras.json", _cmd_render)
     p.add_argument("mesh", help="mesh file (.obj .ply .stl .glb .gltf .off); textures and colours are kept")

@@ -4,6 +4,7 @@ match rate."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -20,7 +21,7 @@ from vat.geometry.io import LOAD_FORMATS, find_mesh_files, load_mesh, normalize_
 from vat.geometry.sampling import sample_surface
 from vat.metrics import (ICP_TARGET_FACTOR, MATCH_SAMPLES, accuracy, chamfer_fscore, compare_meshes, cs_iou, iou,
                          match_chamfer_matrix, match_ranks, near_queries, protocol_queries)
-from vat.pipeline import MeshCodec
+from vat.pipeline import UNGUIDED_SAMPLING, MeshCodec
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ IDENTIFIERS = ("seed", "kept_seed")
 
 
 def summarize(items: list[dict]) -> dict:
-    """Mean of every numeric key but IDENTIFIERS (and of the per-scale IoUs) over the items that
+    """Mean of every numeric key but IDENTIFIERS (and of each *_per_scale list, per scale) over the items that
     succeeded, and the counts."""
     ok = [i for i in items if "error" not in i]
     summary = {"meshes": len(items), "failed": len(items) - len(ok)}
@@ -106,9 +107,9 @@ def summarize(items: list[dict]) -> dict:
         values = [i[key] for i in ok if isinstance(i.get(key), (int, float))]
         if values:
             summary[key] = float(np.mean(values))
-    for key in ("iou_per_scale", "bits_per_scale"):  # the mean IoU from the first s scales, bits of scale s
+    for key in [k for k in (ok[0] if ok else {}) if k.endswith("_per_scale")]:
         per_scale = [i[key] for i in ok if key in i]
-        if per_scale and len({len(p) for p in per_scale}) == 1:
+        if per_scale and len({len(p) for p in per_scale}) == 1:  # the mean per scale s (IoU, F, bits, ...)
             summary[key] = np.mean(per_scale, axis=0).tolist()
     if ok and "round_trip" in ok[0]:
         summary["round_trip"] = all(i["round_trip"] for i in ok)  # every file read back to its tokens
@@ -152,10 +153,11 @@ EVAL_GEN_VIEW_SEED = 0
 def generation_item(pipeline, path: Path, seed: int = 0, resolution: int = 256, settings: dict | None = None,
                     view_seed: int = EVAL_GEN_VIEW_SEED, size: int = 512,
                     unconditional: trimesh.Trimesh | None = None,
-                    search: int = 1) -> tuple[dict, trimesh.Trimesh, trimesh.Trimesh]:
+                    search: int = 1, per_scale: bool = False) -> tuple[dict, trimesh.Trimesh, trimesh.Trimesh]:
     """Render a view of the mesh, generate from it, ICP-align the result to the mesh, score it (F@0.01,
     F@0.05, Chamfer), generating with `search` samples (Pipeline.generate); the `unconditional` mesh is
-    scored the same way (uncond_*). Returns the item,
+    scored the same way (uncond_*). With `per_scale`, the mesh of every prefix of scales is decoded at
+    `resolution` and scored the same way too (per_scale_scores). Returns the item,
     the mesh and the generated mesh; a generation with no surface gives an item with `error` and
     `generation_failed` and None for the generated mesh. A mesh that cannot be read raises VatError."""
     from vat.geometry.render import load_for_render, render_views
@@ -181,6 +183,8 @@ def generation_item(pipeline, path: Path, seed: int = 0, resolution: int = 256, 
         "faces": len(generated.faces),
         **{f"{k}_seconds": v for k, v in generation.timings.items()},
     }
+    if per_scale:
+        item.update(per_scale_scores(mesh, generation, scores, seed))
     if unconditional is not None:
         floor = compare_meshes(mesh, unconditional, icp=True, normalize="each", seed=seed)
         item.update(uncond_f_score=floor["f_score"], uncond_f_score_005=floor["f_score_005"],
@@ -189,10 +193,47 @@ def generation_item(pipeline, path: Path, seed: int = 0, resolution: int = 256, 
     return item, mesh, generated
 
 
+def per_scale_scores(mesh: trimesh.Trimesh, generation, full: dict, seed: int = 0) -> dict:
+    """F@0.01 and F@0.05 after ICP of the mesh decoded from each prefix of `generation`'s scales
+    (f_score_per_scale, f_score_005_per_scale; the last is `full`, the full decode's scores, and a prefix
+    with no surface scores 0), the number of scales whose prefix scores best (best_scale), and a digest
+    of each prefix's tokens (prefix_digests: equal digests, equal meshes), which shows which scales
+    depend on the input."""
+    f01, f05 = [], []
+    for scales in range(1, generation.num_scales):
+        prefix = generation.mesh(scales)
+        scores = (compare_meshes(mesh, prefix, icp=True, normalize="each", seed=seed) if len(prefix.faces)
+                  else {"f_score": 0.0, "f_score_005": 0.0})
+        f01.append(scores["f_score"])
+        f05.append(scores["f_score_005"])
+    f01.append(full["f_score"])
+    f05.append(full["f_score_005"])
+    digest, digests = hashlib.sha1(), []
+    for tokens in generation.indices:  # the digest of scales 1..s, s = 1..S
+        digest.update(np.asarray(tokens, np.int64).tobytes())
+        digests.append(digest.hexdigest()[:12])
+    return {"f_score_per_scale": f01, "f_score_005_per_scale": f05, "best_scale": int(np.argmax(f01)) + 1,
+            "full_is_best": bool(f01[-1] >= max(f01)), "prefix_digests": digests}
+
+
+def per_scale_summary(items: list[dict]) -> dict:
+    """Over the items with per-scale scores: how many have the full decode at least as good as every
+    shorter prefix (full_is_best), and per scale the number of distinct token prefixes among them
+    (distinct_prefixes_per_scale: 1 means that scale is the same for every input)."""
+    scored = [i for i in items if "prefix_digests" in i]
+    if not scored:
+        return {}
+    scales = len(scored[0]["prefix_digests"])
+    return {"full_is_best": sum(i["full_is_best"] for i in scored),
+            "distinct_prefixes_per_scale": [len({i["prefix_digests"][s] for i in scored}) for s in range(scales)]}
+
+
 def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | None = None, seed: int = 0,
                         resolution: int = 256, settings: dict | None = None, match: bool = True,
-                        search: int = 1) -> dict:
-    """eval-gen: every mesh's generation_item (with `search` samples each), and in the summary their means plus
+                        search: int = 1, per_scale: bool = False, on_item=None) -> dict:
+    """eval-gen: every mesh's generation_item (with `search` samples each; with `per_scale`, every prefix
+    of scales scored too: per_scale_scores, per_scale_summary; `on_item(items)`, if given, is called with the
+    items so far after each mesh: a long run can be read while it goes), and in the summary their means plus
     - the floor: the unconditional sample (null condition, the same seed and sampling settings; one
       mesh for the whole run, since nothing of the input reaches it) scored against every mesh, and
       cond_beats_uncond, the number of meshes whose conditional F@0.01 beats it;
@@ -204,7 +245,7 @@ def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | Non
       protocol's exact distances; only their ranking is used."""
     floor = pipeline.generate_unconditional(
         seed=seed, resolution=resolution,
-        **{k: v for k, v in (settings or {}).items() if k in ("temperature", "top_k", "top_p")}).mesh()
+        **{k: v for k, v in (settings or {}).items() if k in UNGUIDED_SAMPLING}).mesh()
     if len(floor.faces) == 0:
         log.warning("the unconditional sample has no surface: no floor this run")
         floor = None
@@ -213,7 +254,7 @@ def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | Non
     for path in tqdm(mesh_files(directory, limit), desc="eval-gen", unit="mesh"):
         try:
             item, mesh, generated = generation_item(pipeline, path, seed, resolution, settings, unconditional=floor,
-                                                    search=search)
+                                                    search=search, per_scale=per_scale)
         except VatError as exc:
             log.warning("%s: %s", path, exc)
             items.append({"mesh": str(path), "error": str(exc)})
@@ -221,6 +262,8 @@ def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | Non
         if generated is None:
             log.warning("%s: %s", path, item["error"])
         items.append(item)
+        if on_item is not None:
+            on_item(items)
         if match:  # the samples only: N meshes of 256^3 marching cubes would not fit in memory
             if generated is not None:
                 own.append(len(mesh_points))
@@ -232,12 +275,12 @@ def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | Non
         ranks = match_ranks(match_chamfer_matrix(generated_points, mesh_points, progress=True), own)
         for item, rank in zip(ok, ranks):
             item["match_rank"] = int(rank)
-    summary = summarize(items)
+    summary = {**summarize(items), **per_scale_summary(ok)}
     if match and attempted:
         hits = int(np.sum(ranks == 1)) if ok else 0
         summary.update(match_rate=hits / len(attempted), match_chance=1.0 / len(attempted))
     if floor is not None:
         summary["cond_beats_uncond"] = sum(item["f_score"] > item["uncond_f_score"] for item in ok)
     summary["generation_failed"] = len(attempted) - len(ok)
-    summary.update({"seed": seed, "search": search, **(settings or {})})
+    summary.update({"seed": seed, "search": search, "per_scale": per_scale, **(settings or {})})
     return {"summary": summary, "items": items}

@@ -20,7 +20,8 @@ from vat.geometry.io import normalize_mesh
 from vat.geometry.sampling import sample_surface
 from vat.models.tokenizer import VAT
 from vat.ui import DEFAULT_GENERATE_SEARCH, DEFAULT_SEARCH  # noqa: F401  (the CLI's and demo's defaults)
-from vat.sampling_config import SAMPLING_CONFIG, SAMPLING_DEFAULTS, check_sampling, read_sampling  # noqa: F401
+from vat.sampling_config import (SAMPLING_CONFIG, SAMPLING_DEFAULTS, UNGUIDED_SAMPLING,  # noqa: F401
+                                 check_sampling, read_sampling)
 
 QUERY_BATCH = 65_536
 # Encoder-side search (MeshCodec.encode(search=K)): the candidates are checked against the mesh's own
@@ -272,10 +273,11 @@ class Generation:
     settings: dict
     timings: dict  # seconds: preprocess, condition, sample; decode_s<S> as meshes are decoded
     input_image: "object | None" = None  # PIL.Image the model saw (RGB on white), None for text only
-    preprocess_method: str | None = None  # alpha | rembg | builtin | none
+    preprocess_method: str | None = None  # alpha | rembg | grabcut | builtin | none
     resolution: int = 256
     placement: Placement | None = None  # where an encoded mesh was (its .vat files store it); None: the unit cube
     _meshes: dict = None
+    preprocess_warning: str = ""  # the segmented foreground looks wrong (vat.preprocess.Preprocessed.warning)
 
     @property
     def num_scales(self) -> int:
@@ -354,9 +356,9 @@ class Pipeline:
     @torch.no_grad()
     def generate(self, image=None, text: str | None = None, seed: int = 0, cfg: float | None = None,
                  cfg_schedule: str | None = None, temperature: float | None = None, top_k: int | None = None,
-                 top_p: float | None = None, preprocess: bool = True, foreground_ratio: float = 0.85,
-                 remove_background: str = "auto", resolution: int = 256, search: int = 1,
-                 progress=None) -> Generation:
+                 top_p: float | None = None, temperature_last: float | None = None, preprocess: bool = True,
+                 foreground_ratio: float = 0.85, remove_background: str = "auto", resolution: int = 256,
+                 search: int = 1, progress=None) -> Generation:
         """Tokens of every scale for an image (path, bytes, PIL or array) and/or a text prompt.
         Sampling settings left None are the pipeline's (`self.sampling`: the checkpoint's
         sampling_config.json, else SAMPLING_DEFAULTS). `progress(done_scales, total_scales)` is
@@ -370,7 +372,7 @@ class Pipeline:
         from vat.preprocess import load_image, preprocess_image
 
         sampling = self.sampling_with(cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k,
-                                      top_p=top_p)
+                                      top_p=top_p, temperature_last=temperature_last)
 
         text = (text or "").strip() or None
         if image is None and text is None:
@@ -379,13 +381,13 @@ class Pipeline:
             raise VatError(f"search must be a positive whole number of samples, got {search}")
         if search > 1 and image is None:
             raise VatError("search picks the sample that fits the image's outline: it needs an image")
-        timings, input_image, method, mask = {}, None, None, None
+        timings, input_image, method, mask, warning = {}, None, None, None, ""
         start = time.perf_counter()
         if image is not None:
             loaded = load_image(image)
             if preprocess:
                 done = preprocess_image(loaded, foreground_ratio=foreground_ratio, remove_background=remove_background)
-                input_image, method, mask = done.image, done.method, done.mask
+                input_image, method, mask, warning = done.image, done.method, done.mask, done.warning
             else:
                 input_image, method = loaded.convert("RGB"), "none"
                 if loaded.mode == "RGBA":
@@ -418,7 +420,7 @@ class Pipeline:
             settings["outline_score"] = float(scores[best])
             timings["search"] = time.perf_counter() - start
         return Generation(candidates[best], self.codec, seed + best, settings, timings, input_image, method,
-                          resolution)
+                          resolution, preprocess_warning=warning)
 
     def outline_scores(self, candidates: list[list[np.ndarray]], mask_HW: np.ndarray) -> np.ndarray:
         """For each candidate's tokens, the IoU of its outline (occupancy at the points of an OUTLINE_GRID^3
@@ -438,12 +440,14 @@ class Pipeline:
 
     @torch.no_grad()
     def generate_unconditional(self, seed: int = 0, temperature: float | None = None, top_k: int | None = None,
-                               top_p: float | None = None, resolution: int = 256) -> Generation:
+                               top_p: float | None = None, resolution: int = 256,
+                               temperature_last: float | None = None) -> Generation:
         """Tokens sampled from the null condition (what the generator makes of no input; no guidance,
         there is nothing to guide towards): the floor a conditional generation must beat. Settings
         left None are the pipeline's."""
-        sampling = self.sampling_with(temperature=temperature, top_k=top_k, top_p=top_p)
-        sampling = {k: sampling[k] for k in ("temperature", "top_k", "top_p")}
+        sampling = self.sampling_with(temperature=temperature, top_k=top_k, top_p=top_p,
+                                      temperature_last=temperature_last)
+        sampling = {k: sampling[k] for k in UNGUIDED_SAMPLING}
         start = time.perf_counter()
         idx = self.generator.generate(self.codec.tokenizer.quantizer, seed=seed, **sampling)
         timings = {"sample": time.perf_counter() - start}

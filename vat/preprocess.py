@@ -3,7 +3,8 @@
 The generator is conditioned on renders of one object centred on white, so every input image is
 brought to that framing: the foreground comes from the image's own alpha channel, else rembg (only
 when its model file is already on disk: nothing is ever downloaded), else a built-in segmentation
-made for the common case of an object on a plain background. The object's bounding box is then
+made for the common case of an object on a plain background, refined by GrabCut (vat.segment) where
+that gives no clean single piece, as on photographs. The object's bounding box is then
 centred and scaled so its longer side is `foreground_ratio` of the square output.
 """
 
@@ -26,6 +27,7 @@ from skimage.filters import threshold_otsu
 from skimage.morphology import disk
 
 from vat.errors import VatError
+from vat.segment import foreground_problems, foreground_warning, grabcut_mask, is_clean
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, np
 
 MAX_SIDE = 2048  # longer side of a loaded image; more only costs time, the output is 512
 MAX_PIXELS = 64_000_000  # declared size above this is refused before decoding (decompression bombs)
-REMOVE_BACKGROUND = ("auto", "rembg", "builtin", "none")
+REMOVE_BACKGROUND = ("auto", "rembg", "grabcut", "builtin", "none")
 # rembg models looked for, best first for a single object; u2net leads because it runs in about a
 # second on a CPU. Each is used only if its file is already on disk.
 REMBG_MODELS = ("u2net", "isnet-general-use", "u2netp", "silueta")
@@ -51,8 +53,9 @@ class Preprocessed:
     image: Image.Image  # RGB, the object composited on white, size x size
     rgba: Image.Image  # RGBA, same framing, transparent outside the object
     mask: np.ndarray  # float32 [size, size] in [0, 1], the alpha of `rgba`
-    method: str  # "alpha" | "rembg" | "builtin" | "none": where the foreground came from
+    method: str  # "alpha" | "rembg" | "grabcut" | "builtin" | "none": where the foreground came from
     bbox: tuple[int, int, int, int]  # foreground (x0, y0, x1, y1), x1/y1 exclusive, in loaded-image pixels
+    warning: str = ""  # a segmented foreground that looks wrong (vat.segment.foreground_problems), else ""
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -185,8 +188,11 @@ def preprocess_image(
     `size` x `size` square, on white.
 
     remove_background: "auto" uses the alpha channel if it has any transparency, else rembg if a
-    model file is on disk, else the built-in segmentation; "rembg" and "builtin" force that step
-    (the alpha channel still wins); "none" keeps the whole image as the object.
+    model file is on disk, else the built-in segmentation: the plain-background mask where it is one piece
+    clear of the edge, else GrabCut seeded by it (vat.segment); "rembg", "grabcut" and "builtin" (the
+    plain-background mask alone) force that step (the alpha channel still wins); "none" keeps the whole
+    image as the object. A segmented foreground that is tiny, touches the border or falls into many pieces
+    gets a `warning`.
     """
     if not 0.0 < foreground_ratio <= 1.0:
         raise VatError(f"foreground_ratio must be in (0, 1], got {foreground_ratio}")
@@ -209,7 +215,8 @@ def preprocess_image(
     framed = _frame(rgba, bbox, foreground_ratio, int(size))
     on_white = Image.alpha_composite(Image.new("RGBA", framed.size, (255, 255, 255, 255)), framed).convert("RGB")
     mask = np.asarray(framed.getchannel("A"), dtype=np.float32) / 255.0
-    return Preprocessed(image=on_white, rgba=framed, mask=mask, method=method, bbox=bbox)
+    warning = foreground_warning(foreground_problems(mask_HW)) if method not in ("alpha", "none") else ""
+    return Preprocessed(image=on_white, rgba=framed, mask=mask, method=method, bbox=bbox, warning=warning)
 
 
 def _on_white(image: Image.Image) -> Image.Image:
@@ -264,7 +271,13 @@ def _foreground(image: Image.Image, remove_background: str) -> tuple[np.ndarray,
                 log.warning("%s; using the built-in segmentation instead", exc)
         else:
             log.info("no rembg model on disk (%s); using the built-in segmentation", _rembg_model_paths("u2net")[0])
-    return segment_plain_background(rgb), "builtin"
+    seed_HW = segment_plain_background(rgb)
+    if remove_background == "builtin" or (remove_background == "auto" and is_clean(seed_HW >= 0.5)):
+        return seed_HW, "builtin"
+    cut_HW = grabcut_mask(np.asarray(rgb), seed_HW >= 0.5)
+    if cut_HW is None:
+        return seed_HW, "builtin"
+    return tidy_mask(cut_HW), "grabcut"
 
 
 def _rembg_model_paths(name: str) -> list[Path]:
@@ -344,16 +357,21 @@ def segment_plain_background(image: Image.Image) -> np.ndarray:
     if distance_HW.max() <= MIN_COLOUR_DISTANCE:
         return np.zeros((image.height, image.width), dtype=np.float32)
     threshold = max(float(threshold_otsu(distance_HW)), MIN_COLOUR_DISTANCE)
-    object_HW = _morph(distance_HW > threshold, ndimage.binary_opening, 1)  # drop speckle noise
+    soft_HW = tidy_mask(_morph(distance_HW > threshold, ndimage.binary_opening, 1))  # opened: no speckle noise
+    if soft_HW.shape != (image.height, image.width):
+        soft_HW = np.asarray(Image.fromarray(soft_HW.astype(np.float32)).resize(image.size, Image.Resampling.BILINEAR))
+    return np.clip(soft_HW, 0.0, 1.0)
+
+
+def tidy_mask(object_HW: np.ndarray) -> np.ndarray:
+    """A binary object mask made a soft one [H, W] in [0, 1]: its object components (_object_components),
+    holes filled, the outline smoothed and feathered."""
     object_HW = _object_components(object_HW)
     radius = max(1, round(0.004 * max(object_HW.shape)))
     object_HW = _morph(object_HW, ndimage.binary_closing, radius)
     object_HW = ndimage.binary_fill_holes(object_HW)
     object_HW = _morph(object_HW, ndimage.binary_opening, radius)
-    soft_HW = ndimage.gaussian_filter(object_HW.astype(np.float32), sigma=0.7)
-    if soft_HW.shape != (image.height, image.width):
-        soft_HW = np.asarray(Image.fromarray(soft_HW.astype(np.float32)).resize(image.size, Image.Resampling.BILINEAR))
-    return np.clip(soft_HW, 0.0, 1.0)
+    return np.clip(ndimage.gaussian_filter(object_HW.astype(np.float32), sigma=0.7), 0.0, 1.0)
 
 
 def _background_lab(lab_HW3: np.ndarray) -> np.ndarray:

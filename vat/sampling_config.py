@@ -14,8 +14,14 @@ from vat.errors import VatError
 # Sampling settings of a generator: these defaults, overridden by the checkpoint's sampling_config.json
 # (the setting chosen for that generator on its validation split; see the model card), overridden by
 # the caller's arguments.
-SAMPLING_DEFAULTS = {"cfg": 1.5, "cfg_schedule": "linear", "temperature": 1.0, "top_k": 0, "top_p": 0.0}
+# temperature_last: the temperature at the last scale, reached linearly from `temperature` at the first
+# (vat.models.gpt.scale_temperature); None keeps `temperature` at every scale (files without the key load so).
+SAMPLING_DEFAULTS = {"cfg": 1.5, "cfg_schedule": "linear", "temperature": 1.0, "temperature_last": None, "top_k": 0,
+                     "top_p": 0.0}
+SAMPLING_KINDS = {"cfg": float, "cfg_schedule": str, "temperature": float, "temperature_last": float, "top_k": int,
+                  "top_p": float}
 SAMPLING_CONFIG = "sampling_config.json"
+UNGUIDED_SAMPLING = ("temperature", "temperature_last", "top_k", "top_p")  # what an unconditional sample uses
 
 
 def check_sampling(settings: dict) -> dict:
@@ -25,12 +31,13 @@ def check_sampling(settings: dict) -> dict:
     if unknown:
         raise VatError(f"unknown sampling setting(s) {sorted(unknown)}; known: {sorted(SAMPLING_DEFAULTS)}")
     valid = {"cfg": lambda v: v >= 0, "cfg_schedule": lambda v: v in ("linear", "constant"),
-             "temperature": lambda v: v > 0, "top_k": lambda v: v >= 0, "top_p": lambda v: 0 <= v <= 1}
+             "temperature": lambda v: v > 0, "temperature_last": lambda v: v > 0, "top_k": lambda v: v >= 0,
+             "top_p": lambda v: 0 <= v <= 1}
     out = {}
     for key, value in settings.items():
         if value is None:
             continue
-        kind = type(SAMPLING_DEFAULTS[key])
+        kind = SAMPLING_KINDS[key]
         try:
             typed = kind(value)
         except (TypeError, ValueError):

@@ -26,6 +26,8 @@ DEFAULT_REFINE = 20  # what `vat encode`, `vat eval-recon`, `vat bench` and the 
 BACKGROUND_METHODS = {
     "alpha": "the image's own transparency",
     "rembg": "removed by rembg's segmentation model",
+    "grabcut": "removed with OpenCV's GrabCut, started from a cut-out by colour (rembg's model is not on this "
+               "machine); a transparent PNG is surest",
     "builtin": "removed by colour: what differs from the colour along the image's border is the object (rembg's "
                "model is not on this machine); works for an object on a plain background, or give a transparent PNG",
     "none": "kept (removal skipped)",

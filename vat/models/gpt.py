@@ -170,6 +170,16 @@ def sample_tokens(logits_BlV: torch.Tensor, temperature: float = 1.0, top_k: int
     return idx.view(logits_BlV.shape[:-1])
 
 
+def scale_temperature(temperature: float, temperature_last: float | None, scale_index: int, num_scales: int) -> float:
+    """The softmax temperature of scale `scale_index` (0-based): `temperature` at the first scale, falling (or
+    rising) linearly to `temperature_last` at the last; constant when temperature_last is None. Cooler fine
+    scales (VAR's sampler cools as the scale grows) keep the many tokens of a scale, drawn in parallel,
+    from disagreeing into holes."""
+    if temperature_last is None:
+        return temperature
+    return temperature + (temperature_last - temperature) * scale_index / max(num_scales - 1, 1)
+
+
 def guidance_weight(cfg: float, scale_index: int, num_scales: int, schedule: str) -> float:
     """w for scale `scale_index` (0-based): constant -> cfg; linear -> cfg * s / (S - 1), i.e. 0 at the
     first scale and cfg at the last (VAR). Guided logits are (1 + w) * cond - w * uncond."""
@@ -299,8 +309,8 @@ class NextScaleGPT(nn.Module):
     def generate(self, quantizer: MultiScaleQuantizer, image_tokens: torch.Tensor | None = None,
                  text: torch.Tensor | None = None, batch_size: int = 1, cfg: float = 1.5,
                  cfg_schedule: str = "linear", temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0,
-                 seed: int | torch.Generator | list[int] | None = None, use_cache: bool = True,
-                 on_scale=None, choose=None) -> list[torch.Tensor]:
+                 temperature_last: float | None = None, seed: int | torch.Generator | list[int] | None = None,
+                 use_cache: bool = True, on_scale=None, choose=None) -> list[torch.Tensor]:
         """Token indices per scale (idx_Bl), coarse to fine. With cfg != 0 and a condition, the conditional
         and unconditional (null) passes run as one doubled batch; see guidance_weight for the formula.
         use_cache=True feeds only each new scale's tokens; False re-runs the whole prefix every step.
@@ -308,9 +318,10 @@ class NextScaleGPT(nn.Module):
         reproducible tokens, None for torch's global generator; a list of ints samples one row per seed
         (a condition of batch 1 is shared by all rows), each row the tokens generate(seed=that int) gives
         (up to float rounding in the batched forward pass): batched samples for the price of few.
-        on_scale(done, total), if given, is called after each scale (progress bars). choose(si, logits_BlV), if
-        given, picks each scale's tokens (idx_Bl) from its float32 logits in place of sampling: how the
-        entropy coder (vat.entropy) reads the model's probabilities of known tokens, scale by scale."""
+        on_scale(done, total), if given, is called after each scale (progress bars). temperature_last: see
+        scale_temperature (None: `temperature` at every scale). choose(si, logits_BlV), if given, picks each
+        scale's tokens (idx_Bl) from its float32 logits in place of sampling: how the entropy coder
+        (vat.entropy) reads the model's probabilities of known tokens, scale by scale."""
         c = self.config
         if (quantizer.scale_sides, quantizer.codebook_size, quantizer.channels) != \
                 (c.scale_sides, c.vocabulary, c.latent_channels):
@@ -352,12 +363,13 @@ class NextScaleGPT(nn.Module):
                 cond_BlV, uncond_BlV = logits_BlV.chunk(2)
                 w = guidance_weight(cfg, si, len(c.scale_sides), cfg_schedule)
                 logits_BlV = (1 + w) * cond_BlV - w * uncond_BlV
+            t = scale_temperature(temperature, temperature_last, si, len(c.scale_sides))
             if choose is not None:
                 idx_Bl = choose(si, logits_BlV)
             elif len(generators) == 1:
-                idx_Bl = sample_tokens(logits_BlV, temperature, top_k, top_p, generators[0])
+                idx_Bl = sample_tokens(logits_BlV, t, top_k, top_p, generators[0])
             else:  # one seed per row: each row draws from its own generator
-                idx_Bl = torch.cat([sample_tokens(logits_BlV[b:b + 1], temperature, top_k, top_p, g)
+                idx_Bl = torch.cat([sample_tokens(logits_BlV[b:b + 1], t, top_k, top_p, g)
                                     for b, g in enumerate(generators)])
             indices.append(idx_Bl)
             if on_scale is not None:
