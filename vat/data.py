@@ -200,6 +200,18 @@ def _caption_from_name(name: str) -> str:
     return ("an " if words[:1].lower() in "aeiou" else "a ") + words
 
 
+def catalogue_pieces(properties: dict[str, str]) -> Iterator[tuple[str, str, str, str, tuple[float, ...] | None]]:
+    """(n, model path, name, piece id, row-major 3x3 rotation or None) of every piece `model#n` of a Sweet
+    Home 3D furniture catalogue's properties."""
+    for key, model in properties.items():
+        if not key.startswith("model#"):
+            continue
+        n = key.split("#", 1)[1]
+        rotation = properties.get(f"modelRotation#{n}")
+        yield (n, model, properties.get(f"name#{n}", ""), properties.get(f"id#{n}", n).split("#")[-1],
+               tuple(float(v) for v in rotation.split()) if rotation else None)
+
+
 def sweethome3d_items(
     catalogue_dir: str | os.PathLike = SWEETHOME3D_DIR,
     cache_dir: str | os.PathLike | None = None,
@@ -222,13 +234,7 @@ def sweethome3d_items(
         properties = read_properties(folder / "PluginFurnitureCatalog.properties")
         licence = properties.get("license", "")
         split = "heldout" if sh3f.stem == holdout_library else "train"
-        for key, model in properties.items():
-            if not key.startswith("model#"):
-                continue
-            n = key.split("#", 1)[1]
-            name = properties.get(f"name#{n}", "")
-            piece = properties.get(f"id#{n}", n).split("#")[-1]
-            rotation = properties.get(f"modelRotation#{n}")
+        for n, model, name, piece, rotation in catalogue_pieces(properties):
             items.append(MeshItem(
                 id=f"sweethome3d/{sh3f.stem}/{piece}",
                 source="sweethome3d",
@@ -236,7 +242,7 @@ def sweethome3d_items(
                 caption=_caption_from_name(name) if name else None,
                 licence=licence,
                 split=split,
-                rotation=tuple(float(v) for v in rotation.split()) if rotation else None,
+                rotation=rotation,
                 extra={"library": sh3f.stem, "name": name, "model": f"{sh3f.name}:{model}",
                        "creator": properties.get(f"creator#{n}"),
                        "category": properties.get(f"category#{n}")},

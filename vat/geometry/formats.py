@@ -188,6 +188,19 @@ def _spm_buffer(f: _Bytes, flags: dict, materials: list) -> tuple[np.ndarray, np
     return positions, indices.reshape(-1, 3).astype(np.int64)
 
 
+def _join_parts(f, parts: list[tuple[np.ndarray, np.ndarray]], empty: str) -> tuple[np.ndarray, np.ndarray]:
+    """The (positions, triangles) parts of a file as one vertex and one face array; a triangle pointing
+    past its part's vertices is corruption, no part at all is `empty`'s MeshError."""
+    if not parts:
+        raise MeshError(empty)
+    offsets = np.cumsum([0] + [len(positions) for positions, _ in parts[:-1]])
+    for positions, triangles in parts:
+        if len(triangles) and triangles.max() >= len(positions):
+            raise f.fail(f"a triangle uses vertex {int(triangles.max())} of {len(positions)} (corrupt)")
+    return (np.concatenate([positions for positions, _ in parts]),
+            np.concatenate([triangles + offset for (_, triangles), offset in zip(parts, offsets)]))
+
+
 def read_spm(data: bytes) -> trimesh.Trimesh:
     """A SuperTuxKart SPM mesh (version 1, static or skinned), every buffer's vertex positions and
     triangles; skinned meshes give their stored bind pose (the animation data after is skipped).
@@ -202,18 +215,9 @@ def read_spm(data: bytes) -> trimesh.Trimesh:
              "skinned": kind & 0x07 == 1}
     f.take(24)  # bounding box
     materials = _spm_materials(f)
-    vertices, faces, offset = [], [], 0
-    for _ in range(f.one("H")):
-        for _ in range(f.one("H")):
-            positions, triangles = _spm_buffer(f, flags, materials)
-            if len(triangles) and triangles.max() >= len(positions):
-                raise f.fail(f"a triangle uses vertex {int(triangles.max())} of {len(positions)} (corrupt)")
-            vertices.append(positions)
-            faces.append(triangles + offset)
-            offset += len(positions)
-    if not faces:
-        raise MeshError("the .spm mesh has no triangles")
-    return _mesh(np.concatenate(vertices) * [1.0, 1.0, -1.0], np.concatenate(faces)[:, ::-1], "spm")
+    parts = [_spm_buffer(f, flags, materials) for _ in range(f.one("H")) for _ in range(f.one("H"))]
+    vertices, faces = _join_parts(f, parts, "the .spm mesh has no triangles")
+    return _mesh(vertices * [1.0, 1.0, -1.0], faces[:, ::-1], "spm")
 
 
 def _g3d_mesh(f: _Bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -241,17 +245,8 @@ def read_g3d(data: bytes) -> trimesh.Trimesh:
     n_meshes, model_type = f.unpack("HB")
     if model_type != 0:
         raise f.fail(f"model type {model_type} is not the morph-mesh type 0")
-    vertices, faces, offset = [], [], 0
-    for _ in range(n_meshes):
-        positions, triangles = _g3d_mesh(f)
-        if len(triangles) and triangles.max() >= len(positions):
-            raise f.fail(f"a triangle uses vertex {int(triangles.max())} of {len(positions)} (corrupt)")
-        vertices.append(positions)
-        faces.append(triangles + offset)
-        offset += len(positions)
-    if not faces:
-        raise MeshError("the .g3d model has no meshes")
-    return _mesh(np.concatenate(vertices), np.concatenate(faces), "g3d")
+    vertices, faces = _join_parts(f, [_g3d_mesh(f) for _ in range(n_meshes)], "the .g3d model has no meshes")
+    return _mesh(vertices, faces, "g3d")
 
 
 _READERS = {"md2": read_md2, "pmd": read_pmd, "spm": read_spm, "g3d": read_g3d}

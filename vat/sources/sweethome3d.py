@@ -8,7 +8,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from vat.data import _caption_from_name, read_properties
+from vat.data import _caption_from_name, catalogue_pieces, read_properties
 from vat.sources.common import Candidate, package_root
 
 PACKAGE = "sweethome3d"
@@ -29,13 +29,7 @@ def sweethome3d_default(root: str | None = None) -> list[Candidate]:
     properties = jar_properties(jar)
     licence = re.sub(r"\s+", " ", properties.get("license", "")).strip() or None
     candidates = []
-    for key, model in properties.items():
-        if not key.startswith("model#"):
-            continue
-        n = key.split("#", 1)[1]
-        name = properties.get(f"name#{n}", "")
-        piece = properties.get(f"id#{n}", n).split("#")[-1]
-        rotation = properties.get(f"modelRotation#{n}")
+    for n, model, name, piece, rotation in catalogue_pieces(properties):
         candidates.append(Candidate(
             id=f"sweethome3d-default/{piece}",
             path=str(jar),
@@ -45,6 +39,6 @@ def sweethome3d_default(root: str | None = None) -> list[Candidate]:
             licence=licence,
             creator=properties.get(f"creator#{n}"),
             package=PACKAGE,
-            rotation=tuple(float(v) for v in rotation.split()) if rotation else None,
+            rotation=rotation,
         ))
     return candidates
