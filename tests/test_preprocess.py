@@ -380,3 +380,16 @@ def test_a_cluttered_photo_gets_a_warning_and_a_transparent_png_none():
     rgba = Image.new("RGBA", (120, 120), (0, 0, 0, 0))
     rgba.paste((200, 20, 20, 255), (2, 2, 118, 118))  # an object up to the border, but its own alpha
     assert preprocess_image(rgba).warning == ""
+
+
+@pytest.mark.slow
+def test_a_photo_gives_the_same_cut_out_whatever_ran_before():
+    """GrabCut draws from OpenCV's global random generator: the cut-out must not depend on its state."""
+    cv2 = pytest.importorskip("cv2")
+    import skimage.data
+
+    photo = skimage.data.astronaut()
+    first = preprocess_image(photo).mask
+    cv2.setRNGSeed(12345)
+    cv2.randu(np.zeros((64, 64), np.float32), 0, 1)  # other OpenCV work moves the generator on
+    np.testing.assert_array_equal(preprocess_image(photo).mask, first)

@@ -18,16 +18,18 @@ log = logging.getLogger(__name__)
 
 GRABCUT_SIDE = 256  # GrabCut runs at most at this size (its graph cut costs seconds at 512), the mask is upsampled
 GRABCUT_ITERATIONS = 4
+GRABCUT_SEED = 0  # OpenCV's random generator before each GrabCut (reproducible cut-outs)
 SEED_SHARE = 0.1  # pieces of the seed mask with at least this share of its largest piece span the box
 BOX_GROWTH = 0.1  # the box grows by this share of its size on each side (the seed misses thin edges)
 EDGE_MARGIN = 0.01  # share of the shorter side always outside the box: GrabCut's sure background
 EDGE_BAND = 0.02  # an object reaching into this band along the edge (share of the shorter side) touches it
 
 # foreground_problems: a foreground under TINY_SHARE of the image, over BORDER_SHARE of the edge band's
-# pixels, or in at least MANY_PIECES pieces (of PIECE_SHARE of the largest piece or more) is doubtful.
+# pixels, or in at least MANY_PIECES pieces (of PIECE_SHARE of the largest piece or more) is doubtful: the
+# generator makes one object, so a second sizeable piece (a flag beside the astronaut) is worth a warning.
 TINY_SHARE = 0.01
 BORDER_SHARE = 0.05
-MANY_PIECES = 4
+MANY_PIECES = 2
 PIECE_SHARE = 0.05
 
 
@@ -93,6 +95,9 @@ def grabcut_mask(rgb_HW3: np.ndarray, seed_HW: np.ndarray) -> np.ndarray | None:
         return None
     mask = np.zeros(small_seed.shape, np.uint8)
     background, foreground = np.zeros((1, 65)), np.zeros((1, 65))
+    # GrabCut seeds its colour models' k-means from OpenCV's global random generator: fix it, so that the same
+    # image gives the same cut-out whatever ran before in the process.
+    cv2.setRNGSeed(GRABCUT_SEED)
     try:
         cv2.grabCut(small, mask, box, background, foreground, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_RECT)
     except cv2.error as exc:  # e.g. a box with no colour variation to model
