@@ -21,7 +21,6 @@ import json
 import multiprocessing
 import os
 import re
-import signal
 import time
 import zipfile
 from pathlib import Path
@@ -29,7 +28,7 @@ from pathlib import Path
 import trimesh
 from tqdm import tqdm
 
-from vat.data import write_atomic
+from vat.data import MeshTimeout, time_limit, write_atomic
 from vat.sources import SOURCES, Source
 from vat.sources.common import Candidate, caption_from_name
 from vat.sources.dedupe import (
@@ -66,14 +65,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 # ---------------------------------------------------------------------------- one file
 
 
-class _Timeout(Exception):
-    pass
-
-
-def _raise_timeout(signum, frame):
-    raise _Timeout()
-
-
 def _base_record(candidate: Candidate, source: str) -> dict:
     return {"id": candidate.id, "candidate": candidate.id, "source": source, "package": candidate.package,
             "caption": candidate.caption, "licence": candidate.licence, "creator": candidate.creator,
@@ -102,17 +93,13 @@ def collect_candidate(job: tuple[Candidate, str, Path]) -> list[dict]:
     """Every record of one file; never raises (a bad file gives one "failed" record)."""
     candidate, source, meshes_dir = job
     base = _base_record(candidate, source)
-    previous = signal.signal(signal.SIGALRM, _raise_timeout)
-    signal.alarm(TIMEOUT)
     try:
-        return [mesh_record(base, name, mesh, meshes_dir) for name, mesh in load_parts(candidate)]
-    except _Timeout:
+        with time_limit(TIMEOUT):
+            return [mesh_record(base, name, mesh, meshes_dir) for name, mesh in load_parts(candidate)]
+    except MeshTimeout:
         return [dict(base, status="failed", reason=f"took over {TIMEOUT} s")]
     except Exception as exc:  # one bad file must not stop a source of thousands
         return [dict(base, status="failed", reason=f"{type(exc).__name__}: {exc}"[:300])]
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 # ---------------------------------------------------------------------------- one source

@@ -4,6 +4,7 @@ training reads (numpy only, no torch)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -357,36 +358,42 @@ def item_metadata(item: MeshItem) -> dict:
     return meta
 
 
-class _Timeout(Exception):
-    pass
+class MeshTimeout(Exception):
+    """Raised inside `time_limit` when its seconds are up."""
 
 
 def _raise_timeout(signum, frame):
-    raise _Timeout()
+    raise MeshTimeout()
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Raise MeshTimeout in the block after `seconds` (0: no limit; only on the main thread). It uses SIGALRM,
+    so it interrupts Python code but not a long call inside a C extension until that call returns."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, _raise_timeout)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def process_item(item: MeshItem, config: SampleConfig) -> tuple[dict, dict[str, np.ndarray] | None]:
-    """sample_item that never raises: a bad mesh gives ({..., "ok": False, "error": ...}, None).
-
-    The timeout uses SIGALRM, so it interrupts Python code but not a long call inside a C
-    extension until that call returns.
-    """
-    use_alarm = config.timeout > 0 and threading.current_thread() is threading.main_thread()
-    if use_alarm:
-        previous = signal.signal(signal.SIGALRM, _raise_timeout)
-        signal.setitimer(signal.ITIMER_REAL, config.timeout)
+    """sample_item that never raises: a bad mesh gives ({..., "ok": False, "error": ...}, None); at most
+    config.timeout seconds (see time_limit)."""
     start = time.process_time()  # CPU time, all threads: meaningful on a shared machine too
     try:
-        meta, arrays = sample_item(item, config)
+        with time_limit(config.timeout):
+            meta, arrays = sample_item(item, config)
         return {**meta, "ok": True, "cpu_seconds": round(time.process_time() - start, 3)}, arrays
-    except _Timeout:
+    except MeshTimeout:
         error = f"TimeoutError: took longer than {config.timeout:g} s"
     except Exception as exc:  # one bad mesh must not stop a run over 800k of them
         error = f"{type(exc).__name__}: {exc}"
-    finally:
-        if use_alarm:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
     return {**item_metadata(item), "ok": False, "error": error}, None
 
 
