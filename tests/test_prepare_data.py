@@ -282,3 +282,13 @@ def test_augment_only_writes_just_the_copies(meshes, tmp_path):
     assert ids == sorted(f"{i.id}#aug1" for i in data.folder_items(meshes) if not data.in_validation(i.id))
     with pytest.raises(SystemExit):
         prepare_data.parse_args(["--out", str(tmp_path), "--meshes", str(meshes), "--augment-only"])
+
+
+def test_split_validation_writes_the_validation_shapes_alone(tmp_path):
+    """--split validation: exactly the training items that vat.data.in_validation puts in the validation split."""
+    expected = sorted(i.id for i in data.procedural_items(40) if data.in_validation(i.id))
+    assert 0 < len(expected) < 40
+    summary = prepare_data.main(["--out", str(tmp_path), "--procedural", "40", "--split", "validation",
+                                 "--workers", "1", *SMALL])
+    assert summary["ok"] == len(expected)
+    assert sorted(r["id"] for r in data.iter_shards(tmp_path)) == expected

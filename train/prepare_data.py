@@ -64,8 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     sources.add_argument("--cache-dir", type=Path, default=None, help="where .sh3f catalogues are unzipped")
     sources.add_argument("--holdout-library", default=data.DEFAULT_HOLDOUT_LIBRARY,
                          help="Sweet Home 3D library kept out of the train split ('' for none)")
-    sources.add_argument("--split", choices=("train", "heldout"), default="train",
-                         help="write only items of this split (heldout: the held-out library's pieces)")
+    sources.add_argument("--split", choices=("train", "heldout", "validation"), default="train",
+                         help="write only items of this split (heldout: the held-out library's pieces; "
+                              "validation: only the train split's validation shapes, vat.data.in_validation)")
     sampling = p.add_argument_group("sampling")
     sampling.add_argument("--surface-points", type=int, default=SampleConfig.surface_points, help="paper: 80000")
     sampling.add_argument("--uniform-queries", type=int, default=SampleConfig.uniform_queries)
@@ -104,7 +105,11 @@ def gather_items(args: argparse.Namespace) -> list[data.MeshItem]:
     copies = data.augmented_items(items, args.augment)
     items = copies if args.augment_only else items + copies
     items += data.procedural_items(args.procedural) + data.family_items(args.families)
-    items = sorted((i for i in items if i.split == args.split), key=lambda i: i.id)
+    if args.split == "validation":  # a folder of the validation split alone, e.g. to validate the generator on
+        items = [i for i in items if i.split == "train" and data.in_validation(i.id)]
+    else:
+        items = [i for i in items if i.split == args.split]
+    items = sorted(items, key=lambda i: i.id)
     ids = [i.id for i in items]
     if len(set(ids)) != len(ids):
         raise SystemExit("two meshes have the same id (relative path): give folders that do not overlap")
