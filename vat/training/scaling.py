@@ -1,0 +1,127 @@
+r"""The data-scaling table: generator runs that differ only in their training data, compared at the
+same steps by their validation numbers (teacher-forced loss, the loss with another piece's image,
+retrieval of each piece by its own image), against the number of shapes each trained on. Writes
+OUT.md, OUT.json and OUT.png.
+
+    python train/data_scaling.py --runs old=runs/gen-old new=runs/gen-new --out docs/data-scaling
+
+Each run's numbers come from its TensorBoard log (val/ tags of train/train_generator.py); its shape
+count from its train_config.json's data folder (good shapes, less the validation split when the run
+held it out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from vat import data
+from vat.training.curves import read_scalars
+
+# (TensorBoard tag, column title, format)
+COLUMNS = (("val/loss", "loss (nats/token)", "{:.3f}"),
+           ("val/loss_mismatched", "loss, another piece's image", "{:.3f}"),
+           ("val/acc", "token accuracy", "{:.3f}"),
+           ("val/retrieval_top1", "retrieval top-1", "{:.3f}"),
+           ("val/retrieval_rank", "retrieval mean rank", "{:.1f}"))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", nargs="+", required=True, metavar="NAME=FOLDER",
+                   help="train/train_generator.py output folders, one per data set")
+    p.add_argument("--out", required=True, type=Path, help="writes OUT.md, OUT.json and OUT.png")
+    args = p.parse_args(argv)
+    runs = []
+    for text in args.runs:
+        name, sep, folder = text.partition("=")
+        if not sep or not name or not (Path(folder) / "train_config.json").is_file():
+            p.error(f"--runs takes NAME=FOLDER with a train_config.json of train/train_generator.py, got {text!r}")
+        runs.append((name, Path(folder)))
+    args.runs = runs
+    return args
+
+
+def training_shapes(run: Path) -> int:
+    """The good shapes of the run's data folder, less the validation split if the run left it out."""
+    config = json.loads((run / "train_config.json").read_text())["train"]
+    held_out = config.get("hold_out_validation", False)
+    return sum(1 for path in data.list_chunks(config["data"]) for record in data.chunk_records(path)
+               if record["ok"] and not (held_out and data.in_validation(record["id"])))
+
+
+def collect(runs: list[tuple[str, Path]]) -> list[dict]:
+    records = []
+    for name, run in runs:
+        scalars = read_scalars(run) if (run / "tb").is_dir() else {}
+        steps = sorted(scalars.get("val/loss", {}))
+        rows = [{"step": step, **{tag: scalars[tag][step] for tag, *_ in COLUMNS if step in scalars.get(tag, {})}}
+                for step in steps]
+        records.append({"name": name, "run": str(run), "shapes": training_shapes(run), "rows": rows})
+    return records
+
+
+def table(records: list[dict]) -> str:
+    lines = ["| data | training shapes | step | " + " | ".join(title for _, title, _ in COLUMNS) + " |",
+             "|---|---|---|" + "---|" * len(COLUMNS)]
+    for record in records:
+        for row in record["rows"]:
+            cells = [fmt.format(row[tag]) if tag in row else "-" for tag, _, fmt in COLUMNS]
+            lines.append(f"| {record['name']} | {record['shapes']:,} | {row['step']:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def common_step(records: list[dict]) -> int | None:
+    """The last step every run has validated at."""
+    shared = set.intersection(*({row["step"] for row in r["rows"]} for r in records)) if records else set()
+    return max(shared) if shared else None
+
+
+def plot(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, (tag, title) in zip(axes[:2], (("val/loss", "validation loss (nats/token)"),
+                                           ("val/retrieval_top1", "validation retrieval top-1"))):
+        for record in records:
+            points = [(row["step"], row[tag]) for row in record["rows"] if tag in row]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=f"{record['name']} ({record['shapes']:,} shapes)")
+        ax.set_title(title)
+        ax.set_xlabel("training steps (8 shapes each)")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend()
+    step = common_step(records)
+    ax = axes[2]
+    if step is not None:
+        rows = sorted((r["shapes"], next(row for row in r["rows"] if row["step"] == step)) for r in records)
+        for tag, title in (("val/loss", "loss"), ("val/loss_mismatched", "loss, another piece's image")):
+            points = [(shapes, row[tag]) for shapes, row in rows if tag in row]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=title)
+        ax.set_xscale("log")
+        ax.set_title(f"at step {step:,}: loss against training shapes")
+        ax.set_xlabel("training shapes")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    records = collect(args.runs)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    text = table(records)
+    args.out.with_suffix(".md").write_text(text + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps(records, indent=2) + "\n")
+    plot(records, args.out.with_suffix(".png"))
+    print(text)
+    return records
