@@ -204,6 +204,7 @@ def test_generate_with_search_keeps_and_names_the_best_sample(tiny_checkpoint, t
     assert "best outline" not in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_eval_gen_scores_rendered_meshes(tiny_checkpoint, tmp_path):
     meshes = tmp_path / "meshes"
     meshes.mkdir()
@@ -366,6 +367,7 @@ def test_version_and_the_mesh_output_is_checked_before_any_work(tmp_path, capsys
         assert exit.value.code == 2 and "cannot write 'x.fbx': expected one of .glb, .obj, .stl, .ply" in err
 
 
+@pytest.mark.slow
 def test_bench_soak_measures_the_demos_memory_and_sigterm_leaves_no_files(tiny_checkpoint, tmp_path):
     out = tmp_path / "bench.json"
     image = draw_object_image(tmp_path / "object.png")
@@ -400,6 +402,7 @@ def test_encode_decode_compare_keeps_the_mesh_in_place(shape, tmp_path, capsys):
     assert json.loads(out.read_text())["summary"]["f_score"] >= 0.8
 
 
+@pytest.mark.slow
 def test_encode_to_a_byte_budget_raw_and_verbose(tiny_checkpoint, tmp_path, capsys):
     mesh, out = tmp_path / "sphere.ply", tmp_path / "s.vat"
     trimesh.creation.icosphere(3, radius=0.4).apply_translation((1, 2, 3)).export(mesh)
@@ -430,6 +433,7 @@ def test_encode_to_a_byte_budget_raw_and_verbose(tiny_checkpoint, tmp_path, caps
     assert main([*common, "--bytes", "500", "--scales", "2"]) == 1
 
 
+@pytest.mark.slow
 def test_eval_recon_scores_the_files_it_wrote(tiny_checkpoint_of_each_design, tmp_path):
     tiny_checkpoint = tiny_checkpoint_of_each_design
     meshes, out, report = tmp_path / "meshes", tmp_path / "vat", tmp_path / "r.json"
