@@ -27,7 +27,7 @@ from vat.models.image_encoders import (  # noqa: F401  (re-exported: the public 
     EFFICIENTNET_STRIDES, IMAGENET_MEAN, IMAGENET_STD, EfficientNetConfig, EfficientNetEncoder, ImageEncoder,
     ImageEncoderConfig, efficientnet_lite0, efficientnet_package_weights, efficientnet_timm_names, image_encoder,
     to_pixels)
-from vat.models.text_encoder import _CLIP_VOCABULARY, DEFAULT_TEXT_ENCODER, TextEncoder, TextEncoderConfig  # noqa: F401
+from vat.models.text_encoder import CLIP_VOCABULARY, DEFAULT_TEXT_ENCODER, TextEncoder, TextEncoderConfig  # noqa: F401
 
 
 @dataclass
@@ -58,7 +58,7 @@ class ConditionConfig:
 # embedding: the widths of the generator's "tiny" preset.
 TINY_DINOV2 = {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 512,
                "image_size": 112, "patch_size": 14}
-TINY_TEXT_TOWER = {"embed_dim": 128, "quick_gelu": False, "context_length": 32, "vocab_size": _CLIP_VOCABULARY,
+TINY_TEXT_TOWER = {"embed_dim": 128, "quick_gelu": False, "context_length": 32, "vocab_size": CLIP_VOCABULARY,
                    "width": 128, "heads": 4, "layers": 2}
 PRESETS = {
     "paper": ConditionConfig(),

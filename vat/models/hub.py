@@ -9,7 +9,7 @@ from typing import Sequence
 from vat.errors import VatError
 
 
-def _local_folder(source: str) -> Path | None:
+def local_folder(source: str) -> Path | None:
     """The folder `source` names, None for a hub id; a path-like source that is no folder is an error."""
     path = Path(source).expanduser()
     if path.is_dir():
@@ -19,7 +19,7 @@ def _local_folder(source: str) -> Path | None:
     return None
 
 
-def _missing(what: str, name: str, repo: str, flag: str) -> VatError:
+def missing_weights(what: str, name: str, repo: str, flag: str) -> VatError:
     via = f" (Hugging Face repo {repo})" if repo != name else ""
     return VatError(
         f"{what} weights {name!r}{via} not found offline: run `hf download {repo}` (huggingface_hub's CLI) on a "
@@ -27,7 +27,7 @@ def _missing(what: str, name: str, repo: str, flag: str) -> VatError:
         f"folder ({flag} PATH), or allow downloads where the hub is reachable")
 
 
-def _hub_file(repo: str, filenames: Sequence[str], allow_download: bool, missing: VatError) -> str:
+def hub_file(repo: str, filenames: Sequence[str], allow_download: bool, missing: VatError) -> str:
     """The first of `filenames` in hub repo `repo`, from the local cache unless downloads are allowed."""
     from huggingface_hub import hf_hub_download
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vat.errors import VatError
-from vat.models.hub import _local_folder, _missing
+from vat.models.hub import local_folder, missing_weights
 
 DEFAULT_IMAGE_ENCODER = "facebook/dinov2-large"
 # DINOv2 was trained on ImageNet-normalised pixels.
@@ -83,7 +83,7 @@ class EfficientNetConfig:
 def _load_dinov2(source: str, allow_download: bool) -> nn.Module:
     from transformers import Dinov2Model
 
-    folder = _local_folder(source)
+    folder = local_folder(source)
     try:
         if folder is not None:
             return Dinov2Model.from_pretrained(folder)
@@ -91,7 +91,7 @@ def _load_dinov2(source: str, allow_download: bool) -> nn.Module:
     except OSError as exc:
         if folder is not None:
             raise VatError(f"{folder} does not hold a transformers DINOv2 model ({exc})") from exc
-        raise _missing("DINOv2", source, source, "--image-encoder") from exc
+        raise missing_weights("DINOv2", source, source, "--image-encoder") from exc
     except (ValueError, RuntimeError) as exc:  # another architecture, or weights that do not fit
         raise VatError(f"{source} is not a DINOv2 model transformers can load: {exc}") from exc
 

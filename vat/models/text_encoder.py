@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from vat.errors import VatError
-from vat.models.hub import _hub_file, _local_folder, _missing
+from vat.models.hub import hub_file, local_folder, missing_weights
 
 DEFAULT_TEXT_ENCODER = "ViT-L-14"
 # Where a CLIP text tower's weights sit in an open_clip state dict (CLIP class: at the top level;
@@ -22,7 +22,7 @@ DEFAULT_TEXT_ENCODER = "ViT-L-14"
 _TEXT_KEYS = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection")
 # open_clip's weight files in a model folder or hub repo, preferred first.
 _OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-_CLIP_VOCABULARY = 49408  # open_clip's bundled BPE tokenizer (SimpleTokenizer)
+CLIP_VOCABULARY = 49408  # open_clip's bundled BPE tokenizer (SimpleTokenizer)
 
 
 @dataclass
@@ -51,7 +51,7 @@ def _load_open_clip_text(source: str, allow_download: bool) -> tuple[dict, dict[
     from open_clip.factory import load_state_dict
 
     schema, name = open_clip.factory.parse_model_name(source)
-    folder = _local_folder(name) if schema != "hf-hub" else None
+    folder = local_folder(name) if schema != "hf-hub" else None
     if folder is not None:
         config_path = folder / "open_clip_config.json"
         weights = [folder / f for f in _OPEN_CLIP_WEIGHTS if (folder / f).is_file()]
@@ -70,14 +70,14 @@ def _load_open_clip_text(source: str, allow_download: bool) -> tuple[dict, dict[
         if len(parts) < 2:
             raise VatError(f"open_clip has no Hugging Face repo for {name!r}'s weights: download them and pass a folder")
         repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
-        missing = _missing("CLIP text", name, repo, "--text-encoder")
-        weights_path = _hub_file(repo, [filename] if filename else _OPEN_CLIP_WEIGHTS, allow_download, missing)
+        missing = missing_weights("CLIP text", name, repo, "--text-encoder")
+        weights_path = hub_file(repo, [filename] if filename else _OPEN_CLIP_WEIGHTS, allow_download, missing)
         quick_gelu = pretrained.get("quick_gelu", model_config.get("quick_gelu", False))
     else:
-        missing = _missing("CLIP text", name, name, "--text-encoder")
-        config_path = _hub_file(name, ["open_clip_config.json"], allow_download, missing)
+        missing = missing_weights("CLIP text", name, name, "--text-encoder")
+        config_path = hub_file(name, ["open_clip_config.json"], allow_download, missing)
         model_config = json.loads(Path(config_path).read_text()).get("model_cfg", {})
-        weights_path = _hub_file(name, _OPEN_CLIP_WEIGHTS, allow_download, missing)
+        weights_path = hub_file(name, _OPEN_CLIP_WEIGHTS, allow_download, missing)
         quick_gelu = model_config.get("quick_gelu", False)
     if "text_cfg" not in model_config or "embed_dim" not in model_config:
         raise VatError(f"{source}: its open_clip config has no text tower (text_cfg, embed_dim)")
@@ -104,9 +104,9 @@ def _build_tower(architecture: dict) -> nn.Module:
         text_config = CLIPTextCfg(**tower)
     except TypeError as exc:
         raise VatError(f"not a valid open_clip text config: {exc}") from exc
-    if text_config.hf_model_name or text_config.hf_tokenizer_name or text_config.vocab_size != _CLIP_VOCABULARY:
+    if text_config.hf_model_name or text_config.hf_tokenizer_name or text_config.vocab_size != CLIP_VOCABULARY:
         raise VatError("only CLIP-style open_clip text towers (open_clip's own transformer and BPE tokenizer, "
-                       f"{_CLIP_VOCABULARY} tokens) are supported, not Hugging Face text models")
+                       f"{CLIP_VOCABULARY} tokens) are supported, not Hugging Face text models")
     # A private helper of open_clip (pinned in requirements.txt): it builds the text tower alone, so
     # the 300M-parameter vision tower of ViT-L-14 is never made.
     return _build_text_tower(embed_dim, text_config, quick_gelu=quick_gelu)
