@@ -20,39 +20,38 @@ from vat.bench import free_port  # noqa: E402, F401  (the app tests launch serve
 TINY_TOKENIZER = dict(num_points=512, width=32, heads=2, num_queries=32, num_latents=64, encoder_layers=1,
                       decoder_layers=1, latent_channels=4, codebook_size=64, triplane_tokens=2, plane_channels=4,
                       mlp_hidden=16, num_frequencies=4)
+# The same sizes in the shipped design (locality="grid", preset tiny-grid): the 64 tokens are a 4 x 4 x 4
+# latent grid, decoded with one x2 upsampling.
+TINY_GRID_TOKENIZER = dict(num_points=512, width=32, heads=2, num_latents=64, encoder_layers=1, decoder_layers=1,
+                           latent_channels=4, codebook_size=64, plane_channels=4, mlp_hidden=16, num_frequencies=4,
+                           locality="grid", grid_up_levels=1)
+DESIGNS = {"triplane": TINY_TOKENIZER, "grid": TINY_GRID_TOKENIZER}  # the paper's design and the shipped one
 TINY_DINOV2 = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
                "image_size": 28, "patch_size": 14}
 TINY_TEXT_TOWER = {"embed_dim": 24, "context_length": 16, "width": 32, "heads": 2, "layers": 1}
 INSIDE_FRACTION = 0.3  # share of the unit cube the random field calls inside
 
 
-def make_tiny_checkpoint(folder: str | os.PathLike, seed: int = 0) -> Path:
-    """Write a checkpoint folder (tokenizer, generator, condition encoders) with random weights.
-
-    A random decoder's occupancy field need not cross zero, and a random field of fine detail
-    gives a sponge of a million faces. Three edits make every token sequence decode to a few
-    smooth blobs: the triplane is 2 x 2 tokens and the field's MLP reads only the coarsest mip level
-    (4 x 4 cells per plane: a smooth field); the latent tokens are scaled down (x 0.1) so that they
-    move the field a little but cannot shift it as a whole; and the MLP's last bias is set so that
-    INSIDE_FRACTION of a grid over the cube is inside. The decoded mesh is then non-empty for any
-    tokens, and still depends on them (scales and seeds give different meshes)."""
+def _smooth_random_field(tokenizer, seed: int) -> None:
+    """Make a random tokenizer's field a few smooth blobs for any tokens (see make_tiny_checkpoint)."""
     import torch
 
     from vat.geometry.extract import grid_points
-    from vat.models.conditioning import ConditionConfig, ConditionEncoders, ImageEncoderConfig, TextEncoderConfig
-    from vat.models.gpt import GeneratorConfig, NextScaleGPT
-    from vat.models.tokenizer import VAT, TokenizerConfig
     from vat.pipeline import MeshCodec
 
-    folder = Path(folder)
-    torch.manual_seed(seed)
-    config = TokenizerConfig(**TINY_TOKENIZER)
-    tokenizer = VAT(config).eval()
+    config = tokenizer.config
     with torch.no_grad():
-        first = tokenizer.field.mlp[0].weight  # [hidden, 3 planes x (4 + 2 + 1) x plane_channels]
-        per_plane, coarse = 7 * config.plane_channels, 4 * config.plane_channels
-        for plane in range(3):
-            first[:, plane * per_plane + coarse:(plane + 1) * per_plane] = 0.0
+        first = tokenizer.field.mlp[0].weight
+        if config.locality == "grid":
+            # [hidden, latent cells' width + finer levels + query features]: the MLP reads the 4 x 4 x 4
+            # latent cells alone, whose learned positions (at unit scale, as the triplane's tokens) shape it.
+            first[:, config.width:] = 0.0
+            tokenizer.field.attention.position.mul_(50.0)
+        else:
+            # [hidden, 3 planes x (4 + 2 + 1) x plane_channels]: the coarsest mip level alone.
+            per_plane, coarse = 7 * config.plane_channels, 4 * config.plane_channels
+            for plane in range(3):
+                first[:, plane * per_plane + coarse:(plane + 1) * per_plane] = 0.0
         tokenizer.from_latent.weight.mul_(0.1)
         axis = grid_points(16)
         points_N3 = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
@@ -60,6 +59,31 @@ def make_tiny_checkpoint(folder: str | os.PathLike, seed: int = 0) -> Path:
                    for side in config.scale_sides]
         logits_N = MeshCodec(tokenizer, "cpu").occupancy_fn(indices)(points_N3)
         tokenizer.field.mlp[-1].bias -= float(np.quantile(logits_N, 1.0 - INSIDE_FRACTION))
+
+
+def make_tiny_checkpoint(folder: str | os.PathLike, seed: int = 0, design: str = "triplane") -> Path:
+    """Write a checkpoint folder (tokenizer, generator, condition encoders) with random weights; the
+    tokenizer in one of DESIGNS ("triplane": the paper's, "grid": the shipped locality prior).
+
+    A random decoder's occupancy field need not cross zero, and a random field of fine detail
+    gives a sponge of a million faces. Three edits make every token sequence decode to a few
+    smooth blobs: the field's MLP reads only its coarsest features (the triplane is 2 x 2 tokens and the
+    MLP reads only the coarsest mip level, 4 x 4 cells per plane; the grid's MLP reads only the 4 x 4 x 4
+    latent cells); the latent tokens are scaled down (x 0.1) so that they move the field a little but
+    cannot shift it as a whole; and the MLP's last bias is set so that INSIDE_FRACTION of a grid over
+    the cube is inside. The decoded mesh is then non-empty for any tokens, and still depends on them
+    (scales and seeds give different meshes)."""
+    import torch
+
+    from vat.models.conditioning import ConditionConfig, ConditionEncoders, ImageEncoderConfig, TextEncoderConfig
+    from vat.models.gpt import GeneratorConfig, NextScaleGPT
+    from vat.models.tokenizer import VAT, TokenizerConfig
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    config = TokenizerConfig(**DESIGNS[design])
+    tokenizer = VAT(config).eval()
+    _smooth_random_field(tokenizer, seed)
     encoders = ConditionEncoders(ConditionConfig(image=ImageEncoderConfig(pretrained=None, dinov2=TINY_DINOV2,
                                                                           image_size=28),
                                                  text=TextEncoderConfig(pretrained=None, tower=TINY_TEXT_TOWER)))
@@ -76,6 +100,18 @@ def make_tiny_checkpoint(folder: str | os.PathLike, seed: int = 0) -> Path:
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A folder with a tiny random tokenizer, generator and condition encoders (see make_tiny_checkpoint)."""
     return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny-checkpoint"))
+
+
+@pytest.fixture(scope="session")
+def tiny_grid_checkpoint(tmp_path_factory) -> Path:
+    """The same in the shipped tokenizer design (locality="grid")."""
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny-grid-checkpoint"), design="grid")
+
+
+@pytest.fixture(params=list(DESIGNS))
+def tiny_checkpoint_of_each_design(request) -> Path:
+    """tiny_checkpoint, then tiny_grid_checkpoint: a test that takes it runs once per tokenizer design."""
+    return request.getfixturevalue("tiny_checkpoint" if request.param == "triplane" else "tiny_grid_checkpoint")
 
 
 @pytest.fixture(scope="session")

@@ -293,6 +293,7 @@ def test_codec_tabs_work_when_the_generator_cannot_load(tiny_checkpoint, image, 
         bare.generate(image, progress=Progress())
 
 
+@pytest.mark.slow
 def test_model_calls_take_and_return_plain_data(demo, image, tmp_path, monkeypatch):
     # On a ZeroGPU Space the model calls run in a forked worker, their arguments and results pickled.
     crossings = []
@@ -314,6 +315,7 @@ def test_model_calls_take_and_return_plain_data(demo, image, tmp_path, monkeypat
                          "decode_tokens", "decode_tokens"]
 
 
+@pytest.mark.slow
 def test_session_files_are_removed_when_the_session_ends(demo, image):
     request = SimpleNamespace(session_hash="../../abc")  # the hash comes from the client: never a path
     state = demo.generate(image, resolution="64", request=request, progress=Progress())[-1]
@@ -329,6 +331,7 @@ def test_session_files_are_removed_when_the_session_ends(demo, image):
     app._close_session(None)
 
 
+@pytest.mark.slow
 def test_a_new_result_drops_the_old_ones_raw_meshes(demo, image):
     session = demo.generate(image, resolution="64", progress=Progress())[-1]
     first = session.results["generate"]

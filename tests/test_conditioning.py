@@ -35,6 +35,7 @@ def micro():
     return ConditionEncoders(MICRO)
 
 
+@pytest.mark.slow
 def test_tiny_preset_matches_the_tiny_generator():
     torch.manual_seed(0)
     encoders = ConditionEncoders(PRESETS["tiny"])
@@ -249,6 +250,7 @@ def _render_four_shapes(size):
     return np.stack(views), captions
 
 
+@pytest.mark.slow
 def test_overfit_four_rendered_shapes_and_regenerate_their_tokens():
     """The issue's overfit test: a small generator memorises the tokens of 4 shapes given their
     renders and captions, through the real classes (renders -> frozen tiny DINOv2 and CLIP text

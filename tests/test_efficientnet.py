@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vat.errors import VatError
-from vat.models import conditioning, gpt
+from vat.models import gpt, image_encoders
 from vat.models.conditioning import (EFFICIENTNET_MEAN, EFFICIENTNET_PACKAGE, EFFICIENTNET_STD, IMAGENET_MEAN,
                                      IMAGENET_STD, ConditionConfig, ConditionEncoders, EfficientNetConfig,
                                      EfficientNetEncoder, ImageEncoderConfig, TextEncoderConfig,
@@ -177,7 +177,7 @@ def test_finetuned_encoder_is_saved_with_its_weights_and_reloads_without_the_pac
 
     def no_package():
         raise AssertionError("the package must not be read")
-    monkeypatch.setattr(conditioning, "efficientnet_package_weights", no_package)
+    monkeypatch.setattr(image_encoders, "efficientnet_package_weights", no_package)
     loaded = ConditionEncoders.from_pretrained(tmp_path)
     encoders.set_trainable(False)
     with torch.no_grad():

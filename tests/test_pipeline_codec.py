@@ -43,7 +43,8 @@ def test_encoding_is_placement_invariant_and_seeded(codec):
     assert codec.read_file(b.data).placement.size == pytest.approx(21.0, rel=1e-3)
 
 
-def test_decode_puts_the_mesh_back_where_it_was(tiny_checkpoint):
+def test_decode_puts_the_mesh_back_where_it_was(tiny_checkpoint_of_each_design):
+    tiny_checkpoint = tiny_checkpoint_of_each_design
     codec = MeshCodec.from_pretrained(tiny_checkpoint, device="cpu")
     box = trimesh.creation.box((3.0, 1.0, 2.0)).apply_translation((10, -4, 2))
     data = codec.encode(box).data
@@ -106,12 +107,13 @@ def test_checkpoint_resolution(tmp_path):
         resolve_checkpoint(tmp_path / "missing" / "deeper")
 
 
-def test_pipeline_saves_all_parts_in_float16(tiny_checkpoint, tmp_path):
+def test_pipeline_saves_all_parts_in_float16(tiny_checkpoint_of_each_design, tmp_path):
     """Pipeline.save_pretrained: how a run's OUT/final becomes the shipped folder."""
     from safetensors import safe_open
 
     from vat.pipeline import Pipeline
 
+    tiny_checkpoint = tiny_checkpoint_of_each_design
     Pipeline.from_pretrained(tiny_checkpoint, device="cpu").save_pretrained(tmp_path)
     for part in ("tokenizer", "generator", "conditioning"):
         assert (tmp_path / f"{part}_config.json").read_text() == (tiny_checkpoint / f"{part}_config.json").read_text()
@@ -185,3 +187,22 @@ def test_a_temperature_falling_over_the_scales_is_a_stored_sampling_setting(tiny
     assert pipeline.generate_unconditional(seed=3).settings["temperature_last"] == 0.3
     with pytest.raises(VatError, match="temperature_last"):
         plain.generate(text="a chair", temperature_last=0)
+
+
+def test_the_tiny_checkpoints_decode_any_tokens_to_blobs_that_depend_on_them(tiny_checkpoint_of_each_design, request):
+    """The promise of conftest.make_tiny_checkpoint, in both tokenizer designs: random tokens decode to a
+    field that is inside on about INSIDE_FRACTION (0.3) of the cube, whose meshes differ with the tokens."""
+    from vat.geometry.extract import grid_points
+
+    codec = MeshCodec.from_pretrained(tiny_checkpoint_of_each_design, device="cpu")
+    design = request.node.callspec.params["tiny_checkpoint_of_each_design"]
+    assert codec.config.locality == {"triplane": "none", "grid": "grid"}[design]
+    axis = grid_points(16)
+    points = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+    rng = np.random.default_rng(1)
+    meshes = []
+    for _ in range(3):
+        indices = [rng.integers(0, codec.config.codebook_size, s * s) for s in codec.config.scale_sides]
+        assert 0.2 < np.mean(codec.occupancy_fn(indices)(points) > 0) < 0.4
+        meshes.append(codec.decode_mesh(indices, resolution=16))
+    assert len({m.vertices.round(4).tobytes() for m in meshes}) == 3  # three different meshes

@@ -22,6 +22,7 @@ def box():
     return trimesh.creation.box((0.8, 0.3, 0.5)).apply_translation((2, 0, 0))
 
 
+@pytest.mark.slow
 def test_refinement_keeps_the_size_and_never_loses_on_the_check(codec, box):
     plain = codec.encode(box, raw=True)
     refined = codec.encode(box, raw=True, refine=15)
@@ -40,6 +41,7 @@ def test_refinement_keeps_the_size_and_never_loses_on_the_check(codec, box):
     assert codec.encode(box, raw=True, refine=15).data == refined.data  # reproducible
 
 
+@pytest.mark.slow
 def test_a_refinement_that_only_hurts_keeps_the_unrefined_tokens(codec, box, monkeypatch):
     """When every refined candidate checks worse than the encoder's own tokens (here the check is made to say
     so: the unrefined tokens score 1, any other 0), the file holds the encoder's own tokens."""

@@ -96,6 +96,7 @@ def pipeline(tiny_checkpoint):
     return Pipeline.from_pretrained(tiny_checkpoint, device="cpu")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [16, 3])  # the samples in one batch; in two, the second one short
 def test_search_keeps_the_sample_whose_outline_fits_best(pipeline, tmp_path, monkeypatch, batch):
     from conftest import draw_object_image

@@ -287,6 +287,7 @@ def test_training_views_are_augmented_and_replayed_on_resume(prepared, tmp_path)
     assert not GeneratorShapes(old, "views", None, augment=False).augment
 
 
+@pytest.mark.slow
 def test_single_process_trains_encoders_and_exports_a_pipeline_folder(inputs, prepared, tmp_path, one_thread):
     out = tmp_path / "run"
     summary = train_generator.main(["--data", str(prepared[0]), "--val-data", str(prepared[0]),
@@ -328,6 +329,7 @@ def test_cached_features_only_from_the_same_frozen_encoders(inputs, prepared, tm
     assert (trained["image"], trained["text"]) == ("views", None)
 
 
+@pytest.mark.slow
 def test_efficientnet_on_8_views_of_224_px(inputs, tmp_path, monkeypatch, one_thread):
     """The final run's data path on 4 shapes: 8 framed views of 224 px rendered once; a newer
     tokenizer's data reuses them (--views-from) and caches EfficientNet's tokens of every view. The
@@ -377,6 +379,7 @@ def test_efficientnet_on_8_views_of_224_px(inputs, tmp_path, monkeypatch, one_th
     assert NextScaleGPT.from_pretrained(tmp_path / "strided" / FINAL).config.image_tokens == 50
 
 
+@pytest.mark.slow
 def test_ddp_ranks_stay_identical(inputs, prepared, tmp_path):
     out = tmp_path / "run"
     # --standalone rendezvous on localhost:0, so the agent picks free ports itself.

@@ -51,6 +51,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_ddp_ranks_stay_identical_through_phase_two_and_restarts(shards, tmp_path):
     out = tmp_path / "run"
     # --standalone rendezvous on localhost:0, so the agent picks free ports itself.
@@ -72,6 +73,7 @@ def test_ddp_ranks_stay_identical_through_phase_two_and_restarts(shards, tmp_pat
     VAT.from_pretrained(out / FINAL)
 
 
+@pytest.mark.slow
 def test_single_process_exports_the_ema_model(shards, tmp_path, one_thread):
     out = tmp_path / "run"
     summary = train_tokenizer.main(["--data", str(shards), "--val-data", str(shards), "--out", str(out),
@@ -128,6 +130,7 @@ def test_init_from_starts_a_new_run_from_matching_weights(shards, tmp_path, one_
                               "--init-from", str(tmp_path / "cut")])
 
 
+@pytest.mark.slow
 def test_ablation_trains_and_scores_every_arm(shards, tmp_path, one_thread, capsys):
     from vat.geometry.procedural import random_shape
 
@@ -199,6 +202,7 @@ def test_fresh_queries_snapshots_and_seconds_are_recorded(shards, tmp_path, one_
     assert VAT.from_pretrained(out / SNAPSHOTS / "step-0000004").config.locality == "grid"
 
 
+@pytest.mark.slow
 def test_decoder_only_prefix_training_keeps_the_tokens_and_scores_cs_iou(shards, tmp_path, one_thread):
     """--freeze-encoder --prefix-share trains the decoder on scale prefixes: the encoder, latent head
     and quantiser (so every token, and the fingerprint) stay as --init-from has them, the decoder
@@ -317,6 +321,7 @@ def test_calibrate_tokenizer_fits_levels_of_a_trained_folder_and_keeps_its_token
         calibrate.main(["--checkpoint", str(tmp_path), "--data", str(shards)])
 
 
+@pytest.mark.slow
 def test_learning_curves_train_arms_and_draw_them(shards, tmp_path, one_thread):
     out = tmp_path / "curves"
     arms = "paper=tiny,grid=tiny-grid+num_latents=64+plane_channels=4"
