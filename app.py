@@ -219,9 +219,9 @@ def codec_tab(demo: Demo, state: gr.State, num_scales: int) -> None:
                 decode_resolution = resolution_radio()
                 decode_run = gr.Button("Decode", variant="primary")
             with gr.Column(scale=2):
-                decoded_view = gr.Model3D(label="Decoded mesh", height=360)
+                decoded_view = gr.Model3D(label="Decoded mesh (unit cube)", height=360)
                 decoded_info = gr.Markdown(label="Decoding info")
-                decoded_file = gr.File(label="GLB", interactive=False)
+                decoded_file = gr.File(label="GLB (where the encoded mesh was)", interactive=False)
         decode_run.click(demo.decode, [vat_upload, decode_scales, decode_resolution, state],
                          [decoded_view, decoded_info, decoded_file, state], api_name="decode",
                          concurrency_id="model", preprocess=False)

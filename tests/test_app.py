@@ -176,6 +176,31 @@ def test_mesh_to_tokens_and_back(demo, tmp_path):
     assert _faces(decoded) > 0 and "decoded from 2" in info and f"{len(data)} bytes" in info
 
 
+def test_the_codec_tab_shows_the_files_bytes_and_placement(demo, tmp_path):
+    """The .vat's bytes and the placement stored in it (where decoding puts the mesh back), on encoding and
+    on decoding; the decoded GLB is put back there, the view stays in the unit cube."""
+    mesh_path = tmp_path / "placed.obj"
+    trimesh.creation.box((3.0, 1.5, 0.75)).apply_translation((2.0, -1.0, 0.5)).export(mesh_path)
+    _, _, report, vat_path, _, _, session = demo.encode(str(mesh_path), "64")
+    data = open(vat_path, "rb").read()
+    codec = session.results["encode"].codec
+    stored = codec.read_file(data).placement
+    assert stored.values().tolist() == [2.0, -1.0, 0.5, 3.0]  # exact in float16
+    assert f"**{len(data)} bytes** of .vat" in report and "placement kept: centre (2, -1, 0.5), size 3" in report
+    view, info, glb, _ = demo.decode(vat_path, 0, "64", session)
+    assert info.startswith(f"placed.vat: **{len(data)} bytes** (format v2, ")
+    assert "placement stored: centre (2, -1, 0.5), size 3 (the GLB is put back there)" in info
+    unit = gpu.tokens_to_mesh(demo.checkpoint, codec.read(data), len(codec.read(data)), 64)
+    assert trimesh.load(glb, force="mesh").bounds == pytest.approx(stored.apply(unit).bounds, abs=1e-4)
+    assert trimesh.load(view, force="mesh").bounds == pytest.approx(unit.bounds, abs=1e-4)
+    # A file without a placement (as version 1 wrote them) decodes in the unit cube, and says so.
+    bare = tmp_path / "bare.vat"
+    bare.write_bytes(codec.write(codec.read(data)))
+    _, info, glb, _ = demo.decode(str(bare), 0, "64", session)
+    assert f"bare.vat: **{bare.stat().st_size} bytes**" in info and "no placement stored" in info
+    assert trimesh.load(glb, force="mesh").bounds == pytest.approx(unit.bounds, abs=1e-4)
+
+
 @pytest.mark.parametrize("content, message",
                          [(b"", "upload.obj is empty"), (b"not a mesh at all", "no triangle faces")])
 def test_bad_meshes_are_messages(demo, tmp_path, content, message):

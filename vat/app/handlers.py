@@ -87,6 +87,12 @@ def method_note(method: str | None, warning: str = "") -> str:
     return note + (f"\n\n⚠️ {warning}" if warning else "")
 
 
+def placement_words(placement) -> str:
+    """'centre (2, -1, 0.5), size 3': where a .vat file puts its decoded mesh back (vat.codec.Placement:
+    the centre of the mesh's bounding box and its longest side, in the mesh's own units)."""
+    return f"centre ({', '.join(f'{v:.3g}' for v in placement.centre)}), size {placement.size:.3g}"
+
+
 def scale_readout(session: Session, tab: str, result, scales: int, extra: str = "") -> str:
     """What the first `scales` scales hold (tokens, bytes, faces), then the same for every scale, the
     faces of those decoded so far: how detail and size change from coarse to fine."""
@@ -325,8 +331,7 @@ class Handlers:
         report = (f"{name} → **{len(encoded.data):,} bytes** of .vat ({count(encoded.num_tokens, 'token')} in "
                   f"{result.num_scales} scales) · {size_change(file_bytes, len(encoded.data))} · {F_SCORE} against "
                   f"the input **{f_score:.3f}** · {'entropy-coded' if encoded.entropy_coded else 'raw tokens'} · "
-                  f"placement kept: centre ({', '.join(f'{v:.3g}' for v in encoded.placement.centre)}), "
-                  f"size {encoded.placement.size:.3g}")
+                  f"placement kept: {placement_words(encoded.placement)}")
         readout = scale_readout(session, "encode", result, result.num_scales, f" · {F_SCORE} {f_score:.3f}")
         return input_glb, glb, report, str(vat_path), result.num_scales, readout, session
 
@@ -344,7 +349,8 @@ class Handlers:
     @handler
     def decode(self, vat_file, scales: float = 0, resolution: str = DEFAULT_RESOLUTION_CHOICE, state=None,
                request: gr.Request = None):
-        """.vat -> the mesh from all its scales (or the first `scales`)."""
+        """.vat -> the mesh from all its scales (or the first `scales`): the view in the unit cube, the GLB
+        put back where the encoded mesh was (as `vat decode`); the info says the file's bytes and placement."""
         path, name = check_upload(vat_file, VAT_LABEL)
         if path is None:
             raise VatError("upload a .vat file first")
@@ -352,7 +358,8 @@ class Handlers:
         codec = self.models.codec()
         data = Path(path).read_bytes()
         with for_visitors(path, name):
-            indices = codec.read(data)
+            tokens = codec.read_file(data)
+        indices = list(tokens.indices)
         scales = scales or len(indices)
         if scales > len(indices):
             raise VatError(f"this .vat file holds {len(indices)} scales: ask for 1 to {len(indices)} (0 for all)")
@@ -360,8 +367,12 @@ class Handlers:
         session = session_of(state, request)
         stem = f"{Path(name).stem}-s{scales}"
         view = export_view(mesh, session.file("decode", "view", f"{stem}-view.glb"))
-        glb = export_mesh(mesh, session.file("decode", "mesh", f"{stem}.glb"))
-        info = (f"{name}: {len(data):,} bytes, {len(indices)} of {codec.num_scales} scales stored · "
-                f"decoded from {scales} · {count(len(mesh.faces), 'face')}")
+        placed = mesh if tokens.placement is None else tokens.placement.apply(mesh)
+        glb = export_mesh(placed, session.file("decode", "mesh", f"{stem}.glb"))
+        where = ("no placement stored: the GLB stays in the unit cube" if tokens.placement is None else
+                 f"placement stored: {placement_words(tokens.placement)} (the GLB is put back there)")
+        info = (f"{name}: **{len(data):,} bytes** (format v{tokens.version}, "
+                f"{'entropy-coded' if tokens.prior is not None else 'raw tokens'}), {len(indices)} of "
+                f"{codec.num_scales} scales stored · {where} · decoded from {scales} · "
+                f"{count(len(mesh.faces), 'face')}")
         return view, info, str(glb), session
-
