@@ -14,7 +14,13 @@ import trimesh
 from conftest import draw_object_image
 
 import app
+from vat.app import gpu
+from vat.app.handlers import F_SCORE, compare, example_images, procedural
+from vat.app.inputs import EXPORT_CHOICES, SEARCH, TEMPERATURE
+from vat.app.models import SUMMARY_MARKER, Models, model_summary
+from vat.app.sessions import OUTPUT_ROOT, SESSION_TTL_S, SESSIONS, close_session, end_session
 from vat.pipeline import DEFAULT_GENERATE_SEARCH, SAMPLE_BATCH, Pipeline
+from vat.ui import MAX_SEED
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +58,7 @@ def test_generate_reports_every_scale_and_returns_a_mesh(demo, generated, image)
     (seen, note, glb, seed, info, slider, readout, session), progress = generated
     result = session.results["generate"]
     total, samples = result.num_scales, DEFAULT_GENERATE_SEARCH  # an image gets the search by default
-    assert app.SEARCH.maximum <= SAMPLE_BATCH  # the demo's samples are drawn as one batch: a step per scale
+    assert SEARCH.maximum <= SAMPLE_BATCH  # the demo's samples are drawn as one batch: a step per scale
     assert [value for value, _ in progress.calls[:-1]] == [(s, total) for s in range(1, total + 1)]
     assert progress.calls[1][1] == f"Sampling scale 2 of {total}, {samples} samples at once"
     assert "Decoding" in progress.calls[-1][1]
@@ -77,7 +83,7 @@ def test_text_only_and_seed_reproducibility(demo, image):
     tokens = [np.concatenate(s.results["generate"].indices) for s in (a, b, c)]
     assert np.array_equal(tokens[0], tokens[1]) and not np.array_equal(tokens[0], tokens[2])
     text_only = demo.generate(None, text="a red ball", resolution="64", progress=Progress())
-    assert text_only[0] is None and _faces(text_only[2]) > 0 and 0 <= text_only[3] <= app.MAX_SEED
+    assert text_only[0] is None and _faces(text_only[2]) > 0 and 0 <= text_only[3] <= MAX_SEED
     assert "best outline" not in text_only[4]  # no image, no outline: one sample
     with pytest.raises(gr.Error, match="Samples"):
         demo.generate(image, search=0, progress=Progress())
@@ -86,13 +92,13 @@ def test_text_only_and_seed_reproducibility(demo, image):
 def test_scale_slider_decodes_on_demand_and_caches(demo, generated, monkeypatch):
     session = generated[0][-1]
     result = session.results["generate"]
-    decodes, original = [], app.decode_tokens
+    decodes, original = [], gpu.tokens_to_mesh
 
     def counting(checkpoint, indices, scales, *args, **kwargs):
         decodes.append(scales)
         return original(checkpoint, indices, scales, *args, **kwargs)
 
-    monkeypatch.setattr(app, "decode_tokens", counting)
+    monkeypatch.setattr(gpu, "tokens_to_mesh", counting)
     glb, readout, _ = demo.show_scale(2, session)
     assert _faces(glb) > 0 and readout.startswith(f"Scale **2 of {result.num_scales}**: {result.tokens_at(2)} tokens")
     assert f"{len(result.vat(2))} bytes" in readout and len(result.vat(2)) < len(result.vat())
@@ -104,7 +110,7 @@ def test_scale_slider_decodes_on_demand_and_caches(demo, generated, monkeypatch)
         demo.show_scale(1, None)
 
 
-@pytest.mark.parametrize("file_format", app.EXPORT_CHOICES)
+@pytest.mark.parametrize("file_format", EXPORT_CHOICES)
 def test_downloads_in_every_format(demo, generated, file_format):
     session = generated[0][-1]
     result = session.results["generate"]
@@ -161,13 +167,38 @@ def test_mesh_to_tokens_and_back(demo, tmp_path):
     result = session.results["encode"]
     data = open(vat_path, "rb").read()
     ratio = mesh_path.stat().st_size / len(data)
-    assert f"**{len(data)} bytes**" in report and f"compression ratio {ratio:.1f}x" in report and app.F_SCORE in report
+    assert f"**{len(data)} bytes**" in report and f"compression ratio {ratio:.1f}x" in report and F_SCORE in report
     assert "placement kept: centre (0, 0, 0), size 1" in report and result.vat() == data  # the slider's bytes too
     assert _faces(source) == 12 and _faces(recon) > 0 and slider == result.num_scales
     glb, line, _ = demo.show_reconstruction(1, session)
-    assert _faces(glb) > 0 and line.startswith(f"Scale **1 of {result.num_scales}**") and app.F_SCORE in line
+    assert _faces(glb) > 0 and line.startswith(f"Scale **1 of {result.num_scales}**") and F_SCORE in line
     decoded, info, download, _ = demo.decode(vat_path, 2, "64", session)
     assert _faces(decoded) > 0 and "decoded from 2" in info and f"{len(data)} bytes" in info
+
+
+def test_the_codec_tab_shows_the_files_bytes_and_placement(demo, tmp_path):
+    """The .vat's bytes and the placement stored in it (where decoding puts the mesh back), on encoding and
+    on decoding; the decoded GLB is put back there, the view stays in the unit cube."""
+    mesh_path = tmp_path / "placed.obj"
+    trimesh.creation.box((3.0, 1.5, 0.75)).apply_translation((2.0, -1.0, 0.5)).export(mesh_path)
+    _, _, report, vat_path, _, _, session = demo.encode(str(mesh_path), "64")
+    data = open(vat_path, "rb").read()
+    codec = session.results["encode"].codec
+    stored = codec.read_file(data).placement
+    assert stored.values().tolist() == [2.0, -1.0, 0.5, 3.0]  # exact in float16
+    assert f"**{len(data)} bytes** of .vat" in report and "placement kept: centre (2, -1, 0.5), size 3" in report
+    view, info, glb, _ = demo.decode(vat_path, 0, "64", session)
+    assert info.startswith(f"placed.vat: **{len(data)} bytes** (format v2, ")
+    assert "placement stored: centre (2, -1, 0.5), size 3 (the GLB is put back there)" in info
+    unit = gpu.tokens_to_mesh(demo.checkpoint, codec.read(data), len(codec.read(data)), 64)
+    assert trimesh.load(glb, force="mesh").bounds == pytest.approx(stored.apply(unit).bounds, abs=1e-4)
+    assert trimesh.load(view, force="mesh").bounds == pytest.approx(unit.bounds, abs=1e-4)
+    # A file without a placement (as version 1 wrote them) decodes in the unit cube, and says so.
+    bare = tmp_path / "bare.vat"
+    bare.write_bytes(codec.write(codec.read(data)))
+    _, info, glb, _ = demo.decode(str(bare), 0, "64", session)
+    assert f"bare.vat: **{bare.stat().st_size} bytes**" in info and "no placement stored" in info
+    assert trimesh.load(glb, force="mesh").bounds == pytest.approx(unit.bounds, abs=1e-4)
 
 
 @pytest.mark.parametrize("content, message",
@@ -207,8 +238,8 @@ def test_without_weights_tabs_say_how_to_get_them(empty_checkpoint, image):
     notices = _notices(bare.build())
     assert len(notices) == 2 and all(n.visible and "--checkpoint" in n.value for n in notices)
     # The compare tool needs no weights.
-    glb = app.procedural(2)[2]
-    assert f"{app.F_SCORE}** 1.000" in app.compare(glb, glb, False)[0]
+    glb = procedural(2)[2]
+    assert f"{F_SCORE}** 1.000" in compare(glb, glb, False)[0]
 
 
 def _notices(blocks: gr.Blocks) -> list:
@@ -227,10 +258,10 @@ def test_queue_is_bounded_and_sessions_are_cleaned_up(demo, monkeypatch):
     launched = app.serve(blocks, port=1234, prevent_thread_lock=True)
     assert blocks._queue.max_size == app.QUEUE_SIZE and launched["server_port"] == 1234
     states = [b for b in blocks.blocks.values() if isinstance(b, gr.State)]
-    assert len(states) == 1 and states[0].delete_callback is app._close_session
-    assert states[0].time_to_live == app.SESSION_TTL_S
+    assert len(states) == 1 and states[0].delete_callback is close_session
+    assert states[0].time_to_live == SESSION_TTL_S
     unload = [f for f in blocks.fns.values() if any(t[1] == "unload" for t in f.targets)]
-    assert [f.fn for f in unload] == [app._end_session]
+    assert [f.fn for f in unload] == [end_session]
 
 
 def test_every_handler_has_a_stable_api_name_and_generate_needs_only_the_image(demo):
@@ -249,13 +280,13 @@ def test_the_scale_slider_says_what_the_early_scales_show(tiny_checkpoint, examp
     slider = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "scale-slider")
     assert "Scales 1-4" in slider.info and "differ little from image to image" in slider.info
     sliders = {b.label: b for b in blocks.blocks.values() if isinstance(b, gr.Slider)}
-    assert sliders[app.TEMPERATURE.label].info is None  # a constant temperature: nothing to add
+    assert sliders[TEMPERATURE.label].info is None  # a constant temperature: nothing to add
     cooled = tmp_path / "cooled"
     shutil.copytree(tiny_checkpoint, cooled)
     (cooled / "sampling_config.json").write_text('{"temperature": 1.0, "temperature_last": 0.4}')
     blocks = app.Demo(cooled, examples_dir).build()
     sliders = {b.label: b for b in blocks.blocks.values() if isinstance(b, gr.Slider)}
-    assert "0.4 at the last scale" in sliders[app.TEMPERATURE.label].info
+    assert "0.4 at the last scale" in sliders[TEMPERATURE.label].info
 
 
 def test_models_load_once_under_concurrent_first_requests(tiny_checkpoint, monkeypatch):
@@ -267,7 +298,7 @@ def test_models_load_once_under_concurrent_first_requests(tiny_checkpoint, monke
         return original(cls, *args, **kwargs)
 
     monkeypatch.setattr(Pipeline, "from_pretrained", classmethod(counting))
-    models = app.Models(tiny_checkpoint)
+    models = Models(tiny_checkpoint)
     pipelines, codecs = [], []
     threads = [threading.Thread(target=lambda: pipelines.append(models.pipeline())) for _ in range(4)]
     threads += [threading.Thread(target=lambda: codecs.append(models.codec())) for _ in range(2)]
@@ -297,38 +328,38 @@ def test_codec_tabs_work_when_the_generator_cannot_load(tiny_checkpoint, image, 
 def test_model_calls_take_and_return_plain_data(demo, image, tmp_path, monkeypatch):
     # On a ZeroGPU Space the model calls run in a forked worker, their arguments and results pickled.
     crossings = []
-    for name in ("sample_tokens", "decode_tokens", "encode_mesh"):
-        def across(*args, _call=getattr(app, name), progress=None, **kwargs):
+    for name in ("generate_tokens", "tokens_to_mesh", "encode_mesh"):
+        def across(*args, _call=getattr(gpu, name), progress=None, **kwargs):
             args, kwargs = pickle.loads(pickle.dumps((args, kwargs)))
             result = _call(*args, **kwargs, **({} if progress is None else {"progress": progress}))
             crossings.append(_call.__name__)
             return pickle.loads(pickle.dumps(result))
 
-        monkeypatch.setattr(app, name, across)
+        monkeypatch.setattr(gpu, name, across)
     session = demo.generate(image, resolution="64", progress=Progress())[-1]
     assert _faces(demo.show_scale(1, session)[0]) > 0 and _faces(demo.download("glb", 0, False, 1, session)[0]) > 0
     mesh_path = tmp_path / "ball.obj"
     trimesh.creation.icosphere(2).export(mesh_path)
     vat_path = demo.encode(str(mesh_path), "64", session)[3]
     assert _faces(demo.decode(vat_path, 1, "64", session)[0]) > 0
-    assert crossings == ["sample_tokens", "decode_tokens", "decode_tokens", "decode_tokens", "encode_mesh",
-                         "decode_tokens", "decode_tokens"]
+    assert crossings == ["generate_tokens", "tokens_to_mesh", "tokens_to_mesh", "tokens_to_mesh", "encode_mesh",
+                         "tokens_to_mesh", "tokens_to_mesh"]
 
 
 @pytest.mark.slow
 def test_session_files_are_removed_when_the_session_ends(demo, image):
     request = SimpleNamespace(session_hash="../../abc")  # the hash comes from the client: never a path
     state = demo.generate(image, resolution="64", request=request, progress=Progress())[-1]
-    assert state.folder.parent == app.OUTPUT_ROOT and any(state.folder.iterdir())
-    app._end_session(request)  # demo.unload: the tab closed
-    assert not state.folder.exists() and state not in app.SESSIONS and not state.meshes
+    assert state.folder.parent == OUTPUT_ROOT and any(state.folder.iterdir())
+    end_session(request)  # demo.unload: the tab closed
+    assert not state.folder.exists() and state not in SESSIONS and not state.meshes
     with pytest.raises(gr.Error, match="results were released"):
         demo.show_scale(1, state)
     state = demo.generate(image, resolution="64", state=state, progress=Progress())[-1]  # a new result starts it again
     assert any(state.folder.iterdir())
-    app._close_session(state)  # gr.State's delete_callback: the state expired
-    assert not state.folder.exists() and state not in app.SESSIONS
-    app._close_session(None)
+    close_session(state)  # gr.State's delete_callback: the state expired
+    assert not state.folder.exists() and state not in SESSIONS
+    close_session(None)
 
 
 @pytest.mark.slow
@@ -345,34 +376,34 @@ def test_gpu_decorator_only_on_spaces(monkeypatch):
     def fn():
         return 1
 
-    monkeypatch.setattr(app, "spaces", None)
-    assert app.on_gpu(fn) is fn
+    monkeypatch.setattr(gpu, "spaces", None)
+    assert gpu.on_gpu(fn) is fn
     seen = {}
 
-    def gpu(duration):
+    def gpu_for(duration):
         seen["duration"] = duration
         return lambda f: ("on gpu", f)
 
-    monkeypatch.setattr(app, "spaces", SimpleNamespace(GPU=gpu))
-    assert app.on_gpu(fn) == ("on gpu", fn) and seen["duration"] == app.GPU_SECONDS
+    monkeypatch.setattr(gpu, "spaces", SimpleNamespace(GPU=gpu_for))
+    assert gpu.on_gpu(fn) == ("on gpu", fn) and seen["duration"] == gpu.GPU_SECONDS
 
 
 def test_examples_are_the_images_of_the_folder(tmp_path, examples_dir):
-    assert [p.rsplit("/", 1)[-1] for p in app.example_images(examples_dir)] == ["red-disc.png"]
-    assert app.example_images(tmp_path / "missing") == [] and app.example_images(None) == []
+    assert [p.rsplit("/", 1)[-1] for p in example_images(examples_dir)] == ["red-disc.png"]
+    assert example_images(tmp_path / "missing") == [] and example_images(None) == []
     assert isinstance(app.Demo(None, tmp_path).build(), gr.Blocks)  # no examples: still builds
 
 
 def test_procedural_and_compare(tmp_path):
-    view, caption, glb, session = app.procedural(5)
+    view, caption, glb, session = procedural(5)
     assert _faces(view) == _faces(glb) > 0 and caption.startswith("**a") and glb.startswith(str(session.folder))
-    report, view, _ = app.compare(glb, glb, False, state=session)
-    assert f"{app.F_SCORE}** 1.000" in report and view.startswith(str(session.folder))
+    report, view, _ = compare(glb, glb, False, state=session)
+    assert f"{F_SCORE}** 1.000" in report and view.startswith(str(session.folder))
     moved = trimesh.load(glb, force="mesh").apply_translation((0.05, 0, 0))
     moved.export(tmp_path / "moved.ply")
-    assert float(app.compare(glb, str(tmp_path / "moved.ply"))[0].split("** ")[1].split(" ")[0]) < 0.9
+    assert float(compare(glb, str(tmp_path / "moved.ply"))[0].split("** ")[1].split(" ")[0]) < 0.9
     with pytest.raises(gr.Error, match="Upload two meshes"):
-        app.compare(None, glb, False)
+        compare(None, glb, False)
 
 
 def test_main_parses_the_documented_flags(monkeypatch, tiny_checkpoint):
@@ -380,18 +411,18 @@ def test_main_parses_the_documented_flags(monkeypatch, tiny_checkpoint):
     monkeypatch.setattr(app, "serve", lambda demo, host, port, share: launched.update(host=host, port=port, share=share,
                                                                                        demo=demo))
     monkeypatch.setattr(app.signal, "signal", lambda number, handler: handlers.update({number: handler}))
-    monkeypatch.setattr(app.SESSIONS, "capacity", app.SESSIONS.capacity)
+    monkeypatch.setattr(SESSIONS, "capacity", SESSIONS.capacity)
     app.main(["--host", "0.0.0.0", "--port", "7999", "--share", "--checkpoint", str(tiny_checkpoint),
               "--max-sessions", "3"])
     assert launched["host"] == "0.0.0.0" and launched["port"] == 7999 and launched["share"] is True
-    assert isinstance(launched["demo"], gr.Blocks) and app.SESSIONS.capacity == 3
+    assert isinstance(launched["demo"], gr.Blocks) and SESSIONS.capacity == 3
     # SIGTERM (how a host stops the app) is Ctrl-C: gradio closes and the exit handlers remove the files.
     assert handlers == {app.signal.SIGTERM: app.signal.default_int_handler}
 
 
 def test_the_header_names_the_model_and_says_what_to_expect(tiny_checkpoint, tmp_path):
     folder = shutil.copytree(tiny_checkpoint, tmp_path / "checkpoint")
-    card = f"# vat-test\n\n{app.SUMMARY_MARKER}\n**What to expect:** blobs.\n\n## More\n"
+    card = f"# vat-test\n\n{SUMMARY_MARKER}\n**What to expect:** blobs.\n\n## More\n"
     (folder / "MODEL_CARD.md").write_text(card)
     blocks = app.Demo(folder, None).build()
     header = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "header").value
@@ -400,7 +431,7 @@ def test_the_header_names_the_model_and_says_what_to_expect(tiny_checkpoint, tmp
     accordion = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "model-card")
     assert [b.value for b in accordion.children] == [card.strip()]
     # The shipped model card carries the line the page shows.
-    assert app.model_summary((app.DEFAULT_CHECKPOINT / "MODEL_CARD.md").read_text()).startswith("**What to expect:**")
+    assert model_summary((app.DEFAULT_CHECKPOINT / "MODEL_CARD.md").read_text()).startswith("**What to expect:**")
 
 
 def test_the_sampling_controls_start_at_the_checkpoints_setting(tiny_checkpoint, examples_dir, tmp_path, image):

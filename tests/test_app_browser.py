@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
 import time
 from pathlib import Path
 
@@ -151,13 +150,13 @@ def drive_demo(url: str, image: str | Path, screenshot: str | Path, example_name
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no {CHROMIUM}: apt-get install -y chromium (Debian)")
 def test_generate_and_scrub_in_a_browser(app_url, examples_dir, tmp_path):
-    import app
+    from vat.app.sessions import OUTPUT_ROOT
 
     shot = tmp_path / "demo.png"
-    before = set(app.OUTPUT_ROOT.iterdir())
+    before = set(OUTPUT_ROOT.iterdir())
     written = []  # the files of this browser's session, while its tab is open
     seen = drive_demo(app_url, examples_dir / "red-disc.png", shot, example_name="red-disc.png", seed=4321,
-                      after_generate=lambda: written.extend(f for d in set(app.OUTPUT_ROOT.iterdir()) - before
+                      after_generate=lambda: written.extend(f for d in set(OUTPUT_ROOT.iterdir()) - before
                                                             for f in d.glob("*.glb")))
     assert len(written) == 1 and written[0].name.startswith("generated-")
     # The browser has closed the tab: demo.unload removes the session's files.
@@ -222,9 +221,9 @@ def test_a_narrow_page_fits_and_a_bad_image_is_said_once(app_url, examples_dir, 
 
 def main(argv: list[str] | None = None) -> None:
     """Launch the demo over a checkpoint, drive it, and write the screenshot (for the README)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    import app
     from conftest import free_port
+
+    app = load_app()
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--checkpoint", default=None, help="folder or hub id (default: the app's default)")
@@ -245,6 +244,17 @@ def main(argv: list[str] | None = None) -> None:
         demo.close()
     if len(shots) > 1:
         sheet_of_rows(shots, args.out)
+
+
+def load_app():
+    """app.py (the Space's entry point, beside tests/) as a module, loaded from its file: run as a script,
+    this file has tests/ on the path, not the repository."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("app", Path(__file__).resolve().parents[1] / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # The Image-to-3D row of a 1400 px wide page (input, what the model sees with the background note, the

@@ -16,7 +16,11 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
+from vat.app.handlers import F_SCORE
+from vat.app.inputs import DEFAULT_RESOLUTION_CHOICE
+from vat.app.sessions import MESHES_PER_SESSION, SESSION_TTL_S, SESSIONS, Session
 from vat.geometry.extract import GRID_BOUND
+from vat.ui import MAX_SEED
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +34,9 @@ def _visitor(app_url, tmp_path) -> Client:
     return Client(app_url, verbose=False, analytics_enabled=False, download_files=str(tmp_path))
 
 
-def _session_of(visitor: Client) -> app.Session:
+def _session_of(visitor: Client) -> Session:
     """The server's session of a client (the test runs the app in this process)."""
-    return next(s for s, _ in app.SESSIONS._held.values() if s.name == app.Session.name_of(visitor.session_hash))
+    return next(s for s, _ in SESSIONS._held.values() if s.name == Session.name_of(visitor.session_hash))
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +132,7 @@ def test_an_explicit_seed_is_the_seed_used(client, image):
         assert used == seed and f"Seed **{seed}**" in info
     # An empty seed is a random one.
     used = client.predict(handle_file(image), seed=None, resolution="64", api_name="/generate")[3]
-    assert 0 <= used <= app.MAX_SEED
+    assert 0 <= used <= MAX_SEED
 
 
 def test_resolution_takes_the_documented_type_on_every_endpoint(client, image, box_mesh):
@@ -136,7 +140,7 @@ def test_resolution_takes_the_documented_type_on_every_endpoint(client, image, b
     documented = {name: next(p for p in endpoints[name]["parameters"] if p["parameter_name"] == "resolution")
                   for name in ("/generate", "/encode", "/decode")}
     assert len({str(p["python_type"]) for p in documented.values()}) == 1
-    assert all(p["parameter_default"] == app.DEFAULT_RESOLUTION for p in documented.values())
+    assert all(p["parameter_default"] == DEFAULT_RESOLUTION_CHOICE for p in documented.values())
     vat = client.predict(handle_file(str(box_mesh)), "64", api_name="/encode")[3]
     assert _faces(client.predict(handle_file(vat), 0, "64", api_name="/decode")[0]) > 0
     assert _faces(client.predict(handle_file(image), resolution="64", api_name="/generate")[2]) > 0
@@ -210,11 +214,11 @@ def test_compare_normalises_as_asked_and_says_when_the_boxes_differ(client, tmp_
     torus.export(placed)
     normalize_mesh(torus)[0].export(unit)  # the same shape in the unit cube, as a decoded .vat was
     report = client.predict(handle_file(str(placed)), handle_file(str(unit)), api_name="/compare")[0]
-    assert f"{app.F_SCORE}** 0.000" in report
+    assert f"{F_SCORE}** 0.000" in report
     assert "bounding boxes differ a lot" in report and "“Each in its own unit cube” under Normalisation" in report
     report, view = client.predict(handle_file(str(placed)), handle_file(str(unit)), False, "each",
                                   api_name="/compare")
-    assert f"{app.F_SCORE}** 1.000" in report and "differ" not in report
+    assert f"{F_SCORE}** 1.000" in report and "differ" not in report
     # The view shows the scored mesh where it was compared: in its own unit cube.
     assert trimesh.load(view, force="mesh").bounds == pytest.approx(normalize_mesh(torus)[0].bounds, abs=1e-4)
 
@@ -293,7 +297,7 @@ def test_a_sessions_cache_stays_within_its_cap(app_url, image, tmp_path):
         for scales in (1, 2):
             visitor.predict("obj", 0, False, scales, api_name="/download")
         session = _session_of(visitor)
-        assert 0 < len(session.meshes) <= app.MESHES_PER_SESSION
+        assert 0 < len(session.meshes) <= MESHES_PER_SESSION
         # One file per slot: the mesh on show, the mesh and the .vat of the last download.
         assert sorted(f.suffix for f in session.folder.iterdir()) == [".glb", ".obj", ".vat"]
         # A new result replaces the old one's meshes.
@@ -304,7 +308,7 @@ def test_a_sessions_cache_stays_within_its_cap(app_url, image, tmp_path):
 
 
 def test_sessions_are_capped_expire_and_end_with_their_files(app_url, image, tmp_path, monkeypatch):
-    monkeypatch.setattr(app.SESSIONS, "capacity", 2)
+    monkeypatch.setattr(SESSIONS, "capacity", 2)
     visitors = [_visitor(app_url, tmp_path / str(i)) for i in range(4)]
     try:
         sessions = []
@@ -312,16 +316,16 @@ def test_sessions_are_capped_expire_and_end_with_their_files(app_url, image, tmp
             visitor.predict(handle_file(image), resolution="64", api_name="/generate")
             sessions.append(_session_of(visitor))
         # The least recently used session went: its results and its files.
-        assert len(app.SESSIONS) <= 2 and sessions[0] not in app.SESSIONS and not sessions[0].folder.exists()
+        assert len(SESSIONS) <= 2 and sessions[0] not in SESSIONS and not sessions[0].folder.exists()
         with pytest.raises(AppError, match="results were released .*generate a mesh again"):
             visitors[0].predict(1, api_name="/show_scale")
         assert _faces(visitors[2].predict(1, api_name="/show_scale")[0]) > 0  # the others go on
         # Idle past the time-out: released at the next request.
-        monkeypatch.setattr(app.SESSIONS, "ttl_s", 0.0)
+        monkeypatch.setattr(SESSIONS, "ttl_s", 0.0)
         visitors[3].predict(handle_file(image), resolution="64", api_name="/generate")
-        assert list(app.SESSIONS._held) == [_session_of(visitors[3]).name] and not sessions[2].folder.exists()
+        assert list(SESSIONS._held) == [_session_of(visitors[3]).name] and not sessions[2].folder.exists()
         # A closed connection ends its session now (demo.unload), files included.
-        monkeypatch.setattr(app.SESSIONS, "ttl_s", app.SESSION_TTL_S)
+        monkeypatch.setattr(SESSIONS, "ttl_s", SESSION_TTL_S)
         last = _session_of(visitors[3])
         assert any(last.folder.iterdir())
         visitors[3].close()
@@ -329,7 +333,7 @@ def test_sessions_are_capped_expire_and_end_with_their_files(app_url, image, tmp
             if not last.folder.exists():
                 break
             time.sleep(0.25)
-        assert not last.folder.exists() and last not in app.SESSIONS
+        assert not last.folder.exists() and last not in SESSIONS
     finally:
         for visitor in visitors:
             visitor.close()
@@ -348,6 +352,6 @@ def test_missing_weights_say_how_to_get_them_and_compare_still_works(empty_check
             bare.predict(handle_file(str(box_mesh)), api_name="/encode")
         report, scored = bare.predict(handle_file(str(box_mesh)), handle_file(str(box_mesh)), False,
                                       api_name="/compare")
-        assert f"{app.F_SCORE}** 1.000" in report and _faces(scored) == 12
+        assert f"{F_SCORE}** 1.000" in report and _faces(scored) == 12
     finally:
         demo.close()

@@ -18,7 +18,7 @@ from vat.errors import VatError
 from vat.geometry.extract import GRID_BOUND, OccupancyFn, evaluate_grid, extract_mesh, grid_points, postprocess
 from vat.geometry.io import normalize_mesh
 from vat.geometry.sampling import sample_surface
-from vat.models.tokenizer import VAT
+from vat.models.tokenizer import VAT, TokenizerConfig
 from vat.ui import DEFAULT_GENERATE_SEARCH, DEFAULT_SEARCH  # noqa: F401  (the CLI's and demo's defaults)
 from vat.sampling_config import (SAMPLING_CONFIG, SAMPLING_DEFAULTS, UNGUIDED_SAMPLING,  # noqa: F401
                                  check_sampling, read_sampling)
@@ -53,6 +53,31 @@ def resolve_checkpoint(checkpoint: str | os.PathLike) -> Path:
         return Path(snapshot_download(repo_id=name))
     except Exception as exc:  # offline, unknown repo, no huggingface_hub: say which
         raise VatError(f"checkpoint {name!r} is not a local folder and could not be fetched from the hub: {exc}") from exc
+
+
+# The parts of a checkpoint folder, each NAME_config.json beside NAME.safetensors (vat.models.checkpoint), NAME
+# as VAT, NextScaleGPT and ConditionEncoders save themselves: MeshCodec needs the first, Pipeline all three.
+CODEC_PARTS = ("tokenizer",)
+PIPELINE_PARTS = ("tokenizer", "generator", "conditioning")
+
+
+def part_files(part: str) -> tuple[str, str]:
+    """The config and weights files of a checkpoint part (one of PIPELINE_PARTS)."""
+    return f"{part}_config.json", f"{part}.safetensors"
+
+
+def missing_files(folder: str | os.PathLike, parts: tuple[str, ...] = PIPELINE_PARTS) -> list[str]:
+    """The files of `parts` that checkpoint `folder` lacks; nothing is loaded."""
+    return [name for part in parts for name in part_files(part) if not (Path(folder) / name).is_file()]
+
+
+def read_tokenizer_config(folder: str | os.PathLike) -> TokenizerConfig:
+    """The tokenizer's config in checkpoint `folder`, as VAT.from_pretrained reads it, without the weights."""
+    path = Path(folder) / part_files("tokenizer")[0]
+    try:
+        return TokenizerConfig(**json.loads(path.read_text()))
+    except (OSError, TypeError, ValueError) as exc:
+        raise VatError(f"{path} is not a readable tokenizer config: {exc}") from exc
 
 
 def default_device() -> torch.device:
@@ -105,7 +130,8 @@ class MeshCodec:
         from vat.models.gpt import NextScaleGPT
 
         folder = resolve_checkpoint(checkpoint)
-        generator = NextScaleGPT.from_pretrained(folder) if (folder / "generator.safetensors").is_file() else None
+        has_generator = (folder / part_files("generator")[1]).is_file()
+        generator = NextScaleGPT.from_pretrained(folder) if has_generator else None
         return cls(VAT.from_pretrained(folder), device, generator)
 
     @property

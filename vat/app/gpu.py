@@ -1,0 +1,52 @@
+"""The demo's model calls. On a Hugging Face Space with ZeroGPU each runs in a worker process forked
+from the server, with a GPU attached for the call and its arguments and result pickled across: so they
+take and return plain data (paths, numbers, arrays, meshes) and find the models, loaded before the fork
+(Models.preload), by checkpoint name. Elsewhere they are plain calls."""
+
+from __future__ import annotations
+
+from vat.app.models import models_for
+from vat.ui import DEFAULT_REFINE, DEFAULT_SEARCH
+
+try:  # Hugging Face Spaces (ZeroGPU): a GPU is attached only while a decorated call runs
+    import spaces
+except ImportError:
+    spaces = None
+
+GPU_SECONDS = 120  # ZeroGPU time asked for per model call
+
+
+def on_gpu(fn):
+    """`spaces.GPU` on a Hugging Face Space (ZeroGPU attaches a GPU for the call), a no-op elsewhere."""
+    return spaces.GPU(duration=GPU_SECONDS)(fn) if spaces is not None else fn
+
+
+@on_gpu
+def generate_tokens(checkpoint: str, image: str | None, text: str | None, seed: int, settings: dict,
+                    progress=None) -> dict:
+    """vat.pipeline.Pipeline.generate, reduced to plain data: the tokens per scale, the image the
+    model saw, how its background was found, the timings. `settings`: generate's keyword arguments."""
+    samples = settings.get("search", 1)  # at most SEARCH.maximum = SAMPLE_BATCH: drawn as one batch
+
+    def on_scale(done: int, total: int) -> None:
+        if progress is not None:
+            desc = f"Sampling scale {done} of {total}" + (f", {samples} samples at once" if samples > 1 else "")
+            progress((done, total), desc=desc, unit="scales")
+
+    result = models_for(checkpoint).pipeline().generate(image=image, text=text, seed=seed, progress=on_scale,
+                                                        **settings)
+    return dict(indices=result.indices, input_image=result.input_image, method=result.preprocess_method,
+                timings=result.timings, settings=result.settings, seed=result.seed, warning=result.preprocess_warning)
+
+
+@on_gpu
+def tokens_to_mesh(checkpoint: str, indices: list, scales: int, resolution: int, clean: bool = True):
+    """The mesh (in the unit cube) of the first `scales` scales of `indices` (vat.pipeline.MeshCodec.decode_mesh)."""
+    return models_for(checkpoint).codec().decode_mesh(indices, scales=scales, resolution=resolution, clean=clean)
+
+
+@on_gpu
+def encode_mesh(checkpoint: str, mesh):
+    """vat.pipeline.MeshCodec.encode (with the encoder-side search and refinement `vat encode` uses): tokens and
+    .vat bytes."""
+    return models_for(checkpoint).codec().encode(mesh, search=DEFAULT_SEARCH, refine=DEFAULT_REFINE)
