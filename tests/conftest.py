@@ -49,7 +49,7 @@ def _smooth_random_field(tokenizer, seed: int) -> None:
             tokenizer.field.attention.position.mul_(50.0)
         else:
             # [hidden, 3 planes x (4 + 2 + 1) x plane_channels]: the coarsest mip level alone.
-            per_plane, coarse = 7 * config.plane_channels, 4 * config.plane_channels
+            per_plane, coarse = 7 * config.decoder.plane_channels, 4 * config.decoder.plane_channels
             for plane in range(3):
                 first[:, plane * per_plane + coarse:(plane + 1) * per_plane] = 0.0
         tokenizer.from_latent.weight.mul_(0.1)

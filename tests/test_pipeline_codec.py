@@ -1,6 +1,5 @@
 """The mesh codec around the tokenizer: file sizes, prefixes, and clean errors on bad input."""
 
-import dataclasses
 
 import numpy as np
 import pytest
@@ -71,7 +70,7 @@ def test_a_batch_of_token_lists_decodes_as_each_alone(fields, monkeypatch):
     plane rows per shape) and the grid field (one volume per shape)."""
     monkeypatch.setattr("vat.pipeline.SAMPLE_BATCH", 2)
     torch.manual_seed(0)
-    codec = MeshCodec(VAT(dataclasses.replace(MICRO, **fields)), device="cpu")
+    codec = MeshCodec(VAT(MICRO.with_overrides(**fields)), device="cpu")
     rng = np.random.default_rng(0)
     candidates = [[rng.integers(0, MICRO.codebook_size, s * s) for s in MICRO.scale_sides] for _ in range(3)]
     points = rng.uniform(-0.5, 0.5, (500, 3)).astype(np.float32)

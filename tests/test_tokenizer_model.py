@@ -1,13 +1,12 @@
 """The VAT network: presets, every ablation switch, prefix decoding, checkpoints."""
 
-import dataclasses
 import json
 
 import pytest
 import torch
 
 from vat.errors import VatError
-from vat.models.tokenizer import COMPRESSIONS, DECODERS, PRESETS, QUANTIZERS, VAT, TokenizerConfig
+from vat.models.tokenizer import COMPRESSIONS, DECODERS, PRESETS, QUANTIZERS, VAT, SurfaceLevels, TokenizerConfig
 
 MICRO = TokenizerConfig(num_points=256, width=32, heads=2, num_queries=32, num_latents=16, encoder_layers=1,
                         decoder_layers=1, codebook_size=64, triplane_tokens=4, plane_channels=4, mlp_hidden=16)
@@ -29,14 +28,14 @@ def test_presets_schedule_and_payload_bytes(name, scales, tokens, bytes_):
 
 def test_paper_sizes():
     c = PRESETS["paper-1024"]
-    assert (c.num_queries, c.width, c.encoder_layers, c.decoder_layers, c.latent_channels) == (3072, 768, 12, 12, 16)
+    assert (c.encoder.num_queries, c.width, c.encoder.layers, c.decoder.layers, c.latent_channels) == (3072, 768, 12, 12, 16)
 
 
 @pytest.mark.parametrize("compression", COMPRESSIONS)
 @pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("quantizer", QUANTIZERS)
 def test_every_ablation_trains(compression, decoder, quantizer):
-    model = VAT(dataclasses.replace(MICRO, compression=compression, decoder=decoder, quantizer=quantizer))
+    model = VAT(MICRO.with_overrides(compression=compression, decoder=decoder, quantizer=quantizer))
     p, n, q = shape_batch()
     out = model(p, n, q)
     assert out["logits"].shape == (2, 100)
@@ -67,13 +66,13 @@ def test_save_load_round_trip_and_fingerprint(tmp_path):
     torch.manual_seed(123)
     assert VAT(MICRO).fingerprint() != model.fingerprint()
     # Calibrated surface levels travel with the folder (a JSON list back to a tuple) and leave the tokens' meaning.
-    model.config.surface_logits = tuple(-0.1 * s for s in range(len(MICRO.scale_sides)))
+    model.config.surface = SurfaceLevels(tuple(-0.1 * s for s in range(len(MICRO.scale_sides))))
     model.save_pretrained(tmp_path / "levels")
     loaded = VAT.from_pretrained(tmp_path / "levels")
-    assert loaded.config.surface_logits == pytest.approx(model.config.surface_logits)
+    assert loaded.config.surface.levels == pytest.approx(model.config.surface.levels)
     assert loaded.fingerprint() == model.fingerprint()
     with pytest.raises(ValueError, match="one level per scale"):
-        dataclasses.replace(MICRO, surface_logits=(0.0,))
+        MICRO.with_overrides(surface_logits=(0.0,))
 
 
 def test_mismatched_checkpoint_is_a_clear_error(tmp_path):
@@ -108,14 +107,14 @@ def test_point_mlp_starts_as_the_linear_embedding_and_sees_joint_positions():
 
 def test_configs_saved_before_point_mlp_load_without_it(tmp_path):
     VAT(MICRO).save_pretrained(tmp_path)
-    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    config = MICRO.to_flat()  # v1's flat form, as saved then
     del config["point_mlp"]
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
     assert VAT.from_pretrained(tmp_path).encoder.embed.mlp is None
-    assert PRESETS["tiny"].point_mlp and VAT(PRESETS["tiny"]).encoder.embed.mlp is not None
+    assert PRESETS["tiny"].encoder.point_mlp and VAT(PRESETS["tiny"]).encoder.embed.mlp is not None
 
 
-MICRO_GRID = dataclasses.replace(MICRO, num_latents=64, scale_sides=(), plane_channels=4, locality="grid")
+MICRO_GRID = MICRO.with_overrides(num_latents=64, scale_sides=(), plane_channels=4, locality="grid")
 
 
 def test_grid_layout_puts_map_neighbours_next_to_each_other_in_space():
@@ -142,19 +141,19 @@ def test_grid_decoder_levels_are_decoder_only():
     tokens' meaning (the fingerprint) does not depend on either, so a decoder retrained with them
     keeps the .vat files and a generator trained on the tokens."""
     model = VAT(MICRO_GRID)  # 4 x 4 x 4 cells: already cubes
-    flat = VAT(dataclasses.replace(MICRO_GRID, num_latents=256, scale_sides=()))  # 8 x 8 x 4 cells
+    flat = VAT(MICRO_GRID.with_overrides(num_latents=256, scale_sides=()))  # 8 x 8 x 4 cells
     z = torch.zeros(1, 256, MICRO_GRID.width)
-    assert [tuple(v.shape[2:]) for v in flat.field.planes(z)] == [(4, 8, 8), (8, 16, 16), (16, 32, 32)]
-    finer = dataclasses.replace(MICRO_GRID, num_latents=256, scale_sides=(), grid_up_levels=3, grid_cubic_levels=True)
+    assert [tuple(v.shape[2:]) for v in flat.field.volumes(z)] == [(4, 8, 8), (8, 16, 16), (16, 32, 32)]
+    finer = MICRO_GRID.with_overrides(num_latents=256, scale_sides=(), grid_up_levels=3, grid_cubic_levels=True)
     fine = VAT(finer)
-    levels = fine.field.planes(z)
+    levels = fine.field.volumes(z)
     assert [tuple(v.shape[2:]) for v in levels] == [(4, 8, 8), (16, 16, 16), (32, 32, 32), (64, 64, 64)]
     assert [v.shape[1] for v in levels] == [32, 8, 4, 4]
     assert fine.field.query(levels, torch.rand(1, 10, 3) - 0.5).shape == (1, 10)
     fine.load_state_dict({k: v for k, v in flat.state_dict().items() if not k.startswith("field.")}, strict=False)
     assert fine.fingerprint() == flat.fingerprint() and model.fingerprint() != flat.fingerprint()
     with pytest.raises(ValueError, match="grid_up_levels"):
-        dataclasses.replace(MICRO_GRID, grid_up_levels=0)
+        MICRO_GRID.with_overrides(grid_up_levels=0)
 
 
 def test_grid_encoder_reads_points_locally():
@@ -163,7 +162,7 @@ def test_grid_encoder_reads_points_locally():
     from vat.models.grid import map_to_volume
 
     torch.manual_seed(0)
-    model = VAT(dataclasses.replace(MICRO_GRID, encoder_layers=0)).eval()
+    model = VAT(MICRO_GRID.with_overrides(encoder_layers=0)).eval()
     p = torch.rand(1, 2048, 3) - 0.5
     n = torch.nn.functional.normalize(torch.randn(1, 2048, 3), dim=-1)
     moved = p.clone()
@@ -193,5 +192,5 @@ def test_grid_design_trains_and_decodes_any_prefix():
 
 def test_grid_config_rejects_paper_only_switches():
     with pytest.raises(ValueError, match="paper's design"):
-        dataclasses.replace(MICRO_GRID, decoder="cross-attention")
+        MICRO_GRID.with_overrides(decoder="cross-attention")
     assert PRESETS["tiny-grid"].locality == "grid" and PRESETS["tiny"].locality == "none"

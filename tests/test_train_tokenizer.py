@@ -12,7 +12,7 @@ import pytest
 from conftest import load_script
 import torch
 
-from vat.models.tokenizer import VAT, TokenizerConfig
+from vat.models.tokenizer import VAT, SurfaceLevels, TokenizerConfig
 from vat.training import ablation as ablate
 from vat.training import curves
 from vat.training import tokenizer as train_tokenizer
@@ -142,7 +142,7 @@ def test_ablation_trains_and_scores_every_arm(shards, tmp_path, one_thread, caps
             "--resolution", "32", "--", "--data", str(shards), "--steps", "3", *FAST]
     records = ablate.main(argv)
     assert [r["arm"] for r in records] == ["baseline", "residual-vq"]
-    assert VAT.from_pretrained(tmp_path / "abl" / "residual-vq" / "final").config.quantizer == "residual-vq"
+    assert VAT.from_pretrained(tmp_path / "abl" / "residual-vq" / "final").config.quantizer.kind == "residual-vq"
     for r in records:
         assert r["step"] == 3 and r["summary"]["meshes"] == 2
         assert 0 <= r["summary"].get("cs_iou", 0) <= 1
@@ -217,7 +217,7 @@ def test_decoder_only_prefix_training_keeps_the_tokens_and_scores_cs_iou(shards,
                                    "--model-override=grid_up_levels=3", "--model-override=grid_cubic_levels=true"])
     tuned = VAT.from_pretrained(tmp_path / "b" / FINAL)
     assert 0.0 <= result["val"]["cs_iou"] <= 1.0 and "iou" in result["val"]
-    assert (tuned.config.grid_up_levels, tuned.config.grid_cubic_levels) == (3, True)  # a finer decoder
+    assert (tuned.config.decoder.up_levels, tuned.config.decoder.cubic_levels) == (3, True)  # a finer decoder
     before, after = source.state_dict(), tuned.state_dict()
     moved = {key.split(".")[0] for key in before
              if key not in after or before[key].shape != after[key].shape or not torch.equal(before[key], after[key])}
@@ -275,15 +275,15 @@ def test_surface_levels_are_fitted_on_training_shapes_per_prefix_and_move_with_t
     shapes = ShapeSamples(shards, 128, 128, 128)
     levels = calibrate_surface(model, shapes, 4, torch.device("cpu"), bf16=False, quantized=True)
     assert len(levels) == len(model.config.scale_sides) and all(-3 <= v <= 3 for v in levels)
-    assert model.config.surface_logits == pytest.approx(levels, abs=0.051)
-    assert model.config.surface_logit == pytest.approx(levels[-1], abs=0.051)
+    assert model.config.surface.levels == pytest.approx(levels, abs=0.051)
+    assert model.config.to_flat()["surface_logit"] == pytest.approx(levels[-1], abs=0.051)
     with torch.no_grad():
         model.field.mlp[-1].bias += 1.0
     shifted = calibrate_surface(model, shapes, 4, torch.device("cpu"), bf16=False, quantized=True)
     assert shifted == pytest.approx([v + 1.0 for v in levels], abs=0.051)
     assert len(calibrate_surface(model, shapes, 4, torch.device("cpu"), bf16=False,
                                                  quantized=False)) == 1
-    model.config.surface_logits = tuple(float(s) for s in range(1, len(levels) + 1))  # distinct, to tell them apart
+    model.config.surface = SurfaceLevels(tuple(float(s) for s in range(1, len(levels) + 1)))  # distinct, to tell them apart
     p = torch.rand(1, 128, 3) - 0.5
     indices = model.encode(p, p)
     for s in (1, len(indices) // 2, len(indices)):
@@ -292,8 +292,11 @@ def test_surface_levels_are_fitted_on_training_shapes_per_prefix_and_move_with_t
     torch.testing.assert_close(model.query(planes, p), model.field.query(planes, p) - len(indices))
     with pytest.raises(ValueError, match="scales"):
         model.surface_level(len(indices) + 1)
-    model.config.surface_logits = ()
-    torch.testing.assert_close(model.query(planes, p, 1), model.field.query(planes, p) - model.config.surface_logit)
+    model.config.surface = SurfaceLevels.fitted([0.7], len(indices))  # one level (an unquantised fit) for every prefix
+    for s in (1, len(indices)):
+        torch.testing.assert_close(model.query(planes, p, s), model.field.query(planes, p) - 0.7)
+    model.config.surface = SurfaceLevels()  # none fitted: the raw logits
+    torch.testing.assert_close(model.query(planes, p, 1), model.field.query(planes, p))
 
 
 def test_calibrate_tokenizer_fits_levels_of_a_trained_folder_and_keeps_its_tokens(shards, tmp_path, one_thread):
@@ -310,13 +313,13 @@ def test_calibrate_tokenizer_fits_levels_of_a_trained_folder_and_keeps_its_token
     levels = calibrate.main(["--checkpoint", str(source), "--data", str(shards), "--shapes", "3",
                              "--out", str(tmp_path / "copy")])
     copy = VAT.from_pretrained(tmp_path / "copy")
-    assert len(levels) == len(copy.config.scale_sides) and copy.config.surface_logits == pytest.approx(levels)
-    assert copy.config.surface_logit == pytest.approx(levels[-1]) and copy.fingerprint() == model.fingerprint()
+    assert len(levels) == len(copy.config.scale_sides) and copy.config.surface.levels == pytest.approx(levels)
+    assert copy.fingerprint() == model.fingerprint()
     assert (tmp_path / "copy" / "tokenizer.safetensors").read_bytes() == (source / "tokenizer.safetensors").read_bytes()
     assert (tmp_path / "copy" / "generator_config.json").is_file()
     assert (source / "tokenizer_config.json").read_text() == before
     assert calibrate.main(["--checkpoint", str(source), "--data", str(shards), "--shapes", "3"]) == levels
-    assert VAT.from_pretrained(source).config.surface_logits == pytest.approx(levels)
+    assert VAT.from_pretrained(source).config.surface.levels == pytest.approx(levels)
     with pytest.raises(SystemExit, match="no tokenizer"):
         calibrate.main(["--checkpoint", str(tmp_path), "--data", str(shards)])
 
@@ -367,7 +370,7 @@ def test_cli_reads_config_files_and_overrides(tmp_path):
                                          "--model-override", "num_latents=64", "--model-override", "compression=pooling"])
     assert config.lr == 0.003 and config.preset == "tiny"
     model = config.model_config()
-    assert (model.width, model.heads, model.num_latents, model.compression) == (64, 2, 64, "pooling")
+    assert (model.width, model.heads, model.num_latents, model.encoder.compression) == (64, 2, 64, "pooling")
     assert model.scale_sides[-1] == 8  # the schedule follows the overridden K
     with pytest.raises(SystemExit):
         train_tokenizer.parse_args(["--out", "o"])

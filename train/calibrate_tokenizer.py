@@ -20,7 +20,7 @@ import torch
 
 from vat.data import write_atomic
 from vat.errors import VatError
-from vat.models.tokenizer import VAT
+from vat.models.tokenizer import VAT, SurfaceLevels, TokenizerConfig
 from vat.training.tokenizer_data import ShapeSamples
 from vat.training.tokenizer_eval import calibrate_surface
 
@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> list[float]:
     if target.resolve() != source.resolve():
         shutil.copytree(source, target, dirs_exist_ok=True)
     config_path = target / "tokenizer_config.json"
-    config = json.loads(config_path.read_text())
-    config.update(surface_logit=levels[-1], surface_logits=levels)
-    text = json.dumps(config, indent=2) + "\n"
+    config = TokenizerConfig.from_dict(json.loads(config_path.read_text()))  # v1 flat or typed; written typed
+    config.surface = SurfaceLevels.fitted(levels, len(config.scale_sides))
+    text = json.dumps(config.to_dict(), indent=2) + "\n"
     write_atomic(config_path, lambda f: f.write(text.encode()))
     if VAT.from_pretrained(target).fingerprint() != model.fingerprint():  # cannot happen: levels are decoder-only
         raise SystemExit("the fingerprint changed; the folder was not meant to")

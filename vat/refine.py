@@ -82,7 +82,7 @@ def refine_tokens(codec, normalized, z_1KC: torch.Tensor, steps: int, seed: int,
             pick = torch.randint(len(points), (min(REFINE_BATCH, len(points)),), generator=rng).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 f_hat = tokenizer.quantizer(tokenizer._grid(z)).f_hat_BChw  # straight-through
-                logits = tokenizer.query(tokenizer.decode_planes(tokenizer._tokens(f_hat)), points[pick][None])
+                logits = tokenizer.query(tokenizer.decode_features(tokenizer._tokens(f_hat)), points[pick][None])
             loss = F.binary_cross_entropy_with_logits(logits.float()[0], labels[pick])
             if REFINE_ANCHOR:
                 loss = loss + REFINE_ANCHOR * (z - z_1KC).pow(2).mean()

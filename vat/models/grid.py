@@ -1,8 +1,8 @@
-"""The locality prior (`TokenizerConfig.locality = "grid"`): the K latent tokens are the cells of a
-3D grid, so neighbours on the square token map are neighbours in space and VVQ's down/up-sampling
-across scales is spatial coarse to fine. Points are scattered onto a fine grid and convolved down
-to the latent cells (ConvONet-style); the decoder convolves the latent cells up to a feature volume
-that the queries sample trilinearly. A little global self-attention on the K cells keeps long-range
+"""The locality prior (a TokenizerConfig with a GridEncoderConfig and a VolumeDecoderConfig; v1's
+locality="grid"): the K latent tokens are the cells of a 3D grid, so neighbours on the square token
+map are neighbours in space and VVQ's down/up-sampling across scales is spatial coarse to fine.
+Points are scattered onto a fine grid and convolved down to the latent cells (ConvONet-style); the
+decoder convolves the latent cells up to feature volumes that the queries sample trilinearly. A little global self-attention on the K cells keeps long-range
 context. The paper's design has no such prior and must learn every route through attention.
 
 Layout: the square map of side S (S even) holds an (S/2) x (S/2) x 4 grid; each 2 x 2 block of the
@@ -99,13 +99,14 @@ class GridEncoder(nn.Module):
         super().__init__()
         self.cells = grid_shape(c.num_latents)
         self.fine = tuple(4 * n for n in self.cells)
-        wide, mid, fine = level_channels(c.width, c.plane_channels)
-        self.embed = FourierEmbed(fine, c.num_frequencies, extra_channels=3, mlp=c.point_mlp)
+        e = c.encoder
+        wide, mid, fine = level_channels(c.width, e.volume_channels)
+        self.embed = FourierEmbed(fine, e.num_frequencies, extra_channels=3, mlp=e.point_mlp)
         # 2 x 2 x 2 patches down to the cells: the point embedding already carries where in its fine
         # cell each point lies, and convolutions at the fine level cost most of a CPU step.
         self.stages = nn.Sequential(nn.Conv3d(fine + 1, mid, 2, stride=2), ResBlock3d(mid),
                                     nn.Conv3d(mid, wide, 2, stride=2), ResBlock3d(wide))
-        self.attention = CellAttention(c.width, c.heads, c.num_latents, c.encoder_layers)
+        self.attention = CellAttention(c.width, c.heads, c.num_latents, e.layers)
         self.norm = nn.LayerNorm(c.width)
 
     def scatter(self, points_BN3: torch.Tensor, features_BNC: torch.Tensor) -> torch.Tensor:
@@ -131,27 +132,28 @@ class GridEncoder(nn.Module):
 
 class GridField(nn.Module):
     """Z_hat tokens (map order) -> latent volume -> attention over the cells -> 3D convolutions up to
-    2x, 4x, ... the latent resolution (config.grid_up_levels; with grid_cubic_levels the first step
+    2x, 4x, ... the latent resolution (VolumeDecoderConfig.up_levels; with cubic_levels the first step
     also doubles z twice, so the fine levels are cubes of cells) -> every level sampled trilinearly at
     each query, concatenated with the query's Fourier features -> MLP -> occupancy logit."""
 
     def __init__(self, c):
         super().__init__()
-        channels = level_channels(c.width, c.plane_channels, c.grid_up_levels)
+        d = c.decoder
+        channels = level_channels(c.width, d.volume_channels, d.up_levels)
         Z, Y, _ = grid_shape(c.num_latents)
-        self.factors = [(2, 2, 2)] * c.grid_up_levels
-        if c.grid_cubic_levels:
+        self.factors = [(2, 2, 2)] * d.up_levels
+        if d.cubic_levels:
             self.factors[0] = (2 * Y // Z, 2, 2)
-        self.attention = CellAttention(c.width, c.heads, c.num_latents, c.decoder_layers)
+        self.attention = CellAttention(c.width, c.heads, c.num_latents, d.layers)
         self.latent_block = ResBlock3d(channels[0])
         self.up = nn.ModuleList(nn.Sequential(nn.Conv3d(coarse, fine, 3, padding=1), ResBlock3d(fine))
                                 for coarse, fine in zip(channels[:-1], channels[1:]))
-        self.embed = FourierEmbed(c.plane_channels, num_frequencies=4)
-        self.mlp = nn.Sequential(nn.Linear(sum(channels) + c.plane_channels, c.mlp_hidden), nn.GELU(),
-                                 nn.Linear(c.mlp_hidden, c.mlp_hidden), nn.GELU(), nn.Linear(c.mlp_hidden, 1))
+        self.embed = FourierEmbed(d.volume_channels, num_frequencies=4)
+        self.mlp = nn.Sequential(nn.Linear(sum(channels) + d.volume_channels, d.mlp_hidden), nn.GELU(),
+                                 nn.Linear(d.mlp_hidden, d.mlp_hidden), nn.GELU(), nn.Linear(d.mlp_hidden, 1))
 
-    def planes(self, z_BKC: torch.Tensor) -> list[torch.Tensor]:
-        """The feature volumes, coarse to fine, each [B, C_level, Z, Y, X]."""
+    def volumes(self, z_BKC: torch.Tensor) -> list[torch.Tensor]:
+        """The feature volumes, coarse to fine, each [B, C_level, Z, Y, X]: the decoder's features."""
         B, K, C = z_BKC.shape
         side = math.isqrt(K)
         v = map_to_volume(z_BKC.transpose(1, 2).reshape(B, C, side, side))
@@ -159,6 +161,8 @@ class GridField(nn.Module):
         for up, factor in zip(self.up, self.factors):
             levels.append(up(F.interpolate(levels[-1], scale_factor=factor, mode="trilinear", align_corners=False)))
         return levels
+
+    features = volumes
 
     def query(self, levels: list[torch.Tensor], points_BN3: torch.Tensor) -> torch.Tensor:
         B, N, _ = points_BN3.shape

@@ -1,14 +1,13 @@
-"""The Variational Tokenizer (VAT): in-context compression of surface points into K latent tokens,
-a Gaussian bottleneck quantised across scales (VVQ), and a triplane decoder to occupancy logits.
-Points and queries are in the unit cube [-0.5, 0.5]^3."""
+"""The Variational Tokenizer (VAT): an encoder of surface points into K latent tokens, a Gaussian
+bottleneck quantised across scales (VVQ), and a decoder to occupancy logits. Two designs: the paper's
+(in-context compression, triplane decoder; here) and the locality prior's (grid encoder, feature
+volumes; vat.models.grid). Their configs: vat.models.tokenizer_config. Points and queries are in the
+unit cube [-0.5, 0.5]^3."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,104 +15,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from vat.models.checkpoint import load_weights, save_weights
-from vat.models.grid import GridEncoder, GridField, grid_shape
+from vat.models.grid import GridEncoder, GridField
 from vat.models.layers import CrossAttentionBlock, FourierEmbed, SelfAttentionBlock
-from vat.models.quantizer import MultiScaleQuantizer, default_scale_sides
-
-COMPRESSIONS = ("in-context", "pooling", "q-former")
-QUANTIZERS = ("vvq", "residual-vq")
-DECODERS = ("triplane", "cross-attention")
-LOCALITIES = ("none", "grid")
-# Config fields that change the decoder only, so a decoder retrained with other values (train_tokenizer
-# --freeze-encoder) keeps the tokens and the fingerprint.
-DECODER_ONLY_FIELDS = ("surface_logit", "surface_logits", "grid_up_levels", "grid_cubic_levels")
-
-
-@dataclass
-class TokenizerConfig:
-    """Every size of the tokenizer; saved as config.json next to the weights."""
-
-    num_points: int = 80_000  # surface points (with normals) per shape
-    width: int = 768  # C
-    heads: int = 12
-    num_queries: int = 3072  # L: learnable queries that read the point cloud
-    num_latents: int = 1024  # K: latent tokens kept after compression (a square)
-    encoder_layers: int = 12
-    decoder_layers: int = 12
-    latent_channels: int = 16  # Cq
-    codebook_size: int = 16384
-    scale_sides: tuple[int, ...] = ()  # empty: the paper's schedule for K
-    compression: str = "in-context"  # in-context | pooling | q-former
-    quantizer: str = "vvq"  # vvq | residual-vq (no Gaussian)
-    decoder: str = "triplane"  # triplane | cross-attention
-    triplane_tokens: int = 32  # side t of each plane's token grid; mip levels are 2t, 4t, 8t
-    plane_channels: int = 32
-    mlp_hidden: int = 128
-    num_frequencies: int = 8
-    point_mlp: bool = False  # a residual MLP on the encoder's point embedding (see FourierEmbed)
-    # "none": the paper's design (every route learned through attention). "grid": the latents are the
-    # cells of a 3D grid laid out on the token map, read and decoded by 3D convolutions (vat.models.grid);
-    # num_queries, compression, decoder and triplane_tokens do not apply, and the layers are attention
-    # blocks over the latent cells.
-    locality: str = "none"
-    # The grid decoder only (locality="grid"): how many x2 upsamplings of the latent volume the queries
-    # sample (2: 16 x 16 x 8 and 32 x 32 x 16 cells for an 8 x 8 x 4 grid; each further level has half
-    # the channels of the one before, at least 4), and whether the first one also doubles z twice so
-    # that every fine level is a cube of cells (16^3, 32^3, ...). Neither changes the tokens.
-    grid_up_levels: int = 2
-    grid_cubic_levels: bool = False
-    # The occupancy logit where the surface lies, calibrated on training shapes when a run exports its
-    # model (train_tokenizer.calibrate_surface): an under-fitted field sits below 0 on thin parts, and
-    # the level that gives the best IoU on training shapes is then below 0. query() returns logits
-    # relative to it, so every consumer (extraction, IoU) thresholds at 0; training sees raw logits.
-    surface_logit: float = 0.0
-    # The same per decoded prefix: entry s - 1 is the level of a field decoded from the first s scales (a
-    # coarse prefix is a blurrier field whose best level lies lower); empty: surface_logit for every prefix.
-    surface_logits: tuple[float, ...] = ()
-
-    def __post_init__(self):
-        self.scale_sides = tuple(self.scale_sides) or default_scale_sides(self.num_latents)
-        self.surface_logits = tuple(float(v) for v in self.surface_logits)
-        if self.surface_logits and len(self.surface_logits) != len(self.scale_sides):
-            raise ValueError(f"surface_logits needs one level per scale ({len(self.scale_sides)}), "
-                             f"got {len(self.surface_logits)}")
-        for name, value, allowed in (("compression", self.compression, COMPRESSIONS),
-                                     ("quantizer", self.quantizer, QUANTIZERS), ("decoder", self.decoder, DECODERS),
-                                     ("locality", self.locality, LOCALITIES)):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-        if self.locality == "grid":
-            if (self.compression, self.decoder) != ("in-context", "triplane"):
-                raise ValueError("the compression and decoder ablations belong to the paper's design (locality='none')")
-            grid_shape(self.num_latents)
-            if self.grid_up_levels < 1:
-                raise ValueError(f"grid_up_levels must be at least 1, got {self.grid_up_levels}")
-        if self.scale_sides[-1] ** 2 != self.num_latents:
-            raise ValueError(f"the last scale ({self.scale_sides[-1]}^2) must hold all {self.num_latents} latents")
-
-    @property
-    def bits_per_token(self) -> int:
-        return max(1, math.ceil(math.log2(self.codebook_size)))
-
-    @property
-    def tokens_per_shape(self) -> int:
-        return sum(s * s for s in self.scale_sides)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
+from vat.models.quantizer import MultiScaleQuantizer
+from vat.models.tokenizer_config import (COMPRESSIONS, DECODERS, LOCALITIES, QUANTIZERS,  # noqa: F401 (re-exported)
+                                         CrossAttentionDecoderConfig, GridEncoderConfig, QuantizerConfig,
+                                         QueryEncoderConfig, SurfaceLevels, TokenizerConfig, TriplaneDecoderConfig,
+                                         VolumeDecoderConfig)
 
 PRESETS = {
-    "paper-256": TokenizerConfig(num_latents=256, codebook_size=2048),
-    "paper-576": TokenizerConfig(num_latents=576, codebook_size=16384),
-    "paper-1024": TokenizerConfig(num_latents=1024, codebook_size=16384),
-    "tiny": TokenizerConfig(num_points=4096, width=128, heads=4, num_queries=256, num_latents=256,
-                            encoder_layers=4, decoder_layers=4, codebook_size=1024, triplane_tokens=16,
-                            plane_channels=16, mlp_hidden=64, point_mlp=True),
+    "paper-256": TokenizerConfig(num_latents=256, quantizer=QuantizerConfig(codebook_size=2048)),
+    "paper-576": TokenizerConfig(num_latents=576, quantizer=QuantizerConfig(codebook_size=16384)),
+    "paper-1024": TokenizerConfig(num_latents=1024, quantizer=QuantizerConfig(codebook_size=16384)),
+    "tiny": TokenizerConfig(width=128, heads=4, num_latents=256,
+                            encoder=QueryEncoderConfig(num_points=4096, num_queries=256, layers=4, point_mlp=True),
+                            quantizer=QuantizerConfig(codebook_size=1024),
+                            decoder=TriplaneDecoderConfig(layers=4, plane_tokens=16, plane_channels=16, mlp_hidden=64)),
     # The locality prior at the tiny size: an 8 x 8 x 4 latent grid, 2 + 2 attention blocks over its cells.
-    "tiny-grid": TokenizerConfig(num_points=4096, width=128, heads=4, num_latents=256, encoder_layers=2,
-                                 decoder_layers=2, codebook_size=1024, plane_channels=16, mlp_hidden=128,
-                                 point_mlp=True, locality="grid"),
+    "tiny-grid": TokenizerConfig(width=128, heads=4, num_latents=256,
+                                 encoder=GridEncoderConfig(num_points=4096, layers=2, volume_channels=16, point_mlp=True),
+                                 quantizer=QuantizerConfig(codebook_size=1024),
+                                 decoder=VolumeDecoderConfig(layers=2, volume_channels=16, mlp_hidden=128)),
 }
 
 
@@ -122,19 +44,20 @@ class Encoder(nn.Module):
 
     def __init__(self, c: TokenizerConfig):
         super().__init__()
-        self.compression, self.num_latents = c.compression, c.num_latents
-        self.embed = FourierEmbed(c.width, c.num_frequencies, extra_channels=3, mlp=c.point_mlp)
+        e = c.encoder
+        self.compression, self.num_latents = e.compression, c.num_latents
+        self.embed = FourierEmbed(c.width, e.num_frequencies, extra_channels=3, mlp=e.point_mlp)
         # Learned token sets start at unit scale (as the triplane tokens): at 0.02 every query reads the
         # same average of the points and every latent starts alike, the encoder passes on almost nothing
         # at first, the decoder learns one average shape and the KL term then pushes sigma to 1, which
         # drowns the latents (posterior collapse: a CPU run of 1,000 steps ended with the same mu for
         # every shape and token, sigma 2.3, held-out IoU 0.12).
-        self.queries = nn.Parameter(torch.randn(c.num_queries, c.width))
+        self.queries = nn.Parameter(torch.randn(e.num_queries, c.width))
         self.read = CrossAttentionBlock(c.width, c.heads)
-        self.blocks = nn.ModuleList(SelfAttentionBlock(c.width, c.heads) for _ in range(c.encoder_layers))
-        if c.compression != "pooling":
+        self.blocks = nn.ModuleList(SelfAttentionBlock(c.width, c.heads) for _ in range(e.layers))
+        if e.compression != "pooling":
             self.latents = nn.Parameter(torch.randn(c.num_latents, c.width))
-        if c.compression == "q-former":
+        if e.compression == "q-former":
             self.qformer = nn.ModuleList(CrossAttentionBlock(c.width, c.heads) for _ in range(2))
         self.norm = nn.LayerNorm(c.width)
 
@@ -162,23 +85,24 @@ class TriplaneField(nn.Module):
 
     def __init__(self, c: TokenizerConfig):
         super().__init__()
-        self.t, self.width = c.triplane_tokens, c.width
+        d = c.decoder
+        self.t, self.width = d.plane_tokens, c.width
         # Unit-scale init: at 0.02 the first blocks' outputs swamp these learned plane cells, all
         # cells start alike and the decoder spends hundreds of steps breaking that symmetry
         # (4 procedural shapes, 300 steps: fresh-query IoU 0.40-0.48 at 0.02, 0.66-0.83 at 1.0).
-        self.tokens = nn.Parameter(torch.randn(3 * c.triplane_tokens**2, c.width))
+        self.tokens = nn.Parameter(torch.randn(3 * d.plane_tokens**2, c.width))
         self.read = CrossAttentionBlock(c.width, c.heads)
-        self.blocks = nn.ModuleList(SelfAttentionBlock(c.width, c.heads) for _ in range(c.decoder_layers))
+        self.blocks = nn.ModuleList(SelfAttentionBlock(c.width, c.heads) for _ in range(d.layers))
         self.norm = nn.LayerNorm(c.width)
-        channels = [c.width, 4 * c.plane_channels, 2 * c.plane_channels, c.plane_channels]
+        channels = [c.width, 4 * d.plane_channels, 2 * d.plane_channels, d.plane_channels]
         # Each stage doubles the plane side; the three outputs are the mip levels 2t, 4t, 8t.
         self.ups = nn.ModuleList(
             nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1), nn.GELU(), nn.Conv2d(cout, cout, 3, padding=1))
             for cin, cout in zip(channels[:-1], channels[1:])
         )
         features = 3 * sum(channels[1:])
-        self.mlp = nn.Sequential(nn.Linear(features, c.mlp_hidden), nn.GELU(), nn.Linear(c.mlp_hidden, c.mlp_hidden),
-                                 nn.GELU(), nn.Linear(c.mlp_hidden, 1))
+        self.mlp = nn.Sequential(nn.Linear(features, d.mlp_hidden), nn.GELU(), nn.Linear(d.mlp_hidden, d.mlp_hidden),
+                                 nn.GELU(), nn.Linear(d.mlp_hidden, 1))
         # PyTorch's default init shrinks the features through every upsampling stage and the MLP,
         # which slowed learning several-fold in the overfit test; He init keeps their scale.
         for module in [*self.ups.modules(), *self.mlp.modules()]:
@@ -188,7 +112,7 @@ class TriplaneField(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def planes(self, z_BKC: torch.Tensor) -> list[torch.Tensor]:
-        """The mip levels, each [B * 3, C_level, side, side] (planes xy, xz, yz)."""
+        """The mip levels, each [B * 3, C_level, side, side] (planes xy, xz, yz): the decoder's features."""
         B = z_BKC.shape[0]
         x = self.read(self.tokens.expand(B, -1, -1), z_BKC)
         for block in self.blocks:
@@ -199,6 +123,8 @@ class TriplaneField(nn.Module):
             x = up(x)
             levels.append(x)
         return levels
+
+    features = planes
 
     def query(self, levels: list[torch.Tensor], points_BN3: torch.Tensor) -> torch.Tensor:
         B, N, _ = points_BN3.shape
@@ -215,19 +141,25 @@ class CrossAttentionField(nn.Module):
 
     def __init__(self, c: TokenizerConfig):
         super().__init__()
-        self.blocks = nn.ModuleList(SelfAttentionBlock(c.width, c.heads) for _ in range(c.decoder_layers))
+        self.blocks = nn.ModuleList(SelfAttentionBlock(c.width, c.heads) for _ in range(c.decoder.layers))
         self.norm = nn.LayerNorm(c.width)
-        self.embed = FourierEmbed(c.width, c.num_frequencies)
+        self.embed = FourierEmbed(c.width, c.decoder.num_frequencies)
         self.read = CrossAttentionBlock(c.width, c.heads)
         self.head = nn.Linear(c.width, 1)
 
-    def planes(self, z_BKC: torch.Tensor) -> list[torch.Tensor]:
+    def tokens(self, z_BKC: torch.Tensor) -> list[torch.Tensor]:
+        """[the decoded tokens [B, K, C]]: the decoder's features."""
         for block in self.blocks:
             z_BKC = block(z_BKC)
         return [self.norm(z_BKC)]
 
-    def query(self, planes: list[torch.Tensor], points_BN3: torch.Tensor) -> torch.Tensor:
-        return self.head(self.read(self.embed(points_BN3), planes[0])).squeeze(-1)
+    features = tokens
+
+    def query(self, features: list[torch.Tensor], points_BN3: torch.Tensor) -> torch.Tensor:
+        return self.head(self.read(self.embed(points_BN3), features[0])).squeeze(-1)
+
+
+FIELDS = {"triplane": TriplaneField, "cross-attention": CrossAttentionField, "volume": GridField}  # by decoder kind
 
 
 class VAT(nn.Module):
@@ -236,18 +168,17 @@ class VAT(nn.Module):
     def __init__(self, config: TokenizerConfig):
         super().__init__()
         self.config = c = config
-        grid = c.locality == "grid"
-        self.encoder = GridEncoder(c) if grid else Encoder(c)
-        moments = 2 if c.quantizer == "vvq" else 1
+        self.encoder = GridEncoder(c) if c.encoder.kind == "grid" else Encoder(c)
+        moments = 2 if c.quantizer.kind == "vvq" else 1
         self.to_latent = nn.Linear(c.width, moments * c.latent_channels)
-        if c.quantizer == "vvq":
+        if c.quantizer.kind == "vvq":
             # Start with sigma ~ 0.05: with logvar = 0 the latents begin as mostly noise and the
             # decoder settles on one average shape before the encoder can say anything.
             with torch.no_grad():
                 self.to_latent.bias[c.latent_channels:].fill_(-6.0)
         self.quantizer = MultiScaleQuantizer(c.latent_channels, c.codebook_size, c.scale_sides)
         self.from_latent = nn.Linear(c.latent_channels, c.width)
-        self.field = GridField(c) if grid else TriplaneField(c) if c.decoder == "triplane" else CrossAttentionField(c)
+        self.field = FIELDS[c.decoder.kind](c)
 
     # --- latents -------------------------------------------------------------------------
     def latent(self, points_BN3, normals_BN3, sample: bool, stats: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -255,7 +186,7 @@ class VAT(nn.Module):
         `stats`, when given, receives detached diagnostics of posterior collapse: the spread of mu
         across the batch's shapes (near 0: the encoder says nothing) and the mean sigma."""
         h = self.to_latent(self.encoder(points_BN3, normals_BN3))
-        if self.config.quantizer != "vvq":
+        if self.config.quantizer.kind != "vvq":
             if stats is not None and h.shape[0] > 1:
                 stats["mu_spread"] = h.detach().float().std(0).mean()
             return h, h.new_zeros(())
@@ -278,24 +209,27 @@ class VAT(nn.Module):
         return f_BChw.flatten(2).transpose(1, 2)
 
     # --- decoding --------------------------------------------------------------------------
-    def decode_planes(self, z_hat_BKC: torch.Tensor) -> list[torch.Tensor]:
-        """Everything of the decoder that does not depend on the query points (computed once per shape)."""
-        return self.field.planes(self.from_latent(z_hat_BKC))
+    def decode_features(self, z_hat_BKC: torch.Tensor) -> list[torch.Tensor]:
+        """Everything of the decoder that does not depend on the query points (computed once per shape):
+        the triplane's mip levels, the grid's feature volumes, the cross-attention decoder's tokens."""
+        return self.field.features(self.from_latent(z_hat_BKC))
+
+    decode_planes = decode_features  # the name of the paper's triplane design, kept for callers
 
     def surface_level(self, scales: int | None = None) -> float:
         """The calibrated surface logit of a field decoded from the first `scales` scales (None: all)."""
-        levels = self.config.surface_logits
+        levels = self.config.surface.levels
         if not levels:
-            return self.config.surface_logit
+            return 0.0
         scales = len(levels) if scales is None else scales
         if not 1 <= scales <= len(levels):
             raise ValueError(f"scales must be between 1 and {len(levels)}, got {scales}")
         return levels[scales - 1]
 
-    def query(self, planes: list[torch.Tensor], points_BN3: torch.Tensor, scales: int | None = None) -> torch.Tensor:
-        """Occupancy logits [B, N] at points [B, N, 3], relative to the calibrated surface level of planes
-        decoded from the first `scales` scales (None: all of them)."""
-        return self.field.query(planes, points_BN3) - self.surface_level(scales)
+    def query(self, features: list[torch.Tensor], points_BN3: torch.Tensor, scales: int | None = None) -> torch.Tensor:
+        """Occupancy logits [B, N] at points [B, N, 3], relative to the calibrated surface level of decoder
+        features (decode_features) decoded from the first `scales` scales (None: all of them)."""
+        return self.field.query(features, points_BN3) - self.surface_level(scales)
 
     def forward(self, points_BN3, normals_BN3, queries_BQ3, quantize: bool = True,
                 scales_B: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -313,7 +247,7 @@ class VAT(nn.Module):
                 f_hat = prefix_SBChw[scales_B.to(f_hat.device) - 1, torch.arange(f_hat.shape[0], device=f_hat.device)]
             z = self._tokens(f_hat)
             out.update(codebook=q.codebook_loss, indices=q.indices)
-        out["logits"] = self.field.query(self.decode_planes(z), queries_BQ3)  # raw: the loss's logits
+        out["logits"] = self.field.query(self.decode_features(z), queries_BQ3)  # raw: the loss's logits
         return out
 
     # --- the codec ---------------------------------------------------------------------------
@@ -325,16 +259,16 @@ class VAT(nn.Module):
 
     @torch.no_grad()
     def decode_indices(self, indices: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Decoder planes from the first len(indices) scales."""
-        return self.decode_planes(self._tokens(self.quantizer.indices_to_f_hat(indices)))
+        """Decoder features (decode_features) from the first len(indices) scales."""
+        return self.decode_features(self._tokens(self.quantizer.indices_to_f_hat(indices)))
 
     # --- checkpoints -----------------------------------------------------------------------------
     def fingerprint(self) -> bytes:
-        """4 bytes that identify this tokenizer's config and codebook; stored in every .vat file. The
-        surface level and the grid decoder's levels are left out: they change how a decoder draws the
-        field, not what the tokens mean."""
-        config = {k: v for k, v in self.config.to_dict().items() if k not in DECODER_ONLY_FIELDS}
-        digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+        """4 bytes that identify this tokenizer's config and codebook; stored in every .vat file. Computed
+        from the config's fingerprint_fields() (the encoder and the quantizer, which define the tokens) and
+        the codebook: the surface levels and decoder fields added since v1 (the grid's levels) change how
+        a decoder draws the field, not what the tokens mean."""
+        digest = hashlib.sha256(json.dumps(self.config.fingerprint_fields(), sort_keys=True).encode())
         digest.update(self.quantizer.codebook.weight.detach().to(torch.float16).cpu().numpy().tobytes())
         return digest.digest()[:4]
 
@@ -343,4 +277,4 @@ class VAT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "VAT":
-        return load_weights(directory, "tokenizer", lambda d: cls(TokenizerConfig(**d)))
+        return load_weights(directory, "tokenizer", lambda d: cls(TokenizerConfig.from_dict(d)))

@@ -179,14 +179,14 @@ def fit_one_shape(preset: str, overrides: list[str], shards: str, steps: int, ou
     rng = np.random.default_rng(seed)
     for _ in range(steps):
         pick = torch.from_numpy(rng.choice(seen, min(4096, len(seen)), replace=False))
-        logits = model.query(model.decode_planes(latent), queries[pick][None])[0]
+        logits = model.query(model.decode_features(latent), queries[pick][None])[0]
         loss = F.binary_cross_entropy_with_logits(logits, labels[pick])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     model.eval()
     with torch.no_grad():
-        planes = model.decode_planes(latent)
+        planes = model.decode_features(latent)
         logits = model.query(planes, queries[fresh][None])[0]
         result = {"preset": preset, "overrides": overrides, "steps": steps, "train_bce": float(loss),
                   "fresh_iou": metrics.iou(logits.numpy() > 0, labels[fresh].numpy() > 0.5)}

@@ -15,7 +15,7 @@ Options come from the TrainConfig defaults, then --config JSON, then the command
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 
 from vat.errors import VatError
-from vat.models.tokenizer import PRESETS, VAT, TokenizerConfig
+from vat.models.tokenizer import PRESETS, VAT, SurfaceLevels, TokenizerConfig
 from vat.training.distributed import gather_rows, rank_of_process
 from vat.training.options import add_options, config_from_args, training_parser
 from vat.training.run import Run, StepLog, init_weights
@@ -104,7 +104,7 @@ class TrainConfig:
         overrides = dict(self.model_overrides)
         if "num_latents" in overrides:  # the preset's scale schedule was made for its own K
             overrides.setdefault("scale_sides", ())
-        return replace(PRESETS[self.preset], **overrides)
+        return PRESETS[self.preset].with_overrides(**overrides)
 
 
 # ---------------------------------------------------------------------------- configuration
@@ -298,8 +298,7 @@ def calibrate(run: Run, shapes: ShapeSamples, bf16: bool) -> None:
     config, ema = run.config, run.ema
     levels = calibrate_surface(ema.module, shapes, config.calibrate_shapes, run.device, bf16,
                                quantized=max(run.start_step, config.steps) > config.phase1_steps)
-    ema.module.config.surface_logit = levels[-1]
-    ema.module.config.surface_logits = tuple(levels) if len(levels) > 1 else ()
+    ema.module.config.surface = SurfaceLevels.fitted(levels, len(ema.module.config.scale_sides))
     log.info("surface levels fitted on %d training shapes: logit %s (per decoded prefix of scales)",
              min(config.calibrate_shapes, len(shapes)), " ".join(f"{v:.2f}" for v in levels))
 
@@ -308,8 +307,9 @@ def main(argv: list[str] | None = None) -> dict:
     config = parse_args(argv)
     run = Run(config, log, count_seconds=True)
     model_config = config.model_config()
-    defaults = {f.name: f.default for f in fields(TokenizerConfig)}  # for fields added since a checkpoint
-    run.check_saved({"model_config": model_config.to_dict()}, upgrade={"model_config": lambda saved: {**defaults, **saved}})
+    # A saved config in v1's flat form (fields added since take their defaults) or the typed one.
+    run.check_saved({"model_config": model_config.to_dict()},
+                    upgrade={"model_config": lambda saved: TokenizerConfig.from_dict(saved).to_dict()})
     model = build_model(config, model_config, run.resuming).to(run.device)
     if config.freeze_encoder:  # before the optimizer, which takes the trainable parameters only
         wrap(model, True, run.device, freeze_encoder=True)
