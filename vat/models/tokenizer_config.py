@@ -253,11 +253,11 @@ class TokenizerConfig:
                 v1_fields[name] = value
         quantizer, decoder = (None if isinstance(v, str) else v for v in (quantizer, decoder))
         if v1_fields:  # the v1 flat form, e.g. TokenizerConfig(num_points=4096, ...)
-            typed = {k: v for k, v in dict(encoder=encoder, quantizer=quantizer, decoder=decoder, surface=surface,
-                                           fingerprint_extras=fingerprint_extras).items() if v is not None}
-            if typed:
-                raise TypeError(f"TokenizerConfig takes the typed parts or v1's flat fields, not both ({sorted(typed)})")
-            other = from_flat({"width": width, "heads": heads, "num_latents": num_latents, **v1_fields})
+            base = {"width": width, "heads": heads, "num_latents": num_latents}
+            if any(v is not None for v in (encoder, quantizer, decoder, surface)):  # dataclasses.replace(c, **v1)
+                base = TokenizerConfig(**base, encoder=encoder, quantizer=quantizer, decoder=decoder, surface=surface,
+                                       fingerprint_extras=fingerprint_extras).to_flat()
+            other = from_flat({**base, **v1_fields})
             encoder, quantizer, decoder, surface = other.encoder, other.quantizer, other.decoder, other.surface
             fingerprint_extras = other.fingerprint_extras
         self.width, self.heads, self.num_latents = width, heads, num_latents
