@@ -252,14 +252,6 @@ class TokenizerConfig:
             if isinstance(value, str):  # v1's quantizer="vvq", decoder="triplane"
                 v1_fields[name] = value
         quantizer, decoder = (None if isinstance(v, str) else v for v in (quantizer, decoder))
-        if v1_fields:  # the v1 flat form, e.g. TokenizerConfig(num_points=4096, ...)
-            base = {"width": width, "heads": heads, "num_latents": num_latents}
-            if any(v is not None for v in (encoder, quantizer, decoder, surface)):  # dataclasses.replace(c, **v1)
-                base = TokenizerConfig(**base, encoder=encoder, quantizer=quantizer, decoder=decoder, surface=surface,
-                                       fingerprint_extras=fingerprint_extras).to_flat()
-            other = from_flat({**base, **v1_fields})
-            encoder, quantizer, decoder, surface = other.encoder, other.quantizer, other.decoder, other.surface
-            fingerprint_extras = other.fingerprint_extras
         self.width, self.heads, self.num_latents = width, heads, num_latents
         self.encoder = _tagged(encoder if encoder is not None else QueryEncoderConfig(), ENCODERS, "encoder")
         self.quantizer = _tagged(quantizer if quantizer is not None else QuantizerConfig(),
@@ -267,6 +259,10 @@ class TokenizerConfig:
         self.decoder = _tagged(decoder if decoder is not None else TriplaneDecoderConfig(), DECODER_CLASSES, "decoder")
         self.surface = surface if isinstance(surface, SurfaceLevels) else SurfaceLevels(**(surface or {}))
         self.fingerprint_extras = dict(fingerprint_extras or {})
+        if v1_fields:  # the v1 flat form, TokenizerConfig(num_points=4096, ...), or dataclasses.replace(c, **v1)
+            other = from_flat({**self.to_flat(), **v1_fields})
+            self.encoder, self.quantizer, self.decoder = other.encoder, other.quantizer, other.decoder
+            self.surface, self.fingerprint_extras = other.surface, other.fingerprint_extras
         self._validate()
 
     def _validate(self):
