@@ -287,3 +287,24 @@ def test_overfit_four_rendered_shapes_and_regenerate_their_tokens():
         torch.set_num_threads(threads)
     accuracy = (generated == target).float().mean().item()
     assert accuracy >= 0.95, (accuracy, loss.item())
+
+
+def test_dinov2_configs_have_a_kind_and_older_files_without_one_still_match(micro):
+    """DINOv2's config is tagged like EfficientNet's and read through the same reader: configs saved
+    before it had a kind are DINOv2, and image features a generator data folder cached with such a
+    config still count as the same encoder's (train_generator then reads them instead of the views)."""
+    from vat.models.conditioning import image_encoder_config
+    from vat.training.distributed import encoder_fingerprints
+    from vat.training.generator_data import condition_sources
+
+    assert MICRO.image.kind == "dinov2" and MICRO.to_dict()["image"]["kind"] == "dinov2"
+    assert ConditionConfig.from_dict(MICRO.to_dict()) == MICRO
+    without_kind = {k: v for k, v in MICRO.to_dict()["image"].items() if k != "kind"}
+    assert image_encoder_config(without_kind) == MICRO.image
+    with pytest.raises(ValueError, match="has kind 'dinov2'"):
+        ImageEncoderConfig(kind="efficientnet")
+    saved = json.loads(json.dumps(encoder_fingerprints(micro)))
+    del saved["image"]["config"]["kind"]  # as a manifest written before the kind
+    assert condition_sources(micro, {"encoders": saved}, True, True, augment=False) == ("features", "features")
+    saved["image"]["config"]["image_size"] = 56  # another encoder: its features are not used
+    assert condition_sources(micro, {"encoders": saved}, True, True, augment=False) == ("views", "features")

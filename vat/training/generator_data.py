@@ -3,6 +3,7 @@ one view, the conditions in the form the run consumes), and the augmentation of 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from vat import data
-from vat.models.conditioning import ConditionEncoders
+from vat.models.conditioning import ConditionEncoders, image_encoder_config
 from vat.training.distributed import encoder_fingerprints
 
 FORMAT_VERSION = 2  # of train/prepare_generator_data.py's folders; 2: framed renders and their masks (1: raw orbit renders, no masks)
@@ -129,15 +130,27 @@ def read_manifest(directory: str) -> dict:
     return json.loads(path.read_text())
 
 
+def _read_image_entry(entry: dict) -> dict:
+    """A manifest's image encoder entry with its config read through the tagged reader (DINOv2 configs
+    were saved without a kind); as it is when this version cannot read it (then it matches nothing)."""
+    try:
+        config = dataclasses.asdict(image_encoder_config(entry["config"]))
+    except (KeyError, TypeError, ValueError):
+        return entry
+    return {**entry, "config": json.loads(json.dumps(config))}
+
+
 def condition_sources(encoders: ConditionEncoders, manifest: dict, uses_image: bool, uses_text: bool,
                       augment: bool) -> tuple[str | None, str | None]:
     """How each condition reaches the generator: "features" cached in the data (only from the same
     encoder, frozen in this run, and for images only without augmentation: the cache holds the views
     as they are), else "views" / "ids" for the encoders to run on; None if unused."""
     fingerprints = encoder_fingerprints(encoders)
-    cached = {name: name in fingerprints and manifest.get("encoders", {}).get(name) == json.loads(json.dumps(
-        fingerprints[name])) and not any(p.requires_grad for p in getattr(encoders, name).parameters())
-        for name in ("image", "text")}
+    saved = {**manifest.get("encoders", {})}
+    if "image" in saved:
+        saved["image"] = _read_image_entry(saved["image"])
+    cached = {name: name in fingerprints and saved.get(name) == json.loads(json.dumps(fingerprints[name]))
+              and not any(p.requires_grad for p in getattr(encoders, name).parameters()) for name in ("image", "text")}
     image = ("features" if cached["image"] and not augment else "views") if uses_image else None
     text = ("features" if cached["text"] else "ids") if uses_text else None
     return image, text
