@@ -3,7 +3,6 @@ Image/text generation joins it once the generator lands."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -19,9 +18,10 @@ from vat.geometry.extract import GRID_BOUND, OccupancyFn, evaluate_grid, extract
 from vat.geometry.io import normalize_mesh
 from vat.geometry.sampling import sample_surface
 from vat.models.tokenizer import VAT
+from vat.preprocess_config import DEFAULT_PREPROCESS
+from vat.sampling_config import (DEFAULT_SAMPLING, SAMPLING_CONFIG, SAMPLING_DEFAULTS,  # noqa: F401
+                                 UNGUIDED_SAMPLING, SamplingConfig, check_sampling, read_sampling)
 from vat.ui import DEFAULT_GENERATE_SEARCH, DEFAULT_SEARCH  # noqa: F401  (the CLI's and demo's defaults)
-from vat.sampling_config import (SAMPLING_CONFIG, SAMPLING_DEFAULTS, UNGUIDED_SAMPLING,  # noqa: F401
-                                 check_sampling, read_sampling)
 
 QUERY_BATCH = 65_536
 # Encoder-side search (MeshCodec.encode(search=K)): the candidates are checked against the mesh's own
@@ -312,14 +312,16 @@ class Pipeline:
     NAME_config.json beside NAME.safetensors)."""
 
     def __init__(self, codec: MeshCodec, generator, encoders, device: str | torch.device | None = None,
-                 sampling: dict | None = None):
+                 sampling: SamplingConfig | dict | None = None):
         from vat.models.gpt import NextScaleGPT
 
         self.codec = codec
         if codec.prior is None:  # also checks that the generator was trained on this tokenizer's tokens
             codec.use_prior(generator)
-        # generate()'s defaults: SAMPLING_DEFAULTS updated by `sampling` (sampling_config.json when loaded)
-        self.sampling = {**SAMPLING_DEFAULTS, **check_sampling(sampling or {})}
+        # generate()'s defaults: `sampling` (sampling_config.json when loaded; a dict updates the defaults)
+        if not isinstance(sampling, SamplingConfig):
+            sampling = DEFAULT_SAMPLING.replace(**(sampling or {}))
+        self.sampling = sampling
         self.device = codec.device if device is None else torch.device(device)
         self.generator: NextScaleGPT = generator.to(self.device).eval()
         self.encoders = encoders.to(self.device).eval()
@@ -334,7 +336,7 @@ class Pipeline:
         generator = NextScaleGPT.from_pretrained(folder)
         codec = MeshCodec(tokenizer, device, generator)
         return cls(codec, generator, ConditionEncoders.from_pretrained(folder), codec.device,
-                   read_sampling(folder))
+                   SamplingConfig.read(folder))
 
     def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype = torch.float16) -> None:
         """The three parts into one folder (what from_pretrained reads), by default in float16:
@@ -342,12 +344,12 @@ class Pipeline:
         self.codec.tokenizer.save_pretrained(directory, dtype)
         self.generator.save_pretrained(directory, dtype)
         self.encoders.save_pretrained(directory, dtype)
-        (Path(directory) / SAMPLING_CONFIG).write_text(json.dumps(self.sampling, indent=2) + "\n")
+        self.sampling.save(directory)
 
-    def sampling_with(self, **overrides) -> dict:
+    def sampling_with(self, **overrides) -> SamplingConfig:
         """The sampling settings generate() uses: the pipeline's (self.sampling), with the
         `overrides` that are not None."""
-        return {**self.sampling, **check_sampling(overrides)}
+        return self.sampling.replace(**overrides)
 
     @property
     def num_scales(self) -> int:
@@ -357,11 +359,12 @@ class Pipeline:
     def generate(self, image=None, text: str | None = None, seed: int = 0, cfg: float | None = None,
                  cfg_schedule: str | None = None, temperature: float | None = None, top_k: int | None = None,
                  top_p: float | None = None, temperature_last: float | None = None, preprocess: bool = True,
-                 foreground_ratio: float = 0.85, remove_background: str = "auto", resolution: int = 256,
+                 foreground_ratio: float = DEFAULT_PREPROCESS.foreground_ratio,
+                 remove_background: str = DEFAULT_PREPROCESS.remove_background, resolution: int = 256,
                  search: int = 1, progress=None) -> Generation:
         """Tokens of every scale for an image (path, bytes, PIL or array) and/or a text prompt.
         Sampling settings left None are the pipeline's (`self.sampling`: the checkpoint's
-        sampling_config.json, else SAMPLING_DEFAULTS). `progress(done_scales, total_scales)` is
+        sampling_config.json, else DEFAULT_SAMPLING). `progress(done_scales, total_scales)` is
         called after each scale. Meshes are decoded lazily (`Generation.mesh(scales)`).
 
         `search` = K > 1 (needs an image) samples seeds seed .. seed + K - 1 and keeps the sample whose
@@ -372,7 +375,7 @@ class Pipeline:
         from vat.preprocess import load_image, preprocess_image
 
         sampling = self.sampling_with(cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k,
-                                      top_p=top_p, temperature_last=temperature_last)
+                                      top_p=top_p, temperature_last=temperature_last).to_dict()
 
         text = (text or "").strip() or None
         if image is None and text is None:
@@ -446,7 +449,7 @@ class Pipeline:
         there is nothing to guide towards): the floor a conditional generation must beat. Settings
         left None are the pipeline's."""
         sampling = self.sampling_with(temperature=temperature, top_k=top_k, top_p=top_p,
-                                      temperature_last=temperature_last)
+                                      temperature_last=temperature_last).to_dict()
         sampling = {k: sampling[k] for k in UNGUIDED_SAMPLING}
         start = time.perf_counter()
         idx = self.generator.generate(self.codec.tokenizer.quantizer, seed=seed, **sampling)
