@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import trimesh
 
-from vat.codec import FLAG_ENTROPY, Placement, TokenFile, decode_tokens, encode_tokens
+from vat.codec import Placement, TokenFile, decode_tokens, encode_tokens
 from vat.errors import VatError
 from vat.geometry.extract import GRID_BOUND, OccupancyFn, evaluate_grid, extract_mesh, grid_points, postprocess
 from vat.geometry.io import normalize_mesh
@@ -21,6 +20,7 @@ from vat.models.tokenizer import VAT
 from vat.preprocess_config import DEFAULT_PREPROCESS
 from vat.sampling_config import (DEFAULT_SAMPLING, SAMPLING_CONFIG, SAMPLING_DEFAULTS,  # noqa: F401
                                  UNGUIDED_SAMPLING, SamplingConfig, check_sampling, read_sampling)
+from vat.tokens import Generation, Tokens, check_scales
 from vat.ui import DEFAULT_GENERATE_SEARCH, DEFAULT_SEARCH  # noqa: F401  (the CLI's and demo's defaults)
 
 QUERY_BATCH = 65_536
@@ -59,20 +59,7 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@dataclass
-class Encoded:
-    indices: list[np.ndarray]  # per stored scale: int64 [side * side]
-    data: bytes  # the .vat file
-    placement: Placement | None = None  # where the mesh was (the file stores it)
-    refined: "object | None" = None  # vat.refine.Refined when encoded with refine > 0
-
-    @property
-    def entropy_coded(self) -> bool:
-        return bool(self.data[3] >= 2 and self.data[11] & FLAG_ENTROPY)
-
-    @property
-    def num_tokens(self) -> int:
-        return sum(len(i) for i in self.indices)
+Encoded = Tokens  # what MeshCodec.encode returned before Tokens (the name stays for code that uses it)
 
 
 class MeshCodec:
@@ -115,16 +102,10 @@ class MeshCodec:
     def tokens_at(self, scales: int) -> int:
         return sum(s * s for s in self.config.scale_sides[:scales])
 
-    def _check_scales(self, scales: int | None, available: int) -> int:
-        scales = available if scales is None else scales
-        if not 1 <= scales <= available:
-            raise VatError(f"scale must be between 1 and {available}, got {scales}")
-        return scales
-
     def encode(self, mesh: trimesh.Trimesh, scales: int | None = None, seed: int = 0, search: int = 1,
-               max_bytes: int | None = None, raw: bool | None = None, refine: int = 0) -> Encoded:
+               max_bytes: int | None = None, raw: bool | None = None, refine: int = 0) -> Tokens:
         """Tokens of `mesh` (any placement; it is normalised first, and the file stores where it was) and
-        its .vat bytes (entropy-coded or bit-packed: `raw` as in write()).
+        its .vat bytes (`data`; entropy-coded or bit-packed: `raw` as in write()).
         `scales` keeps only the first scales: a smaller file of a coarser shape; `max_bytes` keeps the
         longest prefix of scales whose file fits in that many bytes (VatError when even scale 1 does not).
         `search` > 1: encode that many samplings of the surface (seeds seed, seed + 1, ...) and keep the
@@ -138,7 +119,7 @@ class MeshCodec:
 
         if search < 1 or refine < 0:
             raise VatError(f"search must be at least 1 and refine at least 0, got {search} and {refine}")
-        scales = self._check_scales(scales, self.num_scales)
+        scales = check_scales(scales, self.num_scales)
         normalized, transform = normalize_mesh(mesh)
         placement = Placement.from_transform(transform)
         samples = [sample_surface(normalized, self.config.num_points, seed + k) for k in range(search)]
@@ -160,7 +141,7 @@ class MeshCodec:
             indices, data = self.fit(indices, max_bytes, placement, raw)
         else:
             data = self.write(indices, placement, raw)
-        return Encoded(indices, data, placement, refined)
+        return Tokens(indices, self, placement=placement, raw=raw, refined=refined, written=data)
 
     def write(self, indices: list[np.ndarray], placement: Placement | None = None,
               raw: bool | None = None) -> bytes:
@@ -229,7 +210,7 @@ class MeshCodec:
         cores a batch of 8 costs 1.4x one shape, not 8x)."""
         if not candidates:
             return []
-        scales = self._check_scales(scales, min(len(indices) for indices in candidates))
+        scales = check_scales(scales, min(len(indices) for indices in candidates))
         fns = []
         for start in range(0, len(candidates), SAMPLE_BATCH):
             batch = candidates[start:start + SAMPLE_BATCH]
@@ -260,49 +241,6 @@ class MeshCodec:
 
 
 # ---------------------------------------------------------------------------- image/text -> 3D
-
-
-@dataclass
-class Generation:
-    """What `Pipeline.generate` returns: the tokens of every scale, the preprocessed input, the
-    timings, and meshes decoded on demand (one per number of scales, cached)."""
-
-    indices: list[np.ndarray]  # per scale, int64 [side * side], coarse to fine
-    codec: "MeshCodec"
-    seed: int
-    settings: dict
-    timings: dict  # seconds: preprocess, condition, sample; decode_s<S> as meshes are decoded
-    input_image: "object | None" = None  # PIL.Image the model saw (RGB on white), None for text only
-    preprocess_method: str | None = None  # alpha | rembg | grabcut | builtin | none
-    resolution: int = 256
-    placement: Placement | None = None  # where an encoded mesh was (its .vat files store it); None: the unit cube
-    _meshes: dict = None
-    preprocess_warning: str = ""  # the segmented foreground looks wrong (vat.preprocess.Preprocessed.warning)
-
-    @property
-    def num_scales(self) -> int:
-        return len(self.indices)
-
-    def tokens_at(self, scales: int | None = None) -> int:
-        return self.codec.tokens_at(scales or self.num_scales)
-
-    def vat(self, scales: int | None = None) -> bytes:
-        """The .vat file of the first `scales` scales (all by default)."""
-        scales = self.codec._check_scales(scales, self.num_scales)
-        return self.codec.write(self.indices[:scales], self.placement)
-
-    def mesh(self, scales: int | None = None, resolution: int | None = None) -> trimesh.Trimesh:
-        """The mesh decoded from the first `scales` scales (cached); in the unit cube."""
-        scales = self.codec._check_scales(scales, self.num_scales)
-        resolution = resolution or self.resolution
-        if self._meshes is None:
-            self._meshes = {}
-        key = (scales, resolution)
-        if key not in self._meshes:
-            start = time.perf_counter()
-            self._meshes[key] = self.codec.decode_mesh(self.indices, scales=scales, resolution=resolution)
-            self.timings[f"decode_s{scales}_r{resolution}"] = time.perf_counter() - start
-        return self._meshes[key]
 
 
 class Pipeline:
@@ -422,8 +360,9 @@ class Pipeline:
             best = int(np.argmax(scores))
             settings["outline_score"] = float(scores[best])
             timings["search"] = time.perf_counter() - start
-        return Generation(candidates[best], self.codec, seed + best, settings, timings, input_image, method,
-                          resolution, preprocess_warning=warning)
+        return Generation(candidates[best], self.codec, seed=seed + best, settings=settings, timings=timings,
+                          input_image=input_image, preprocess_method=method, resolution=resolution,
+                          preprocess_warning=warning)
 
     def outline_scores(self, candidates: list[list[np.ndarray]], mask_HW: np.ndarray) -> np.ndarray:
         """For each candidate's tokens, the IoU of its outline (occupancy at the points of an OUTLINE_GRID^3
@@ -455,5 +394,5 @@ class Pipeline:
         idx = self.generator.generate(self.codec.tokenizer.quantizer, seed=seed, **sampling)
         timings = {"sample": time.perf_counter() - start}
         settings = dict(text=None, cfg=0.0, **sampling)
-        return Generation([i[0].cpu().numpy() for i in idx], self.codec, seed, settings, timings,
-                          resolution=resolution)
+        return Generation([i[0].cpu().numpy() for i in idx], self.codec, seed=seed, settings=settings,
+                          timings=timings, resolution=resolution)
