@@ -7,21 +7,23 @@ input image on the left and the token count and .vat bytes under each.
     python scripts/coarse_to_fine.py --mesh chair.obj -o docs/chair-scales.png   # the tokenizer alone
 
 With --mesh the tokenizer encodes that mesh instead (reconstruction per scale, no generator).
+Run it with vat importable: after `pip install -e .` (the README's install), or with the repository on the path
+(`PYTHONPATH=. python scripts/coarse_to_fine.py ...`).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vat.geometry.io import load_mesh  # noqa: E402
-from vat.geometry.render import composite_on_white, render_view  # noqa: E402
-from vat.errors import VatError  # noqa: E402
-from vat.pipeline import DEFAULT_GENERATE_SEARCH, DEFAULT_SEARCH, Generation, MeshCodec, Pipeline  # noqa: E402
+from vat.errors import VatError
+from vat.geometry.io import load_mesh
+from vat.geometry.render import composite_on_white, render_view
+from vat.pipeline import DEFAULT_GENERATE_SEARCH, DEFAULT_SEARCH, MeshCodec, Pipeline
+from vat.sampling_config import DEFAULT_SAMPLING
+from vat.tokens import Tokens
 
 
 def tile(panels: list[tuple[Image.Image, str]], size: int) -> Image.Image:
@@ -35,15 +37,14 @@ def tile(panels: list[tuple[Image.Image, str]], size: int) -> Image.Image:
     return sheet
 
 
-def first_panel(args, image: str | None = None) -> tuple[list[tuple[Image.Image, str]], Generation]:
+def first_panel(args, image: str | None = None) -> tuple[list[tuple[Image.Image, str]], Tokens]:
     """The input panel and the tokens: a generation from the image, or (--mesh) the mesh's own
-    tokens wrapped as a Generation, so both decode, count and size scales the same way."""
+    tokens; both are Tokens, so they decode, count and size scales the same way."""
     if args.mesh:
         codec = MeshCodec.from_pretrained(args.checkpoint)
         mesh = load_mesh(args.mesh)
         first = render_view(mesh, args.azimuth, args.elevation, args.size)
-        indices = codec.encode(mesh, search=DEFAULT_SEARCH).indices  # as `vat encode` does
-        result = Generation(indices=indices, codec=codec, seed=0, settings={}, timings={}, resolution=args.resolution)
+        result = codec.encode(mesh, search=DEFAULT_SEARCH)  # as `vat encode` does
         return [(Image.fromarray(composite_on_white(first.rgba)), "input mesh")], result
     result = Pipeline.from_pretrained(args.checkpoint).generate(image=image, seed=args.seed, cfg=args.cfg,
                                                                 resolution=args.resolution, search=args.search)
@@ -56,7 +57,7 @@ def row(args, image: str | None = None) -> Image.Image:
     scales = [int(s) for s in args.scales.split(",")] if args.scales else range(1, result.num_scales + 1)
     for s in scales:
         try:
-            view = render_view(result.mesh(s), args.azimuth, args.elevation, args.size)
+            view = render_view(result.mesh(s, args.resolution), args.azimuth, args.elevation, args.size)
             picture = Image.fromarray(composite_on_white(view.rgba))
         except VatError as exc:  # an empty coarse scale has no surface to draw
             picture = Image.new("RGB", (args.size, args.size), "white")
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("-o", "--out", required=True, help="PNG to write")
     p.add_argument("--checkpoint", default="checkpoints", help="model folder")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cfg", type=float, default=1.5)
+    p.add_argument("--cfg", type=float, default=DEFAULT_SAMPLING.cfg,
+                   help=f"classifier-free guidance scale (default {DEFAULT_SAMPLING.cfg}: the library's)")
     p.add_argument("--search", type=int, default=DEFAULT_GENERATE_SEARCH,
                    help=f"samples to keep the best outline of (default {DEFAULT_GENERATE_SEARCH}, as the demo)")
     p.add_argument("--resolution", type=int, default=128, help="marching-cubes grid per panel")

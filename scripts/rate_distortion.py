@@ -39,7 +39,7 @@ def mesh_item(codec: MeshCodec, path: Path, prefixes: list[int], resolution: int
     for s in prefixes:
         row = {}
         for name, encoded in variants.items():
-            data = codec.write(encoded.indices[:s], encoded.placement)
+            data = encoded.vat(s)
             assert [a.tolist() for a in codec.read(data)] == [a.tolist() for a in encoded.indices[:s]]
             scores = chamfer_fscore(unit, codec.decode_mesh(encoded.indices, scales=s, resolution=resolution), seed=seed)
             row.update({f"{name}_bytes": len(data), f"{name}_f_score": scores["f_score"],

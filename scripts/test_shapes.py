@@ -8,21 +8,22 @@ re-normalisation of the decoded mesh (the codec decodes into the unit cube). `va
 
     python scripts/test_shapes.py --checkpoint checkpoints --out test-shapes
     python scripts/coarse_to_fine.py --mesh test-shapes/box-with-hole.ply -o docs/tiny-grid-box-with-hole.png
+
+Run it with vat importable: after `pip install -e .` (the README's install), or with the repository on the path
+(`PYTHONPATH=. python scripts/test_shapes.py ...`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import trimesh
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vat.geometry.io import normalize_mesh  # noqa: E402
-from vat.metrics import compare_meshes  # noqa: E402
-from vat.pipeline import DEFAULT_SEARCH, MeshCodec  # noqa: E402
+from vat.geometry.io import normalize_mesh
+from vat.metrics import compare_meshes
+from vat.pipeline import DEFAULT_SEARCH, MeshCodec
 
 
 def test_shapes() -> dict[str, trimesh.Trimesh]:

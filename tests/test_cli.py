@@ -10,7 +10,7 @@ import trimesh
 
 from conftest import draw_object_image
 from vat import __version__
-from vat.cli import main
+from vat.cli import build_parser, main
 from vat.pipeline import DEFAULT_GENERATE_SEARCH
 
 
@@ -257,13 +257,41 @@ def test_eval_gen_per_scale_scores_every_prefix_with_a_cooling_temperature(tiny_
     assert "f_score_per_scale" in printed and "distinct_prefixes_per_scale 1 1" in printed
 
 
-def test_cfg_schedule_choices_are_the_models():
-    from vat.cli import build_parser
+@pytest.mark.parametrize("command, rest", [("generate", ["--text", "x", "-o", "x.glb"]),
+                                           ("eval-gen", ["--meshes", "."])])
+def test_sampling_choices_and_defaults_are_the_librarys(command, rest, capsys):
+    """--cfg-schedule takes the model's schedules, and the help states SamplingConfig's defaults (the options
+    themselves default to unset: the checkpoint's sampling_config.json decides)."""
     from vat.models.gpt import CFG_SCHEDULES
+    from vat.sampling_config import DEFAULT_SAMPLING
 
-    action = next(a for a in build_parser()._subparsers._group_actions[0].choices["generate"]._actions
-                  if a.dest == "cfg_schedule")
-    assert tuple(action.choices) == CFG_SCHEDULES
+    for schedule in CFG_SCHEDULES:
+        args = build_parser().parse_args([command, *rest, "--cfg-schedule", schedule])
+        assert args.cfg_schedule == schedule and args.cfg is None and args.temperature is None
+    err = _parse_error([command, *rest, "--cfg-schedule", "cosine"], capsys)
+    assert "invalid choice: 'cosine'" in err and all(schedule in err.split("choose from")[1]
+                                                     for schedule in CFG_SCHEDULES)
+    with pytest.raises(SystemExit) as exit:
+        main([command, "--help"])
+    assert exit.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--cfg-schedule {" + ",".join(CFG_SCHEDULES) + "}" in text
+    for help, default in (("guidance scale (0: off)", DEFAULT_SAMPLING.cfg),
+                          ("constant (--cfg at every scale)", DEFAULT_SAMPLING.cfg_schedule),
+                          ("softmax temperature (at the first scale)", DEFAULT_SAMPLING.temperature),
+                          ("likeliest tokens (0: all)", DEFAULT_SAMPLING.top_k),
+                          ("nucleus sampling mass (0: off)", DEFAULT_SAMPLING.top_p)):
+        assert f"{help} (default: the checkpoint's sampling_config.json, else {default})" in text
+
+
+def test_foreground_ratio_default_is_the_librarys(capsys):
+    from vat.preprocess_config import DEFAULT_PREPROCESS
+
+    args = build_parser().parse_args(["generate", "--text", "x", "-o", "x.glb"])
+    assert args.foreground_ratio == DEFAULT_PREPROCESS.foreground_ratio
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    assert f"(default {DEFAULT_PREPROCESS.foreground_ratio}: " in " ".join(capsys.readouterr().out.split())
 
 
 def _parse_error(argv: list[str], capsys) -> str:

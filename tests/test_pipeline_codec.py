@@ -128,16 +128,17 @@ def test_the_checkpoint_carries_its_sampling_settings(tiny_checkpoint, tmp_path)
     import json
     import shutil
 
-    from vat.pipeline import SAMPLING_CONFIG, SAMPLING_DEFAULTS, Pipeline
+    from vat.pipeline import SAMPLING_CONFIG, SAMPLING_DEFAULTS, Pipeline, SamplingConfig
 
     plain = Pipeline.from_pretrained(tiny_checkpoint, device="cpu")
-    assert plain.sampling == SAMPLING_DEFAULTS  # no file: the library's defaults
+    assert plain.sampling == SamplingConfig() and plain.sampling.to_dict() == SAMPLING_DEFAULTS  # no file: defaults
     chosen = {"cfg": 3.0, "cfg_schedule": "constant", "top_k": 5}
     folder = tmp_path / "chosen"
     Pipeline(plain.codec, plain.generator, plain.encoders, sampling=chosen).save_pretrained(folder)
     assert json.loads((folder / SAMPLING_CONFIG).read_text()) == {**SAMPLING_DEFAULTS, **chosen}
     pipeline = Pipeline.from_pretrained(folder, device="cpu")
-    assert pipeline.sampling == {**SAMPLING_DEFAULTS, **chosen}
+    assert pipeline.sampling == SamplingConfig(**chosen)
+    assert pipeline.sampling.to_dict() == {**SAMPLING_DEFAULTS, **chosen}
     used = pipeline.generate(text="a chair", seed=3, resolution=16).settings
     assert {k: used[k] for k in SAMPLING_DEFAULTS} == {**SAMPLING_DEFAULTS, **chosen}
     again = pipeline.generate(text="a chair", seed=3, resolution=16, cfg=0.5, top_k=None).settings
@@ -170,7 +171,7 @@ def test_a_temperature_falling_over_the_scales_is_a_stored_sampling_setting(tiny
     folder = tmp_path / "cooled"
     shutil.copytree(tiny_checkpoint, folder)
     (folder / SAMPLING_CONFIG).write_text(json.dumps({"cfg": 1.5, "temperature": 1.0, "top_k": 0}))  # an old file
-    assert Pipeline.from_pretrained(folder, device="cpu").sampling["temperature_last"] is None
+    assert Pipeline.from_pretrained(folder, device="cpu").sampling.temperature_last is None
     (folder / SAMPLING_CONFIG).write_text(json.dumps({"temperature": 1.0, "temperature_last": 0.3}))
     pipeline = Pipeline.from_pretrained(folder, device="cpu")
     seen = []

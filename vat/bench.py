@@ -20,6 +20,7 @@ from vat.errors import VatError
 from vat.geometry.analytic import bench_shape_sdf
 from vat.geometry.extract import extract_mesh
 from vat.metrics import chamfer_fscore
+from vat.sampling_config import DEFAULT_SAMPLING
 
 
 def bench_extraction(resolution: int = 256, coarse_resolution: int = 32) -> dict:
@@ -58,7 +59,7 @@ def _best_of(fn, repeats: int) -> float:
 
 
 def bench_sampling(generator, quantizer, image_tokens=None, text=None, repeats: int = 3, seed: int = 0,
-                   cfg: float = 1.5) -> dict:
+                   cfg: float = DEFAULT_SAMPLING.cfg) -> dict:
     """Seconds to sample every scale once with the kv-cache (each step feeds only the new scale)
     and without it (each step re-runs the whole prefix); best of `repeats`. Both must give the
     same tokens: the cache changes the cost, never the result."""

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from vat import __version__
 from vat.errors import VatError
+from vat.preprocess_config import DEFAULT_PREPROCESS
+from vat.sampling_config import CFG_SCHEDULES, DEFAULT_SAMPLING
 from vat.ui import (BACKGROUND_METHODS, DEFAULT_GENERATE_SEARCH, DEFAULT_REFINE, DEFAULT_RESOLUTION, DEFAULT_SEARCH,
                     MAX_RESOLUTION, MAX_SEED, MIN_RESOLUTION, PROTOCOL_RESOLUTION, RESOLUTIONS, size_change,
                     stage_times)
@@ -215,7 +217,7 @@ def _cmd_eval_gen(args: argparse.Namespace) -> int:
 
     pipeline = Pipeline.from_pretrained(args.checkpoint)
     result = evaluate_generation(pipeline, args.meshes, limit=args.limit, seed=args.seed, resolution=args.resolution,
-                                 settings=pipeline.sampling_with(**_generation_settings(args)),
+                                 settings=pipeline.sampling_with(**_generation_settings(args)).to_dict(),
                                  match=not args.no_match, search=_search(args), per_scale=args.per_scale,
                                  on_item=lambda items: _write_json(args.json, {"partial": True}, items))
     for key, value in result["summary"].items():
@@ -328,21 +330,21 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vat", description="vat: the Variational Tokenizer as a 3D codec, and image-to-3D generation.")
-    parser.add_argument("--version", action="version", version=f"vat {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _command(sub, name: str, help: str, handler, evaluating: bool = False) -> argparse.ArgumentParser:
+    """A subcommand with the options every command takes (--checkpoint; --json for the evaluating ones)."""
+    p = sub.add_parser(name, help=help, description=help)
+    p.set_defaults(handler=handler)
+    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), metavar="DIR_OR_HUB_ID",
+                   help="model folder or hub id (default: the shipped checkpoints/)")
+    if evaluating:
+        p.add_argument("--json", metavar="PATH", help="write {summary, items} as JSON here")
+    return p
 
-    def add(name: str, help: str, handler, evaluating: bool = False) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
-        p.set_defaults(handler=handler)
-        p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), metavar="DIR_OR_HUB_ID",
-                       help="model folder or hub id (default: the shipped checkpoints/)")
-        if evaluating:
-            p.add_argument("--json", metavar="PATH", help="write {summary, items} as JSON here")
-        return p
 
-    p = add("compare", "F-score@0.01 and Chamfer-L1 of two meshes, on the pinned protocol", _cmd_compare, True)
+def _tool_commands(sub) -> None:
+    """compare, bench, info."""
+    p = _command(sub, "compare", "F-score@0.01 and Chamfer-L1 of two meshes, on the pinned protocol", _cmd_compare,
+                 True)
     p.add_argument("reference", help="reference (ground-truth) mesh file")
     p.add_argument("other", help="mesh file to score against the reference")
     p.add_argument("--icp", action="store_true", help="rigidly align OTHER to REFERENCE first (generation)")
@@ -352,8 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=10_000, help="surface samples per mesh (protocol: 10000)")
     _seed_option(p, "seed of the surface samples")
 
-    p = add("bench", "timings: coarse-to-fine vs dense extraction, sampling with/without the kv-cache, "
-                     "image to mesh", _cmd_bench, True)
+    p = _command(sub, "bench", "timings: coarse-to-fine vs dense extraction, sampling with/without the kv-cache, "
+                               "image to mesh", _cmd_bench, True)
     _resolution_option(p, PROTOCOL_RESOLUTION)
     p.add_argument("--coarse-resolution", type=int, default=32, help="first grid of coarse-to-fine")
     p.add_argument("--image", help="input image of the image-to-mesh timing (default: a render of the bench shape)")
@@ -369,9 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the app's --max-sessions in the soak (default: the app's); with K <= M the soak also "
                         "reports the growth per generate once the app holds K sessions")
 
-    add("info", "versions, device and checkpoint", _cmd_info)
+    _command(sub, "info", "versions, device and checkpoint", _cmd_info)
 
-    p = add("encode", "mesh -> .vat token file (prints tokens, bytes, compression ratio)", _cmd_encode)
+
+def _codec_commands(sub) -> None:
+    """encode, decode."""
+    p = _command(sub, "encode", "mesh -> .vat token file (prints tokens, bytes, compression ratio)", _cmd_encode)
     p.add_argument("mesh", help="mesh file (.obj .ply .stl .glb .gltf .off)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.vat")
     p.add_argument("--scales", type=int, help="store only the first S scales (smaller, coarser)")
@@ -384,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also print the refinement's gain and the bits per token of each scale")
     _search_option(p)
     _refine_option(p)
-    p = add("decode", ".vat token file -> mesh", _cmd_decode)
+
+    p = _command(sub, "decode", ".vat token file -> mesh", _cmd_decode)
     p.add_argument("vat_file", metavar="IN.vat")
     p.add_argument("-o", "--output", required=True, metavar="OUT.{glb,obj,stl,ply}", type=_mesh_output)
     p.add_argument("--scale", type=int, help="decode from the first S scales only (coarse-to-fine)")
@@ -392,36 +398,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unit-cube", action="store_true",
                    help="leave the mesh in the unit cube [-0.5, 0.5]^3 (default: where the encoded mesh was)")
 
-    def sampling_options(p: argparse.ArgumentParser, resolution: int) -> None:
-        _seed_option(p, "sampling seed (the same seed gives the same mesh)")
-        unset = " (default: the checkpoint's sampling_config.json, else %s)"
-        p.add_argument("--cfg", type=float, help="classifier-free guidance scale (0: off)" + unset % 1.5)
-        p.add_argument("--cfg-schedule", choices=("linear", "constant"),
-                       help="guidance per scale: linear (VAR: none at the first scale, --cfg at the last) or "
-                            "constant (--cfg at every scale)" + unset % "linear")
-        p.add_argument("--temperature", type=float, help="softmax temperature (at the first scale)" + unset % 1.0)
-        p.add_argument("--temperature-last", type=float, metavar="T",
-                       help="temperature at the last scale, reached linearly from --temperature (cooler fine scales "
-                            "keep the surface whole; give --temperature's value for a constant one)"
-                       + unset % "--temperature")
-        p.add_argument("--top-k", type=int, help="sample among the k likeliest tokens (0: all)" + unset % 0)
-        p.add_argument("--top-p", type=float, help="nucleus sampling mass (0: off)" + unset % 0)
-        _resolution_option(p, resolution)
-        p.add_argument("--search", type=int, metavar="K",
-                       help="sample K meshes (seeds SEED .. SEED+K-1) and keep the one whose outline best fits the "
-                            f"image's foreground from some view (default {DEFAULT_GENERATE_SEARCH}; 1: one sample, "
-                            "fastest; without an image: 1)")
 
-    p = add("generate", "image (and/or text) -> mesh", _cmd_generate)
+def _sampling_options(p: argparse.ArgumentParser, resolution: int) -> None:
+    """The generator's sampling settings (defaults: the checkpoint's, else vat.sampling_config's), --seed,
+    --resolution and --search."""
+    _seed_option(p, "sampling seed (the same seed gives the same mesh)")
+    unset = " (default: the checkpoint's sampling_config.json, else %s)"
+    p.add_argument("--cfg", type=float, help="classifier-free guidance scale (0: off)" + unset % DEFAULT_SAMPLING.cfg)
+    p.add_argument("--cfg-schedule", choices=CFG_SCHEDULES,
+                   help="guidance per scale: linear (VAR: none at the first scale, --cfg at the last) or "
+                        "constant (--cfg at every scale)" + unset % DEFAULT_SAMPLING.cfg_schedule)
+    p.add_argument("--temperature", type=float,
+                   help="softmax temperature (at the first scale)" + unset % DEFAULT_SAMPLING.temperature)
+    p.add_argument("--temperature-last", type=float, metavar="T",
+                   help="temperature at the last scale, reached linearly from --temperature (cooler fine scales "
+                        "keep the surface whole; give --temperature's value for a constant one)"
+                   + unset % (DEFAULT_SAMPLING.temperature_last or "--temperature"))
+    p.add_argument("--top-k", type=int,
+                   help="sample among the k likeliest tokens (0: all)" + unset % DEFAULT_SAMPLING.top_k)
+    p.add_argument("--top-p", type=float, help="nucleus sampling mass (0: off)" + unset % DEFAULT_SAMPLING.top_p)
+    _resolution_option(p, resolution)
+    p.add_argument("--search", type=int, metavar="K",
+                   help="sample K meshes (seeds SEED .. SEED+K-1) and keep the one whose outline best fits the "
+                        f"image's foreground from some view (default {DEFAULT_GENERATE_SEARCH}; 1: one sample, "
+                        "fastest; without an image: 1)")
+
+
+def _generate_command(sub) -> None:
+    p = _command(sub, "generate", "image (and/or text) -> mesh", _cmd_generate)
     p.add_argument("image", nargs="?", help="input image (PNG/JPEG/WebP; alpha is used as the mask when present)")
     p.add_argument("--text", help="text prompt (with or without an image)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.{glb,obj,stl,ply}", type=_mesh_output)
     p.add_argument("--vat", metavar="OUT.vat", help="also write the generated tokens as a .vat file")
     p.add_argument("--scale", type=int, help="decode from the first S scales only (coarse-to-fine)")
-    p.add_argument("--foreground-ratio", type=float, default=0.85, help="object size in the recentred input")
+    p.add_argument("--foreground-ratio", type=float, default=DEFAULT_PREPROCESS.foreground_ratio,
+                   help="object size in the recentred input (default %(default)s: its longer side, as a share of "
+                        "the square's)")
     p.add_argument("--no-background-removal", action="store_true", help="use the image as it is")
-    sampling_options(p, DEFAULT_RESOLUTION)
-    p = add("eval-recon", "tokenizer reconstruction + Draco/voxel baselines at the same bytes", _cmd_eval_recon, True)
+    _sampling_options(p, DEFAULT_RESOLUTION)
+
+
+def _evaluation_commands(sub) -> None:
+    """eval-recon, eval-gen."""
+    p = _command(sub, "eval-recon", "tokenizer reconstruction + Draco/voxel baselines at the same bytes",
+                 _cmd_eval_recon, True)
     p.add_argument("--meshes", required=True, metavar="DIR", help="folder of meshes (recursive)")
     p.add_argument("--limit", type=int, help="evaluate only the first N meshes (sorted by path)")
     _resolution_option(p, PROTOCOL_RESOLUTION)
@@ -432,8 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="keep the .vat files here (default: a temporary folder)")
     p.add_argument("--no-baselines", action="store_true", help="skip Draco and voxel")
     _seed_option(p, "seed of the surface sampling and the queries")
-    p = add("eval-gen", "render a view of each mesh, generate from it, ICP-align, F-score and Chamfer; the "
-            "unconditional sample's scores (the floor) and the match rate", _cmd_eval_gen, True)
+
+    p = _command(sub, "eval-gen", "render a view of each mesh, generate from it, ICP-align, F-score and Chamfer; "
+                 "the unconditional sample's scores (the floor) and the match rate", _cmd_eval_gen, True)
     p.add_argument("--meshes", required=True, metavar="DIR", help="folder of meshes (recursive)")
     p.add_argument("--limit", type=int, help="evaluate only the first N meshes (sorted by path)")
     p.add_argument("--no-match", action="store_true",
@@ -442,13 +463,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also decode every prefix of scales (at --resolution) and score it: f_score_per_scale, "
                         "f_score_005_per_scale, best_scale, full_is_best, distinct_prefixes_per_scale "
                         "(about 1 s more per scale and mesh at 128)")
-    sampling_options(p, PROTOCOL_RESOLUTION)
-    p = add("render", "render a mesh from the paper's 24-view orbit: RGBA PNGs + cameras.json", _cmd_render)
+    _sampling_options(p, PROTOCOL_RESOLUTION)
+
+
+def _render_command(sub) -> None:
+    p = _command(sub, "render", "render a mesh from the paper's 24-view orbit: RGBA PNGs + cameras.json", _cmd_render)
     p.add_argument("mesh", help="mesh file (.obj .ply .stl .glb .gltf .off); textures and colours are kept")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="writes DIR/000.png ... and DIR/cameras.json")
     p.add_argument("--views", type=int, default=24, help="views on the orbit (protocol: 24)")
     p.add_argument("--size", type=int, default=512, help="image width and height in pixels (protocol: 512)")
     _seed_option(p, "seed of the azimuth start and the elevations")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vat", description="vat: the Variational Tokenizer as a 3D codec, and "
+                                                             "image-to-3D generation.")
+    parser.add_argument("--version", action="version", version=f"vat {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_commands in (_tool_commands, _codec_commands, _generate_command, _evaluation_commands, _render_command):
+        add_commands(sub)  # in this order: `vat --help` lists them so
     return parser
 
 

@@ -6,22 +6,23 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import trimesh
 
-from vat.codec import FLAG_ENTROPY, Placement, TokenFile, decode_tokens, encode_tokens
+from vat.codec import Placement, TokenFile, decode_tokens, encode_tokens
 from vat.errors import VatError
 from vat.geometry.extract import GRID_BOUND, OccupancyFn, evaluate_grid, extract_mesh, grid_points, postprocess
 from vat.geometry.io import normalize_mesh
 from vat.geometry.sampling import sample_surface
 from vat.models.tokenizer import VAT, TokenizerConfig
+from vat.preprocess_config import DEFAULT_PREPROCESS
+from vat.sampling_config import (DEFAULT_SAMPLING, SAMPLING_CONFIG, SAMPLING_DEFAULTS,  # noqa: F401
+                                 UNGUIDED_SAMPLING, SamplingConfig, check_sampling, read_sampling)
+from vat.tokens import Generation, Tokens, check_scales
 from vat.ui import DEFAULT_GENERATE_SEARCH, DEFAULT_SEARCH  # noqa: F401  (the CLI's and demo's defaults)
-from vat.sampling_config import (SAMPLING_CONFIG, SAMPLING_DEFAULTS, UNGUIDED_SAMPLING,  # noqa: F401
-                                 check_sampling, read_sampling)
 
 QUERY_BATCH = 65_536
 # Encoder-side search (MeshCodec.encode(search=K)): the candidates are checked against the mesh's own
@@ -84,20 +85,7 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@dataclass
-class Encoded:
-    indices: list[np.ndarray]  # per stored scale: int64 [side * side]
-    data: bytes  # the .vat file
-    placement: Placement | None = None  # where the mesh was (the file stores it)
-    refined: "object | None" = None  # vat.refine.Refined when encoded with refine > 0
-
-    @property
-    def entropy_coded(self) -> bool:
-        return bool(self.data[3] >= 2 and self.data[11] & FLAG_ENTROPY)
-
-    @property
-    def num_tokens(self) -> int:
-        return sum(len(i) for i in self.indices)
+Encoded = Tokens  # what MeshCodec.encode returned before Tokens (the name stays for code that uses it)
 
 
 class MeshCodec:
@@ -141,16 +129,10 @@ class MeshCodec:
     def tokens_at(self, scales: int) -> int:
         return sum(s * s for s in self.config.scale_sides[:scales])
 
-    def _check_scales(self, scales: int | None, available: int) -> int:
-        scales = available if scales is None else scales
-        if not 1 <= scales <= available:
-            raise VatError(f"scale must be between 1 and {available}, got {scales}")
-        return scales
-
     def encode(self, mesh: trimesh.Trimesh, scales: int | None = None, seed: int = 0, search: int = 1,
-               max_bytes: int | None = None, raw: bool | None = None, refine: int = 0) -> Encoded:
+               max_bytes: int | None = None, raw: bool | None = None, refine: int = 0) -> Tokens:
         """Tokens of `mesh` (any placement; it is normalised first, and the file stores where it was) and
-        its .vat bytes (entropy-coded or bit-packed: `raw` as in write()).
+        its .vat bytes (`data`; entropy-coded or bit-packed: `raw` as in write()).
         `scales` keeps only the first scales: a smaller file of a coarser shape; `max_bytes` keeps the
         longest prefix of scales whose file fits in that many bytes (VatError when even scale 1 does not).
         `search` > 1: encode that many samplings of the surface (seeds seed, seed + 1, ...) and keep the
@@ -164,7 +146,7 @@ class MeshCodec:
 
         if search < 1 or refine < 0:
             raise VatError(f"search must be at least 1 and refine at least 0, got {search} and {refine}")
-        scales = self._check_scales(scales, self.num_scales)
+        scales = check_scales(scales, self.num_scales)
         normalized, transform = normalize_mesh(mesh)
         placement = Placement.from_transform(transform)
         samples = [sample_surface(normalized, self.config.num_points, seed + k) for k in range(search)]
@@ -186,7 +168,7 @@ class MeshCodec:
             indices, data = self.fit(indices, max_bytes, placement, raw)
         else:
             data = self.write(indices, placement, raw)
-        return Encoded(indices, data, placement, refined)
+        return Tokens(indices, self, placement=placement, raw=raw, refined=refined, written=data)
 
     def write(self, indices: list[np.ndarray], placement: Placement | None = None,
               raw: bool | None = None) -> bytes:
@@ -255,7 +237,7 @@ class MeshCodec:
         cores a batch of 8 costs 1.4x one shape, not 8x)."""
         if not candidates:
             return []
-        scales = self._check_scales(scales, min(len(indices) for indices in candidates))
+        scales = check_scales(scales, min(len(indices) for indices in candidates))
         fns = []
         for start in range(0, len(candidates), SAMPLE_BATCH):
             batch = candidates[start:start + SAMPLE_BATCH]
@@ -288,49 +270,6 @@ class MeshCodec:
 # ---------------------------------------------------------------------------- image/text -> 3D
 
 
-@dataclass
-class Generation:
-    """What `Pipeline.generate` returns: the tokens of every scale, the preprocessed input, the
-    timings, and meshes decoded on demand (one per number of scales, cached)."""
-
-    indices: list[np.ndarray]  # per scale, int64 [side * side], coarse to fine
-    codec: "MeshCodec"
-    seed: int
-    settings: dict
-    timings: dict  # seconds: preprocess, condition, sample; decode_s<S> as meshes are decoded
-    input_image: "object | None" = None  # PIL.Image the model saw (RGB on white), None for text only
-    preprocess_method: str | None = None  # alpha | rembg | grabcut | builtin | none
-    resolution: int = 256
-    placement: Placement | None = None  # where an encoded mesh was (its .vat files store it); None: the unit cube
-    _meshes: dict = None
-    preprocess_warning: str = ""  # the segmented foreground looks wrong (vat.preprocess.Preprocessed.warning)
-
-    @property
-    def num_scales(self) -> int:
-        return len(self.indices)
-
-    def tokens_at(self, scales: int | None = None) -> int:
-        return self.codec.tokens_at(scales or self.num_scales)
-
-    def vat(self, scales: int | None = None) -> bytes:
-        """The .vat file of the first `scales` scales (all by default)."""
-        scales = self.codec._check_scales(scales, self.num_scales)
-        return self.codec.write(self.indices[:scales], self.placement)
-
-    def mesh(self, scales: int | None = None, resolution: int | None = None) -> trimesh.Trimesh:
-        """The mesh decoded from the first `scales` scales (cached); in the unit cube."""
-        scales = self.codec._check_scales(scales, self.num_scales)
-        resolution = resolution or self.resolution
-        if self._meshes is None:
-            self._meshes = {}
-        key = (scales, resolution)
-        if key not in self._meshes:
-            start = time.perf_counter()
-            self._meshes[key] = self.codec.decode_mesh(self.indices, scales=scales, resolution=resolution)
-            self.timings[f"decode_s{scales}_r{resolution}"] = time.perf_counter() - start
-        return self._meshes[key]
-
-
 class Pipeline:
     """Image and/or text -> VAT tokens (next-scale generator) -> mesh (the tokenizer's decoder).
 
@@ -338,14 +277,16 @@ class Pipeline:
     NAME_config.json beside NAME.safetensors)."""
 
     def __init__(self, codec: MeshCodec, generator, encoders, device: str | torch.device | None = None,
-                 sampling: dict | None = None):
+                 sampling: SamplingConfig | dict | None = None):
         from vat.models.gpt import NextScaleGPT
 
         self.codec = codec
         if codec.prior is None:  # also checks that the generator was trained on this tokenizer's tokens
             codec.use_prior(generator)
-        # generate()'s defaults: SAMPLING_DEFAULTS updated by `sampling` (sampling_config.json when loaded)
-        self.sampling = {**SAMPLING_DEFAULTS, **check_sampling(sampling or {})}
+        # generate()'s defaults: `sampling` (sampling_config.json when loaded; a dict updates the defaults)
+        if not isinstance(sampling, SamplingConfig):
+            sampling = DEFAULT_SAMPLING.replace(**(sampling or {}))
+        self.sampling = sampling
         self.device = codec.device if device is None else torch.device(device)
         self.generator: NextScaleGPT = generator.to(self.device).eval()
         self.encoders = encoders.to(self.device).eval()
@@ -360,7 +301,7 @@ class Pipeline:
         generator = NextScaleGPT.from_pretrained(folder)
         codec = MeshCodec(tokenizer, device, generator)
         return cls(codec, generator, ConditionEncoders.from_pretrained(folder), codec.device,
-                   read_sampling(folder))
+                   SamplingConfig.read(folder))
 
     def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype = torch.float16) -> None:
         """The three parts into one folder (what from_pretrained reads), by default in float16:
@@ -368,12 +309,12 @@ class Pipeline:
         self.codec.tokenizer.save_pretrained(directory, dtype)
         self.generator.save_pretrained(directory, dtype)
         self.encoders.save_pretrained(directory, dtype)
-        (Path(directory) / SAMPLING_CONFIG).write_text(json.dumps(self.sampling, indent=2) + "\n")
+        self.sampling.save(directory)
 
-    def sampling_with(self, **overrides) -> dict:
+    def sampling_with(self, **overrides) -> SamplingConfig:
         """The sampling settings generate() uses: the pipeline's (self.sampling), with the
         `overrides` that are not None."""
-        return {**self.sampling, **check_sampling(overrides)}
+        return self.sampling.replace(**overrides)
 
     @property
     def num_scales(self) -> int:
@@ -383,11 +324,12 @@ class Pipeline:
     def generate(self, image=None, text: str | None = None, seed: int = 0, cfg: float | None = None,
                  cfg_schedule: str | None = None, temperature: float | None = None, top_k: int | None = None,
                  top_p: float | None = None, temperature_last: float | None = None, preprocess: bool = True,
-                 foreground_ratio: float = 0.85, remove_background: str = "auto", resolution: int = 256,
+                 foreground_ratio: float = DEFAULT_PREPROCESS.foreground_ratio,
+                 remove_background: str = DEFAULT_PREPROCESS.remove_background, resolution: int = 256,
                  search: int = 1, progress=None) -> Generation:
         """Tokens of every scale for an image (path, bytes, PIL or array) and/or a text prompt.
         Sampling settings left None are the pipeline's (`self.sampling`: the checkpoint's
-        sampling_config.json, else SAMPLING_DEFAULTS). `progress(done_scales, total_scales)` is
+        sampling_config.json, else DEFAULT_SAMPLING). `progress(done_scales, total_scales)` is
         called after each scale. Meshes are decoded lazily (`Generation.mesh(scales)`).
 
         `search` = K > 1 (needs an image) samples seeds seed .. seed + K - 1 and keeps the sample whose
@@ -398,7 +340,7 @@ class Pipeline:
         from vat.preprocess import load_image, preprocess_image
 
         sampling = self.sampling_with(cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k,
-                                      top_p=top_p, temperature_last=temperature_last)
+                                      top_p=top_p, temperature_last=temperature_last).to_dict()
 
         text = (text or "").strip() or None
         if image is None and text is None:
@@ -445,8 +387,9 @@ class Pipeline:
             best = int(np.argmax(scores))
             settings["outline_score"] = float(scores[best])
             timings["search"] = time.perf_counter() - start
-        return Generation(candidates[best], self.codec, seed + best, settings, timings, input_image, method,
-                          resolution, preprocess_warning=warning)
+        return Generation(candidates[best], self.codec, seed=seed + best, settings=settings, timings=timings,
+                          input_image=input_image, preprocess_method=method, resolution=resolution,
+                          preprocess_warning=warning)
 
     def outline_scores(self, candidates: list[list[np.ndarray]], mask_HW: np.ndarray) -> np.ndarray:
         """For each candidate's tokens, the IoU of its outline (occupancy at the points of an OUTLINE_GRID^3
@@ -472,11 +415,11 @@ class Pipeline:
         there is nothing to guide towards): the floor a conditional generation must beat. Settings
         left None are the pipeline's."""
         sampling = self.sampling_with(temperature=temperature, top_k=top_k, top_p=top_p,
-                                      temperature_last=temperature_last)
+                                      temperature_last=temperature_last).to_dict()
         sampling = {k: sampling[k] for k in UNGUIDED_SAMPLING}
         start = time.perf_counter()
         idx = self.generator.generate(self.codec.tokenizer.quantizer, seed=seed, **sampling)
         timings = {"sample": time.perf_counter() - start}
         settings = dict(text=None, cfg=0.0, **sampling)
-        return Generation([i[0].cpu().numpy() for i in idx], self.codec, seed, settings, timings,
-                          resolution=resolution)
+        return Generation([i[0].cpu().numpy() for i in idx], self.codec, seed=seed, settings=settings,
+                          timings=timings, resolution=resolution)

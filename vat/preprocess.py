@@ -27,6 +27,7 @@ from skimage.filters import threshold_otsu
 from skimage.morphology import disk
 
 from vat.errors import VatError
+from vat.preprocess_config import DEFAULT_PREPROCESS, REMOVE_BACKGROUND, PreprocessConfig  # noqa: F401
 from vat.segment import foreground_problems, foreground_warning, grabcut_mask, is_clean
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,6 @@ ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, np
 
 MAX_SIDE = 2048  # longer side of a loaded image; more only costs time, the output is 512
 MAX_PIXELS = 64_000_000  # declared size above this is refused before decoding (decompression bombs)
-REMOVE_BACKGROUND = ("auto", "rembg", "grabcut", "builtin", "none")
 # rembg models looked for, best first for a single object; u2net leads because it runs in about a
 # second on a CPU. Each is used only if its file is already on disk.
 REMBG_MODELS = ("u2net", "isnet-general-use", "u2netp", "silueta")
@@ -180,9 +180,9 @@ def _rgb_or_rgba(image: Image.Image) -> Image.Image:
 
 def preprocess_image(
     image: ImageSource,
-    foreground_ratio: float = 0.85,
-    size: int = 512,
-    remove_background: str = "auto",
+    foreground_ratio: float = DEFAULT_PREPROCESS.foreground_ratio,
+    size: int = DEFAULT_PREPROCESS.size,
+    remove_background: str = DEFAULT_PREPROCESS.remove_background,
 ) -> Preprocessed:
     """Find the object in `image` and frame it: centred, its longer side `foreground_ratio` of a
     `size` x `size` square, on white.
@@ -194,12 +194,7 @@ def preprocess_image(
     image as the object. A segmented foreground that is tiny, touches the border or falls into many pieces
     gets a `warning`.
     """
-    if not 0.0 < foreground_ratio <= 1.0:
-        raise VatError(f"foreground_ratio must be in (0, 1], got {foreground_ratio}")
-    if int(size) != size or size < 8:
-        raise VatError(f"size must be an integer of at least 8 pixels, got {size}")
-    if remove_background not in REMOVE_BACKGROUND:
-        raise VatError(f"remove_background must be one of {REMOVE_BACKGROUND}, got {remove_background!r}")
+    PreprocessConfig(foreground_ratio, size, remove_background)  # checks them
     image = load_image(image)
     mask_HW, method = _foreground(image, remove_background)
     foreground_HW = mask_HW >= 0.5

@@ -22,8 +22,7 @@ from vat.errors import VatError
 from vat.models.checkpoint import load_weights, save_weights
 from vat.models.layers import MLP
 from vat.models.quantizer import SCALE_SIDES, MultiScaleQuantizer
-
-CFG_SCHEDULES = ("linear", "constant")
+from vat.sampling_config import CFG_SCHEDULES, DEFAULT_SAMPLING
 
 
 @dataclass
@@ -307,9 +306,12 @@ class NextScaleGPT(nn.Module):
     # --- sampling --------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, quantizer: MultiScaleQuantizer, image_tokens: torch.Tensor | None = None,
-                 text: torch.Tensor | None = None, batch_size: int = 1, cfg: float = 1.5,
-                 cfg_schedule: str = "linear", temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0,
-                 temperature_last: float | None = None, seed: int | torch.Generator | list[int] | None = None,
+                 text: torch.Tensor | None = None, batch_size: int = 1,
+                 cfg: float = DEFAULT_SAMPLING.cfg, cfg_schedule: str = DEFAULT_SAMPLING.cfg_schedule,
+                 temperature: float = DEFAULT_SAMPLING.temperature, top_k: int = DEFAULT_SAMPLING.top_k,
+                 top_p: float = DEFAULT_SAMPLING.top_p,
+                 temperature_last: float | None = DEFAULT_SAMPLING.temperature_last,
+                 seed: int | torch.Generator | list[int] | None = None,
                  use_cache: bool = True, on_scale=None, choose=None) -> list[torch.Tensor]:
         """Token indices per scale (idx_Bl), coarse to fine. With cfg != 0 and a condition, the conditional
         and unconditional (null) passes run as one doubled batch; see guidance_weight for the formula.

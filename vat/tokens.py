@@ -1,0 +1,116 @@
+"""The tokens of one shape, whichever way they came: encoded from a mesh (vat.pipeline.MeshCodec.encode) or
+generated from an image or text (a Generation, vat.pipeline.Pipeline.generate). Either gives its mesh and its
+.vat file for any prefix of its scales."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import KW_ONLY, InitVar, dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import trimesh
+
+from vat.codec import FLAG_ENTROPY, Placement
+from vat.errors import VatError
+
+if TYPE_CHECKING:
+    from vat.pipeline import MeshCodec
+    from vat.refine import Refined
+
+
+def check_scales(scales: int | None, available: int) -> int:
+    """A number of scales to decode or write, 1..`available`; None means all of them. VatError otherwise."""
+    scales = available if scales is None else scales
+    if not 1 <= scales <= available:
+        raise VatError(f"scale must be between 1 and {available}, got {scales}")
+    return scales
+
+
+@dataclass(eq=False)
+class Tokens:
+    """Token indices of every stored scale, coarse to fine, and the codec that made them. `mesh(s)` and
+    `vat(s)` give the mesh and the .vat file of the first s scales (all by default), each made once."""
+
+    indices: list[np.ndarray]  # per scale: int64 [side * side]
+    codec: MeshCodec | None  # None after unpickling (see __getstate__)
+    _: KW_ONLY
+    placement: Placement | None = None  # where an encoded mesh was (its .vat files store it); None: the unit cube
+    resolution: int = 256  # mesh()'s marching-cubes grid unless it is given one
+    raw: bool | None = None  # how vat() codes the tokens (MeshCodec.write: None, the smaller of raw and entropy)
+    refined: Refined | None = None  # vat.refine's account when encoded with refine > 0
+    timings: dict = field(default_factory=dict)  # seconds; decode_s<S>_r<R> as meshes are decoded
+    written: InitVar[bytes | None] = None  # the .vat file of all the scales, when it is already written
+    _files: dict = field(default_factory=dict, init=False, repr=False)  # scales -> .vat bytes
+    _meshes: dict = field(default_factory=dict, init=False, repr=False)  # (scales, resolution) -> mesh
+
+    def __post_init__(self, written: bytes | None):
+        if written is not None:
+            self._files[self.num_scales] = bytes(written)
+
+    def __getstate__(self) -> dict:
+        """Pickled (as ZeroGPU returns a call's result from its worker process) without the codec, a model never
+        to be copied by value, and without the decoded meshes; the tokens and the .vat files made so far travel.
+        Set `codec` again to decode or write more."""
+        return {**self.__dict__, "codec": None, "_meshes": {}}
+
+    def _codec(self) -> MeshCodec:
+        if self.codec is None:
+            raise VatError("these tokens were unpickled without their codec: set .codec to the MeshCodec of the "
+                           "checkpoint that made them to decode or write them")
+        return self.codec
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.indices)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(i) for i in self.indices)
+
+    def tokens_at(self, scales: int | None = None) -> int:
+        """Tokens in the first `scales` scales (all by default)."""
+        return self._codec().tokens_at(scales or self.num_scales)
+
+    def vat(self, scales: int | None = None) -> bytes:
+        """The .vat file of the first `scales` scales (all by default)."""
+        scales = check_scales(scales, self.num_scales)
+        if scales not in self._files:
+            self._files[scales] = self._codec().write(self.indices[:scales], self.placement, self.raw)
+        return self._files[scales]
+
+    @property
+    def data(self) -> bytes:
+        """The .vat file of all the scales."""
+        return self.vat()
+
+    @property
+    def entropy_coded(self) -> bool:
+        """Whether the .vat file of all the scales is entropy-coded (else bit-packed)."""
+        data = self.data
+        return bool(data[3] >= 2 and data[11] & FLAG_ENTROPY)
+
+    def mesh(self, scales: int | None = None, resolution: int | None = None) -> trimesh.Trimesh:
+        """The mesh decoded from the first `scales` scales at `resolution` (default: self.resolution); in the
+        unit cube (`placement.apply(mesh)` puts an encoded mesh back where it was)."""
+        scales = check_scales(scales, self.num_scales)
+        resolution = resolution or self.resolution
+        key = (scales, resolution)
+        if key not in self._meshes:
+            start = time.perf_counter()
+            self._meshes[key] = self._codec().decode_mesh(self.indices, scales=scales, resolution=resolution)
+            self.timings[f"decode_s{scales}_r{resolution}"] = time.perf_counter() - start
+        return self._meshes[key]
+
+
+@dataclass(eq=False, kw_only=True)
+class Generation(Tokens):
+    """What `Pipeline.generate` returns: the tokens, the seed and settings that made them, the preprocessed
+    input and the timings (seconds: preprocess, condition, sample, search; decode_s<S>_r<R> as meshes are
+    decoded)."""
+
+    seed: int
+    settings: dict  # the sampling settings used, the text, and the preprocessing's
+    input_image: object | None = None  # PIL.Image the model saw (RGB on white), None for text only
+    preprocess_method: str | None = None  # alpha | rembg | grabcut | builtin | none
+    preprocess_warning: str = ""  # the segmented foreground looks wrong (vat.preprocess.Preprocessed.warning)
