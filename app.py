@@ -30,6 +30,8 @@ from vat.app.inputs import (DECODE_SCALES, DEFAULT_RESOLUTION_CHOICE, EXPORT_CHO
                             TEMPERATURE, TEXT_LABEL, TOP_K, TOP_P, VAT_LABEL, checked_upload)
 from vat.app.models import CHECKPOINT_ENV, model_summary
 from vat.app.sessions import MAX_SESSIONS, SESSION_TTL_S, SESSIONS, close_session, end_session
+from vat.preprocess_config import DEFAULT_PREPROCESS
+from vat.sampling_config import SamplingConfig
 
 import gradio as gr  # after vat.app (above)
 
@@ -96,8 +98,8 @@ def resolution_radio() -> gr.Radio:
     return gr.Radio(RESOLUTION_CHOICES, value=DEFAULT_RESOLUTION_CHOICE, label=RESOLUTION_LABEL)
 
 
-def temperature_info(sampling: dict) -> str | None:
-    last = sampling.get("temperature_last")
+def temperature_info(sampling: SamplingConfig) -> str | None:
+    last = sampling.temperature_last
     return None if last is None else f"at scale 1, going to {last:g} at the last scale (cooler fine scales)"
 
 
@@ -112,19 +114,19 @@ def generate_inputs(demo: Demo) -> SimpleNamespace:
                                       sources=["upload", "clipboard"], height=280, elem_id="input-image"))
     c.text = gr.Textbox("", label=TEXT_LABEL, placeholder="a wooden chair", max_lines=2)
     with gr.Accordion("Preprocessing", open=False):
-        c.foreground_ratio = gr.Slider(value=0.85, step=0.01, **FOREGROUND_RATIO.ui(),
-                                       info="share of the frame the object fills")
+        c.foreground_ratio = gr.Slider(value=DEFAULT_PREPROCESS.foreground_ratio, step=0.01,
+                                       **FOREGROUND_RATIO.ui(), info="share of the frame the object fills")
         c.skip_removal = gr.Checkbox(False, label=SKIP_REMOVAL_LABEL)
     with gr.Accordion("Sampling", open=False):
         with gr.Row():
             c.seed = gr.Number(0, precision=0, **SEED.ui())
             c.randomize = gr.Checkbox(True, label="Randomise seed")
-        c.guidance = gr.Slider(value=sampling["cfg"], step=0.1, **GUIDANCE.ui(),
-                               info=f"{sampling['cfg_schedule']} over the scales")
-        c.temperature = gr.Slider(value=sampling["temperature"], step=0.05, **TEMPERATURE.ui(),
+        c.guidance = gr.Slider(value=sampling.cfg, step=0.1, **GUIDANCE.ui(),
+                               info=f"{sampling.cfg_schedule} over the scales")
+        c.temperature = gr.Slider(value=sampling.temperature, step=0.05, **TEMPERATURE.ui(),
                                   info=temperature_info(sampling))
-        c.top_k = gr.Number(sampling["top_k"], precision=0, **TOP_K.ui())
-        c.top_p = gr.Slider(value=sampling["top_p"], step=0.01, **TOP_P.ui())
+        c.top_k = gr.Number(sampling.top_k, precision=0, **TOP_K.ui())
+        c.top_p = gr.Slider(value=sampling.top_p, step=0.01, **TOP_P.ui())
         c.search = gr.Slider(value=DEFAULT_GENERATE_SEARCH, step=1, **SEARCH.ui(),
                              info="more samples fit the image better and take longer")
     c.resolution = resolution_radio()

@@ -20,6 +20,7 @@ from vat.app.inputs import EXPORT_CHOICES, SEARCH, TEMPERATURE
 from vat.app.models import SUMMARY_MARKER, Models, model_summary
 from vat.app.sessions import OUTPUT_ROOT, SESSION_TTL_S, SESSIONS, close_session, end_session
 from vat.pipeline import DEFAULT_GENERATE_SEARCH, SAMPLE_BATCH, Pipeline
+from vat.tokens import Tokens
 from vat.ui import MAX_SEED
 
 
@@ -170,8 +171,11 @@ def test_mesh_to_tokens_and_back(demo, tmp_path):
     assert f"**{len(data)} bytes**" in report and f"compression ratio {ratio:.1f}x" in report and F_SCORE in report
     assert "placement kept: centre (0, 0, 0), size 1" in report and result.vat() == data  # the slider's bytes too
     assert _faces(source) == 12 and _faces(recon) > 0 and slider == result.num_scales
+    assert type(result) is Tokens and result.resolution == 64  # what MeshCodec.encode returned, at the tab's grid
     glb, line, _ = demo.show_reconstruction(1, session)
     assert _faces(glb) > 0 and line.startswith(f"Scale **1 of {result.num_scales}**") and F_SCORE in line
+    # Decodes are timed under Tokens.mesh's keys, and the session is the one cache of the meshes.
+    assert set(result.timings) == {f"decode_s{result.num_scales}_r64", "decode_s1_r64"} and not result._meshes
     decoded, info, download, _ = demo.decode(vat_path, 2, "64", session)
     assert _faces(decoded) > 0 and "decoded from 2" in info and f"{len(data)} bytes" in info
 

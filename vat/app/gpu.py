@@ -47,6 +47,6 @@ def tokens_to_mesh(checkpoint: str, indices: list, scales: int, resolution: int,
 
 @on_gpu
 def encode_mesh(checkpoint: str, mesh):
-    """vat.pipeline.MeshCodec.encode (with the encoder-side search and refinement `vat encode` uses): tokens and
-    .vat bytes."""
+    """vat.pipeline.MeshCodec.encode (with the encoder-side search and refinement `vat encode` uses): a
+    vat.tokens.Tokens with its .vat file written (pickled across without its codec: set .codec again)."""
     return models_for(checkpoint).codec().encode(mesh, search=DEFAULT_SEARCH, refine=DEFAULT_REFINE)

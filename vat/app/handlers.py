@@ -29,6 +29,7 @@ from vat.geometry import export_mesh, load_mesh, normalize_mesh
 from vat.geometry.extract import postprocess
 from vat.geometry.procedural import random_shape
 from vat.metrics import compare_meshes, placement_hint
+from vat.preprocess_config import DEFAULT_PREPROCESS
 from vat.ui import BACKGROUND_METHODS, MAX_SEED, size_change, stage_times
 
 log = logging.getLogger("vat.app")
@@ -91,6 +92,12 @@ def placement_words(placement) -> str:
     """'centre (2, -1, 0.5), size 3': where a .vat file puts its decoded mesh back (vat.codec.Placement:
     the centre of the mesh's bounding box and its longest side, in the mesh's own units)."""
     return f"centre ({', '.join(f'{v:.3g}' for v in placement.centre)}), size {placement.size:.3g}"
+
+
+def decode_key(result, scales: int, clean: bool = True) -> str:
+    """The timing key of a decode of `result`'s first `scales` scales: Tokens.mesh's decode_s<S>_r<R>, with _raw
+    when the mesh is not cleaned (vat.ui.stage_times adds every decode_* up under one label)."""
+    return f"decode_s{scales}_r{result.resolution}" + ("" if clean else "_raw")
 
 
 def scale_readout(session: Session, tab: str, result, scales: int, extra: str = "") -> str:
@@ -185,19 +192,24 @@ class Handlers:
         self.examples = example_images(examples)
 
     def _mesh(self, session: Session, tab: str, scales: int, clean: bool = True):
-        """The mesh of `tab`'s result from its first `scales` scales: decoded once, then cached in the session."""
+        """The mesh of `tab`'s result (a vat.tokens.Tokens) from its first `scales` scales at its resolution:
+        decoded on the GPU (vat.app.gpu, not Tokens.mesh, which would decode outside a ZeroGPU call), once, then
+        cached in the session, the app's only mesh cache (bounded, as Tokens' own is not). Timed under
+        Tokens.mesh's key, decode_s<S>_r<R> (+ _raw when not cleaned)."""
         result = session.results[tab]
         key = (tab, scales, clean)
         mesh = session.mesh(key)
         if mesh is None:
             start = time.perf_counter()
             mesh = gpu.tokens_to_mesh(self.checkpoint, result.indices, scales, result.resolution, clean)
-            result.timings[f"decode_s{scales}" + ("" if clean else "_raw")] = time.perf_counter() - start
+            result.timings[decode_key(result, scales, clean)] = time.perf_counter() - start
             session.keep(key, mesh)
         return mesh
+
     # --- image to 3D ---------------------------------------------------------------------------
     @handler
-    def preview(self, image, foreground_ratio: float = 0.85, skip_background_removal: bool = False):
+    def preview(self, image, foreground_ratio: float = DEFAULT_PREPROCESS.foreground_ratio,
+                skip_background_removal: bool = False):
         """The image as the generator will see it: object cut out, centred, on white."""
         from vat.preprocess import preprocess_image
 
@@ -207,10 +219,11 @@ class Handlers:
             return None, ""
         with for_visitors(path, name):
             done = preprocess_image(path, foreground_ratio=FOREGROUND_RATIO.check(foreground_ratio),
-                                    remove_background="none" if skip else "auto")
+                                    remove_background="none" if skip else DEFAULT_PREPROCESS.remove_background)
         return done.image, method_note(done.method, done.warning)
 
-    def preview_on_page(self, image, foreground_ratio: float = 0.85, skip_background_removal: bool = False):
+    def preview_on_page(self, image, foreground_ratio: float = DEFAULT_PREPROCESS.foreground_ratio,
+                        skip_background_removal: bool = False):
         """`preview` for the page: a file it cannot use is said beside the preview, not in a pop-up, so
         that pressing Generate next does not stack the same message twice."""
         try:
@@ -221,7 +234,8 @@ class Handlers:
     @handler
     def generate(self, image, text: str = "", seed: float | None = 0, guidance_scale: float | None = None,
                  temperature: float | None = None, top_k: float | None = None, top_p: float | None = None,
-                 resolution: str = DEFAULT_RESOLUTION_CHOICE, foreground_ratio: float = 0.85,
+                 resolution: str = DEFAULT_RESOLUTION_CHOICE,
+                 foreground_ratio: float = DEFAULT_PREPROCESS.foreground_ratio,
                  skip_background_removal: bool = False, search: float | None = None, state=None,
                  request: gr.Request = None, progress=gr.Progress()):
         """Image (and/or text) -> tokens scale by scale -> the mesh of all scales. An empty seed is a
@@ -241,7 +255,8 @@ class Handlers:
         settings = dict(cfg=given(GUIDANCE, guidance_scale), temperature=given(TEMPERATURE, temperature),
                         top_k=given(TOP_K, top_k), top_p=given(TOP_P, top_p),
                         foreground_ratio=FOREGROUND_RATIO.check(foreground_ratio),
-                        remove_background="none" if skip else "auto", resolution=check_resolution(resolution),
+                        remove_background="none" if skip else DEFAULT_PREPROCESS.remove_background,
+                        resolution=check_resolution(resolution),
                         search=DEFAULT_GENERATE_SEARCH if search is None else SEARCH.check(search))
         if path is None:  # nothing to fit an outline to: one sample
             settings["search"] = 1
@@ -258,7 +273,7 @@ class Handlers:
         glb = export_view(mesh, session.file("generate", "view", f"generated-{seed}-s{result.num_scales}.glb"))
         timings = {k: result.timings.get(k, 0.0) for k in ("preprocess", "condition", "sample", "search")
                    if k != "search" or k in result.timings}
-        timings["decode"] = result.timings[f"decode_s{result.num_scales}"]
+        timings["decode"] = result.timings[decode_key(result, result.num_scales)]
         kept = tokens["seed"]
         searched = (f" · best outline of {settings['search']} samples (sample seed {kept})"
                     if settings["search"] > 1 else "")
@@ -304,8 +319,6 @@ class Handlers:
     @handler
     def encode(self, mesh_file, resolution: str = DEFAULT_RESOLUTION_CHOICE, state=None, request: gr.Request = None):
         """Mesh -> tokens -> .vat; the reconstruction from all scales and its F-score against the input."""
-        from vat.pipeline import Generation
-
         path, name = check_upload(mesh_file, MESH_LABEL)
         if path is None:
             raise VatError("upload a mesh file first (" + " ".join(MESH_FILE_TYPES) + ")")
@@ -314,24 +327,24 @@ class Handlers:
         with for_visitors(path, name):
             original = load_mesh(path)
             source, _ = normalize_mesh(original)
-        encoded = gpu.encode_mesh(self.checkpoint, original)  # the file keeps where the mesh was
-        # A Generation is what the scale slider needs: tokens, their .vat prefixes, a resolution.
-        result = Generation(indices=encoded.indices, codec=codec, seed=0, settings={"source": name}, timings={},
-                            resolution=resolution, placement=encoded.placement)
+        # vat.tokens.Tokens: what the scale slider needs (tokens, their .vat prefixes, a resolution); the file keeps
+        # where the mesh was. Its codec stays behind when it comes back pickled from a GPU worker.
+        result = gpu.encode_mesh(self.checkpoint, original)
+        result.codec, result.resolution = codec, resolution
         session = session_of(state, request)
         session.store("encode", result, source)
         stem = Path(name).stem
         vat_path = session.file("encode", "vat", f"{stem}.vat")
-        vat_path.write_bytes(encoded.data)
+        vat_path.write_bytes(result.vat())
         input_glb = export_view(source, session.file("encode", "input", f"{stem}-input.glb"))
         mesh = self._mesh(session, "encode", result.num_scales)
         f_score = compare_meshes(source, mesh)["f_score"]
         glb = export_view(mesh, session.file("encode", "view", f"{stem}-s{result.num_scales}.glb"))
         file_bytes = Path(path).stat().st_size
-        report = (f"{name} → **{len(encoded.data):,} bytes** of .vat ({count(encoded.num_tokens, 'token')} in "
-                  f"{result.num_scales} scales) · {size_change(file_bytes, len(encoded.data))} · {F_SCORE} against "
-                  f"the input **{f_score:.3f}** · {'entropy-coded' if encoded.entropy_coded else 'raw tokens'} · "
-                  f"placement kept: {placement_words(encoded.placement)}")
+        report = (f"{name} → **{len(result.vat()):,} bytes** of .vat ({count(result.num_tokens, 'token')} in "
+                  f"{result.num_scales} scales) · {size_change(file_bytes, len(result.vat()))} · {F_SCORE} against "
+                  f"the input **{f_score:.3f}** · {'entropy-coded' if result.entropy_coded else 'raw tokens'} · "
+                  f"placement kept: {placement_words(result.placement)}")
         readout = scale_readout(session, "encode", result, result.num_scales, f" · {F_SCORE} {f_score:.3f}")
         return input_glb, glb, report, str(vat_path), result.num_scales, readout, session
 

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from vat import tokens
 from vat.errors import VatError
 from vat.geometry import EXPORT_FORMATS, LOAD_FORMATS
 from vat.ui import DEFAULT_RESOLUTION, MAX_SEED, MAX_TARGET_FACES, RESOLUTIONS
@@ -26,7 +27,8 @@ EACH_LABEL = "Each in its own unit cube"
 NORMALIZATIONS = [("Reference's unit cube, the other moved with it (the protocol)", "reference"),
                   (EACH_LABEL, "each"), ("None: the files' coordinates", "none")]
 # Library messages name Python arguments; a visitor knows the controls by their labels.
-VISITOR_WORDS = {"remove_background='none'": "ticking “Skip background removal” (under Preprocessing)"}
+VISITOR_WORDS = {"remove_background='none'": "ticking “Skip background removal” (under Preprocessing)",
+                 "scale must be": "Scales decoded must be"}  # vat.tokens.check_scales, on the scale slider
 
 
 def plain(number: float) -> str:
@@ -152,8 +154,10 @@ def check_resolution(value) -> int:
 
 
 def check_scales(value, result) -> int:
-    """A number of scales of `result` to decode: 1 to all of them."""
-    return Bounds("Scales decoded", 1, result.num_scales, whole=True).check(value)
+    """A number of scales of `result` to decode: a whole number (any: the range is the library's), 1 to all of
+    them (vat.tokens.check_scales, its message naming the input)."""
+    with for_visitors(None, "Scales decoded"):
+        return tokens.check_scales(Bounds("Scales decoded", -math.inf, whole=True).check(value), result.num_scales)
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from vat.errors import VatError
+from vat.sampling_config import DEFAULT_SAMPLING, SamplingConfig
 
 log = logging.getLogger("vat.app")
 
@@ -81,15 +82,13 @@ class Models:
         folder = Path(self.checkpoint)
         return title or (folder.resolve().name if folder.is_dir() else self.checkpoint)
 
-    def sampling(self) -> dict:
-        """The generator's default sampling settings (vat.pipeline.read_sampling: the checkpoint's
-        sampling_config.json, else the library's defaults); no weights loaded."""
-        from vat.pipeline import SAMPLING_DEFAULTS, read_sampling
-
+    def sampling(self) -> SamplingConfig:
+        """The generator's default sampling settings, a vat.sampling_config.SamplingConfig: the checkpoint's
+        sampling_config.json, else the library's defaults; no weights loaded."""
         try:
-            return read_sampling(self.folder())
+            return SamplingConfig.read(self.folder())
         except VatError:  # no folder, or a broken file: loading the pipeline says so
-            return dict(SAMPLING_DEFAULTS)
+            return DEFAULT_SAMPLING
 
     def num_scales(self) -> int | None:
         """The tokenizer's number of scales, from its config (no weights loaded); None without one."""

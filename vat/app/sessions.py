@@ -35,7 +35,7 @@ class Session:
     def __init__(self, key: str | None = None):
         self.name = Session.name_of(key) if key else uuid.uuid4().hex
         self.folder = OUTPUT_ROOT / self.name
-        self.results: dict = {}  # tab -> vat.pipeline.Generation (tokens, settings, timings)
+        self.results: dict = {}  # tab -> vat.tokens.Tokens (a Generation on the Image to 3D tab: with its settings)
         self.sources: dict = {}  # tab -> the input mesh in the unit cube (mesh to tokens)
         # (tab, scales, cleaned) -> a decoded mesh's (vertices, faces), least recently used first: a trimesh's
         # caches (edges, adjacency, ...) weigh several times its arrays, and are rebuilt when needed.
