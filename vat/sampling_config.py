@@ -100,7 +100,8 @@ def _typed(name: str, value, kind: type):
 
 
 DEFAULT_SAMPLING = SamplingConfig()
-# The dict forms, for code written before SamplingConfig (the demo reads them).
+# The dict forms: vat.pipeline's public names from before SamplingConfig, kept for callers of that API (the
+# library, CLI and demo use SamplingConfig).
 SAMPLING_DEFAULTS = DEFAULT_SAMPLING.to_dict()
 
 
