@@ -13,9 +13,9 @@ Uses the checkout's own checkpoints/ and examples/ (the current folder), on the 
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -60,11 +60,11 @@ def snapshot(root: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        raise SystemExit("usage: python scripts/snapshot_outputs.py OUT.json")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out", type=Path, help="the JSON file to write")
+    args = p.parse_args(argv)
     out = snapshot(Path.cwd())
-    Path(argv[0]).write_text(json.dumps(out, indent=2) + "\n")
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
     return out
 
