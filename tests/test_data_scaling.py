@@ -49,3 +49,13 @@ def test_bad_run_folder_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         scaling.main(["--runs", f"x={tmp_path}", "--out", str(tmp_path / "o")])
     assert "NAME=FOLDER" in capsys.readouterr().err
+
+
+def test_a_corrupt_run_config_is_a_clear_error(tmp_path):
+    import pytest
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train_config.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="is not a train/train_generator.py config"):
+        scaling.main(["--runs", f"x={run}", "--out", str(tmp_path / "o")])

@@ -145,11 +145,22 @@ def plot(records: list[dict], path: Path) -> None:
             points = [p for p in points if p[0] is not None]
             if points:
                 ax.plot(*zip(*points), marker="o", label=record["arm"])
-        ax.set_title(title)
-        ax.set_xlabel("training steps" if x_axis == "steps" else "seconds of training")
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend()
+        finish_axes(ax, title, "training steps" if x_axis == "steps" else "seconds of training")
+    save_figure(fig, path)
+
+
+def finish_axes(ax, title: str, xlabel: str) -> None:
+    """Title, x label, a light grid and a legend when anything was drawn."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend()
+
+
+def save_figure(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from vat import data
-from vat.training.curves import read_scalars
+from vat.training.curves import finish_axes, read_scalars, save_figure
 
 # (TensorBoard tag, column title, format)
 COLUMNS = (("val/loss", "loss (nats/token)", "{:.3f}"),
@@ -45,7 +45,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def training_shapes(run: Path) -> int:
     """The good shapes of the run's data folder, less the validation split if the run left it out."""
-    config = json.loads((run / "train_config.json").read_text())["train"]
+    try:
+        config = json.loads((run / "train_config.json").read_text())["train"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"{run}/train_config.json is not a train/train_generator.py config: {exc}") from exc
     held_out = config.get("hold_out_validation", False)
     return sum(1 for path in data.list_chunks(config["data"]) for record in data.chunk_records(path)
                if record["ok"] and not (held_out and data.in_validation(record["id"])))
@@ -91,11 +94,7 @@ def plot(records: list[dict], path: Path) -> None:
             points = [(row["step"], row[tag]) for row in record["rows"] if tag in row]
             if points:
                 ax.plot(*zip(*points), marker="o", label=f"{record['name']} ({record['shapes']:,} shapes)")
-        ax.set_title(title)
-        ax.set_xlabel("training steps (8 shapes each)")
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend()
+        finish_axes(ax, title, "training steps (8 shapes each)")
     step = common_step(records)
     ax = axes[2]
     if step is not None:
@@ -105,14 +104,8 @@ def plot(records: list[dict], path: Path) -> None:
             if points:
                 ax.plot(*zip(*points), marker="o", label=title)
         ax.set_xscale("log")
-        ax.set_title(f"at step {step:,}: loss against training shapes")
-        ax.set_xlabel("training shapes")
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+        finish_axes(ax, f"at step {step:,}: loss against training shapes", "training shapes")
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
