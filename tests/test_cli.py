@@ -479,3 +479,30 @@ def test_eval_recon_scores_the_files_it_wrote(tiny_checkpoint_of_each_design, tm
         assert item["voxel_bytes"] is None or item["voxel_bytes"] <= item["bytes"]
         assert len(item["bits_per_scale"]) == 6
     assert result["summary"]["round_trip"] is True and len(result["summary"]["bits_per_scale"]) == 6
+
+
+def test_eval_recon_resumes_a_stopped_run(tiny_checkpoint, tmp_path, capsys):
+    """--resume keeps the meshes already in --json and evaluates only the rest; other options refuse."""
+    meshes, report = tmp_path / "meshes", tmp_path / "r.json"
+    meshes.mkdir()
+    trimesh.creation.icosphere(2, radius=0.4).export(meshes / "a.ply")
+    trimesh.creation.box((0.5, 0.2, 0.3)).export(meshes / "b.ply")
+    common = ["eval-recon", "--meshes", str(meshes), "--checkpoint", str(tiny_checkpoint), "--resolution", "16",
+              "--search", "1", "--refine", "0", "--no-baselines", "--json", str(report)]
+    assert main([*common, "--limit", "1"]) == 0  # a run stopped after the first mesh
+    first = json.loads(report.read_text())["items"]
+    first[0]["marker"] = "kept from the first run"
+    report.write_text(json.dumps({"summary": json.loads(report.read_text())["summary"], "items": first}))
+    assert main([*common, "--resume"]) == 0
+    items = json.loads(report.read_text())["items"]
+    assert [i["mesh"].rsplit("/", 1)[-1] for i in items] == ["a.ply", "b.ply"]
+    assert items[0]["marker"] == "kept from the first run" and "marker" not in items[1]
+    assert json.loads(report.read_text())["summary"]["meshes"] == 2
+    capsys.readouterr()
+    assert main([*common[:-2], "--resume"]) == 1  # no --json
+    assert "--resume needs --json" in capsys.readouterr().err
+    assert main([*common, "--resume", "--search", "2"]) == 1
+    assert "cannot resume: that run used" in capsys.readouterr().err
+    report.write_text('{"summary": ')
+    assert main([*common, "--resume"]) == 1
+    assert "cannot resume from" in capsys.readouterr().err

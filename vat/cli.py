@@ -282,13 +282,27 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resume_json(args: argparse.Namespace) -> dict | None:
+    """--resume: the earlier result at --json, if there is one (none yet: a fresh start)."""
+    if not args.resume:
+        return None
+    if not args.json:
+        raise VatError("--resume needs --json PATH: the file of the run to resume")
+    try:
+        return json.loads(Path(args.json).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise VatError(f"cannot resume from {args.json}: {exc}") from exc
+
+
 def _cmd_eval_recon(args: argparse.Namespace) -> int:
     from vat.evaluate import evaluate_reconstruction
 
     result = evaluate_reconstruction(_codec(args), args.meshes, limit=args.limit, resolution=args.resolution,
                                      baselines=not args.no_baselines, seed=args.seed, search=args.search,
                                      raw=True if args.raw else None, max_bytes=args.bytes, out_dir=args.out,
-                                     refine=args.refine,
+                                     refine=args.refine, done=_resume_json(args),
                                      on_item=lambda partial: _write_json(args.json, partial["summary"], partial["items"]))
     for key, value in result["summary"].items():
         if isinstance(value, list):
@@ -451,6 +465,8 @@ def _evaluation_commands(sub) -> None:
     _refine_option(p)
     p.add_argument("--out", metavar="DIR", help="keep the .vat files here (default: a temporary folder)")
     p.add_argument("--no-baselines", action="store_true", help="skip Draco and voxel")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the meshes already in --json (a stopped run of the same options) and do the rest")
     _seed_option(p, "seed of the surface sampling and the queries")
 
     p = _command(sub, "eval-gen", "render a view of each mesh, generate from it, ICP-align, F-score and Chamfer; "

@@ -119,16 +119,21 @@ def summarize(items: list[dict]) -> dict:
 def evaluate_reconstruction(codec: MeshCodec, directory: str | os.PathLike, limit: int | None = None,
                             resolution: int = 256, baselines: bool = True, seed: int = 0, search: int = 1,
                             raw: bool | None = None, max_bytes: int | None = None,
-                            out_dir: str | os.PathLike | None = None, refine: int = 0, on_item=None) -> dict:
+                            out_dir: str | os.PathLike | None = None, refine: int = 0, on_item=None,
+                            done: dict | None = None) -> dict:
     """eval-recon: every mesh of `directory` encoded (with `search` candidates and `refine` steps,
     MeshCodec.encode; `raw`, `max_bytes` as there), written to a file (NNN-NAME.vat in `out_dir`, else in a temporary folder), read
     back, decoded and scored; the summary holds the means and the options used. on_item(result so far) is
-    called after each mesh."""
-    items = []
+    called after each mesh. `done`, an earlier (partial) result of the same options, resumes it: its meshes
+    are kept and not evaluated again."""
+    items = list(resumed_items(done, search, refine, raw, max_bytes) if done else [])
+    finished = {item["mesh"] for item in items}
     with tempfile.TemporaryDirectory(prefix="vat-eval-recon-") as temporary:
         folder = Path(out_dir if out_dir is not None else temporary)
         folder.mkdir(parents=True, exist_ok=True)
         for k, path in enumerate(tqdm(mesh_files(directory, limit), desc="eval-recon", unit="mesh")):
+            if str(path) in finished:
+                continue
             try:
                 items.append(reconstruction_item(codec, path, resolution, baselines, seed, search, raw, max_bytes,
                                                  folder / f"{k:03d}-{path.stem}.vat", refine))
@@ -138,6 +143,21 @@ def evaluate_reconstruction(codec: MeshCodec, directory: str | os.PathLike, limi
             if on_item is not None:  # the run so far (a long run's partial results)
                 on_item(_recon_result(items, search, refine, raw, max_bytes))
     return _recon_result(items, search, refine, raw, max_bytes)
+
+
+def resumed_items(done: dict, search: int, refine: int, raw, max_bytes) -> list[dict]:
+    """The items of an earlier eval-recon result (its JSON), checked to come from the same options."""
+    try:
+        summary, items = done["summary"], done["items"]
+        ran = {key: summary.get(key) for key in ("search", "refine", "raw", "max_bytes")}
+        if not isinstance(items, list) or not all(isinstance(i, dict) and "mesh" in i for i in items):
+            raise TypeError
+    except (KeyError, TypeError, AttributeError):
+        raise VatError("the file to resume is not an eval-recon result ({summary, items})") from None
+    wanted = {"search": search, "refine": refine, "raw": raw, "max_bytes": max_bytes}
+    if ran != wanted:
+        raise VatError(f"cannot resume: that run used {ran}, this one {wanted}")
+    return items
 
 
 def _recon_result(items: list[dict], search: int, refine: int, raw, max_bytes) -> dict:
