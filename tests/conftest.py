@@ -150,6 +150,21 @@ def draw_object_image(path: str | os.PathLike, size: tuple[int, int] = (240, 200
     return Path(path)
 
 
+def mesh_facts(source) -> list[float]:
+    """A mesh's faces, bounds and area, of a trimesh or of the mesh in a file (a 3D view's box edges are no
+    faces): files keep float32, so compare them with like(expected)."""
+    import trimesh
+
+    mesh = source if isinstance(source, trimesh.Trimesh) else trimesh.load(source, force="mesh")
+    return [len(mesh.faces), *np.asarray(mesh.bounds).ravel().tolist(), float(mesh.area)]
+
+
+def like(mesh):
+    """mesh_facts of `mesh`, to the precision a mesh file keeps: `mesh_facts(path) == like(mesh)` when the file
+    holds that mesh (the same face count; bounds and area to 1e-5)."""
+    return pytest.approx(mesh_facts(mesh), rel=1e-5, abs=1e-5)
+
+
 @pytest.fixture(scope="session")
 def examples_dir(tmp_path_factory) -> Path:
     """An examples/ folder with one image (and a README, which the gallery must skip)."""

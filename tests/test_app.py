@@ -11,7 +11,7 @@ import gradio as gr
 import numpy as np
 import pytest
 import trimesh
-from conftest import draw_object_image
+from conftest import draw_object_image, like, mesh_facts
 
 import app
 from vat.app import gpu
@@ -19,6 +19,8 @@ from vat.app.handlers import F_SCORE, compare, example_images, procedural
 from vat.app.inputs import EXPORT_CHOICES, SEARCH, TEMPERATURE
 from vat.app.models import SUMMARY_MARKER, Models, model_summary
 from vat.app.sessions import OUTPUT_ROOT, SESSION_TTL_S, SESSIONS, close_session, end_session
+from vat.geometry.extract import postprocess
+from vat.geometry.procedural import random_shape
 from vat.pipeline import DEFAULT_GENERATE_SEARCH, SAMPLE_BATCH, Pipeline
 from vat.tokens import Tokens
 from vat.ui import MAX_SEED
@@ -68,7 +70,9 @@ def test_generate_reports_every_scale_and_returns_a_mesh(demo, generated, image)
     assert f"best outline of {samples} samples" in info and 7 <= kept < 7 + samples
     alone = demo.generate(image, seed=kept, resolution="64", search=1, progress=Progress())[-1]
     assert np.array_equal(np.concatenate(alone.results["generate"].indices), np.concatenate(result.indices))
-    assert _faces(glb) > 0 and seen.size == (512, 512) and "removed by colour" in note
+    # The view is the library's own decode of the kept tokens, at the tab's grid.
+    assert mesh_facts(glb) == like(result.codec.decode_mesh(result.indices, resolution=64))
+    assert seen.size == (512, 512) and "removed by colour" in note
     assert slider == total
     assert readout.startswith(f"Scale **{total} of {total}**")
     # Skipping background removal frames the whole image.
@@ -84,7 +88,9 @@ def test_text_only_and_seed_reproducibility(demo, image):
     tokens = [np.concatenate(s.results["generate"].indices) for s in (a, b, c)]
     assert np.array_equal(tokens[0], tokens[1]) and not np.array_equal(tokens[0], tokens[2])
     text_only = demo.generate(None, text="a red ball", resolution="64", progress=Progress())
-    assert text_only[0] is None and _faces(text_only[2]) > 0 and 0 <= text_only[3] <= MAX_SEED
+    made = text_only[-1].results["generate"]
+    assert text_only[0] is None and 0 <= text_only[3] <= MAX_SEED  # no image to show; a random seed
+    assert mesh_facts(text_only[2]) == like(made.codec.decode_mesh(made.indices, resolution=64))
     assert "best outline" not in text_only[4]  # no image, no outline: one sample
     with pytest.raises(gr.Error, match="Samples"):
         demo.generate(image, search=0, progress=Progress())
@@ -101,7 +107,8 @@ def test_scale_slider_decodes_on_demand_and_caches(demo, generated, monkeypatch)
 
     monkeypatch.setattr(gpu, "tokens_to_mesh", counting)
     glb, readout, _ = demo.show_scale(2, session)
-    assert _faces(glb) > 0 and readout.startswith(f"Scale **2 of {result.num_scales}**: {result.tokens_at(2)} tokens")
+    assert mesh_facts(glb) == like(result.codec.decode_mesh(result.indices, scales=2, resolution=64))
+    assert readout.startswith(f"Scale **2 of {result.num_scales}**: {result.tokens_at(2)} tokens")
     assert f"{len(result.vat(2))} bytes" in readout and len(result.vat(2)) < len(result.vat())
     assert demo.show_scale(2, session)[0] == glb and demo.show_scale(1, session)[0] != glb
     assert decodes == [2, 1]  # scale 2 was decoded once, then came from the session's cache
@@ -116,7 +123,8 @@ def test_downloads_in_every_format(demo, generated, file_format):
     session = generated[0][-1]
     result = session.results["generate"]
     path, vat_path, _ = demo.download(file_format, 0, True, 3, session)
-    assert path.endswith(f".{file_format}") and _faces(path) > 0
+    assert path.endswith(f".{file_format}")
+    assert mesh_facts(path) == like(result.codec.decode_mesh(result.indices, scales=3, resolution=64))
     with open(vat_path, "rb") as f:
         data = f.read()
     assert data == result.vat(3) and len(result.codec.read(data)) == 3
@@ -129,6 +137,9 @@ def test_download_simplifies_and_keeps_floaters_on_request(demo, generated):
     assert 0 < _faces(simplified) <= 550 < full
     raw, _, _ = demo.download("ply", 0, False, 0, session)
     assert _faces(raw) >= full  # floaters kept: at least the faces of the cleaned mesh
+    result = session.results["generate"]  # the raw extraction, only tidied (vat.geometry.extract.postprocess)
+    kept = postprocess(result.codec.decode_mesh(result.indices, resolution=64, clean=False), remove_floaters=False)
+    assert mesh_facts(raw) == like(kept)
     with pytest.raises(gr.Error, match="at least 4"):
         demo.download("glb", 2, True, 0, session)
     with pytest.raises(gr.Error, match="Format must be one of"):
@@ -170,14 +181,17 @@ def test_mesh_to_tokens_and_back(demo, tmp_path):
     ratio = mesh_path.stat().st_size / len(data)
     assert f"**{len(data)} bytes**" in report and f"compression ratio {ratio:.1f}x" in report and F_SCORE in report
     assert "placement kept: centre (0, 0, 0), size 1" in report and result.vat() == data  # the slider's bytes too
-    assert _faces(source) == 12 and _faces(recon) > 0 and slider == result.num_scales
+    assert _faces(source) == 12 and slider == result.num_scales
+    assert mesh_facts(recon) == like(result.codec.decode_mesh(result.indices, resolution=64))
     assert type(result) is Tokens and result.resolution == 64  # what MeshCodec.encode returned, at the tab's grid
     glb, line, _ = demo.show_reconstruction(1, session)
-    assert _faces(glb) > 0 and line.startswith(f"Scale **1 of {result.num_scales}**") and F_SCORE in line
+    assert mesh_facts(glb) == like(result.codec.decode_mesh(result.indices, scales=1, resolution=64))
+    assert line.startswith(f"Scale **1 of {result.num_scales}**") and F_SCORE in line
     # Decodes are timed under Tokens.mesh's keys, and the session is the one cache of the meshes.
     assert set(result.timings) == {f"decode_s{result.num_scales}_r64", "decode_s1_r64"} and not result._meshes
     decoded, info, download, _ = demo.decode(vat_path, 2, "64", session)
-    assert _faces(decoded) > 0 and "decoded from 2" in info and f"{len(data)} bytes" in info
+    assert mesh_facts(decoded) == like(result.codec.decode_mesh(result.codec.read(data), scales=2, resolution=64))
+    assert "decoded from 2" in info and f"{len(data)} bytes" in info
 
 
 def test_the_codec_tab_shows_the_files_bytes_and_placement(demo, tmp_path):
@@ -323,7 +337,9 @@ def test_codec_tabs_work_when_the_generator_cannot_load(tiny_checkpoint, image, 
     bare = app.Demo(shutil.copytree(tiny_checkpoint, tmp_path / "checkpoint"), None)
     mesh_path = tmp_path / "ball.stl"
     trimesh.creation.icosphere(2).export(mesh_path)
-    assert _faces(bare.encode(str(mesh_path), "64")[1]) > 0
+    out = bare.encode(str(mesh_path), "64")
+    encoded = out[-1].results["encode"]
+    assert mesh_facts(out[1]) == like(encoded.codec.decode_mesh(encoded.indices, resolution=64))
     with pytest.raises(gr.Error, match="need the package 'transformers'.*pip install -r requirements.txt"):
         bare.generate(image, progress=Progress())
 
@@ -341,11 +357,16 @@ def test_model_calls_take_and_return_plain_data(demo, image, tmp_path, monkeypat
 
         monkeypatch.setattr(gpu, name, across)
     session = demo.generate(image, resolution="64", progress=Progress())[-1]
-    assert _faces(demo.show_scale(1, session)[0]) > 0 and _faces(demo.download("glb", 0, False, 1, session)[0]) > 0
+    result = session.results["generate"]  # the meshes that came back are the library's decodes of its tokens
+    coarse = result.codec.decode_mesh(result.indices, scales=1, resolution=64, clean=False)
+    assert mesh_facts(demo.show_scale(1, session)[0]) == like(postprocess(coarse))
+    assert mesh_facts(demo.download("glb", 0, False, 1, session)[0]) == like(postprocess(coarse, remove_floaters=False))
     mesh_path = tmp_path / "ball.obj"
     trimesh.creation.icosphere(2).export(mesh_path)
     vat_path = demo.encode(str(mesh_path), "64", session)[3]
-    assert _faces(demo.decode(vat_path, 1, "64", session)[0]) > 0
+    data = open(vat_path, "rb").read()
+    assert mesh_facts(demo.decode(vat_path, 1, "64", session)[0]) == like(
+        result.codec.decode_mesh(result.codec.read(data), scales=1, resolution=64))
     assert crossings == ["generate_tokens", "tokens_to_mesh", "tokens_to_mesh", "tokens_to_mesh", "encode_mesh",
                          "tokens_to_mesh", "tokens_to_mesh"]
 
@@ -400,7 +421,9 @@ def test_examples_are_the_images_of_the_folder(tmp_path, examples_dir):
 
 def test_procedural_and_compare(tmp_path):
     view, caption, glb, session = procedural(5)
-    assert _faces(view) == _faces(glb) > 0 and caption.startswith("**a") and glb.startswith(str(session.folder))
+    shape = random_shape(5).mesh
+    assert mesh_facts(view) == like(shape) and mesh_facts(glb) == like(shape)
+    assert caption.startswith("**a") and glb.startswith(str(session.folder))
     report, view, _ = compare(glb, glb, False, state=session)
     assert f"{F_SCORE}** 1.000" in report and view.startswith(str(session.folder))
     moved = trimesh.load(glb, force="mesh").apply_translation((0.05, 0, 0))

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 import trimesh
-from conftest import draw_object_image, free_port
+from conftest import draw_object_image, free_port, like, mesh_facts
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -57,14 +57,17 @@ def _faces(path) -> int:
 
 def test_generate_with_the_image_alone(client, image):
     seen, note, glb, seed, info, scales, readout = client.predict(handle_file(image), api_name="/generate")
-    assert str(glb).endswith(".glb") and _faces(glb) > 0
+    result = _session_of(client).results["generate"]  # the view: the library's decode of the session's tokens
+    assert str(glb).endswith(".glb") and result.resolution == int(DEFAULT_RESOLUTION_CHOICE)
+    assert mesh_facts(glb) == like(result.codec.decode_mesh(result.indices, resolution=result.resolution))
     # The slider's output is the number of scales, as view_api documents it (not a component update).
     assert isinstance(scales, (int, float)) and scales > 1 and f"Scale **{scales} of {scales}**" in readout
     assert f"Seed **{seed}**" in info and "removed by colour" in note and seen.endswith(".png")
     assert "builtin" not in note  # a method's name in the code is no word for a visitor
     # The slider's endpoint decodes a coarser mesh for the same session.
     coarse, line = client.predict(2, api_name="/show_scale")
-    assert _faces(coarse) > 0 and line.startswith(f"Scale **2 of {scales}**")
+    assert mesh_facts(coarse) == like(result.codec.decode_mesh(result.indices, scales=2, resolution=result.resolution))
+    assert line.startswith(f"Scale **2 of {scales}**")
     mesh, vat = client.predict("stl", 400, True, 2, api_name="/download")
     assert mesh.endswith(".stl") and 0 < _faces(mesh) <= 440 and open(vat, "rb").read(3) == b"VAT"
 
@@ -142,8 +145,12 @@ def test_resolution_takes_the_documented_type_on_every_endpoint(client, image, b
     assert len({str(p["python_type"]) for p in documented.values()}) == 1
     assert all(p["parameter_default"] == DEFAULT_RESOLUTION_CHOICE for p in documented.values())
     vat = client.predict(handle_file(str(box_mesh)), "64", api_name="/encode")[3]
-    assert _faces(client.predict(handle_file(vat), 0, "64", api_name="/decode")[0]) > 0
-    assert _faces(client.predict(handle_file(image), resolution="64", api_name="/generate")[2]) > 0
+    decoded = client.predict(handle_file(vat), 0, "64", api_name="/decode")[0]
+    codec = _session_of(client).results["encode"].codec
+    assert mesh_facts(decoded) == like(codec.decode_mesh(codec.read(open(vat, "rb").read()), resolution=64))
+    glb = client.predict(handle_file(image), resolution="64", api_name="/generate")[2]
+    made = _session_of(client).results["generate"]
+    assert mesh_facts(glb) == like(made.codec.decode_mesh(made.indices, resolution=64))
     # Anything else: the same message from each.
     calls = {"/generate": lambda r: client.predict(handle_file(image), resolution=r, api_name="/generate"),
              "/encode": lambda r: client.predict(handle_file(str(box_mesh)), r, api_name="/encode"),
@@ -285,7 +292,15 @@ def test_bad_input_is_a_message_and_the_app_keeps_serving(client, image, box_mes
     if endpoint == "/decode":
         good = client.predict(handle_file(str(box_mesh)), "64", api_name="/encode")[3]
     out = client.predict(handle_file(good), *args, api_name=endpoint)
-    assert _faces(out[2] if endpoint == "/generate" else out[0]) > 0
+    # What came back is the library's decode: of the generated tokens, of the encoded box's, of the file's.
+    session = _session_of(client)
+    if endpoint == "/decode":
+        codec = session.results["encode"].codec
+        expected = codec.decode_mesh(codec.read(open(good, "rb").read()), resolution=int(DEFAULT_RESOLUTION_CHOICE))
+    else:
+        made = session.results[endpoint[1:]]
+        expected = made.codec.decode_mesh(made.indices, resolution=made.resolution)
+    assert mesh_facts(out[{"/generate": 2, "/encode": 1, "/decode": 0}[endpoint]]) == like(expected)
 
 
 def test_a_sessions_cache_stays_within_its_cap(app_url, image, tmp_path):
@@ -319,7 +334,9 @@ def test_sessions_are_capped_expire_and_end_with_their_files(app_url, image, tmp
         assert len(SESSIONS) <= 2 and sessions[0] not in SESSIONS and not sessions[0].folder.exists()
         with pytest.raises(AppError, match="results were released .*generate a mesh again"):
             visitors[0].predict(1, api_name="/show_scale")
-        assert _faces(visitors[2].predict(1, api_name="/show_scale")[0]) > 0  # the others go on
+        coarse = visitors[2].predict(1, api_name="/show_scale")[0]  # the others go on
+        made = _session_of(visitors[2]).results["generate"]
+        assert mesh_facts(coarse) == like(made.codec.decode_mesh(made.indices, scales=1, resolution=64))
         # Idle past the time-out: released at the next request.
         monkeypatch.setattr(SESSIONS, "ttl_s", 0.0)
         visitors[3].predict(handle_file(image), resolution="64", api_name="/generate")

@@ -140,7 +140,7 @@ def test_per_scale_scores_every_prefix_and_finds_where_the_input_starts_to_count
         assert len(item["f_score_per_scale"]) == len(item["f_score_005_per_scale"]) == 3
         assert item["f_score_per_scale"][-1] == item["f_score"]  # the last prefix is the full decode
         assert item["f_score_per_scale"][1] > 0.99 > item["f_score_per_scale"][0]
-        assert item["full_is_best"] and item["best_scale"] in (2, 3)
+        assert item["full_is_best"] and item["best_scale"] == 2  # scales 2 and 3 give the same mesh: the first
     assert summary["f_score_per_scale"] == pytest.approx(np.mean([i["f_score_per_scale"] for i in ok], axis=0))
     assert summary["full_is_best"] == 3
     assert summary["distinct_prefixes_per_scale"] == [1, 3, 3]  # scale 1 ignores the input, scale 2 does not

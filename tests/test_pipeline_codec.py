@@ -106,6 +106,20 @@ def test_checkpoint_resolution(tmp_path):
         resolve_checkpoint(tmp_path / "missing" / "deeper")
 
 
+def test_a_checkpoints_part_files_and_what_a_folder_lacks(tmp_path):
+    """vat.models.checkpoint.part_files names a part's two files (vat.pipeline.part_files, its name before
+    issue 30, is the same function); missing_files lists those a folder lacks, part by part."""
+    from vat import pipeline
+    from vat.models import checkpoint
+
+    assert pipeline.part_files is checkpoint.part_files
+    assert checkpoint.part_files("generator") == ("generator_config.json", "generator.safetensors")
+    (tmp_path / "tokenizer_config.json").write_text("{}")
+    assert pipeline.missing_files(tmp_path, pipeline.CODEC_PARTS) == ["tokenizer.safetensors"]
+    assert pipeline.missing_files(tmp_path) == ["tokenizer.safetensors", "generator_config.json", "generator.safetensors",
+                                                "conditioning_config.json", "conditioning.safetensors"]
+
+
 def test_pipeline_saves_all_parts_in_float16(tiny_checkpoint_of_each_design, tmp_path):
     """Pipeline.save_pretrained: how a run's OUT/final becomes the shipped folder."""
     from safetensors import safe_open

@@ -9,8 +9,9 @@ import trimesh
 
 from vat.codec import FLAG_ENTROPY
 from vat.errors import VatError
+from vat.geometry.extract import postprocess
 from vat.pipeline import Encoded, Generation, MeshCodec, Pipeline
-from vat.tokens import Tokens, check_scales
+from vat.tokens import Tokens, check_scales, decode_key
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,22 @@ def test_mesh_of_a_prefix_is_the_codecs_and_made_once(codec, moved_box):
     np.testing.assert_allclose(encoded.placement.apply(mesh).vertices, mesh.vertices * 3.0 + (10, -4, 2), atol=2e-3)
     with pytest.raises(VatError, match="between 1 and"):
         encoded.mesh(encoded.num_scales + 1)
+
+
+def test_a_raw_mesh_is_the_codecs_kept_and_timed_apart(codec, moved_box):
+    """mesh(clean=False): the extraction before vat.geometry.extract.postprocess (MeshCodec.decode_mesh's
+    clean=False), cached and timed apart from the cleaned mesh (decode_key's _raw)."""
+    encoded = codec.encode(moved_box)
+    raw, cleaned = encoded.mesh(2, 16, clean=False), encoded.mesh(2, 16)
+    expected = codec.decode_mesh(encoded.indices, scales=2, resolution=16, clean=False)
+    np.testing.assert_allclose(raw.vertices, expected.vertices)
+    np.testing.assert_array_equal(raw.faces, expected.faces)
+    again = postprocess(raw)
+    np.testing.assert_allclose(cleaned.vertices, again.vertices)
+    np.testing.assert_array_equal(cleaned.faces, again.faces)
+    assert encoded.mesh(2, 16, clean=False) is raw and encoded.mesh(2, 16) is cleaned
+    assert list(encoded.timings) == [decode_key(2, 16, clean=False), decode_key(2, 16)] == ["decode_s2_r16_raw",
+                                                                                            "decode_s2_r16"]
 
 
 def test_a_generation_is_tokens_with_its_seed_and_settings(tiny_checkpoint, codec):

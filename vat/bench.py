@@ -120,6 +120,7 @@ def bench_models(checkpoint) -> tuple["object", str]:
     """The pipeline to time and what its weights are: the checkpoint's when it has a generator,
     else the tiny presets with random weights (same architecture and cost as a trained tiny model;
     the timings hold, the meshes mean nothing)."""
+    from vat.models.checkpoint import part_files
     from vat.models.conditioning import PRESETS as CONDITION_PRESETS
     from vat.models.conditioning import ConditionEncoders
     from vat.models.gpt import PRESETS as GENERATOR_PRESETS
@@ -128,7 +129,7 @@ def bench_models(checkpoint) -> tuple["object", str]:
     from vat.models.tokenizer import VAT
     from vat.pipeline import MeshCodec, Pipeline
 
-    if Path(checkpoint).is_dir() and (Path(checkpoint) / "generator.safetensors").is_file():
+    if Path(checkpoint).is_dir() and (Path(checkpoint) / part_files("generator")[1]).is_file():
         return Pipeline.from_pretrained(checkpoint), f"trained ({checkpoint})"
     torch.manual_seed(0)
     tokenizer = VAT(TOKENIZER_PRESETS["tiny"])

@@ -17,6 +17,7 @@ from vat.errors import VatError
 from vat.geometry.extract import GRID_BOUND, OccupancyFn, evaluate_grid, extract_mesh, grid_points, postprocess
 from vat.geometry.io import normalize_mesh
 from vat.geometry.sampling import sample_surface
+from vat.models.checkpoint import part_files  # noqa: F401  (vat.pipeline.part_files before issue 30)
 from vat.models.tokenizer import VAT, TokenizerConfig
 from vat.preprocess_config import DEFAULT_PREPROCESS
 from vat.sampling_config import (DEFAULT_SAMPLING, SAMPLING_CONFIG, SAMPLING_DEFAULTS,  # noqa: F401
@@ -56,15 +57,10 @@ def resolve_checkpoint(checkpoint: str | os.PathLike) -> Path:
         raise VatError(f"checkpoint {name!r} is not a local folder and could not be fetched from the hub: {exc}") from exc
 
 
-# The parts of a checkpoint folder, each NAME_config.json beside NAME.safetensors (vat.models.checkpoint), NAME
-# as VAT, NextScaleGPT and ConditionEncoders save themselves: MeshCodec needs the first, Pipeline all three.
+# The parts of a checkpoint folder, each NAME_config.json beside NAME.safetensors (vat.models.checkpoint.part_files),
+# NAME as VAT, NextScaleGPT and ConditionEncoders save themselves: MeshCodec needs the first, Pipeline all three.
 CODEC_PARTS = ("tokenizer",)
 PIPELINE_PARTS = ("tokenizer", "generator", "conditioning")
-
-
-def part_files(part: str) -> tuple[str, str]:
-    """The config and weights files of a checkpoint part (one of PIPELINE_PARTS)."""
-    return f"{part}_config.json", f"{part}.safetensors"
 
 
 def missing_files(folder: str | os.PathLike, parts: tuple[str, ...] = PIPELINE_PARTS) -> list[str]:

@@ -27,6 +27,12 @@ def check_scales(scales: int | None, available: int) -> int:
     return scales
 
 
+def decode_key(scales: int, resolution: int, clean: bool = True) -> str:
+    """The timing key of a decode of the first `scales` scales at `resolution`: decode_s<S>_r<R>, with _raw when
+    the mesh is not cleaned (vat.ui.stage_times adds every decode_* up under one label)."""
+    return f"decode_s{scales}_r{resolution}" + ("" if clean else "_raw")
+
+
 @dataclass(eq=False)
 class Tokens:
     """Token indices of every stored scale, coarse to fine, and the codec that made them. `mesh(s)` and
@@ -39,10 +45,10 @@ class Tokens:
     resolution: int = 256  # mesh()'s marching-cubes grid unless it is given one
     raw: bool | None = None  # how vat() codes the tokens (MeshCodec.write: None, the smaller of raw and entropy)
     refined: Refined | None = None  # vat.refine's account when encoded with refine > 0
-    timings: dict = field(default_factory=dict)  # seconds; decode_s<S>_r<R> as meshes are decoded
+    timings: dict = field(default_factory=dict)  # seconds; decode_key(S, R, clean) as meshes are decoded
     written: InitVar[bytes | None] = None  # the .vat file of all the scales, when it is already written
     _files: dict = field(default_factory=dict, init=False, repr=False)  # scales -> .vat bytes
-    _meshes: dict = field(default_factory=dict, init=False, repr=False)  # (scales, resolution) -> mesh
+    _meshes: dict = field(default_factory=dict, init=False, repr=False)  # (scales, resolution, clean) -> mesh
 
     def __post_init__(self, written: bytes | None):
         if written is not None:
@@ -90,16 +96,19 @@ class Tokens:
         data = self.data
         return bool(data[3] >= 2 and data[11] & FLAG_ENTROPY)
 
-    def mesh(self, scales: int | None = None, resolution: int | None = None) -> trimesh.Trimesh:
+    def mesh(self, scales: int | None = None, resolution: int | None = None, clean: bool = True) -> trimesh.Trimesh:
         """The mesh decoded from the first `scales` scales at `resolution` (default: self.resolution); in the
-        unit cube (`placement.apply(mesh)` puts an encoded mesh back where it was)."""
+        unit cube (`placement.apply(mesh)` puts an encoded mesh back where it was). `clean`: floaters removed
+        (MeshCodec.decode_mesh's clean, vat.geometry.extract.postprocess); False keeps the raw extraction.
+        Timed under decode_key(scales, resolution, clean)."""
         scales = check_scales(scales, self.num_scales)
         resolution = resolution or self.resolution
-        key = (scales, resolution)
+        key = (scales, resolution, clean)
         if key not in self._meshes:
             start = time.perf_counter()
-            self._meshes[key] = self._codec().decode_mesh(self.indices, scales=scales, resolution=resolution)
-            self.timings[f"decode_s{scales}_r{resolution}"] = time.perf_counter() - start
+            self._meshes[key] = self._codec().decode_mesh(self.indices, scales=scales, resolution=resolution,
+                                                          clean=clean)
+            self.timings[decode_key(scales, resolution, clean)] = time.perf_counter() - start
         return self._meshes[key]
 
 

@@ -6,6 +6,7 @@ take and return plain data (paths, numbers, arrays, meshes) and find the models,
 from __future__ import annotations
 
 from vat.app.models import models_for
+from vat.tokens import Tokens
 from vat.ui import DEFAULT_REFINE, DEFAULT_SEARCH
 
 try:  # Hugging Face Spaces (ZeroGPU): a GPU is attached only while a decorated call runs
@@ -41,8 +42,9 @@ def generate_tokens(checkpoint: str, image: str | None, text: str | None, seed: 
 
 @on_gpu
 def tokens_to_mesh(checkpoint: str, indices: list, scales: int, resolution: int, clean: bool = True):
-    """The mesh (in the unit cube) of the first `scales` scales of `indices` (vat.pipeline.MeshCodec.decode_mesh)."""
-    return models_for(checkpoint).codec().decode_mesh(indices, scales=scales, resolution=resolution, clean=clean)
+    """The mesh (in the unit cube) of the first `scales` scales of `indices` at `resolution`, cleaned or raw:
+    vat.tokens.Tokens.mesh of tokens made for this call, so the caller's session stays the one mesh cache."""
+    return Tokens(list(indices), models_for(checkpoint).codec(), resolution=resolution).mesh(scales, clean=clean)
 
 
 @on_gpu

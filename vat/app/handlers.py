@@ -30,6 +30,7 @@ from vat.geometry.extract import postprocess
 from vat.geometry.procedural import random_shape
 from vat.metrics import compare_meshes, placement_hint
 from vat.preprocess_config import DEFAULT_PREPROCESS
+from vat.tokens import decode_key
 from vat.ui import BACKGROUND_METHODS, MAX_SEED, size_change, stage_times
 
 log = logging.getLogger("vat.app")
@@ -92,12 +93,6 @@ def placement_words(placement) -> str:
     """'centre (2, -1, 0.5), size 3': where a .vat file puts its decoded mesh back (vat.codec.Placement:
     the centre of the mesh's bounding box and its longest side, in the mesh's own units)."""
     return f"centre ({', '.join(f'{v:.3g}' for v in placement.centre)}), size {placement.size:.3g}"
-
-
-def decode_key(result, scales: int, clean: bool = True) -> str:
-    """The timing key of a decode of `result`'s first `scales` scales: Tokens.mesh's decode_s<S>_r<R>, with _raw
-    when the mesh is not cleaned (vat.ui.stage_times adds every decode_* up under one label)."""
-    return f"decode_s{scales}_r{result.resolution}" + ("" if clean else "_raw")
 
 
 def scale_readout(session: Session, tab: str, result, scales: int, extra: str = "") -> str:
@@ -193,16 +188,17 @@ class Handlers:
 
     def _mesh(self, session: Session, tab: str, scales: int, clean: bool = True):
         """The mesh of `tab`'s result (a vat.tokens.Tokens) from its first `scales` scales at its resolution:
-        decoded on the GPU (vat.app.gpu, not Tokens.mesh, which would decode outside a ZeroGPU call), once, then
-        cached in the session, the app's only mesh cache (bounded, as Tokens' own is not). Timed under
-        Tokens.mesh's key, decode_s<S>_r<R> (+ _raw when not cleaned)."""
+        decoded inside the GPU call (vat.app.gpu.tokens_to_mesh, Tokens.mesh on a copy of the tokens: the
+        result's own Tokens.mesh would decode outside a ZeroGPU call), once, then cached in the session, the
+        app's only mesh cache (bounded, as Tokens' own is not). Timed under Tokens.mesh's key,
+        vat.tokens.decode_key: decode_s<S>_r<R> (+ _raw when not cleaned)."""
         result = session.results[tab]
         key = (tab, scales, clean)
         mesh = session.mesh(key)
         if mesh is None:
             start = time.perf_counter()
             mesh = gpu.tokens_to_mesh(self.checkpoint, result.indices, scales, result.resolution, clean)
-            result.timings[decode_key(result, scales, clean)] = time.perf_counter() - start
+            result.timings[decode_key(scales, result.resolution, clean)] = time.perf_counter() - start
             session.keep(key, mesh)
         return mesh
 
@@ -273,7 +269,7 @@ class Handlers:
         glb = export_view(mesh, session.file("generate", "view", f"generated-{seed}-s{result.num_scales}.glb"))
         timings = {k: result.timings.get(k, 0.0) for k in ("preprocess", "condition", "sample", "search")
                    if k != "search" or k in result.timings}
-        timings["decode"] = result.timings[decode_key(result, result.num_scales)]
+        timings["decode"] = result.timings[decode_key(result.num_scales, result.resolution)]
         kept = tokens["seed"]
         searched = (f" · best outline of {settings['search']} samples (sample seed {kept})"
                     if settings["search"] > 1 else "")

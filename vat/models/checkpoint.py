@@ -12,15 +12,22 @@ from torch import nn
 from vat.errors import VatError
 
 
+def part_files(part: str) -> tuple[str, str]:
+    """The config and weights files of checkpoint part `part` (e.g. "tokenizer", one of
+    vat.pipeline.PIPELINE_PARTS), as save_weights writes them and load_weights reads them."""
+    return f"{part}_config.json", f"{part}.safetensors"
+
+
 def save_weights(module: nn.Module, config: dict, directory: str | Path, name: str,
                  dtype: torch.dtype = torch.float16) -> None:
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{name}_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    config_name, weights_name = part_files(name)
+    (directory / config_name).write_text(json.dumps(config, indent=2) + "\n")
     state = {k: v.detach().to(dtype).contiguous() if v.is_floating_point() else v for k, v in module.state_dict().items()}
-    save_file(state, directory / f"{name}.safetensors")
+    save_file(state, directory / weights_name)
 
 
 def load_weights(directory: str | Path, name: str, build: Callable[[dict], nn.Module]) -> nn.Module:
@@ -29,7 +36,7 @@ def load_weights(directory: str | Path, name: str, build: Callable[[dict], nn.Mo
     from safetensors.torch import load_file
 
     directory = Path(directory)
-    config_path, weights_path = directory / f"{name}_config.json", directory / f"{name}.safetensors"
+    config_path, weights_path = (directory / file for file in part_files(name))
     if not config_path.is_file() or not weights_path.is_file():
         raise VatError(f"{directory} has no {name} (expected {config_path.name} and {weights_path.name})")
     try:

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 
+from vat.models.checkpoint import part_files
 from vat.training.arms import Arm, arms_parser, check_meshes, parse_arms, score_tokenizer, train_arm
 from vat.training.run import FINAL
 
@@ -48,7 +49,7 @@ def run_arm(arm: Arm, args, train_args: list[str]) -> dict:
     """Train (or resume) one arm, then score it; a score of the same weights and settings is reused."""
     out = args.out / arm.name
     summary = train_arm(arm, args.out, train_args)
-    weights = out / FINAL / "tokenizer.safetensors"
+    weights = out / FINAL / part_files("tokenizer")[1]
     scored = out / "eval-recon.json"
     settings = {"meshes": str(args.meshes), "limit": args.limit, "resolution": args.resolution, "seed": args.seed,
                 "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}

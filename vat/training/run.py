@@ -23,6 +23,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vat import data
+from vat.models.checkpoint import part_files
 from vat.training.distributed import replica_digests, setup_distributed, step_seed
 from vat.training.schedule import ShardBatches, lr_factor, make_optimizer
 
@@ -57,7 +58,7 @@ def init_weights(model: nn.Module, directory: str | os.PathLike, name: str) -> N
     initialisation. Nothing shared is an error: the folder is not a checkpoint of this model."""
     from safetensors.torch import load_file
 
-    path = Path(directory) / f"{name}.safetensors"
+    path = Path(directory) / part_files(name)[1]
     if not path.is_file():
         raise SystemExit(f"--init-from {directory}: no {path.name} there")
     try:
