@@ -232,3 +232,19 @@ def bench_app_memory(app_path, checkpoint, image, generates: int = 20, sessions:
             "app_mb_per_generate_full": (full[-1] - full[0]) / (len(full) - 1) if len(full) > 1 else None,
             "app_temp_mb": temp_mb, "app_files_left_after_sigterm": len(left), "app_exit_code": app.returncode,
             "generates": generates, "sessions": sessions, "max_sessions": max_sessions, "resolution": resolution}
+
+
+def bench_image(path: str | None):
+    """The bench's input image: the given file, else a render of the analytic bench shape."""
+    from vat.preprocess import load_image
+
+    if path:
+        return load_image(path)
+    from PIL import Image
+
+    from vat.geometry.analytic import bench_shape_sdf
+    from vat.geometry.extract import extract_mesh
+    from vat.geometry.render import render_view
+
+    mesh, _ = extract_mesh(lambda p: -bench_shape_sdf()(p), resolution=64)
+    return Image.fromarray(render_view(mesh, 30.0, 15.0, size=512).rgba)

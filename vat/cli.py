@@ -108,8 +108,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from vat.bench import (bench_app_memory, bench_codec, bench_extraction, bench_image_to_mesh, bench_models,
-                           bench_sampling)
+    from vat.bench import (bench_app_memory, bench_codec, bench_extraction, bench_image, bench_image_to_mesh,
+                           bench_models, bench_sampling)
     from vat.geometry import load_mesh
 
     items = [{"bench": "extraction", **bench_extraction(resolution=args.resolution,
@@ -151,22 +151,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             print(f"{key:28s} {value:.4g}" if isinstance(value, float) else f"{key:28s} {value}")
     _write_json(args.json, summary, items)
     return 0
-
-
-def bench_image(path: str | None):
-    """The bench's input image: the given file, else a render of the analytic bench shape."""
-    from vat.preprocess import load_image
-
-    if path:
-        return load_image(path)
-    from PIL import Image
-
-    from vat.geometry.analytic import bench_shape_sdf
-    from vat.geometry.extract import extract_mesh
-    from vat.geometry.render import render_view
-
-    mesh, _ = extract_mesh(lambda p: -bench_shape_sdf()(p), resolution=64)
-    return Image.fromarray(render_view(mesh, 30.0, 15.0, size=512).rgba)
 
 
 def _generation_settings(args: argparse.Namespace) -> dict:
