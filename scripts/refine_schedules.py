@@ -9,6 +9,7 @@ JSON line per mesh and schedule, then the means as a Markdown table; writes both
 
     python scripts/refine_schedules.py --meshes /work/data/val-meshes/geometry --every 14 --limit 4 \
         --resolution 128 --prefixes 7,10 --json schedules.json
+    # split over processes with --start/--limit, then merge: --from-json a.json b.json --json all.json
 """
 
 from __future__ import annotations
@@ -69,9 +70,11 @@ def markdown(rows: list[dict], prefixes: list[int]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default=str(Path(__file__).resolve().parents[1] / "checkpoints"))
-    parser.add_argument("--meshes", required=True, help="folder of meshes (searched recursively, sorted by path)")
+    parser.add_argument("--meshes", help="folder of meshes (searched recursively, sorted by path)")
+    parser.add_argument("--from-json", nargs="+", metavar="JSON", help="instead: merge the rows of earlier runs")
     parser.add_argument("--every", type=int, default=1, help="take every N-th file (default: all)")
-    parser.add_argument("--limit", type=int, help="at most this many meshes (after --every)")
+    parser.add_argument("--start", type=int, default=0, help="skip this many of the selected meshes (after --every)")
+    parser.add_argument("--limit", type=int, help="at most this many meshes (after --every and --start)")
     parser.add_argument("--schedules", default=",".join(SCHEDULES), help="comma-separated, of: " + ", ".join(SCHEDULES))
     parser.add_argument("--prefixes", default="7,10", help="numbers of scales stored, comma-separated")
     parser.add_argument("--resolution", type=int, default=128)
@@ -84,11 +87,18 @@ def main() -> None:
     args.schedules = args.schedules.split(",")
     if unknown := [s for s in args.schedules if s not in SCHEDULES]:
         parser.error(f"unknown schedule(s) {', '.join(unknown)}; choose from {', '.join(SCHEDULES)}")
-    if args.every < 1:
-        parser.error("--every must be at least 1")
+    if args.every < 1 or args.start < 0:
+        parser.error("--every must be at least 1 and --start at least 0")
+    if args.from_json:
+        rows = [row for f in args.from_json for row in json.loads(Path(f).read_text())["rows"]]
+        Path(args.json).write_text(json.dumps({"rows": rows, "from": args.from_json}, indent=1) + "\n")
+        print(markdown(rows, args.prefixes))
+        return
+    if not args.meshes:
+        parser.error("give --meshes (or --from-json)")
     codec = MeshCodec.from_pretrained(args.checkpoint)
     rows = []
-    for path in mesh_files(args.meshes)[::args.every][:args.limit]:
+    for path in mesh_files(args.meshes)[::args.every][args.start:][:args.limit]:
         rows += mesh_rows(codec, path, args)
         Path(args.json).write_text(json.dumps({"rows": rows, "args": {k: v for k, v in vars(args).items()}},
                                               indent=1) + "\n")
