@@ -124,7 +124,6 @@ def test_the_schedules_fit_the_prefixes_they_name():
     assert _step_prefixes("coarse-first", 1, 20, (4,), None) == [None]  # one scale: nothing coarser to fit
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["coarse-first", "prefixes"])
 def test_a_per_scale_schedule_keeps_the_guard(codec, box, schedule):
     """Each schedule runs (prefix decodes get a gradient: the latent moves), keeps the file's size and never
@@ -139,3 +138,32 @@ def test_a_per_scale_schedule_keeps_the_guard(codec, box, schedule):
     assert iou(codec.occupancy_fn(refined.indices)(check["points"]) > 0, check["inside"]) == pytest.approx(r.iou_after)
     if not r.kept:
         assert refined.data == plain.data
+
+
+def test_the_schedules_script_measures_each_prefix_and_merges_runs(tiny_checkpoint, tmp_path, monkeypatch):
+    """scripts/refine_schedules.py: one row per variant with each prefix's bytes and F-score (a refinement not
+    kept scores as the unrefined tokens), and runs merge into one table."""
+    import json
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "refine_schedules.py"
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    trimesh.creation.box((0.5, 0.3, 0.4)).apply_translation((3, 0, 0)).export(meshes / "box.ply")
+    common = ["--prefixes", "3,6", "--schedules", "full,prefixes"]
+    monkeypatch.setattr(sys, "argv", [str(script), "--checkpoint", str(tiny_checkpoint), "--meshes", str(meshes),
+                                      "--resolution", "16", "--search", "1", "--refine", "2",
+                                      "--json", str(tmp_path / "a.json"), *common])
+    runpy.run_path(str(script), run_name="__main__")
+    rows = json.loads((tmp_path / "a.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["none", "full", "prefixes"]
+    for r in rows:
+        assert r["bytes_3"] < r["bytes_6"] and 0 <= r["f_score_6"] <= 1
+        if not r.get("kept", True):
+            assert {k: r[k] for k in ("bytes_6", "f_score_6")} == {k: rows[0][k] for k in ("bytes_6", "f_score_6")}
+    monkeypatch.setattr(sys, "argv", [str(script), "--from-json", str(tmp_path / "a.json"), str(tmp_path / "a.json"),
+                                      "--json", str(tmp_path / "m.json"), *common])
+    runpy.run_path(str(script), run_name="__main__")
+    assert len(json.loads((tmp_path / "m.json").read_text())["rows"]) == 6
