@@ -72,3 +72,98 @@ def test_refinement_combines_with_the_search_and_a_byte_budget(codec, box):
     with pytest.raises(Exception, match="refine"):
         codec.encode(box, refine=-1)
     assert np.isfinite(encoded.refined.iou_after)
+
+
+def test_the_default_schedule_is_the_full_decode(codec, box):
+    """Without a schedule, encode(refine=N) fits the full decode as before schedules existed: the same file as
+    schedule "full" (one decode of all scales a step, no prefix drawn); an unknown schedule is a VatError."""
+    import vat.refine
+
+    default = codec.encode(box, raw=True, refine=5)
+    assert codec.encode(box, raw=True, refine=5, refine_schedule="full").data == default.data
+    assert vat.refine._step_prefixes("full", 1, 5, (1, 2, 3, 4), None) == [None]
+    from vat.errors import VatError
+
+    with pytest.raises(VatError, match="schedule"):
+        codec.encode(box, refine=5, refine_schedule="fine-first")
+
+
+def test_a_prefix_decode_is_the_files_prefix_with_a_gradient(codec):
+    """The straight-through prefix the schedules fit decodes to what a file of that prefix decodes to, and its
+    loss moves the latent."""
+    import torch
+
+    from vat.refine import _decoded_logits
+
+    tokenizer, S = codec.tokenizer, codec.num_scales
+    z = torch.randn(1, codec.config.scale_sides[-1] ** 2, codec.config.latent_channels,
+                    generator=torch.Generator().manual_seed(0))
+    z.requires_grad_(True)
+    points = torch.rand(64, 3) - 0.5
+    logits = _decoded_logits(tokenizer, z, [None, max(1, S - 1)], points)
+    with torch.no_grad():
+        idx = tokenizer.quantizer(tokenizer._grid(z)).indices
+        for row, s in ((0, S), (1, max(1, S - 1))):
+            expected = tokenizer.query(tokenizer.decode_indices(idx[:s]), points[None], s)[0]
+            assert torch.allclose(logits[row], expected, atol=1e-4)
+    logits[1].sum().backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+
+
+def test_the_schedules_fit_the_prefixes_they_name():
+    import torch
+
+    from vat.refine import COARSE_SCALES, _step_prefixes
+
+    sides = tuple(range(1, 11))
+    assert [_step_prefixes("coarse-first", s, 20, sides, None) for s in (1, 10, 11, 20)] == \
+        [[COARSE_SCALES]] * 2 + [[None]] * 2
+    rng = torch.Generator().manual_seed(0)
+    drawn = {tuple(_step_prefixes("prefixes", 1, 20, sides, rng)) for _ in range(200)}
+    assert {d[0] for d in drawn} == {None} and {d[1] for d in drawn} == set(range(5, 10))
+    assert _step_prefixes("coarse-first", 1, 20, (4,), None) == [None]  # one scale: nothing coarser to fit
+
+
+@pytest.mark.parametrize("schedule", ["coarse-first", "prefixes"])
+def test_a_per_scale_schedule_keeps_the_guard(codec, box, schedule):
+    """Each schedule runs (prefix decodes get a gradient: the latent moves), keeps the file's size and never
+    keeps tokens that check worse on the full decode than the unrefined ones."""
+    plain = codec.encode(box, raw=True)
+    refined = codec.encode(box, raw=True, refine=10, refine_schedule=schedule)
+    r = refined.refined
+    assert len(refined.data) == len(plain.data) and 1 <= r.steps <= 10 and r.iou_after >= r.iou_before
+    from vat.metrics import iou
+
+    check = protocol_queries(normalize_mesh(box)[0], *SEARCH_QUERIES, seed=SEARCH_SEED_OFFSET)
+    assert iou(codec.occupancy_fn(refined.indices)(check["points"]) > 0, check["inside"]) == pytest.approx(r.iou_after)
+    if not r.kept:
+        assert refined.data == plain.data
+
+
+def test_the_schedules_script_measures_each_prefix_and_merges_runs(tiny_checkpoint, tmp_path, monkeypatch):
+    """scripts/refine_schedules.py: one row per variant with each prefix's bytes and F-score (a refinement not
+    kept scores as the unrefined tokens), and runs merge into one table."""
+    import json
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "refine_schedules.py"
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    trimesh.creation.box((0.5, 0.3, 0.4)).apply_translation((3, 0, 0)).export(meshes / "box.ply")
+    common = ["--prefixes", "3,6", "--schedules", "full,prefixes"]
+    monkeypatch.setattr(sys, "argv", [str(script), "--checkpoint", str(tiny_checkpoint), "--meshes", str(meshes),
+                                      "--resolution", "16", "--search", "1", "--refine", "2",
+                                      "--json", str(tmp_path / "a.json"), *common])
+    runpy.run_path(str(script), run_name="__main__")
+    rows = json.loads((tmp_path / "a.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["none", "full", "prefixes"]
+    for r in rows:
+        assert r["bytes_3"] < r["bytes_6"] and 0 <= r["f_score_6"] <= 1
+        if not r.get("kept", True):
+            assert {k: r[k] for k in ("bytes_6", "f_score_6")} == {k: rows[0][k] for k in ("bytes_6", "f_score_6")}
+    monkeypatch.setattr(sys, "argv", [str(script), "--from-json", str(tmp_path / "a.json"), str(tmp_path / "a.json"),
+                                      "--json", str(tmp_path / "m.json"), *common])
+    runpy.run_path(str(script), run_name="__main__")
+    assert len(json.loads((tmp_path / "m.json").read_text())["rows"]) == 6

@@ -126,7 +126,8 @@ class MeshCodec:
         return sum(s * s for s in self.config.scale_sides[:scales])
 
     def encode(self, mesh: trimesh.Trimesh, scales: int | None = None, seed: int = 0, search: int = 1,
-               max_bytes: int | None = None, raw: bool | None = None, refine: int = 0) -> Tokens:
+               max_bytes: int | None = None, raw: bool | None = None, refine: int = 0,
+               refine_schedule: str = "full") -> Tokens:
         """Tokens of `mesh` (any placement; it is normalised first, and the file stores where it was) and
         its .vat bytes (`data`; entropy-coded or bit-packed: `raw` as in write()).
         `scales` keeps only the first scales: a smaller file of a coarser shape; `max_bytes` keeps the
@@ -136,12 +137,15 @@ class MeshCodec:
         drawn for this check (SEARCH_QUERIES, their own seed): the encoder has the mesh, so it can try
         its candidates as a video encoder tries its modes. Same file size, slower encoding.
         `refine` > 0: then fit the kept candidate's latent to the mesh for up to that many steps
-        (vat.refine), keeping the refined tokens only where they do better on the same check."""
+        (vat.refine), keeping the refined tokens only where they do better on the same check;
+        `refine_schedule` picks what the steps fit (vat.refine.SCHEDULES; "full": the full decode)."""
         from vat.metrics import protocol_queries
-        from vat.refine import refine_tokens
+        from vat.refine import SCHEDULES, refine_tokens
 
         if search < 1 or refine < 0:
             raise VatError(f"search must be at least 1 and refine at least 0, got {search} and {refine}")
+        if refine_schedule not in SCHEDULES:
+            raise VatError(f"unknown refinement schedule {refine_schedule!r}; choose one of {', '.join(SCHEDULES)}")
         scales = check_scales(scales, self.num_scales)
         normalized, transform = normalize_mesh(mesh)
         placement = Placement.from_transform(transform)
@@ -157,7 +161,8 @@ class MeshCodec:
         best = self._best_candidate(check, idx[:scales], scales) if search > 1 else 0
         indices, refined = [i[best].cpu().numpy() for i in idx], None
         if refine > 0:
-            refined = refine_tokens(self, normalized, z[best:best + 1], refine, seed, check)
+            refined = refine_tokens(self, normalized, z[best:best + 1], refine, seed, check,
+                                    schedule=refine_schedule)
             indices = refined.indices
         indices = indices[:scales]
         if max_bytes is not None:

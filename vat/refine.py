@@ -10,6 +10,12 @@ the tokens stray from what the prior expects). The decoder runs under bfloat16 a
 The result is kept only when its decoded occupancy agrees better (IoU) with the mesh at the encoder's check
 points (the encoder search's, SEARCH_QUERIES) than the unrefined tokens do: refinement never makes a file
 worse on that check. Steps stop early when the check has not improved for REFINE_PATIENCE checks.
+
+A file can hold a prefix of the scales, so `schedule` picks what the steps fit (SCHEDULES): "full" (the
+default) the decode of all scales; "coarse-first" the first half of the steps the decode of the first
+COARSE_SCALES scales, the rest the full decode; "prefixes" each step the mean of the full decode's loss and
+that of one random prefix (PREFIX_MIN..S-1 scales). A prefix's quantised features get the same
+straight-through gradient as the full decode's. The guard is the same for every schedule (the full decode).
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ REFINE_PATIENCE = 4  # checks without a better IoU before stopping
 # lr 0.05, F@0.01 at 128^3 and bytes: without the anchor 0.74 -> 0.91 (478 -> 682 B) and 0.58 -> 0.67
 # (298 -> 626 B); with 1.0, 0.95 (566 B) and 0.69 (358 B); with 5.0, 0.87 (510 B) and 0.65 (298 B).
 REFINE_ANCHOR = 1.0
+SCHEDULES = ("full", "coarse-first", "prefixes")
+COARSE_SCALES = 7  # the prefix "coarse-first" fits first (capped at S - 1); the shipped curve's knee
+PREFIX_MIN = 5  # "prefixes" draws its prefix from PREFIX_MIN..S-1 scales (capped to 1..S-1)
 
 
 @dataclass
@@ -51,12 +60,43 @@ def _check_iou(codec, indices: list[np.ndarray], check: dict) -> float:
     return iou(codec.occupancy_fn(indices)(check["points"]) > 0, check["inside"])
 
 
+def _step_prefixes(schedule: str, step: int, steps: int, sides: tuple[int, ...],
+                   rng: torch.Generator) -> list[int | None]:
+    """The decodes step `step` of `steps` fits: None the full decode, s the first s scales."""
+    last = len(sides) - 1  # the longest proper prefix
+    if schedule == "full" or last < 1:
+        return [None]
+    if schedule == "coarse-first":
+        return [min(COARSE_SCALES, last)] if step <= steps // 2 else [None]
+    low = min(max(PREFIX_MIN, 1), last)
+    return [None, int(torch.randint(low, last + 1, (1,), generator=rng))]
+
+
+def _decoded_logits(tokenizer, z_1KC: torch.Tensor, prefixes: list[int | None], points_N3: torch.Tensor) -> torch.Tensor:
+    """Occupancy logits [len(prefixes), N] at the points of the decodes of z's quantised features (a
+    straight-through gradient to z): None the full decode, s the first s scales (decoded together)."""
+    grid = tokenizer._grid(z_1KC)
+    q = tokenizer.quantizer(grid, partial=prefixes != [None])
+    f_hats = [q.f_hat_BChw if s is None else q.partial_f_hat[s - 1] + (grid - grid.detach()) for s in prefixes]
+    features = tokenizer.decode_features(tokenizer._tokens(torch.cat(f_hats)))
+    if prefixes == [None]:  # the full decode alone, as before schedules existed
+        return tokenizer.query(features, points_N3[None])
+    raw = tokenizer.field.query(features, points_N3[None].expand(len(prefixes), -1, -1))
+    levels = torch.tensor([tokenizer.surface_level(s) for s in prefixes], dtype=raw.dtype, device=raw.device)
+    return raw - levels[:, None]
+
+
 def refine_tokens(codec, normalized, z_1KC: torch.Tensor, steps: int, seed: int, check: dict,
-                  bf16: bool | None = None) -> Refined:
+                  bf16: bool | None = None, schedule: str = "full") -> Refined:
     """Refine the latent z_1KC (the encoder's mean for the unit-cube mesh `normalized`) for up to `steps`
     Adam steps; `check` holds the encoder's check points and their inside flags. bf16: autocast the decoder
-    in bfloat16 (default: on the CPU, where it is faster; the kept tokens are always checked in float32)."""
+    in bfloat16 (default: on the CPU, where it is faster; the kept tokens are always checked in float32).
+    schedule: what the steps fit (SCHEDULES; the module's docstring)."""
+    from vat.errors import VatError
     from vat.metrics import protocol_queries
+
+    if schedule not in SCHEDULES:
+        raise VatError(f"unknown refinement schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
 
     tokenizer = codec.tokenizer
     device = z_1KC.device
@@ -71,6 +111,7 @@ def refine_tokens(codec, normalized, z_1KC: torch.Tensor, steps: int, seed: int,
     points = torch.as_tensor(pool["points"], dtype=torch.float32, device=device)
     labels = torch.as_tensor(pool["inside"], dtype=torch.float32, device=device)
     rng = torch.Generator(device="cpu").manual_seed(seed + REFINE_SEED_OFFSET)
+    prefix_rng = torch.Generator(device="cpu").manual_seed(seed + REFINE_SEED_OFFSET + 1)  # "prefixes" only
     z = z_1KC.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([z], lr=REFINE_LR)
     requires_grad = [p.requires_grad for p in tokenizer.parameters()]
@@ -80,10 +121,10 @@ def refine_tokens(codec, normalized, z_1KC: torch.Tensor, steps: int, seed: int,
     try:
         for step in range(1, steps + 1):
             pick = torch.randint(len(points), (min(REFINE_BATCH, len(points)),), generator=rng).to(device)
+            prefixes = _step_prefixes(schedule, step, steps, tokenizer.quantizer.scale_sides, prefix_rng)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                f_hat = tokenizer.quantizer(tokenizer._grid(z)).f_hat_BChw  # straight-through
-                logits = tokenizer.query(tokenizer.decode_features(tokenizer._tokens(f_hat)), points[pick][None])
-            loss = F.binary_cross_entropy_with_logits(logits.float()[0], labels[pick])
+                logits = _decoded_logits(tokenizer, z, prefixes, points[pick])
+            loss = F.binary_cross_entropy_with_logits(logits.float(), labels[pick].expand_as(logits))
             if REFINE_ANCHOR:
                 loss = loss + REFINE_ANCHOR * (z - z_1KC).pow(2).mean()
             optimizer.zero_grad(set_to_none=True)
@@ -96,6 +137,8 @@ def refine_tokens(codec, normalized, z_1KC: torch.Tensor, steps: int, seed: int,
             score = _check_iou(codec, indices, check)
             if score > best.iou_after:
                 best.indices, best.iou_after, best.kept, stale = indices, score, True, 0
+            elif schedule == "coarse-first" and step <= steps // 2:
+                stale = 0  # the coarse phase does not fit the full decode: patience counts from the next phase
             else:
                 stale += 1
                 if stale >= REFINE_PATIENCE:
