@@ -328,8 +328,7 @@ def generator_bits(codec, tokens_NL: np.ndarray, sides: tuple[int, ...]) -> list
     """Mean bits per token of each scale under the checkpoint's generator prior."""
     per_shape = []
     for row in tqdm(tokens_NL, desc="generator prior", unit="shape"):
-        per_shape.append(codec.prior.bits(split_scales(row[None], sides)))
-        per_shape[-1] = [float(b) for b in per_shape[-1]]
+        per_shape.append([float(b) for b in codec.prior.bits([a[0] for a in split_scales(row[None], sides)])])
     return np.mean(per_shape, axis=0).tolist()
 
 
@@ -343,10 +342,10 @@ def summary(bits: list[float], sides: tuple[int, ...]) -> dict:
 def measure(name: str, tokens_NL: np.ndarray, prior: CountPrior, codec, args) -> dict:
     scales = split_scales(tokens_NL, prior.sides)
     result = {"shapes": len(tokens_NL), "priors": {}}
-    names = args.priors.split(",") if args.priors else prior_names(prior)
-    for c in tqdm(names, desc=f"count priors on {name}", unit="prior"):
+    names = args.priors.split(",") if args.priors else prior_names(prior) + ["generator"]
+    for c in tqdm([n for n in names if n != "generator"], desc=f"count priors on {name}", unit="prior"):
         result["priors"][c] = summary(bits_per_scale(prior, scales, c), prior.sides)
-    if codec is not None:
+    if codec is not None and "generator" in names:
         result["priors"]["generator"] = summary(generator_bits(codec, tokens_NL, prior.sides), prior.sides)
     return result
 
@@ -401,7 +400,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="train/prepare_generator_data.py folders whose tokens train the priors")
     parser.add_argument("--val", nargs="*", default=[], help="prepared folders whose stored tokens are measured")
     parser.add_argument("--val-every", type=int, default=1, help="measure every k-th shape of the --val folders")
-    parser.add_argument("--priors", help="comma-separated priors to measure (default: all; see prior_names)")
+    parser.add_argument("--priors", help="comma-separated priors to measure (default: all; see prior_names; "
+                        "'generator' alone skips training the count priors)")
     parser.add_argument("--val-meshes", help="a folder of meshes, encoded with the codec and measured")
     parser.add_argument("--every", type=int, default=1, help="take every k-th mesh of --val-meshes")
     parser.add_argument("--limit", type=int, help="at most this many meshes of --val-meshes")
@@ -412,8 +412,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-generator", action="store_true", help="skip the generator prior's bits")
     parser.add_argument("--json", type=Path, required=True, help="where to write the results")
     args = parser.parse_args(argv)
-    if args.priors and set(args.priors.split(",")) - set(prior_names(CountPrior((1,), 2))):
-        parser.error(f"--priors: choose among {', '.join(prior_names(CountPrior((1,), 2)))}")
+    known = prior_names(CountPrior((1,), 2)) + ["generator"]
+    if args.priors and set(args.priors.split(",")) - set(known):
+        parser.error(f"--priors: choose among {', '.join(known)}")
     if not args.val and not args.val_meshes:
         parser.error("nothing to measure: give --val and/or --val-meshes")
     for folder in args.train:
@@ -427,7 +428,11 @@ def main(argv: list[str] | None = None) -> None:
     sides, vocabulary = tuple(codec.config.scale_sides), codec.config.codebook_size
     use_generator = codec.prior is not None and not args.no_generator
     val_sets = {folder: read_tokens(folder) for folder in args.val}  # all of them left out of training
-    prior, info = train_prior(args.train, sides, vocabulary, {base_id(i) for _, ids in val_sets.values() for i in ids})
+    if args.priors == "generator":  # the count priors are not trained, only their scales are used
+        prior, info = CountPrior(sides, vocabulary), {}
+    else:
+        leave_out = {base_id(i) for _, ids in val_sets.values() for i in ids}
+        prior, info = train_prior(args.train, sides, vocabulary, leave_out)
     out = {"command": "scripts/token_prior.py", "args": {k: str(v) for k, v in vars(args).items()},
            "checkpoint_generator_bytes": (Path(args.checkpoint) / "generator.safetensors").stat().st_size
            if use_generator else None, "count_prior": info, "token_sets": {}}
@@ -450,7 +455,7 @@ def main(argv: list[str] | None = None) -> None:
     args.json.write_text(json.dumps(out, indent=1))
     for name, result in out["token_sets"].items():
         print(f"\n{name}: {result['shapes']} shapes, bits per token by scale\n{table(result)}")
-    print(f"\ncount priors {info['size_bytes']} bytes; generator "
+    print(f"\ncount priors {info.get('size_bytes')} bytes; generator "
           f"{out['checkpoint_generator_bytes'] or 0:,} bytes; wrote {args.json}")
 
 

@@ -82,6 +82,7 @@ def test_script_measures_a_folder_against_the_generator(tiny_grid_checkpoint, tm
     """End to end on the tiny checkpoint: prepared folders of tokens in, per-scale bits of every prior
     and of the generator out; a validation folder that is also a training folder is refused."""
     from vat.models.tokenizer import VAT
+    from vat.pipeline import MeshCodec
     from vat.shards import write_atomic
 
     config = VAT.from_pretrained(tiny_grid_checkpoint).config
@@ -102,6 +103,10 @@ def test_script_measures_a_folder_against_the_generator(tiny_grid_checkpoint, tm
     measured = next(iter(result["token_sets"].values()))
     assert measured["shapes"] == 6 and {"unigram", "mixture", "generator"} <= set(measured["priors"])
     assert all(len(p["bits_per_scale"]) == len(config.scale_sides) for p in measured["priors"].values())
+    codec = MeshCodec.from_pretrained(tiny_grid_checkpoint, device="cpu")  # the generator's bits, shape by shape
+    by_hand = np.mean([codec.prior.bits([a[0] for a in tp["split_scales"](row[None], config.scale_sides)])
+                       for row in tokens], axis=0)
+    assert measured["priors"]["generator"]["bits_per_scale"] == pytest.approx(by_hand, abs=1e-3)
     monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--train", str(tmp_path / "val"), "--val", str(tmp_path / "val"),
                                       "--checkpoint", str(tiny_grid_checkpoint), "--json", str(out)])
     with pytest.raises(SystemExit):
