@@ -256,7 +256,7 @@ class CountPrior:
         buffer = io.BytesIO()
         arrays = {}
         for (c, s), counts in self.counts.items():
-            if c != "unigram" and all(w < 1e-6 for w in [self.weights[s][self.components.index(c)]]):
+            if c != "unigram" and self.weights[s][self.components.index(c)] < 1e-6:
                 continue  # a component the mixture does not use need not be stored
             ctx, tok = np.nonzero(counts)
             arrays[f"{c}{s}"] = np.stack([ctx.astype(np.uint32), tok.astype(np.uint32),
