@@ -140,12 +140,11 @@ class MeshCodec:
         (vat.refine), keeping the refined tokens only where they do better on the same check;
         `refine_schedule` picks what the steps fit (vat.refine.SCHEDULES; "full": the full decode)."""
         from vat.metrics import protocol_queries
-        from vat.refine import SCHEDULES, refine_tokens
+        from vat.refine import check_schedule, refine_tokens
 
         if search < 1 or refine < 0:
             raise VatError(f"search must be at least 1 and refine at least 0, got {search} and {refine}")
-        if refine_schedule not in SCHEDULES:
-            raise VatError(f"unknown refinement schedule {refine_schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        check_schedule(refine_schedule)
         scales = check_scales(scales, self.num_scales)
         normalized, transform = normalize_mesh(mesh)
         placement = Placement.from_transform(transform)

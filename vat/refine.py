@@ -60,6 +60,14 @@ def _check_iou(codec, indices: list[np.ndarray], check: dict) -> float:
     return iou(codec.occupancy_fn(indices)(check["points"]) > 0, check["inside"])
 
 
+def check_schedule(schedule: str) -> None:
+    """A VatError unless `schedule` is one of SCHEDULES."""
+    if schedule not in SCHEDULES:
+        from vat.errors import VatError
+
+        raise VatError(f"unknown refinement schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+
+
 def _step_prefixes(schedule: str, step: int, steps: int, sides: tuple[int, ...],
                    rng: torch.Generator) -> list[int | None]:
     """The decodes step `step` of `steps` fits: None the full decode, s the first s scales."""
@@ -92,12 +100,9 @@ def refine_tokens(codec, normalized, z_1KC: torch.Tensor, steps: int, seed: int,
     Adam steps; `check` holds the encoder's check points and their inside flags. bf16: autocast the decoder
     in bfloat16 (default: on the CPU, where it is faster; the kept tokens are always checked in float32).
     schedule: what the steps fit (SCHEDULES; the module's docstring)."""
-    from vat.errors import VatError
     from vat.metrics import protocol_queries
 
-    if schedule not in SCHEDULES:
-        raise VatError(f"unknown refinement schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
-
+    check_schedule(schedule)
     tokenizer = codec.tokenizer
     device = z_1KC.device
     bf16 = device.type == "cpu" if bf16 is None else bf16
