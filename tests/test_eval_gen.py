@@ -86,7 +86,7 @@ def test_no_match_and_an_empty_floor(pieces):
     folder, meshes = pieces
     done = []  # on_item sees the items so far after each mesh (what `vat eval-gen --json` writes as it goes)
     result = evaluate_generation(KnownGenerations(meshes, floor=trimesh.Trimesh()), folder, limit=2,
-                                 resolution=32, match=False, on_item=lambda items: done.append(len(items)))
+                                 resolution=32, match=False, on_item=lambda result: done.append(len(result["items"])))
     assert done == [1, 2]
     assert not {"match_rate", "match_chance", "cond_beats_uncond", "uncond_f_score"} & set(result["summary"])
     assert np.isclose(result["summary"]["f_score"], np.mean([i["f_score"] for i in result["items"]]))
@@ -158,3 +158,29 @@ def test_per_scale_flags_a_full_decode_worse_than_a_prefix(pieces):
     assert [item["best_scale"] for item in result["items"]] == [2, 2]
     plain = evaluate_generation(KnownGenerations(meshes, floor=blob), folder, limit=1, resolution=32, match=False)
     assert "f_score_per_scale" not in plain["summary"] and "full_is_best" not in plain["summary"]
+
+
+def test_a_stopped_run_resumes_without_generating_its_meshes_again(pieces):
+    """`done` (what --json held when a run stopped) keeps its items; only the rest are generated, and the
+    options must be the same. The match rate needs every generation in one run: resuming refuses it."""
+    folder, meshes = pieces
+    partial = []
+    evaluate_generation(KnownGenerations(meshes, floor=trimesh.Trimesh()), folder, limit=2, resolution=32,
+                        match=False, seed=5, on_item=partial.append)
+    stopped = partial[-1]
+    assert stopped["summary"]["partial"] and stopped["summary"]["seed"] == 5 and len(stopped["items"]) == 2
+    stopped["items"][0]["marker"] = "kept"
+    pipeline = KnownGenerations(meshes[2:], floor=trimesh.Trimesh())  # only the two meshes left
+    result = evaluate_generation(pipeline, folder, resolution=32, match=False, seed=5, done=stopped)
+    assert [c[0] for c in pipeline.calls] == ["null", "image", "image"]
+    assert [i["mesh"] for i in result["items"]] == [str(p) for p in mesh_files(folder)]
+    assert result["items"][0]["marker"] == "kept" and result["summary"]["meshes"] == 4
+    assert all(item["f_score"] > 0.99 for item in result["items"])  # each scored against its own piece
+    with pytest.raises(VatError, match="cannot resume: that run used"):
+        evaluate_generation(KnownGenerations([], floor=trimesh.Trimesh()), folder, resolution=32, match=False,
+                            seed=6, done=stopped)
+    with pytest.raises(VatError, match="needs --no-match"):
+        evaluate_generation(KnownGenerations([], floor=trimesh.Trimesh()), folder, resolution=32, done=stopped)
+    with pytest.raises(VatError, match="not an eval-gen result"):
+        evaluate_generation(KnownGenerations([], floor=trimesh.Trimesh()), folder, resolution=32, match=False,
+                            done={"items": []})

@@ -50,11 +50,6 @@ def _resolution(text: str) -> int:
                          f" grid cells per side (the demo offers {', '.join(map(str, RESOLUTIONS))})")
 
 
-def _seed(text: str) -> int:
-    """--seed: the demo's range."""
-    return _whole_number(text, "the seed", 0, MAX_SEED)
-
-
 def _resolution_option(parser: argparse.ArgumentParser, default: int) -> None:
     why = "the evaluation protocol's grid" if default == PROTOCOL_RESOLUTION else "the demo's Standard"
     parser.add_argument("--resolution", type=_resolution, default=default, metavar="N",
@@ -63,7 +58,8 @@ def _resolution_option(parser: argparse.ArgumentParser, default: int) -> None:
 
 
 def _seed_option(parser: argparse.ArgumentParser, help: str) -> None:
-    parser.add_argument("--seed", type=_seed, default=0, metavar="SEED", help=f"{help} (0 to {MAX_SEED}; default 0)")
+    parser.add_argument("--seed", type=lambda text: _whole_number(text, "the seed", 0, MAX_SEED), default=0,
+                        metavar="SEED", help=f"{help} (0 to {MAX_SEED}; default 0)")
 
 
 def _search_option(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +79,16 @@ def _write_json(path: str | None, summary: dict, items: list[dict]) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps({"summary": summary, "items": items}, indent=2) + "\n")
+
+
+def _report(args: argparse.Namespace, result: dict, width: int, list_format: str) -> int:
+    """An evaluation's summary, one key a line (lists of numbers in `list_format`), and its --json."""
+    for key, value in result["summary"].items():
+        if isinstance(value, list):
+            value = " ".join(list_format.format(v) if isinstance(v, float) else str(v) for v in value)
+        print(f"{key:{width}s} {value:.4f}" if isinstance(value, float) else f"{key:{width}s} {value}")
+    _write_json(args.json, result["summary"], result["items"])
+    return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -131,12 +137,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         items += [{"bench": "sampling", "weights": weights, **sampling},
                   {"bench": "image_to_mesh", "weights": weights, **end_to_end},
                   {"bench": "codec", "weights": weights, "mesh": args.mesh or "procedural shape 0", **codec}]
-        summary.update(kv_cache_speedup=sampling["kv_cache_speedup"], sample_cached_s=sampling["sample_cached_s"],
-                       sample_uncached_s=sampling["sample_uncached_s"], image_to_mesh_s=end_to_end["image_to_mesh_s"],
-                       image_to_mesh_one_s=end_to_end["image_to_mesh_one_s"],
-                       encode_s=codec["encode_s"], encode_one_s=codec["encode_one_s"], decode_s=codec["decode_s"],
-                       encode_search_s=codec["encode_search_s"], codec_bytes=codec["bytes"],
-                       weights=weights)
+        for part, keys in ((sampling, ("kv_cache_speedup", "sample_cached_s", "sample_uncached_s")),
+                           (end_to_end, ("image_to_mesh_s", "image_to_mesh_one_s")),
+                           (codec, ("encode_s", "encode_one_s", "decode_s", "encode_search_s"))):
+            summary.update({key: part[key] for key in keys})
+        summary.update(codec_bytes=codec["bytes"], weights=weights)
     if args.soak:
         if not APP.is_file():
             raise VatError(f"the soak launches the demo, {APP}, which is not there (run it from a clone of the "
@@ -203,13 +208,9 @@ def _cmd_eval_gen(args: argparse.Namespace) -> int:
     result = evaluate_generation(pipeline, args.meshes, limit=args.limit, seed=args.seed, resolution=args.resolution,
                                  settings=pipeline.sampling_with(**_generation_settings(args)).to_dict(),
                                  match=not args.no_match, search=_search(args), per_scale=args.per_scale,
-                                 on_item=lambda items: _write_json(args.json, {"partial": True}, items))
-    for key, value in result["summary"].items():
-        if isinstance(value, list):
-            value = " ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in value)
-        print(f"{key:20s} {value:.4f}" if isinstance(value, float) else f"{key:20s} {value}")
-    _write_json(args.json, result["summary"], result["items"])
-    return 0
+                                 done=_resume_json(args),
+                                 on_item=lambda partial: _write_json(args.json, partial["summary"], partial["items"]))
+    return _report(args, result, 20, "{:.3f}")
 
 
 def _codec(args: argparse.Namespace):
@@ -287,13 +288,8 @@ def _cmd_eval_recon(args: argparse.Namespace) -> int:
                                      baselines=not args.no_baselines, seed=args.seed, search=args.search,
                                      raw=True if args.raw else None, max_bytes=args.bytes, out_dir=args.out,
                                      refine=args.refine, done=_resume_json(args),
-                                     on_item=lambda partial: _write_json(args.json, partial["summary"], partial["items"]))
-    for key, value in result["summary"].items():
-        if isinstance(value, list):
-            value = " ".join(f"{v:.3g}" for v in value)
-        print(f"{key:16s} {value:.4f}" if isinstance(value, float) else f"{key:16s} {value}")
-    _write_json(args.json, result["summary"], result["items"])
-    return 0
+                                     on_item=lambda result: _write_json(args.json, result["summary"], result["items"]))
+    return _report(args, result, 16, "{:.3g}")
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
@@ -436,12 +432,19 @@ def _generate_command(sub) -> None:
     _sampling_options(p, DEFAULT_RESOLUTION)
 
 
+def _meshes_options(p, resume: str = "") -> None:
+    """--meshes and --limit, and --resume (`resume` says when it applies)."""
+    p.add_argument("--meshes", required=True, metavar="DIR", help="folder of meshes (recursive)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N meshes (sorted by path)")
+    p.add_argument("--resume", action="store_true", help=f"{resume}keep the meshes already in --json (a stopped "
+                   "run of the same options) and do the rest")
+
+
 def _evaluation_commands(sub) -> None:
     """eval-recon, eval-gen."""
     p = _command(sub, "eval-recon", "tokenizer reconstruction + Draco/voxel baselines at the same bytes",
                  _cmd_eval_recon, True)
-    p.add_argument("--meshes", required=True, metavar="DIR", help="folder of meshes (recursive)")
-    p.add_argument("--limit", type=int, help="evaluate only the first N meshes (sorted by path)")
+    _meshes_options(p)
     _resolution_option(p, PROTOCOL_RESOLUTION)
     _search_option(p)
     p.add_argument("--bytes", type=int, metavar="B", help="store the longest prefix of scales that fits in B bytes")
@@ -449,14 +452,11 @@ def _evaluation_commands(sub) -> None:
     _refine_option(p)
     p.add_argument("--out", metavar="DIR", help="keep the .vat files here (default: a temporary folder)")
     p.add_argument("--no-baselines", action="store_true", help="skip Draco and voxel")
-    p.add_argument("--resume", action="store_true",
-                   help="keep the meshes already in --json (a stopped run of the same options) and do the rest")
     _seed_option(p, "seed of the surface sampling and the queries")
 
     p = _command(sub, "eval-gen", "render a view of each mesh, generate from it, ICP-align, F-score and Chamfer; "
                  "the unconditional sample's scores (the floor) and the match rate", _cmd_eval_gen, True)
-    p.add_argument("--meshes", required=True, metavar="DIR", help="folder of meshes (recursive)")
-    p.add_argument("--limit", type=int, help="evaluate only the first N meshes (sorted by path)")
+    _meshes_options(p, "with --no-match: ")
     p.add_argument("--no-match", action="store_true",
                    help="skip the match rate (N x N ICPs on 512-point samples, about 0.1 s each)")
     p.add_argument("--per-scale", action="store_true",

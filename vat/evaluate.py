@@ -126,7 +126,8 @@ def evaluate_reconstruction(codec: MeshCodec, directory: str | os.PathLike, limi
     back, decoded and scored; the summary holds the means and the options used. on_item(result so far) is
     called after each mesh. `done`, an earlier (partial) result of the same options, resumes it: its meshes
     are kept and not evaluated again."""
-    items = list(resumed_items(done, search, refine, raw, max_bytes) if done else [])
+    options = {"search": search, "refine": refine, "raw": raw, "max_bytes": max_bytes}
+    items = resumed_items(done, options) if done else []
     finished = {item["mesh"] for item in items}
     with tempfile.TemporaryDirectory(prefix="vat-eval-recon-") as temporary:
         folder = Path(out_dir if out_dir is not None else temporary)
@@ -145,19 +146,19 @@ def evaluate_reconstruction(codec: MeshCodec, directory: str | os.PathLike, limi
     return _recon_result(items, search, refine, raw, max_bytes)
 
 
-def resumed_items(done: dict, search: int, refine: int, raw, max_bytes) -> list[dict]:
-    """The items of an earlier eval-recon result (its JSON), checked to come from the same options."""
+def resumed_items(done: dict, options: dict, command: str = "eval-recon") -> list[dict]:
+    """The items of an earlier `command` result (its JSON, partial or whole), checked to come from the same
+    options (the keys of `options` in its summary)."""
     try:
         summary, items = done["summary"], done["items"]
-        ran = {key: summary.get(key) for key in ("search", "refine", "raw", "max_bytes")}
+        ran = {key: summary.get(key) for key in options}
         if not isinstance(items, list) or not all(isinstance(i, dict) and "mesh" in i for i in items):
             raise TypeError
     except (KeyError, TypeError, AttributeError):
-        raise VatError("the file to resume is not an eval-recon result ({summary, items})") from None
-    wanted = {"search": search, "refine": refine, "raw": raw, "max_bytes": max_bytes}
-    if ran != wanted:
-        raise VatError(f"cannot resume: that run used {ran}, this one {wanted}")
-    return items
+        raise VatError(f"the file to resume is not an {command} result ({{summary, items}})") from None
+    if ran != options:
+        raise VatError(f"cannot resume: that run used {ran}, this one {options}")
+    return list(items)
 
 
 def _recon_result(items: list[dict], search: int, refine: int, raw, max_bytes) -> dict:
@@ -250,10 +251,12 @@ def per_scale_summary(items: list[dict]) -> dict:
 
 def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | None = None, seed: int = 0,
                         resolution: int = 256, settings: dict | None = None, match: bool = True,
-                        search: int = 1, per_scale: bool = False, on_item=None) -> dict:
+                        search: int = 1, per_scale: bool = False, on_item=None, done: dict | None = None) -> dict:
     """eval-gen: every mesh's generation_item (with `search` samples each; with `per_scale`, every prefix
-    of scales scored too: per_scale_scores, per_scale_summary; `on_item(items)`, if given, is called with the
-    items so far after each mesh: a long run can be read while it goes), and in the summary their means plus
+    of scales scored too: per_scale_scores, per_scale_summary; `on_item(result so far)`, if given, is called
+    after each mesh: a long run can be read while it goes; `done`, an earlier (partial) result of the same
+    options without the match, resumes it: its meshes are kept and not generated again), and in the
+    summary their means plus
     - the floor: the unconditional sample (null condition, the same seed and sampling settings; one
       mesh for the whole run, since nothing of the input reaches it) scored against every mesh, and
       cond_beats_uncond, the number of meshes whose conditional F@0.01 beats it;
@@ -263,6 +266,12 @@ def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | Non
       a loss in cond_beats_uncond; a mesh that cannot be read is left out of both. The N x N
       Chamfers are vat.metrics.match_chamfer_matrix's: ICP and Chamfer on MATCH_SAMPLES surface samples per generation (x ICP_TARGET_FACTOR per mesh), not the
       protocol's exact distances; only their ranking is used."""
+    options = {"seed": seed, "search": search, "per_scale": per_scale, "resolution": resolution, **(settings or {})}
+    if done and match:
+        raise VatError("--resume needs --no-match: the match rate compares every generation with every mesh "
+                       "in one run")
+    items = resumed_items(done, options, "eval-gen") if done else []
+    finished = {item["mesh"] for item in items}
     floor = pipeline.generate_unconditional(
         seed=seed, resolution=resolution,
         **{k: v for k, v in (settings or {}).items() if k in UNGUIDED_SAMPLING}).mesh()
@@ -270,8 +279,10 @@ def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | Non
         log.warning("the unconditional sample has no surface: no floor this run")
         floor = None
     rng = np.random.default_rng(seed)
-    items, generated_points, mesh_points, own = [], [], [], []
+    generated_points, mesh_points, own = [], [], []
     for path in tqdm(mesh_files(directory, limit), desc="eval-gen", unit="mesh"):
+        if str(path) in finished:
+            continue
         try:
             item, mesh, generated = generation_item(pipeline, path, seed, resolution, settings, unconditional=floor,
                                                     search=search, per_scale=per_scale)
@@ -283,7 +294,7 @@ def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | Non
             log.warning("%s: %s", path, item["error"])
         items.append(item)
         if on_item is not None:
-            on_item(items)
+            on_item({"summary": {"partial": True, **options}, "items": items})
         if match:  # the samples only: N meshes of 256^3 marching cubes would not fit in memory
             if generated is not None:
                 own.append(len(mesh_points))
@@ -302,5 +313,5 @@ def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | Non
     if floor is not None:
         summary["cond_beats_uncond"] = sum(item["f_score"] > item["uncond_f_score"] for item in ok)
     summary["generation_failed"] = len(attempted) - len(ok)
-    summary.update({"seed": seed, "search": search, "per_scale": per_scale, **(settings or {})})
+    summary.update(options)
     return {"summary": summary, "items": items}
