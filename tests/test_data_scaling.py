@@ -39,7 +39,7 @@ def test_table_counts_training_shapes_and_compares_at_common_steps(tmp_path):
     assert shapes == {"small": 20 - sum(data.in_validation(i) for i in ids[:20]), "large": 60}
     assert scaling.common_step(records) == 1000
     text = (tmp_path / "out" / "scaling.md").read_text()
-    assert "| large | 60 | 1,500 | 2.400 |" in text
+    assert "| large | 60 | - | - | 1,500 | 2.400 |" in text
     assert (tmp_path / "out" / "scaling.png").stat().st_size > 1000
 
 
@@ -59,3 +59,24 @@ def test_a_corrupt_run_config_is_a_clear_error(tmp_path):
     (run / "train_config.json").write_text("{not json")
     with pytest.raises(SystemExit, match="is not a train/train_generator.py config"):
         scaling.main(["--runs", f"x={run}", "--out", str(tmp_path / "o")])
+
+
+def test_runs_of_different_sizes_get_their_size_and_pace(tmp_path):
+    """A run's width x depth comes from its train_config.json, its pace is the median logged step time
+    (a stalled window does not move it), and the table says both."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    ids = [f"shape/{n}" for n in range(30)]
+    wide = make_run(tmp_path, "wide", ids, {500: 2.7, 1000: 2.5}, hold_out=False)
+    config = json.loads((wide / "train_config.json").read_text())
+    (wide / "train_config.json").write_text(json.dumps({**config, "generator": {"width": 256, "depth": 6}}))
+    writer = SummaryWriter(wide / "tb")
+    for step, seconds in ((25, 2.3), (50, 2.4), (75, 95.0)):
+        writer.add_scalar("time/step_seconds", seconds, step)
+    writer.close()
+    tiny = make_run(tmp_path, "tiny", ids, {500: 2.8, 1000: 2.6}, hold_out=False)
+    records = scaling.main(["--runs", f"wide={wide}", f"tiny={tiny}", "--out", str(tmp_path / "arms")])
+    assert [r["model"] for r in records] == ["256 x 6", "-"]
+    assert abs(records[0]["seconds_per_step"] - 2.4) < 1e-6 and records[1]["seconds_per_step"] is None
+    text = (tmp_path / "arms.md").read_text()
+    assert "| wide | 30 | 256 x 6 | 2.40 | 1,000 | 2.500 |" in text and "| tiny | 30 | - | - | 500 | 2.800 |" in text

@@ -1,19 +1,21 @@
-r"""The data-scaling table: generator runs that differ only in their training data, compared at the
-same steps by their validation numbers (teacher-forced loss, the loss with another piece's image,
-retrieval of each piece by its own image), against the number of shapes each trained on. Writes
-OUT.md, OUT.json and OUT.png.
+r"""The data-scaling table: generator runs that differ only in their training data (or in their size),
+compared at the same steps by their validation numbers (teacher-forced loss, the loss with another
+piece's image, retrieval of each piece by its own image), against the number of shapes each trained on
+and against training time (steps x the run's median seconds a step). Writes OUT.md, OUT.json and OUT.png.
 
     python train/data_scaling.py --runs old=runs/gen-old new=runs/gen-new --out docs/data-scaling
 
-Each run's numbers come from its TensorBoard log (val/ tags of train/train_generator.py); its shape
-count from its train_config.json's data folder (good shapes, less the validation split when the run
-held it out).
+Each run's numbers come from its TensorBoard log (val/ tags of train/train_generator.py, and
+time/step_seconds, whose median leaves out the windows where the machine stalled); its shape count from
+its train_config.json's data folder (good shapes, less the validation split when the run held it out),
+its size (width x depth) from the same file.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 from vat import data
@@ -54,6 +56,12 @@ def training_shapes(run: Path) -> int:
                if record["ok"] and not (held_out and data.in_validation(record["id"])))
 
 
+def model_size(run: Path) -> str:
+    """width x depth of the run's generator (train_config.json), or "-" when it does not say."""
+    generator = json.loads((run / "train_config.json").read_text()).get("generator") or {}
+    return f"{generator['width']} x {generator['depth']}" if {"width", "depth"} <= set(generator) else "-"
+
+
 def collect(runs: list[tuple[str, Path]]) -> list[dict]:
     records = []
     for name, run in runs:
@@ -61,17 +69,21 @@ def collect(runs: list[tuple[str, Path]]) -> list[dict]:
         steps = sorted(scalars.get("val/loss", {}))
         rows = [{"step": step, **{tag: scalars[tag][step] for tag, *_ in COLUMNS if step in scalars.get(tag, {})}}
                 for step in steps]
-        records.append({"name": name, "run": str(run), "shapes": training_shapes(run), "rows": rows})
+        seconds = list(scalars.get("time/step_seconds", {}).values())
+        records.append({"name": name, "run": str(run), "shapes": training_shapes(run), "model": model_size(run),
+                        "seconds_per_step": statistics.median(seconds) if seconds else None, "rows": rows})
     return records
 
 
 def table(records: list[dict]) -> str:
-    lines = ["| data | training shapes | step | " + " | ".join(title for _, title, _ in COLUMNS) + " |",
-             "|---|---|---|" + "---|" * len(COLUMNS)]
+    lines = ["| run | training shapes | model | s/step | step | " + " | ".join(t for _, t, _ in COLUMNS) + " |",
+             "|---|---|---|---|---|" + "---|" * len(COLUMNS)]
     for record in records:
+        pace = f"{record['seconds_per_step']:.2f}" if record["seconds_per_step"] else "-"
         for row in record["rows"]:
             cells = [fmt.format(row[tag]) if tag in row else "-" for tag, _, fmt in COLUMNS]
-            lines.append(f"| {record['name']} | {record['shapes']:,} | {row['step']:,} | " + " | ".join(cells) + " |")
+            lines.append(f"| {record['name']} | {record['shapes']:,} | {record['model']} | {pace} | {row['step']:,} | "
+                         + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -87,18 +99,27 @@ def plot(records: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
     for ax, (tag, title) in zip(axes[:2], (("val/loss", "validation loss (nats/token)"),
                                            ("val/retrieval_top1", "validation retrieval top-1"))):
         for record in records:
             points = [(row["step"], row[tag]) for row in record["rows"] if tag in row]
             if points:
-                ax.plot(*zip(*points), marker="o", label=f"{record['name']} ({record['shapes']:,} shapes)")
+                ax.plot(*zip(*points), marker="o", label=f"{record['name']} ({record['shapes']:,} shapes, "
+                                                         f"{record['model']})")
         finish_axes(ax, title, "training steps (8 shapes each)")
-    step = common_step(records)
     ax = axes[2]
+    for record in records:
+        points = [(row["step"] * record["seconds_per_step"] / 3600, row["val/loss"]) for row in record["rows"]
+                  if "val/loss" in row and record["seconds_per_step"]]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=record["name"])
+    finish_axes(ax, "validation loss against training time", "hours (steps x median s/step)")
+    step = common_step(records)
+    ax = axes[3]
     if step is not None:
-        rows = sorted((r["shapes"], next(row for row in r["rows"] if row["step"] == step)) for r in records)
+        rows = sorted(((r["shapes"], next(row for row in r["rows"] if row["step"] == step)) for r in records),
+                      key=lambda pair: pair[0])
         for tag, title in (("val/loss", "loss"), ("val/loss_mismatched", "loss, another piece's image")):
             points = [(shapes, row[tag]) for shapes, row in rows if tag in row]
             if points:
