@@ -276,6 +276,13 @@ def test_eval_gen_scores_rendered_meshes(tiny_checkpoint, tmp_path):
     assert result["summary"]["search"] == DEFAULT_GENERATE_SEARCH
     assert "match_rate" not in result["summary"] and "match_rank" not in result["items"][0]
     assert "uncond_f_score" in result["summary"]
+    # That run, resumed over all the meshes: its piece is kept as it was, the other two are generated.
+    resume = ["eval-gen", "--meshes", str(meshes), "--checkpoint", str(tiny_checkpoint), "--resolution", "32",
+              "--no-match", "--cfg", "3", "--cfg-schedule", "constant", "--json", str(out), "--resume"]
+    assert main(resume) == 0
+    resumed = json.loads(out.read_text())
+    assert resumed["items"][0] == result["items"][0] and resumed["summary"]["meshes"] == 3
+    assert main([arg for arg in resume if arg != "--no-match"]) == 1  # the match needs one run
 
 
 @pytest.mark.slow
