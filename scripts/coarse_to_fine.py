@@ -2,7 +2,7 @@ r"""The README's coarse-to-fine figure: generate from an image with the shipped 
 the mesh from the first s scales for every s, render one view of each, and tile them with the
 input image on the left and the token count and .vat bytes under each.
 
-    python scripts/coarse_to_fine.py examples/office-chair.png -o docs/coarse-to-fine.png --seed 0
+    python scripts/coarse_to_fine.py examples/office-chair.png -o coarse-to-fine.png --seed 0
     python scripts/coarse_to_fine.py examples/*.png --scales 1,3,6,10 -o docs/examples-scales.png   # a row each
     python scripts/coarse_to_fine.py --mesh chair.obj -o docs/chair-scales.png   # the tokenizer alone
 
