@@ -99,7 +99,8 @@ def plot(records: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
+    by_shapes = len({r["shapes"] for r in records}) > 1  # the last panel only when the data differ
+    fig, axes = plt.subplots(1, 4 if by_shapes else 3, figsize=(20 if by_shapes else 15, 4.2))
     for ax, (tag, title) in zip(axes[:2], (("val/loss", "validation loss (nats/token)"),
                                            ("val/retrieval_top1", "validation retrieval top-1"))):
         for record in records:
@@ -116,8 +117,8 @@ def plot(records: list[dict], path: Path) -> None:
             ax.plot(*zip(*points), marker="o", label=record["name"])
     finish_axes(ax, "validation loss against training time", "hours (steps x median s/step)")
     step = common_step(records)
-    ax = axes[3]
-    if step is not None:
+    if by_shapes and step is not None:
+        ax = axes[3]
         rows = sorted(((r["shapes"], next(row for row in r["rows"] if row["step"] == step)) for r in records),
                       key=lambda pair: pair[0])
         for tag, title in (("val/loss", "loss"), ("val/loss_mismatched", "loss, another piece's image")):
