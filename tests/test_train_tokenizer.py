@@ -227,6 +227,10 @@ def test_decoder_only_prefix_training_keeps_the_tokens_and_scores_cs_iou(shards,
     for a, b in zip(source.encode(p, p), tuned.encode(p, p)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert source.fingerprint() == tuned.fingerprint()
+    # --steps 0 from trained weights validates the starting model quantised, as it tokenizes.
+    start = train_tokenizer.main([*grid_args, "--out", str(tmp_path / "z"), "--steps", "0", "--phase1-steps", "0",
+                                  "--init-from", str(tmp_path / "a" / FINAL), "--freeze-encoder"])
+    assert 0.0 <= start["val"]["iou"] <= 1.0 and "cs_iou" in start["val"]
     with pytest.raises(SystemExit):  # argparse: one line, no traceback
         train_tokenizer.main([*grid_args, "--out", str(tmp_path / "c"), "--steps", "1", "--freeze-encoder"])
     with pytest.raises(SystemExit, match="another encoder config or codebook"):  # the tokens would change

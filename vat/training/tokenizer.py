@@ -184,6 +184,13 @@ def restart_codes(model: VAT, ema: AveragedModel, batch: dict, threshold: float,
 # ---------------------------------------------------------------------------- the run
 
 
+def quantized_at(config, step: int) -> bool:
+    """Whether the model after `step` steps quantises: past phase 1, or from the start in a run that begins
+    quantised from --init-from's trained weights (--phase1-steps 0), whose codebook comes with them (so a
+    `--steps 0` run validates the starting model as it tokenizes)."""
+    return step > config.phase1_steps or (config.phase1_steps == 0 and bool(config.init_from))
+
+
 class TokenizerSteps:
     """One optimisation step of the tokenizer (Run.train's `step`): phase 1 without quantisation;
     at phase1_steps the codebook is filled with encoder latents (not with --freeze-encoder, nor at
@@ -279,7 +286,7 @@ def validation(run: Run, shapes: ShapeSamples, val_shapes: ShapeSamples | None, 
         # Seconds of training (validation, checkpoints and start-up excluded), summed over resumes:
         # the x axis of learning curves against time.
         run.report(step, {"train_seconds": run.train_seconds}, "", prefix="time/")
-        result, quantized = {}, step > config.phase1_steps
+        result, quantized = {}, quantized_at(config, step)
         if config.fresh_shapes:
             fresh = evaluate(run.ema.module, shapes, config.fresh_shapes, run.device, bf16, quantized)
             run.report(step, fresh, " fresh queries of training shapes (EMA)", prefix="fresh/")
@@ -297,7 +304,7 @@ def calibrate(run: Run, shapes: ShapeSamples, bf16: bool) -> None:
     """Fit the exported copy's surface levels (training keeps raw logits)."""
     config, ema = run.config, run.ema
     levels = calibrate_surface(ema.module, shapes, config.calibrate_shapes, run.device, bf16,
-                               quantized=max(run.start_step, config.steps) > config.phase1_steps)
+                               quantized=quantized_at(config, max(run.start_step, config.steps)))
     ema.module.config.surface = SurfaceLevels.fitted(levels, len(ema.module.config.scale_sides))
     log.info("surface levels fitted on %d training shapes: logit %s (per decoded prefix of scales)",
              min(config.calibrate_shapes, len(shapes)), " ".join(f"{v:.2f}" for v in levels))
