@@ -288,7 +288,7 @@ def _cmd_eval_recon(args: argparse.Namespace) -> int:
                                      baselines=not args.no_baselines, seed=args.seed, search=args.search,
                                      raw=True if args.raw else None, max_bytes=args.bytes, out_dir=args.out,
                                      refine=args.refine, done=_resume_json(args),
-                                     on_item=lambda result: _write_json(args.json, result["summary"], result["items"]))
+                                     on_item=lambda partial: _write_json(args.json, partial["summary"], partial["items"]))
     return _report(args, result, 16, "{:.3g}")
 
 

@@ -142,8 +142,8 @@ def evaluate_reconstruction(codec: MeshCodec, directory: str | os.PathLike, limi
                 log.warning("%s: %s", path, exc)
                 items.append({"mesh": str(path), "error": str(exc)})
             if on_item is not None:  # the run so far (a long run's partial results)
-                on_item(_recon_result(items, search, refine, raw, max_bytes))
-    return _recon_result(items, search, refine, raw, max_bytes)
+                on_item(_recon_result(items, options))
+    return _recon_result(items, options)
 
 
 def resumed_items(done: dict, options: dict, command: str = "eval-recon") -> list[dict]:
@@ -161,9 +161,8 @@ def resumed_items(done: dict, options: dict, command: str = "eval-recon") -> lis
     return list(items)
 
 
-def _recon_result(items: list[dict], search: int, refine: int, raw, max_bytes) -> dict:
-    return {"summary": {**summarize(items), "search": search, "refine": refine, "raw": raw, "max_bytes": max_bytes},
-            "items": items}
+def _recon_result(items: list[dict], options: dict) -> dict:
+    return {"summary": {**summarize(items), **options}, "items": items}
 
 
 # Generation protocol: one view per mesh from the paper's orbit (render_views with this seed, the

@@ -45,20 +45,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def training_shapes(run: Path) -> int:
-    """The good shapes of the run's data folder, less the validation split if the run left it out."""
+def run_config(run: Path) -> dict:
+    """The run's train_config.json ({"train": ..., "generator": ...}); a clear error if it is not one."""
     try:
-        config = json.loads((run / "train_config.json").read_text())["train"]
+        config = json.loads((run / "train_config.json").read_text())
+        config["train"]["data"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SystemExit(f"{run}/train_config.json is not a train/train_generator.py config: {exc}") from exc
+    return config
+
+
+def training_shapes(config: dict) -> int:
+    """The good shapes of the run's data folder, less the validation split if the run left it out."""
+    config = config["train"]
     held_out = config.get("hold_out_validation", False)
     return sum(1 for path in data.list_chunks(config["data"]) for record in data.chunk_records(path)
                if record["ok"] and not (held_out and data.in_validation(record["id"])))
 
 
-def model_size(run: Path) -> str:
-    """width x depth of the run's generator (train_config.json), or "-" when it does not say."""
-    generator = json.loads((run / "train_config.json").read_text()).get("generator") or {}
+def model_size(config: dict) -> str:
+    """width x depth of the run's generator (its train_config.json), or "-" when it does not say."""
+    generator = config.get("generator") or {}
     return f"{generator['width']} x {generator['depth']}" if {"width", "depth"} <= set(generator) else "-"
 
 
@@ -70,7 +77,8 @@ def collect(runs: list[tuple[str, Path]]) -> list[dict]:
         rows = [{"step": step, **{tag: scalars[tag][step] for tag, *_ in COLUMNS if step in scalars.get(tag, {})}}
                 for step in steps]
         seconds = list(scalars.get("time/step_seconds", {}).values())
-        records.append({"name": name, "run": str(run), "shapes": training_shapes(run), "model": model_size(run),
+        config = run_config(run)
+        records.append({"name": name, "run": str(run), "shapes": training_shapes(config), "model": model_size(config),
                         "seconds_per_step": statistics.median(seconds) if seconds else None, "rows": rows})
     return records
 
