@@ -1,6 +1,7 @@
 """train/data_scaling.py: runs compared at the same steps, shape counts from their data folders."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -57,7 +58,7 @@ def test_a_corrupt_run_config_is_a_clear_error(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "train_config.json").write_text("{not json")
-    with pytest.raises(SystemExit, match="is not a train/train_generator.py config"):
+    with pytest.raises(SystemExit, match="is not a config of train/train_generator.py"):
         scaling.main(["--runs", f"x={run}", "--out", str(tmp_path / "o")])
 
 
@@ -80,3 +81,36 @@ def test_runs_of_different_sizes_get_their_size_and_pace(tmp_path):
     assert abs(records[0]["seconds_per_step"] - 2.4) < 1e-6 and records[1]["seconds_per_step"] is None
     text = (tmp_path / "arms.md").read_text()
     assert "| wide | 30 | 256 x 6 | 2.40 | 1,000 | 2.500 |" in text and "| tiny | 30 | - | - | 500 | 2.800 |" in text
+
+
+def test_tokenizer_runs_are_compared_by_iou_and_not_mixed_with_generator_runs(tmp_path):
+    """A train_tokenizer.py run (its config holds the tokenizer's "model") gets the IoU columns: a row per
+    validation (the unquantised IoU is logged at each), the tokens' IoU and CS-IoU where it was quantised."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    ids = [f"shape/{n}" for n in range(40)]
+    runs = []
+    for name, count, ious in (("old", 10, (0.30, 0.33)), ("new", 40, (0.31, 0.36))):
+        run = make_run(tmp_path, name, ids[:count], {}, hold_out=False)
+        config = json.loads((run / "train_config.json").read_text())
+        if name == "new":  # the paper's filter left one shape out of the run's data set
+            (Path(config["train"]["data"]) / data.EXCLUDED_IDS).write_text(ids[3] + "\n")
+        (run / "train_config.json").write_text(json.dumps({**config, "model": {"width": 64}}))
+        writer = SummaryWriter(run / "tb")
+        writer.add_scalar("val/iou_unquantized", ious[0], 500)
+        for tag, value in (("val/iou_unquantized", ious[1] + 0.05), ("val/iou", ious[1]), ("val/cs_iou", ious[1] / 2)):
+            writer.add_scalar(tag, value, 1000)
+        writer.close()
+        runs.append(f"{name}={run}")
+    records = scaling.main(["--runs", *runs, "--out", str(tmp_path / "tok")])
+    assert [r["stage"] for r in records] == ["tokenizer", "tokenizer"] and records[1]["model"] == "width 64"
+    text = (tmp_path / "tok.md").read_text()
+    assert "IoU (tokens)" in text and "loss" not in text
+    assert "| old | 10 | width 64 | - | 500 | - | - | 0.3000 |" in text
+    assert "| new | 39 | width 64 | - | 1,000 | 0.3600 | 0.1800 | 0.4100 |" in text
+    assert scaling.common_step(records) == 1000 and (tmp_path / "tok.png").stat().st_size > 1000
+    generator = make_run(tmp_path, "gen", ids, {500: 2.9})
+    import pytest
+
+    with pytest.raises(SystemExit, match="mixes the runs of generator and tokenizer"):
+        scaling.main(["--runs", runs[0], f"gen={generator}", "--out", str(tmp_path / "mixed")])

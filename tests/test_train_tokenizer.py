@@ -105,6 +105,30 @@ def test_resume_continues_from_the_checkpoint(shards, tmp_path, one_thread):
         train_tokenizer.main([*args, "--steps", "7", "--model-override", "mlp_hidden=8"])
 
 
+def test_hold_out_validation_leaves_the_split_out_of_training(shards, tmp_path, monkeypatch, one_thread):
+    """--hold-out-validation drops the shapes of vat.data.in_validation from the training draws (each kept
+    shape still reads its own arrays), as train_generator.py's option does."""
+    from vat import data
+
+    every = ShapeSamples(shards, 128, 128, 128)
+    ids = [r["id"] for r in every.shards.records]
+    held = set(ids[1::2])
+    kept = ShapeSamples(shards, 128, 128, 128, exclude=held.__contains__)
+    assert [r["id"] for r in kept.shards.records] == [i for i in ids if i not in held]
+    for i, record in enumerate(kept.shards.records):
+        np.testing.assert_array_equal(kept.shards[i]["query_points"], every.shards[ids.index(record["id"])]["query_points"])
+    args = ["--data", str(shards), "--steps", "1", *FAST, "--phase1-steps", "1"]
+    monkeypatch.setattr(data, "in_validation", held.__contains__)
+    assert train_tokenizer.main([*args, "--out", str(tmp_path / "a")])["train_shapes"] == len(ids)
+    summary = train_tokenizer.main([*args, "--out", str(tmp_path / "b"), "--hold-out-validation"])
+    assert summary["train_shapes"] == len(ids) - len(held)
+    saved = (tmp_path / "b" / "train_config.json").read_text()
+    assert '"hold_out_validation": true' in saved
+    monkeypatch.setattr(data, "in_validation", lambda shape_id: True)
+    with pytest.raises(SystemExit, match="outside the validation split"):
+        train_tokenizer.main([*args, "--out", str(tmp_path / "c"), "--hold-out-validation"])
+
+
 def test_init_from_starts_a_new_run_from_matching_weights(shards, tmp_path, one_thread):
     """--init-from copies the tensors that fit (here: a model without the point MLP into one with it,
     which then computes the same function) and leaves the new ones as initialised."""

@@ -1,4 +1,4 @@
-"""The data-scaling table and plot of generator runs on different training data (see
+"""The data-scaling table and plot of generator or tokenizer runs on different training data (see
 vat/training/scaling.py and `python train/data_scaling.py --help`)."""
 
 from vat.training.scaling import main

@@ -106,16 +106,18 @@ class ShardDataset:
     """Map-style random access over prepared shards (torch DataLoader accepts it as it is).
 
     Keeps the last chunk read in memory, so shuffle within chunks (or sample chunk by chunk)
-    for speed. Shapes listed in the folder's EXCLUDED_IDS files are left out.
+    for speed. Shapes listed in the folder's EXCLUDED_IDS files are left out, and so are those whose id
+    `exclude` (a predicate, e.g. vat.data.in_validation) is true of.
     """
 
-    def __init__(self, directory: str | os.PathLike):
+    def __init__(self, directory: str | os.PathLike, exclude=None):
         self.chunks = list_chunks(directory)
         excluded = excluded_ids(directory)
         self.records: list[dict] = []
         self._index: list[tuple[int, int]] = []
         for c, path in enumerate(self.chunks):
-            ok = [(row, r) for row, r in enumerate(r for r in chunk_records(path) if r["ok"]) if r["id"] not in excluded]
+            ok = [(row, r) for row, r in enumerate(r for r in chunk_records(path) if r["ok"])
+                  if r["id"] not in excluded and not (exclude is not None and exclude(r["id"]))]
             self.records.extend(r for _, r in ok)
             self._index.extend((c, row) for row, _ in ok)
         self._cached: tuple[int, dict[str, np.ndarray]] | None = None

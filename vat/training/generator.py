@@ -154,8 +154,6 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
     model.add_argument("--augment", action=argparse.BooleanOptionalAction,
                        help="scale/shift jitter and background colour on the training views (default: on)")
     model.add_argument("--allow-download", action="store_true", help="fetch missing hub weights (needs internet)")
-    run.add_argument("--hold-out-validation", action="store_true",
-                     help="leave the validation split's shapes out of training (choose sampling settings on them)")
     add_options(optim, (("label_smoothing", float, "cross-entropy label smoothing"),
                         ("precision", str, "auto | bf16 | fp32 (auto: bf16 autocast on CUDA and CPUs with bf16)")))
     add_options(run, (("val_generate", int, "of which N are sampled greedily"),))

@@ -81,10 +81,7 @@ class GeneratorShapes(data.ShardDataset):
             raise SystemExit(f"{directory} holds no foreground masks (format {manifest['format_version']}), which "
                              "augmentation needs: prepare it again with train/prepare_generator_data.py, "
                              "or train with --no-augment")
-        super().__init__(directory)
-        if exclude is not None:
-            kept = [k for k, record in enumerate(self.records) if not exclude(record["id"])]
-            self.records, self._index = [self.records[k] for k in kept], [self._index[k] for k in kept]
+        super().__init__(directory, exclude)
         if not self.records:
             raise SystemExit(f"{directory} holds no shapes of train/prepare_generator_data.py" +
                              (" outside the validation split" if exclude is not None else ""))

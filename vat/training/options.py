@@ -82,4 +82,7 @@ def training_parser(description: str, folders: tuple[tuple[str, str], ...], pres
     run = p.add_argument_group("run")
     add_options(run, COMMON_RUN)
     run.add_argument("--device", choices=DEVICES)
+    run.add_argument("--hold-out-validation", action="store_true",
+                     help="leave the validation split's shapes (vat.data.in_validation) out of training, "
+                          "to validate and choose settings on them")
     return p, model, optim, run

@@ -1,14 +1,16 @@
-r"""The data-scaling table: generator runs that differ only in their training data (or in their size),
-compared at the same steps by their validation numbers (teacher-forced loss, the loss with another
-piece's image, retrieval of each piece by its own image), against the number of shapes each trained on
+r"""The data-scaling table: runs of one stage that differ only in their training data (or in their size),
+compared at the same steps by their validation numbers, against the number of shapes each trained on
 and against training time (steps x the run's median seconds a step). Writes OUT.md, OUT.json and OUT.png.
 
     python train/data_scaling.py --runs old=runs/gen-old new=runs/gen-new --out docs/data-scaling
+    python train/data_scaling.py --runs old=runs/tok-old new=runs/tok-new --out docs/data-scaling-tokenizer
 
-Each run's numbers come from its TensorBoard log (val/ tags of train/train_generator.py, and
-time/step_seconds, whose median leaves out the windows where the machine stalled); its shape count from
-its train_config.json's data folder (good shapes, less the validation split when the run held it out),
-its size (width x depth) from the same file.
+Generator runs (train/train_generator.py) report the teacher-forced loss, the loss with another piece's
+image and retrieval of each piece by its own image; tokenizer runs (train/train_tokenizer.py) the IoU
+of the quantised and of the unquantised model and CS-IoU. Each run's numbers come from its TensorBoard
+log (val/ tags, and time/step_seconds, whose median leaves out the windows where the machine stalled);
+its shape count from its train_config.json's data folder (good shapes, less the validation split when
+the run held it out), its size from the same file.
 """
 
 from __future__ import annotations
@@ -16,55 +18,93 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 from vat import data
 from vat.training.curves import finish_axes, read_scalars, save_figure
 
-# (TensorBoard tag, column title, format)
-COLUMNS = (("val/loss", "loss (nats/token)", "{:.3f}"),
-           ("val/loss_mismatched", "loss, another piece's image", "{:.3f}"),
-           ("val/acc", "token accuracy", "{:.3f}"),
-           ("val/retrieval_top1", "retrieval top-1", "{:.3f}"),
-           ("val/retrieval_rank", "retrieval mean rank", "{:.1f}"))
+
+@dataclass(frozen=True)
+class Stage:
+    """What a stage's runs are compared by: the table's columns (TensorBoard tag, title, format), the tag
+    logged at every validation (its steps are the rows), and the plot's panels: two against steps, the
+    first also against hours, and `by_shapes` against the number of training shapes."""
+    columns: tuple[tuple[str, str, str], ...]
+    primary: str
+    panels: tuple[tuple[str, str], ...]
+    by_shapes: tuple[tuple[str, str], ...]
+
+
+STAGES = {
+    "generator": Stage(
+        columns=(("val/loss", "loss (nats/token)", "{:.3f}"),
+                 ("val/loss_mismatched", "loss, another piece's image", "{:.3f}"),
+                 ("val/acc", "token accuracy", "{:.3f}"),
+                 ("val/retrieval_top1", "retrieval top-1", "{:.3f}"),
+                 ("val/retrieval_rank", "retrieval mean rank", "{:.1f}")),
+        primary="val/loss",
+        panels=(("val/loss", "validation loss (nats/token)"), ("val/retrieval_top1", "validation retrieval top-1")),
+        by_shapes=(("val/loss", "loss"), ("val/loss_mismatched", "loss, another piece's image"))),
+    "tokenizer": Stage(
+        columns=(("val/iou", "IoU (tokens)", "{:.4f}"),
+                 ("val/cs_iou", "CS-IoU", "{:.4f}"),
+                 ("val/iou_unquantized", "IoU (unquantised)", "{:.4f}")),
+        primary="val/iou_unquantized",
+        panels=(("val/iou", "validation IoU (tokens)"), ("val/iou_unquantized", "validation IoU (unquantised)")),
+        by_shapes=(("val/iou", "IoU (tokens)"), ("val/iou_unquantized", "IoU (unquantised)"))),
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", nargs="+", required=True, metavar="NAME=FOLDER",
-                   help="train/train_generator.py output folders, one per data set")
+                   help="train/train_generator.py or train/train_tokenizer.py output folders (one stage), "
+                        "one per data set or model size")
     p.add_argument("--out", required=True, type=Path, help="writes OUT.md, OUT.json and OUT.png")
     args = p.parse_args(argv)
     runs = []
     for text in args.runs:
         name, sep, folder = text.partition("=")
         if not sep or not name or not (Path(folder) / "train_config.json").is_file():
-            p.error(f"--runs takes NAME=FOLDER with a train_config.json of train/train_generator.py, got {text!r}")
+            p.error(f"--runs takes NAME=FOLDER with a train_config.json of a training script, got {text!r}")
         runs.append((name, Path(folder)))
     args.runs = runs
     return args
 
 
 def run_config(run: Path) -> dict:
-    """The run's train_config.json ({"train": ..., "generator": ...}); a clear error if it is not one."""
+    """The run's train_config.json ({"train": ..., "generator": ...} or, of a tokenizer run, {"train": ...,
+    "model": ...}); a clear error if it is not one."""
     try:
         config = json.loads((run / "train_config.json").read_text())
         config["train"]["data"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SystemExit(f"{run}/train_config.json is not a train/train_generator.py config: {exc}") from exc
+        raise SystemExit(f"{run}/train_config.json is not a config of train/train_generator.py or "
+                         f"train/train_tokenizer.py: {exc}") from exc
     return config
 
 
+def stage_of(config: dict) -> str:
+    """"tokenizer" for a train_tokenizer.py run (its config holds the tokenizer's "model"), else "generator"."""
+    return "tokenizer" if "model" in config else "generator"
+
+
 def training_shapes(config: dict) -> int:
-    """The good shapes of the run's data folder, less the validation split if the run left it out."""
+    """The good shapes of the run's data folder, less those its excluded-ids files list (the paper's
+    filter) and the validation split if the run left it out: what the run's data set held."""
     config = config["train"]
     held_out = config.get("hold_out_validation", False)
+    excluded = data.excluded_ids(config["data"])
     return sum(1 for path in data.list_chunks(config["data"]) for record in data.chunk_records(path)
-               if record["ok"] and not (held_out and data.in_validation(record["id"])))
+               if record["ok"] and record["id"] not in excluded and not (held_out and data.in_validation(record["id"])))
 
 
 def model_size(config: dict) -> str:
-    """width x depth of the run's generator (its train_config.json), or "-" when it does not say."""
+    """width x depth of the run's generator, width W of its tokenizer (its train_config.json), or "-" when
+    it does not say."""
+    if stage_of(config) == "tokenizer":
+        return f"width {config['model']['width']}" if "width" in (config["model"] or {}) else "-"
     generator = config.get("generator") or {}
     return f"{generator['width']} x {generator['depth']}" if {"width", "depth"} <= set(generator) else "-"
 
@@ -72,24 +112,30 @@ def model_size(config: dict) -> str:
 def collect(runs: list[tuple[str, Path]]) -> list[dict]:
     records = []
     for name, run in runs:
+        config = run_config(run)
+        stage = STAGES[stage_of(config)]
         scalars = read_scalars(run) if (run / "tb").is_dir() else {}
-        steps = sorted(scalars.get("val/loss", {}))
-        rows = [{"step": step, **{tag: scalars[tag][step] for tag, *_ in COLUMNS if step in scalars.get(tag, {})}}
+        steps = sorted(scalars.get(stage.primary, {}))
+        rows = [{"step": step, **{tag: scalars[tag][step] for tag, *_ in stage.columns if step in scalars.get(tag, {})}}
                 for step in steps]
         seconds = list(scalars.get("time/step_seconds", {}).values())
-        config = run_config(run)
-        records.append({"name": name, "run": str(run), "shapes": training_shapes(config), "model": model_size(config),
-                        "seconds_per_step": statistics.median(seconds) if seconds else None, "rows": rows})
+        records.append({"name": name, "run": str(run), "stage": stage_of(config), "shapes": training_shapes(config),
+                        "model": model_size(config), "seconds_per_step": statistics.median(seconds) if seconds else None,
+                        "rows": rows})
+    stages = {r["stage"] for r in records}
+    if len(stages) > 1:
+        raise SystemExit(f"--runs mixes the runs of {' and '.join(sorted(stages))}: compare one stage at a time")
     return records
 
 
 def table(records: list[dict]) -> str:
-    lines = ["| run | training shapes | model | s/step | step | " + " | ".join(t for _, t, _ in COLUMNS) + " |",
-             "|---|---|---|---|---|" + "---|" * len(COLUMNS)]
+    columns = STAGES[records[0]["stage"]].columns if records else ()
+    lines = ["| run | training shapes | model | s/step | step | " + " | ".join(t for _, t, _ in columns) + " |",
+             "|---|---|---|---|---|" + "---|" * len(columns)]
     for record in records:
         pace = f"{record['seconds_per_step']:.2f}" if record["seconds_per_step"] else "-"
         for row in record["rows"]:
-            cells = [fmt.format(row[tag]) if tag in row else "-" for tag, _, fmt in COLUMNS]
+            cells = [fmt.format(row[tag]) if tag in row else "-" for tag, _, fmt in columns]
             lines.append(f"| {record['name']} | {record['shapes']:,} | {record['model']} | {pace} | {row['step']:,} | "
                          + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -107,10 +153,10 @@ def plot(records: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    stage = STAGES[records[0]["stage"]]
     by_shapes = len({r["shapes"] for r in records}) > 1  # the last panel only when the data differ
     fig, axes = plt.subplots(1, 4 if by_shapes else 3, figsize=(20 if by_shapes else 15, 4.2))
-    for ax, (tag, title) in zip(axes[:2], (("val/loss", "validation loss (nats/token)"),
-                                           ("val/retrieval_top1", "validation retrieval top-1"))):
+    for ax, (tag, title) in zip(axes[:2], stage.panels):
         for record in records:
             points = [(row["step"], row[tag]) for row in record["rows"] if tag in row]
             if points:
@@ -118,23 +164,24 @@ def plot(records: list[dict], path: Path) -> None:
                                                          f"{record['model']})")
         finish_axes(ax, title, "training steps (8 shapes each)")
     ax = axes[2]
+    tag, title = stage.panels[0]
     for record in records:
-        points = [(row["step"] * record["seconds_per_step"] / 3600, row["val/loss"]) for row in record["rows"]
-                  if "val/loss" in row and record["seconds_per_step"]]
+        points = [(row["step"] * record["seconds_per_step"] / 3600, row[tag]) for row in record["rows"]
+                  if tag in row and record["seconds_per_step"]]
         if points:
             ax.plot(*zip(*points), marker="o", label=record["name"])
-    finish_axes(ax, "validation loss against training time", "hours (steps x median s/step)")
+    finish_axes(ax, f"{title} against training time", "hours (steps x median s/step)")
     step = common_step(records)
     if by_shapes and step is not None:
         ax = axes[3]
         rows = sorted(((r["shapes"], next(row for row in r["rows"] if row["step"] == step)) for r in records),
                       key=lambda pair: pair[0])
-        for tag, title in (("val/loss", "loss"), ("val/loss_mismatched", "loss, another piece's image")):
+        for tag, title in stage.by_shapes:
             points = [(shapes, row[tag]) for shapes, row in rows if tag in row]
             if points:
                 ax.plot(*zip(*points), marker="o", label=title)
         ax.set_xscale("log")
-        finish_axes(ax, f"at step {step:,}: loss against training shapes", "training shapes")
+        finish_axes(ax, f"at step {step:,}: against training shapes", "training shapes")
     save_figure(fig, path)
 
 

@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 
+from vat import data
 from vat.errors import VatError
 from vat.models.tokenizer import PRESETS, VAT, SurfaceLevels, TokenizerConfig
 from vat.training.distributed import gather_rows, rank_of_process
@@ -43,6 +44,9 @@ class TrainConfig:
     data: str  # shard folder (train/prepare_data.py --out)
     out: str  # run folder: checkpoint, tb/, final/
     val_data: str | None = None  # held-out shard folder for IoU / accuracy
+    # Leave the validation split (vat.data.in_validation: a fixed 1/12 of every source) out of training,
+    # as train_generator.py's option does, so that --val-data data/val-sh3d validates on unseen shapes.
+    hold_out_validation: bool = False
     preset: str = "tiny"  # model size, a key of vat.models.tokenizer.PRESETS
     model_overrides: dict = field(default_factory=dict)  # TokenizerConfig fields replaced in the preset
     init_from: str | None = None  # a tokenizer folder (e.g. an earlier run's final/) to start a new run from
@@ -323,7 +327,8 @@ def main(argv: list[str] | None = None) -> dict:
     start_step = run.start(model)
 
     shapes = ShapeSamples(config.data, model_config.num_points, config.uniform_queries, config.near_queries,
-                          limit=config.max_shapes, reserve=0.1 if config.fresh_shapes else 0.0)
+                          limit=config.max_shapes, reserve=0.1 if config.fresh_shapes else 0.0,
+                          exclude=data.in_validation if config.hold_out_validation else None)
     val_shapes = ShapeSamples(config.val_data, model_config.num_points, 0, 0) if config.val_data else None
     loader = run.loader(shapes)
     log.info("%d training shapes, %d ranks x %d per step, %.2fM parameters, device %s",
@@ -341,7 +346,7 @@ def main(argv: list[str] | None = None) -> dict:
     del steps, loader  # before finish: see there
     run.finish()
     return {"start_step": start_step, "step": max(start_step, config.steps), "val": val_result,
-            "replica_digests": digests}
+            "replica_digests": digests, "train_shapes": len(shapes)}
 
 
 if __name__ == "__main__":

@@ -26,13 +26,15 @@ class ShapeSamples(torch.utils.data.Dataset):
     """Shard items as tensors: a random subset of the surface points and of the uniform and
     near-surface queries, drawn with the seed that comes with the index (so runs reproduce).
     `limit` keeps the first N shapes; `reserve` keeps that share of each shape's uniform and of its
-    near-surface queries (the last ones stored) out of the draws, for `fresh_queries`."""
+    near-surface queries (the last ones stored) out of the draws, for `fresh_queries`; `exclude` is a
+    predicate on shape ids whose shapes are left out (vat.data.in_validation: the validation split)."""
 
     def __init__(self, directory: str | os.PathLike, num_points: int, uniform_queries: int, near_queries: int,
-                 limit: int = 0, reserve: float = 0.0):
-        self.shards = data.ShardDataset(directory)
+                 limit: int = 0, reserve: float = 0.0, exclude=None):
+        self.shards = data.ShardDataset(directory, exclude)
         if len(self.shards) == 0:
-            raise SystemExit(f"{directory} holds no prepared shapes")
+            raise SystemExit(f"{directory} holds no prepared shapes"
+                             + (" outside the validation split" if exclude is not None else ""))
         self.length = min(limit, len(self.shards)) if limit > 0 else len(self.shards)
         self.stored_uniform = stored_uniform_queries(directory)
         first = self.shards[0]
