@@ -95,9 +95,7 @@ def training_shapes(config: dict) -> int:
     filter) and the validation split if the run left it out: what the run's data set held."""
     config = config["train"]
     held_out = config.get("hold_out_validation", False)
-    excluded = data.excluded_ids(config["data"])
-    return sum(1 for path in data.list_chunks(config["data"]) for record in data.chunk_records(path)
-               if record["ok"] and record["id"] not in excluded and not (held_out and data.in_validation(record["id"])))
+    return len(data.ShardDataset(config["data"], data.in_validation if held_out else None))
 
 
 def model_size(config: dict) -> str:
@@ -113,13 +111,14 @@ def collect(runs: list[tuple[str, Path]]) -> list[dict]:
     records = []
     for name, run in runs:
         config = run_config(run)
-        stage = STAGES[stage_of(config)]
+        kind = stage_of(config)
+        stage = STAGES[kind]
         scalars = read_scalars(run) if (run / "tb").is_dir() else {}
         steps = sorted(scalars.get(stage.primary, {}))
         rows = [{"step": step, **{tag: scalars[tag][step] for tag, *_ in stage.columns if step in scalars.get(tag, {})}}
                 for step in steps]
         seconds = list(scalars.get("time/step_seconds", {}).values())
-        records.append({"name": name, "run": str(run), "stage": stage_of(config), "shapes": training_shapes(config),
+        records.append({"name": name, "run": str(run), "stage": kind, "shapes": training_shapes(config),
                         "model": model_size(config), "seconds_per_step": statistics.median(seconds) if seconds else None,
                         "rows": rows})
     stages = {r["stage"] for r in records}
