@@ -129,6 +129,22 @@ def test_hold_out_validation_leaves_the_split_out_of_training(shards, tmp_path, 
         train_tokenizer.main([*args, "--out", str(tmp_path / "c"), "--hold-out-validation"])
 
 
+def test_source_weight_repeats_a_source_and_is_saved(shards, tmp_path, one_thread, caplog):
+    """--source-weight SOURCE=K trains with that source's shapes K times per pass (logged, saved with the
+    run); a source no training shape has, or a weight below 1, is a clear error."""
+    import logging
+
+    args = ["--data", str(shards), "--steps", "1", *FAST, "--phase1-steps", "1"]
+    with caplog.at_level(logging.INFO):
+        train_tokenizer.main([*args, "--out", str(tmp_path / "a"), "--source-weight", "procedural=3"])
+    assert "12 draws per pass over 4 shapes" in caplog.text
+    assert '"procedural": 3' in (tmp_path / "a" / "train_config.json").read_text()
+    with pytest.raises(SystemExit, match="no training shape has"):
+        train_tokenizer.main([*args, "--out", str(tmp_path / "b"), "--source-weight", "sweethome3d=2"])
+    with pytest.raises(SystemExit):
+        train_tokenizer.parse_args([*args, "--out", str(tmp_path / "c"), "--source-weight", "procedural=0"])
+
+
 def test_init_from_starts_a_new_run_from_matching_weights(shards, tmp_path, one_thread):
     """--init-from copies the tensors that fit (here: a model without the point MLP into one with it,
     which then computes the same function) and leaves the new ones as initialised."""

@@ -45,7 +45,7 @@ from vat.models.gpt import PRESETS, GeneratorConfig, NextScaleGPT
 from vat.models.tokenizer import VAT
 from vat.training.generator_data import GeneratorShapes, condition_sources, read_manifest
 from vat.training.generator_eval import evaluate, split_scales, token_accuracy
-from vat.training.options import add_options, config_from_args, training_parser
+from vat.training.options import add_options, check_source_weights, config_from_args, training_parser
 from vat.training.run import Run, StepLog, init_weights
 from vat.training.schedule import PRECISIONS, uses_bf16
 
@@ -65,6 +65,7 @@ class TrainConfig:
     # Leave the validation split (vat.data.in_validation: a fixed 1/12 of every source) out of training,
     # so sampling settings can be chosen on its shapes (train/export_meshes.py --validation), not on the test split.
     hold_out_validation: bool = False
+    source_weights: dict = field(default_factory=dict)  # {source: K}: its shapes K times per pass
     preset: str = "tiny"  # generator size, a key of vat.models.gpt.PRESETS
     model_overrides: dict = field(default_factory=dict)  # GeneratorConfig fields replaced in the preset
     encoders: str = "tiny"  # a key of vat.models.conditioning.PRESETS, or a ConditionEncoders folder
@@ -106,6 +107,7 @@ class TrainConfig:
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
+        check_source_weights(self.source_weights)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         self.image_strides = tuple(self.image_strides)

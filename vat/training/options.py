@@ -21,6 +21,21 @@ def parse_override(text: str) -> tuple[str, object]:
         return key, value
 
 
+def parse_source_weight(text: str) -> tuple[str, int]:
+    """SOURCE=K of a --source-weight: K a whole number >= 1."""
+    source, sep, value = text.partition("=")
+    if not sep or not source or not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected SOURCE=K with K a whole number >= 1, got {text!r}")
+    return source, int(value)
+
+
+def check_source_weights(weights: dict) -> None:
+    """A TrainConfig's source_weights: {source: whole number >= 1} (ValueError otherwise)."""
+    for source, k in weights.items():
+        if not isinstance(source, str) or not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"source_weights maps a source to a whole number >= 1, got {source!r}: {k!r}")
+
+
 def config_from_args(parser: argparse.ArgumentParser, argv: list[str] | None, config_cls, required: tuple[str, ...],
                      check=None):
     """The run's config: the dataclass defaults, then --config JSON, then the command line (the
@@ -28,8 +43,9 @@ def config_from_args(parser: argparse.ArgumentParser, argv: list[str] | None, co
     `required` options and invalid values end in parser.error (one line, no traceback)."""
     args = vars(parser.parse_args(argv))
     options = json.loads(args.pop("config").read_text()) if "config" in args else {}
-    if "model_overrides" in args:
-        options["model_overrides"] = {**options.get("model_overrides", {}), **dict(args.pop("model_overrides"))}
+    for key in ("model_overrides", "source_weights"):  # repeatable FIELD=VALUE options merge into the JSON's
+        if key in args:
+            options[key] = {**options.get(key, {}), **dict(args.pop(key))}
     options.update(args)
     missing = [name for name in required if name not in options]
     if missing:
@@ -85,4 +101,7 @@ def training_parser(description: str, folders: tuple[tuple[str, str], ...], pres
     run.add_argument("--hold-out-validation", action="store_true",
                      help="leave the validation split's shapes (vat.data.in_validation) out of training, "
                           "to validate and choose settings on them")
+    run.add_argument("--source-weight", dest="source_weights", type=parse_source_weight, action="append",
+                     metavar="SOURCE=K", help="list each shape of this source (a record's 'source', e.g. sweethome3d; "
+                                              "its augmented copies too) K times per pass over the data (repeatable)")
     return p, model, optim, run

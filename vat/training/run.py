@@ -25,7 +25,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from vat import data
 from vat.models.checkpoint import part_files
 from vat.training.distributed import replica_digests, setup_distributed, step_seed
-from vat.training.schedule import ShardBatches, lr_factor, make_optimizer
+from vat.training.schedule import ShardBatches, lr_factor, make_optimizer, source_repeats
 
 CHECKPOINT = "checkpoint.pt"
 FINAL = "final"
@@ -152,9 +152,17 @@ class Run:
         return self.start_step
 
     def loader(self, shapes) -> torch.utils.data.DataLoader:
-        """This rank's endless batches of `shapes` from the start step on (ShardBatches)."""
+        """This rank's endless batches of `shapes` from the start step on (ShardBatches), the shapes of
+        config.source_weights' sources repeated (`shapes.records`: each shape's metadata)."""
         config = self.config
-        sampler = ShardBatches(shapes, config.batch_size, self.rank, self.world, config.seed, self.start_step)
+        repeats = None
+        if config.source_weights:
+            repeats = source_repeats(shapes.records, config.source_weights)
+            weighted = {source: int(sum(r.get("source") == source for r in shapes.records))
+                        for source in config.source_weights}
+            self.log.info("source weights %s: %s shapes of those sources, %d draws per pass over %d shapes",
+                          config.source_weights, weighted, int(repeats.sum()), len(repeats))
+        sampler = ShardBatches(shapes, config.batch_size, self.rank, self.world, config.seed, self.start_step, repeats)
         return torch.utils.data.DataLoader(shapes, batch_sampler=sampler, num_workers=config.workers,
                                            pin_memory=self.device.type == "cuda", persistent_workers=config.workers > 0)
 

@@ -14,11 +14,16 @@ class ShardBatches(torch.utils.data.Sampler):
     order and their rows shuffled (shard datasets keep one chunk in memory), every rank taking every
     world-th item. Each element is (item index, seed of its random choices), all derived from
     (seed, epoch, step), so a resumed run sees what an uninterrupted one would.
-    `shards.chunk_of_items()`: [items] the chunk each item lies in, items listed chunk by chunk."""
+    `shards.chunk_of_items()`: [items] the chunk each item lies in, items listed chunk by chunk.
+    `repeats` ([items] whole numbers >= 1, see source_repeats): how often each item comes in an epoch."""
 
-    def __init__(self, shards, batch_size: int, rank: int, world: int, seed: int, start_step: int):
+    def __init__(self, shards, batch_size: int, rank: int, world: int, seed: int, start_step: int,
+                 repeats: np.ndarray | None = None):
         chunk_of_item = shards.chunk_of_items()
-        self.items_of_chunk = np.split(np.arange(len(chunk_of_item)), np.flatnonzero(np.diff(chunk_of_item)) + 1)
+        items = np.arange(len(chunk_of_item))
+        if repeats is not None:  # an item listed K times stays in its chunk, so chunk-by-chunk reading holds
+            chunk_of_item, items = np.repeat(chunk_of_item, repeats), np.repeat(items, repeats)
+        self.items_of_chunk = np.split(items, np.flatnonzero(np.diff(chunk_of_item)) + 1)
         self.batch_size, self.rank, self.world, self.seed, self.start_step = batch_size, rank, world, seed, start_step
         # Equal epoch lengths on all ranks keep them in the same chunks (with fewer items than
         # ranks, every rank sees all of them, with different random choices).
@@ -46,6 +51,17 @@ class ShardBatches(torch.utils.data.Sampler):
                     order = self._epoch(epoch)
             yield [(index, (self.seed, self.rank, step, k)) for k, index in enumerate(batch)]
             step += 1
+
+
+def source_repeats(records: list[dict], weights: dict[str, int]) -> np.ndarray:
+    """[len(records)] how often each shape comes per pass: weights[its source], 1 for other sources.
+    A weighted source that no record has is an error (a misspelt name would otherwise change nothing)."""
+    sources = [r.get("source", "") for r in records]
+    missing = sorted(set(weights) - set(sources))
+    if missing:
+        raise SystemExit(f"--source-weight names {', '.join(missing)}, which no training shape has "
+                         f"(sources: {', '.join(sorted(set(sources)))})")
+    return np.array([weights.get(s, 1) for s in sources], dtype=np.int64)
 
 
 def make_optimizer(model: nn.Module, config) -> torch.optim.Optimizer:

@@ -28,7 +28,7 @@ from vat import data
 from vat.errors import VatError
 from vat.models.tokenizer import PRESETS, VAT, SurfaceLevels, TokenizerConfig
 from vat.training.distributed import gather_rows, rank_of_process
-from vat.training.options import add_options, config_from_args, training_parser
+from vat.training.options import add_options, check_source_weights, config_from_args, training_parser
 from vat.training.run import Run, StepLog, init_weights
 from vat.training.schedule import PRECISIONS, uses_bf16
 from vat.training.tokenizer_data import ShapeSamples
@@ -47,6 +47,7 @@ class TrainConfig:
     # Leave the validation split (vat.data.in_validation: a fixed 1/12 of every source) out of training,
     # as train_generator.py's option does, so that --val-data data/val-sh3d validates on unseen shapes.
     hold_out_validation: bool = False
+    source_weights: dict = field(default_factory=dict)  # {source: K}: its shapes K times per pass
     preset: str = "tiny"  # model size, a key of vat.models.tokenizer.PRESETS
     model_overrides: dict = field(default_factory=dict)  # TokenizerConfig fields replaced in the preset
     init_from: str | None = None  # a tokenizer folder (e.g. an earlier run's final/) to start a new run from
@@ -93,6 +94,7 @@ class TrainConfig:
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
+        check_source_weights(self.source_weights)
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
         if self.precision not in PRECISIONS:

@@ -55,6 +55,11 @@ class ShapeSamples(torch.utils.data.Dataset):
     def chunk_of_items(self) -> np.ndarray:
         return self.shards.chunk_of_items()[: self.length]
 
+    @property
+    def records(self) -> list[dict]:
+        """Each shape's metadata (id, source, caption, ...), in item order."""
+        return self.shards.records[: self.length]
+
     def fresh_queries(self) -> np.ndarray:
         """Indices of the stored queries kept out of training (all of them when none are reserved)."""
         if self.pool_uniform == self.stored_uniform and self.pool_near == self.stored_near:
