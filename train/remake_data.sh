@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Remake all of data/ on a new machine: every source, the filter, the data card and the generator data.
+#
+#   apt-get update && apt-get install -y sweethome3d-furniture assimp-utils libegl1 libegl-mesa0 libgl1-mesa-dri
+#   python3.11 -m venv .venv && .venv/bin/pip install -r requirements-train.txt -e .
+#   PY=.venv/bin/python bash train/remake_data.sh            # resumable: run it again after an interruption
+#
+# Each step is skipped once it has finished (a marker in data/.remake/), and prepare_data.py itself skips
+# finished chunks, so a rerun loses at most the chunk in progress. Wall seconds per step are appended to
+# data/remake-times.tsv. Settings: PY (python), WORKERS (2), DEBS (the folder for Debian's packages, debs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python}
+WORKERS=${WORKERS:-2}
+DEBS=${DEBS:-debs}
+PACKAGES="sweethome3d ufoai-data morse-simulator-data minetest-mod-homedecor redeclipse-data flightgear-data-base
+  flightgear-data-models flightgear-data-ai 0ad-data supertuxkart-data megaglest-data scorched3d-data gl-117-data
+  crrcsim-data torcs-data"
+
+if [ ! -d /usr/share/sweethome3d/furniture ] || ! command -v assimp >/dev/null; then
+  echo "remake_data: first: apt-get install -y sweethome3d-furniture assimp-utils libegl1 libegl-mesa0 libgl1-mesa-dri" >&2
+  exit 1
+fi
+mkdir -p data/.remake
+step() {  # step NAME COMMAND...: run COMMAND unless NAME finished before; log its wall time
+  local name=$1; shift
+  if [ -e "data/.remake/$name" ]; then echo "== $name: done before, skipped"; return; fi
+  echo "== $name: $*"
+  local start=$SECONDS
+  "$@"
+  printf '%s\t%d\t%s\n' "$name" $((SECONDS - start)) "$(date -u +%FT%TZ)" >> data/remake-times.tsv
+  touch "data/.remake/$name"
+}
+debs() {
+  mkdir -p "$DEBS/root"
+  for p in $PACKAGES; do
+    [ -d "$DEBS/root/$p" ] && continue
+    (cd "$DEBS" && apt-get download "$p" && dpkg-deb -x "${p}"_*.deb "root/$p.part" && mv "root/$p.part" "root/$p")
+  done
+}
+P="$PY train/prepare_data.py --workers $WORKERS"
+E="$PY train/export_meshes.py"
+
+# The base sources of the shipped model: the held-out split, Sweet Home 3D, pybullet, CSG shapes.
+step heldout     $P --out data/heldout-sh3d --sweethome3d --split heldout
+step heldout-geo $E --data data/heldout-sh3d --out data/heldout-meshes/geometry
+step heldout-tex $E --data data/heldout-sh3d --out data/heldout-meshes/textured --textured
+step sh3d        $P --out data/train/sh3d --sweethome3d
+step val-tex     $E --data data/train/sh3d --out data/val-meshes/textured --textured --validation
+step val-geo     $E --data data/train/sh3d --out data/val-meshes/geometry --validation
+step val-sh3d    $P --out data/val-sh3d --sweethome3d --split validation
+step pybullet    $P --out data/train/pybullet --pybullet
+step procedural  $P --out data/train/procedural --procedural 400
+# The new sources (issue 28): Debian and PyPI meshes, object families, augmented copies.
+step debs        debs
+step collect     $PY train/collect_meshes.py --source all --dedupe --debs-root "$DEBS/root" --out data/collected
+step collected   $P --out data/train/collected --collected data/collected
+step families    $P --out data/train/families --families 400
+step augmented   $P --out data/train/augmented --collected data/collected --sweethome3d --augment 1 --augment-only
+# The paper's filter (shapes the shipped tokenizer reconstructs at IoU < 0.05 leave training), the card.
+step filter      $PY train/filter_shapes.py --data data/train --tokenizer checkpoints --min-iou 0.05
+step card        $PY train/data_card.py --data data/train --json data/train/card.json
+# Generator data: 4 views of 224 px, the shipped tokenizer's tokens, EfficientNet-Lite0 stride-32 features.
+G="--tokenizer checkpoints --views 4 --size 224 --image-encoder efficientnet --image-strides 32 --workers $WORKERS"
+step gen-val     $PY train/prepare_generator_data.py --data data/val-sh3d --out data/gen-val $G
+step gen-heldout $PY train/prepare_generator_data.py --data data/heldout-sh3d --out data/gen-heldout $G
+for s in sh3d pybullet procedural families collected; do
+  step "gen-$s"  $PY train/prepare_generator_data.py --data "data/train/$s" --out "data/gen/$s" $G
+done
+# The old arms of the data-scaling comparisons: the shipped model's three sources, as hard links.
+old_arms() {
+  rm -rf data/gen-old data/tok-old && mkdir -p data/gen-old data/tok-old
+  for s in sh3d pybullet procedural; do cp -al "data/gen/$s" data/gen-old/; cp -al "data/train/$s" data/tok-old/; done
+  cp data/gen/sh3d/manifest.json data/gen/manifest.json
+  cp data/gen/sh3d/manifest.json data/gen-old/
+}
+step old-arms    old_arms
+echo "remake_data: done; wall seconds per step in data/remake-times.tsv"
