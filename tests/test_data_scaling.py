@@ -112,5 +112,17 @@ def test_tokenizer_runs_are_compared_by_iou_and_not_mixed_with_generator_runs(tm
     generator = make_run(tmp_path, "gen", ids, {500: 2.9})
     import pytest
 
-    with pytest.raises(SystemExit, match="mixes the runs of generator and tokenizer"):
+    with pytest.raises(SystemExit, match="mix generator and tokenizer"):
         scaling.main(["--runs", runs[0], f"gen={generator}", "--out", str(tmp_path / "mixed")])
+    # --earlier: an earlier output's runs join the table though their folders are gone.
+    import shutil
+
+    shutil.rmtree(tmp_path / "new")
+    again = scaling.main(["--runs", runs[0], "--earlier", str(tmp_path / "tok.json"), "--out", str(tmp_path / "again")])
+    assert [r["name"] for r in again] == ["old", "new", "old"]
+    assert "| new | 39 | width 64 | - | 1,000 | 0.3600 | 0.1800 | 0.4100 |" in (tmp_path / "again.md").read_text()
+    with pytest.raises(SystemExit, match="mix generator and tokenizer"):
+        scaling.main(["--runs", f"gen={generator}", "--earlier", str(tmp_path / "tok.json"), "--out", str(tmp_path / "m")])
+    (tmp_path / "bad.json").write_text('[{"name": "x"}]')
+    with pytest.raises(SystemExit, match="not an OUT.json of train/data_scaling.py"):
+        scaling.main(["--runs", runs[0], "--earlier", str(tmp_path / "bad.json"), "--out", str(tmp_path / "b")])

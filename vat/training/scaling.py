@@ -4,13 +4,15 @@ and against training time (steps x the run's median seconds a step). Writes OUT.
 
     python train/data_scaling.py --runs old=runs/gen-old new=runs/gen-new --out docs/data-scaling
     python train/data_scaling.py --runs old=runs/tok-old new=runs/tok-new --out docs/data-scaling-tokenizer
+    python train/data_scaling.py --runs w=runs/tok-w --earlier docs/data-scaling-tokenizer.json --out docs/more
 
 Generator runs (train/train_generator.py) report the teacher-forced loss, the loss with another piece's
 image and retrieval of each piece by its own image; tokenizer runs (train/train_tokenizer.py) the IoU
 of the quantised and of the unquantised model and CS-IoU. Each run's numbers come from its TensorBoard
 log (val/ tags, and time/step_seconds, whose median leaves out the windows where the machine stalled);
 its shape count from its train_config.json's data folder (good shapes, less the validation split when
-the run held it out), its size from the same file.
+the run held it out), its size from the same file. `--earlier OUT.json` adds the runs of an earlier
+output, whose folders need not be on this machine any more.
 """
 
 from __future__ import annotations
@@ -61,8 +63,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", nargs="+", required=True, metavar="NAME=FOLDER",
                    help="train/train_generator.py or train/train_tokenizer.py output folders (one stage), "
                         "one per data set or model size")
+    p.add_argument("--earlier", type=Path, action="append", default=[], metavar="OUT.json",
+                   help="also the runs of an earlier output of this script (repeatable)")
     p.add_argument("--out", required=True, type=Path, help="writes OUT.md, OUT.json and OUT.png")
     args = p.parse_args(argv)
+    for path in args.earlier:
+        if not path.is_file():
+            p.error(f"--earlier {path}: no such file")
     runs = []
     for text in args.runs:
         name, sep, folder = text.partition("=")
@@ -121,9 +128,25 @@ def collect(runs: list[tuple[str, Path]]) -> list[dict]:
         records.append({"name": name, "run": str(run), "stage": kind, "shapes": training_shapes(config),
                         "model": model_size(config), "seconds_per_step": statistics.median(seconds) if seconds else None,
                         "rows": rows})
+    return records
+
+
+def earlier(path: Path) -> list[dict]:
+    """The runs of an earlier OUT.json of this script (a clear error if it is not one)."""
+    try:
+        records = json.loads(path.read_text())
+        if not all(r["stage"] in STAGES and isinstance(r["rows"], list) and r["name"] and r["shapes"] >= 0
+                   for r in records):
+            raise ValueError("a run without stage, rows, name or shapes")
+    except (ValueError, TypeError, KeyError) as exc:
+        raise SystemExit(f"{path} is not an OUT.json of train/data_scaling.py ({exc})") from exc
+    return records
+
+
+def one_stage(records: list[dict]) -> list[dict]:
     stages = {r["stage"] for r in records}
     if len(stages) > 1:
-        raise SystemExit(f"--runs mixes the runs of {' and '.join(sorted(stages))}: compare one stage at a time")
+        raise SystemExit(f"the runs mix {' and '.join(sorted(stages))}: compare one stage at a time")
     return records
 
 
@@ -186,7 +209,7 @@ def plot(records: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    records = collect(args.runs)
+    records = one_stage([record for path in args.earlier for record in earlier(path)] + collect(args.runs))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     text = table(records)
     args.out.with_suffix(".md").write_text(text + "\n")
