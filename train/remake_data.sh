@@ -4,15 +4,19 @@
 #   apt-get update && apt-get install -y sweethome3d-furniture assimp-utils libegl1 libegl-mesa0 libgl1-mesa-dri
 #   python3.11 -m venv .venv && .venv/bin/pip install -r requirements-train.txt -e .
 #   PY=.venv/bin/python bash train/remake_data.sh            # resumable: run it again after an interruption
+#   UNTIL=card PY=.venv/bin/python bash train/remake_data.sh # stop after that step (here: before the generator data)
 #
 # Each step is skipped once it has finished (a marker in data/.remake/), and prepare_data.py itself skips
 # finished chunks, so a rerun loses at most the chunk in progress. Wall seconds per step are appended to
-# data/remake-times.tsv. Settings: PY (python), WORKERS (2), DEBS (the folder for Debian's packages, debs).
+# data/remake-times.tsv. Settings: PY (python), WORKERS (2), DEBS (the folder for Debian's packages, debs),
+# UNTIL (the name of the last step to run; empty: all).
 set -euo pipefail
+SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
 WORKERS=${WORKERS:-2}
 DEBS=${DEBS:-debs}
+UNTIL=${UNTIL:-}
 PACKAGES="sweethome3d ufoai-data morse-simulator-data minetest-mod-homedecor redeclipse-data flightgear-data-base
   flightgear-data-models flightgear-data-ai 0ad-data supertuxkart-data megaglest-data scorched3d-data gl-117-data
   crrcsim-data torcs-data"
@@ -21,15 +25,24 @@ if [ ! -d /usr/share/sweethome3d/furniture ] || ! command -v assimp >/dev/null; 
   echo "remake_data: first: apt-get install -y sweethome3d-furniture assimp-utils libegl1 libegl-mesa0 libgl1-mesa-dri" >&2
   exit 1
 fi
+GEN_SOURCES="sh3d pybullet procedural families collected"
+if [ -n "$UNTIL" ] && ! grep -Eq "^step +$UNTIL " "$SELF" && [[ " $(printf 'gen-%s ' $GEN_SOURCES)" != *" $UNTIL "* ]]; then
+  echo "remake_data: UNTIL=$UNTIL names no step (the names are the words after 'step' in $SELF)" >&2
+  exit 2
+fi
 mkdir -p data/.remake
 step() {  # step NAME COMMAND...: run COMMAND unless NAME finished before; log its wall time
   local name=$1; shift
-  if [ -e "data/.remake/$name" ]; then echo "== $name: done before, skipped"; return; fi
-  echo "== $name: $*"
-  local start=$SECONDS
-  "$@"
-  printf '%s\t%d\t%s\n' "$name" $((SECONDS - start)) "$(date -u +%FT%TZ)" >> data/remake-times.tsv
-  touch "data/.remake/$name"
+  if [ -e "data/.remake/$name" ]; then
+    echo "== $name: done before, skipped"
+  else
+    echo "== $name: $*"
+    local start=$SECONDS
+    "$@"
+    printf '%s\t%d\t%s\n' "$name" $((SECONDS - start)) "$(date -u +%FT%TZ)" >> data/remake-times.tsv
+    touch "data/.remake/$name"
+  fi
+  if [ "$name" = "$UNTIL" ]; then echo "remake_data: stopped after $name (UNTIL=$UNTIL)"; exit 0; fi
 }
 debs() {
   mkdir -p "$DEBS/root"
@@ -64,7 +77,7 @@ step card        $PY train/data_card.py --data data/train --json data/train/card
 G="--tokenizer checkpoints --views 4 --size 224 --image-encoder efficientnet --image-strides 32 --workers $WORKERS"
 step gen-val     $PY train/prepare_generator_data.py --data data/val-sh3d --out data/gen-val $G
 step gen-heldout $PY train/prepare_generator_data.py --data data/heldout-sh3d --out data/gen-heldout $G
-for s in sh3d pybullet procedural families collected; do
+for s in $GEN_SOURCES; do
   step "gen-$s"  $PY train/prepare_generator_data.py --data "data/train/$s" --out "data/gen/$s" $G
 done
 # The old arms of the data-scaling comparisons: the shipped model's three sources, as hard links.
