@@ -25,8 +25,7 @@ if [ ! -d /usr/share/sweethome3d/furniture ] || ! command -v assimp >/dev/null; 
   echo "remake_data: first: apt-get install -y sweethome3d-furniture assimp-utils libegl1 libegl-mesa0 libgl1-mesa-dri" >&2
   exit 1
 fi
-GEN_SOURCES="sh3d pybullet procedural families collected"
-if [ -n "$UNTIL" ] && ! grep -Eq "^step +$UNTIL " "$SELF" && [[ " $(printf 'gen-%s ' $GEN_SOURCES)" != *" $UNTIL "* ]]; then
+if [ -n "$UNTIL" ] && ! awk -v u="$UNTIL" '$1 == "step" && $2 == u {found = 1} END {exit !found}' "$SELF"; then
   echo "remake_data: UNTIL=$UNTIL names no step (the names are the words after 'step' in $SELF)" >&2
   exit 2
 fi
@@ -77,9 +76,11 @@ step card        $PY train/data_card.py --data data/train --json data/train/card
 G="--tokenizer checkpoints --views 4 --size 224 --image-encoder efficientnet --image-strides 32 --workers $WORKERS"
 step gen-val     $PY train/prepare_generator_data.py --data data/val-sh3d --out data/gen-val $G
 step gen-heldout $PY train/prepare_generator_data.py --data data/heldout-sh3d --out data/gen-heldout $G
-for s in $GEN_SOURCES; do
-  step "gen-$s"  $PY train/prepare_generator_data.py --data "data/train/$s" --out "data/gen/$s" $G
-done
+step gen-sh3d       $PY train/prepare_generator_data.py --data data/train/sh3d --out data/gen/sh3d $G
+step gen-pybullet   $PY train/prepare_generator_data.py --data data/train/pybullet --out data/gen/pybullet $G
+step gen-procedural $PY train/prepare_generator_data.py --data data/train/procedural --out data/gen/procedural $G
+step gen-families   $PY train/prepare_generator_data.py --data data/train/families --out data/gen/families $G
+step gen-collected  $PY train/prepare_generator_data.py --data data/train/collected --out data/gen/collected $G
 # The old arms of the data-scaling comparisons: the shipped model's three sources, as hard links.
 old_arms() {
   rm -rf data/gen-old data/tok-old && mkdir -p data/gen-old data/tok-old
