@@ -5,11 +5,14 @@
 #   python3.11 -m venv .venv && .venv/bin/pip install -r requirements-train.txt -e .
 #   PY=.venv/bin/python bash train/remake_data.sh            # resumable: run it again after an interruption
 #   UNTIL=card PY=.venv/bin/python bash train/remake_data.sh # stop after that step (here: before the generator data)
+#   SKIP="augmented card" PY=.venv/bin/python bash train/remake_data.sh  # leave steps out (here: what only the
+#                                                            # tokenizer needs; the generator data does not use them)
 #
 # Each step is skipped once it has finished (a marker in data/.remake/), and prepare_data.py itself skips
 # finished chunks, so a rerun loses at most the chunk in progress. Wall seconds per step are appended to
 # data/remake-times.tsv. Settings: PY (python), WORKERS (2), DEBS (the folder for Debian's packages, debs),
-# UNTIL (the name of the last step to run; empty: all).
+# UNTIL (the name of the last step to run; empty: all), SKIP (names of steps to leave out this time: they are
+# not marked finished, so a later run without SKIP makes them, and the filter and the card again).
 set -euo pipefail
 SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
@@ -17,6 +20,7 @@ PY=${PY:-python}
 WORKERS=${WORKERS:-2}
 DEBS=${DEBS:-debs}
 UNTIL=${UNTIL:-}
+SKIP=${SKIP:-}
 PACKAGES="sweethome3d ufoai-data morse-simulator-data minetest-mod-homedecor redeclipse-data flightgear-data-base
   flightgear-data-models flightgear-data-ai 0ad-data supertuxkart-data megaglest-data scorched3d-data gl-117-data
   crrcsim-data torcs-data"
@@ -25,21 +29,28 @@ if [ ! -d /usr/share/sweethome3d/furniture ] || ! command -v assimp >/dev/null; 
   echo "remake_data: first: apt-get install -y sweethome3d-furniture assimp-utils libegl1 libegl-mesa0 libgl1-mesa-dri" >&2
   exit 1
 fi
-if [ -n "$UNTIL" ] && ! awk -v u="$UNTIL" '$1 == "step" && $2 == u {found = 1} END {exit !found}' "$SELF"; then
-  echo "remake_data: UNTIL=$UNTIL names no step (the names are the words after 'step' in $SELF)" >&2
-  exit 2
-fi
+is_step() { awk -v u="$1" '$1 == "step" && $2 == u {found = 1} END {exit !found}' "$SELF"; }
+for name in $UNTIL $SKIP; do
+  if ! is_step "$name"; then
+    echo "remake_data: UNTIL/SKIP: $name names no step (the names are the words after 'step' in $SELF)" >&2
+    exit 2
+  fi
+done
 mkdir -p data/.remake
 step() {  # step NAME COMMAND...: run COMMAND unless NAME finished before; log its wall time
   local name=$1; shift
   if [ -e "data/.remake/$name" ]; then
     echo "== $name: done before, skipped"
+  elif [[ " $SKIP " == *" $name "* ]]; then
+    echo "== $name: left out (SKIP)"
   else
     echo "== $name: $*"
     local start=$SECONDS
     "$@"
     printf '%s\t%d\t%s\n' "$name" $((SECONDS - start)) "$(date -u +%FT%TZ)" >> data/remake-times.tsv
-    touch "data/.remake/$name"
+    # The filter and the card read all of data/train: after a SKIP they stay unmarked, so that the run that
+    # makes the skipped steps runs them again (the filter then scores only the shapes it has not scored).
+    if [ -z "$SKIP" ] || [[ " filter card " != *" $name "* ]]; then touch "data/.remake/$name"; fi
   fi
   if [ "$name" = "$UNTIL" ]; then echo "remake_data: stopped after $name (UNTIL=$UNTIL)"; exit 0; fi
 }
