@@ -21,6 +21,8 @@ WORKERS=${WORKERS:-2}
 DEBS=${DEBS:-debs}
 UNTIL=${UNTIL:-}
 SKIP=${SKIP:-}
+READ_ALL="filter card"  # steps that read all of data/train: after a SKIP they stay unmarked, so that the run
+                        # that makes the skipped steps runs them again (the filter scores only new shapes)
 PACKAGES="sweethome3d ufoai-data morse-simulator-data minetest-mod-homedecor redeclipse-data flightgear-data-base
   flightgear-data-models flightgear-data-ai 0ad-data supertuxkart-data megaglest-data scorched3d-data gl-117-data
   crrcsim-data torcs-data"
@@ -36,21 +38,20 @@ for name in $UNTIL $SKIP; do
     exit 2
   fi
 done
+listed() { [[ " $2 " == *" $1 "* ]]; }  # listed WORD "WORDS": is WORD one of WORDS
 mkdir -p data/.remake
 step() {  # step NAME COMMAND...: run COMMAND unless NAME finished before; log its wall time
   local name=$1; shift
   if [ -e "data/.remake/$name" ]; then
     echo "== $name: done before, skipped"
-  elif [[ " $SKIP " == *" $name "* ]]; then
+  elif listed "$name" "$SKIP"; then
     echo "== $name: left out (SKIP)"
   else
     echo "== $name: $*"
     local start=$SECONDS
     "$@"
     printf '%s\t%d\t%s\n' "$name" $((SECONDS - start)) "$(date -u +%FT%TZ)" >> data/remake-times.tsv
-    # The filter and the card read all of data/train: after a SKIP they stay unmarked, so that the run that
-    # makes the skipped steps runs them again (the filter then scores only the shapes it has not scored).
-    if [ -z "$SKIP" ] || [[ " filter card " != *" $name "* ]]; then touch "data/.remake/$name"; fi
+    if [ -z "$SKIP" ] || ! listed "$name" "$READ_ALL"; then touch "data/.remake/$name"; fi
   fi
   if [ "$name" = "$UNTIL" ]; then echo "remake_data: stopped after $name (UNTIL=$UNTIL)"; exit 0; fi
 }
