@@ -197,6 +197,14 @@ def test_generate_with_search_keeps_and_names_the_best_sample(tiny_checkpoint, t
     assert main(["generate", str(image), "--checkpoint", str(tiny_checkpoint), "-o", str(out), "--vat", str(vat),
                  "--resolution", "32", "--seed", str(kept), "--search", "1"]) == 0
     assert vat.read_bytes() == searched  # the printed seed alone gives the same tokens
+    assert main(["generate", str(image), "--checkpoint", str(tiny_checkpoint), "-o", str(out), "--vat", str(vat),
+                 "--resolution", "32", "--seed", "3", "--search", "2", "--drafts", "4", "--draft-scales", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "the best outline of 4 samples (seeds 3 to 6, 2 of them finished)" in printed
+    drafted, kept = vat.read_bytes(), int(printed.split(", seed ")[1].split()[0])
+    assert main(["generate", str(image), "--checkpoint", str(tiny_checkpoint), "-o", str(out), "--vat", str(vat),
+                 "--resolution", "32", "--seed", str(kept), "--search", "1"]) == 0
+    assert vat.read_bytes() == drafted
     # An image gets the default search, a text prompt one sample.
     assert main(["generate", str(image), "--checkpoint", str(tiny_checkpoint), "-o", str(out),
                  "--resolution", "32"]) == 0

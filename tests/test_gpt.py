@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from vat.errors import VatError
-from vat.models.gpt import (PRESETS, GeneratorConfig, NextScaleGPT, guidance_weight, image_retrieval_losses,
-                            retrieval_scores, scale_temperature, top_k_filter, top_p_filter)
+from vat.models.gpt import (PRESETS, GeneratorConfig, NextScaleGPT, condition_pmi, guidance_weight,
+                            image_retrieval_losses, retrieval_scores, scale_temperature, top_k_filter, top_p_filter)
 from vat.models.quantizer import MultiScaleQuantizer
 
 MICRO = GeneratorConfig(width=32, depth=2, heads=2, vocabulary=32, latent_channels=8, scale_sides=(1, 2, 3, 4),
@@ -310,6 +310,40 @@ def test_overfit_four_shapes_and_regenerate_them_greedily():
     assert retrieval_scores(losses) == {"retrieval_top1": 1.0, "retrieval_rank": 1.0, "retrieval_shapes": 4.0}
     same = retrieval_scores(image_retrieval_losses(model, target, x, image[:1].expand(4, -1, -1)))
     assert same["retrieval_top1"] == 0.0 and same["retrieval_rank"] == 4.0
+    # The same seen from the shapes' side: each image makes its own shape's tokens the most likely
+    # against no input (the search's pmi score), over all scales and over the coarse ones.
+    for scales in (None, 3):
+        pmi = torch.stack([condition_pmi(model, quantizer, indices, image[j:j + 1], None, scales) for j in range(4)])
+        assert (pmi.argmax(dim=1) == torch.arange(4)).all(), pmi  # row j: image j, column i: shape i
+        assert (pmi.diagonal() > 0).all()
+
+
+def test_condition_pmi_is_the_log_likelihood_gain_over_no_input():
+    model, quantizer = micro()
+    image, text = conditions(batch=1)
+    indices, x = ground_truth(quantizer, batch=3)
+    target = torch.cat(indices, dim=1)
+    expected = []
+    for cond in ((image.expand(3, -1, -1), text.expand(3, -1)), (None, None)):
+        expected.append(torch.log_softmax(model(*cond, x).float(), -1).gather(-1, target[..., None])[..., 0])
+    gain = expected[0] - expected[1]
+    torch.testing.assert_close(condition_pmi(model, quantizer, indices, image, text), gain.mean(1), atol=1e-5, rtol=1e-5)
+    first = sum(MICRO.tokens_per_scale[:2])  # over the first two scales only
+    torch.testing.assert_close(condition_pmi(model, quantizer, indices, image, text, scales=2), gain[:, :first].mean(1),
+                               atol=1e-5, rtol=1e-5)
+    assert condition_pmi(model, quantizer, indices, None, None).abs().max() == 0  # no input: no gain
+
+
+def test_generate_a_prefix_of_scales():
+    model, quantizer = micro()
+    image, text = conditions(batch=1)
+    full = model.generate(quantizer, image, text, seed=[3, 4])
+    prefix = model.generate(quantizer, image, text, seed=[3, 4], scales=2)
+    assert len(prefix) == 2
+    for a, b in zip(prefix, full):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(VatError, match="scales must be 1 to"):
+        model.generate(quantizer, image, text, seed=3, scales=len(MICRO.scale_sides) + 1)
 
 
 def test_config_matches_the_condition_encoders():

@@ -113,3 +113,34 @@ def test_rate_distortion_measures_prefixes_and_merges_runs(tiny_checkpoint, tmp_
     merged = json.loads((tmp_path / "m.json").read_text())
     assert merged["meshes"] == 2 and merged["summary"]["6"]["vat_bytes"] == rows["6"]["vat_bytes"]
     assert Image.open(tmp_path / "rd.png").size[0] > 100
+
+
+def test_selection_study_scores_every_sample_and_resumes(tiny_checkpoint, tmp_path, capsys):
+    """scripts/selection_study.py: one row per mesh with every score per sample; a rerun adds nothing; no rule
+    keeps better samples than the best F-score does."""
+    import json
+
+    import trimesh
+
+    namespace = runpy.run_path(str(SCRIPT.parent / "selection_study.py"))
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    trimesh.creation.box((0.5, 0.3, 0.4)).export(meshes / "a-box.ply")
+    trimesh.creation.icosphere(2).export(meshes / "b-ball.ply")
+    argv = ["--checkpoint", str(tiny_checkpoint), "--meshes", str(meshes), "--samples", "3", "--resolution", "16",
+            "--coarse-scales", "2", "--jsonl", str(tmp_path / "s.jsonl")]
+    assert namespace["main"](argv) == 0
+    rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert [Path(r["mesh"]).name for r in rows] == ["a-box.ply", "b-ball.ply"]
+    for row in rows:
+        assert row["seeds"] == [0, 1, 2]
+        for key in (*namespace["SCORES"], "f_score", "f_score_005", "chamfer"):
+            assert len(row[key]) == 3, key
+        assert all(0.0 <= f <= 1.0 for f in row["f_score"] + row["f_score_005"])
+    assert namespace["main"](argv) == 0  # resumed: both meshes were done
+    assert len((tmp_path / "s.jsonl").read_text().splitlines()) == 2
+    table = namespace["summary"](rows)
+    ceiling = table["best F-score (ceiling)"]["f_score"]
+    assert all(means["f_score"] <= ceiling + 1e-12 for means in table.values())
+    assert table["seed alone"]["f_score"] == pytest.approx(np.mean([r["f_score"][0] for r in rows]))
+    assert "| best outline |" in capsys.readouterr().out

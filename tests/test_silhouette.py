@@ -89,6 +89,26 @@ def test_the_right_shape_fits_its_image_better_than_other_shapes():
     assert scores["own"] > max(v for k, v in scores.items() if k != "own") + 0.1, scores
 
 
+def _volume(mesh):
+    centres = (np.arange(SIDE) + 0.5) / SIDE - 0.5
+    grid = np.stack(np.meshgrid(centres, centres, centres, indexing="ij"), -1)
+    return contains(mesh, grid.reshape(-1, 3)).reshape(SIDE, SIDE, SIDE)
+
+
+def test_consensus_prefers_the_shape_the_samples_agree_on():
+    from vat.pipeline import consensus_scores
+
+    bar = trimesh.creation.box([0.8, 0.2, 0.2])
+    volumes = [_volume(bar), _volume(bar.copy().apply_scale(0.6)),  # the same shape, smaller: the same normalised
+               _volume(bar.copy().apply_translation([2 / SIDE, 3 / SIDE, 0])), _volume(_l_shape()),
+               _volume(trimesh.creation.icosphere(3, radius=0.4)), np.zeros((SIDE, SIDE, SIDE), bool)]
+    scores = consensus_scores(volumes)
+    assert np.isneginf(scores[5])  # an empty sample is never kept
+    assert scores[:3].min() > scores[3] > scores[4], scores  # three bars outvote the L, the L is nearer than a ball
+    assert scores[0] == pytest.approx(scores[2], abs=1e-9)  # normalised each: where a sample sits does not count
+    assert consensus_scores(volumes[:1]).tolist() == [0.0]  # nothing to agree with
+
+
 @pytest.fixture(scope="module")
 def pipeline(tiny_checkpoint):
     from vat.pipeline import Pipeline
@@ -119,6 +139,35 @@ def test_search_keeps_the_sample_whose_outline_fits_best(pipeline, tmp_path, mon
     assert calls == [(d, batches * pipeline.num_scales) for d in range(1, batches * pipeline.num_scales + 1)]
 
 
+@pytest.mark.slow
+def test_drafts_finish_the_seeds_whose_coarse_outline_fits_best(pipeline, tmp_path, monkeypatch):
+    from conftest import draw_object_image
+    from vat.pipeline import DRAFT_GRID
+    from vat.preprocess import preprocess_image
+
+    monkeypatch.setattr("vat.pipeline.SAMPLE_BATCH", 4)  # 7 drafts in two batches
+    image = draw_object_image(tmp_path / "object.png", transparent=True)
+    mask = preprocess_image(image).mask
+    seed, drafts, kept, scales = 5, 7, 3, 2
+    singles = {s: pipeline.generate(image=image, seed=s).indices for s in range(seed, seed + drafts)}
+    coarse = pipeline.outline_scores([singles[s] for s in singles], mask, scales=scales, grid=DRAFT_GRID)
+    assert len(set(np.round(coarse, 6))) > 1, "the drafts should differ in outline for this test to mean anything"
+    finished = sorted(seed + int(k) for k in np.argsort(-coarse, kind="stable")[:kept])
+    full = pipeline.outline_scores([singles[s] for s in finished], mask)
+    result = pipeline.generate(image=image, seed=seed, search=kept, drafts=drafts, draft_scales=scales)
+    assert result.seed == finished[int(np.argmax(full))]
+    assert result.settings["drafts"] == drafts and result.settings["draft_scales"] == scales
+    assert result.settings["outline_score"] == pytest.approx(full.max())
+    for a, b in zip(result.indices, singles[result.seed]):  # the kept seed alone gives it again
+        np.testing.assert_array_equal(a, b)
+    assert {"draft", "draft_search", "sample", "search"} <= set(result.timings)
+    calls = []  # drafts: 2 batches of `scales`; the finished: one batch of every scale
+    pipeline.generate(image=image, seed=seed, search=kept, drafts=drafts, draft_scales=scales,
+                      progress=lambda done, total: calls.append((done, total)))
+    total = 2 * scales + pipeline.num_scales
+    assert calls == [(d, total) for d in range(1, total + 1)]
+
+
 def test_search_refuses_what_it_cannot_do(pipeline, tmp_path):
     from conftest import draw_object_image
 
@@ -128,3 +177,10 @@ def test_search_refuses_what_it_cannot_do(pipeline, tmp_path):
         pipeline.generate(image=draw_object_image(tmp_path / "a.png"), search=0)
     with pytest.raises(VatError, match="outline"):  # no mask without preprocessing or alpha
         pipeline.generate(image=draw_object_image(tmp_path / "b.png"), search=2, preprocess=False)
+    image = draw_object_image(tmp_path / "c.png")
+    with pytest.raises(VatError, match="more than the samples kept"):
+        pipeline.generate(image=image, search=4, drafts=4)
+    with pytest.raises(VatError, match="draft scales must be 1 to"):
+        pipeline.generate(image=image, search=2, drafts=4, draft_scales=pipeline.num_scales)
+    with pytest.raises(VatError, match="they need an image"):
+        pipeline.generate(text="a chair", drafts=4)

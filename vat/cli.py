@@ -15,9 +15,9 @@ from vat import __version__
 from vat.errors import VatError
 from vat.preprocess_config import DEFAULT_PREPROCESS
 from vat.sampling_config import CFG_SCHEDULES, DEFAULT_SAMPLING
-from vat.ui import (BACKGROUND_METHODS, DEFAULT_GENERATE_SEARCH, DEFAULT_REFINE, DEFAULT_RESOLUTION, DEFAULT_SEARCH,
-                    MAX_RESOLUTION, MAX_SEED, MIN_RESOLUTION, PROTOCOL_RESOLUTION, RESOLUTIONS, size_change,
-                    stage_times)
+from vat.ui import (BACKGROUND_METHODS, DEFAULT_DRAFT_SCALES, DEFAULT_GENERATE_SEARCH, DEFAULT_REFINE,
+                    DEFAULT_RESOLUTION, DEFAULT_SEARCH, MAX_RESOLUTION, MAX_SEED, MIN_RESOLUTION, PROTOCOL_RESOLUTION,
+                    RESOLUTIONS, size_change, stage_times)
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints"
 APP = Path(__file__).resolve().parent.parent / "app.py"  # the demo, which `vat bench --soak` launches
@@ -180,7 +180,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     generation = pipeline.generate(image=args.image, text=args.text, seed=args.seed, resolution=args.resolution,
                                    remove_background="none" if args.no_background_removal else "auto",
                                    foreground_ratio=args.foreground_ratio, search=_search(args),
-                                   **_generation_settings(args))
+                                   drafts=args.drafts, draft_scales=args.draft_scales, **_generation_settings(args))
     if generation.preprocess_warning:
         print(f"vat generate: warning: {generation.preprocess_warning}", file=sys.stderr)
     mesh = generation.mesh(args.scale)
@@ -190,9 +190,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         Path(args.vat).write_bytes(generation.vat(scales))
     print(f"{args.output}: {len(mesh.faces):,} faces from {generation.tokens_at(scales):,} tokens "
           f"({scales} of {generation.num_scales} scales), seed {generation.seed}")
-    searched = generation.settings["search"]
-    if searched > 1:
-        print(f"  the best outline of {searched} samples (seeds {args.seed} to {args.seed + searched - 1}); "
+    searched, drafts = generation.settings["search"], generation.settings.get("drafts", 0)
+    if searched > 1 or drafts:
+        tried = drafts or searched
+        kept = f", {searched} of them finished" if drafts else ""
+        print(f"  the best outline of {tried} samples (seeds {args.seed} to {args.seed + tried - 1}{kept}); "
               f"this sample alone: --seed {generation.seed} --search 1")
     if generation.preprocess_method:
         print(f"  background: {BACKGROUND_METHODS.get(generation.preprocess_method, generation.preprocess_method)}")
@@ -208,6 +210,7 @@ def _cmd_eval_gen(args: argparse.Namespace) -> int:
     result = evaluate_generation(pipeline, args.meshes, limit=args.limit, seed=args.seed, resolution=args.resolution,
                                  settings=pipeline.sampling_with(**_generation_settings(args)).to_dict(),
                                  match=not args.no_match, search=_search(args), per_scale=args.per_scale,
+                                 drafts=args.drafts, draft_scales=args.draft_scales,
                                  done=_resume_json(args),
                                  on_item=lambda partial: _write_json(args.json, partial["summary"], partial["items"]))
     return _report(args, result, 20, "{:.3f}")
@@ -416,6 +419,11 @@ def _sampling_options(p: argparse.ArgumentParser, resolution: int) -> None:
                    help="sample K meshes (seeds SEED .. SEED+K-1) and keep the one whose outline best fits the "
                         f"image's foreground from some view (default {DEFAULT_GENERATE_SEARCH}; 1: one sample, "
                         "fastest; without an image: 1)")
+    p.add_argument("--drafts", type=int, default=0, metavar="M",
+                   help="first sample only the coarse scales (--draft-scales) of M seeds (SEED .. SEED+M-1) and "
+                        "finish the --search K of them whose outline fits the image best (M > K; default 0: none)")
+    p.add_argument("--draft-scales", type=int, metavar="S",
+                   help=f"scales of a draft (default {DEFAULT_DRAFT_SCALES}, at most all but the last)")
 
 
 def _generate_command(sub) -> None:

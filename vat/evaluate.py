@@ -22,6 +22,7 @@ from vat.geometry.sampling import sample_surface
 from vat.metrics import (ICP_TARGET_FACTOR, MATCH_SAMPLES, accuracy, chamfer_fscore, compare_meshes, cs_iou, iou,
                          match_chamfer_matrix, match_ranks, near_queries, protocol_queries)
 from vat.pipeline import UNGUIDED_SAMPLING, MeshCodec
+from vat.ui import DEFAULT_DRAFT_SCALES
 
 log = logging.getLogger(__name__)
 
@@ -173,10 +174,11 @@ EVAL_GEN_VIEW_SEED = 0
 def generation_item(pipeline, path: Path, seed: int = 0, resolution: int = 256, settings: dict | None = None,
                     view_seed: int = EVAL_GEN_VIEW_SEED, size: int = 512,
                     unconditional: trimesh.Trimesh | None = None,
-                    search: int = 1, per_scale: bool = False) -> tuple[dict, trimesh.Trimesh, trimesh.Trimesh]:
+                    search: int = 1, per_scale: bool = False, drafts: int = 0,
+                    draft_scales: int | None = None) -> tuple[dict, trimesh.Trimesh, trimesh.Trimesh]:
     """Render a view of the mesh, generate from it, ICP-align the result to the mesh, score it (F@0.01,
-    F@0.05, Chamfer), generating with `search` samples (Pipeline.generate); the `unconditional` mesh is
-    scored the same way (uncond_*). With `per_scale`, the mesh of every prefix of scales is decoded at
+    F@0.05, Chamfer), generating with `search` samples (and `drafts`: Pipeline.generate); the `unconditional`
+    mesh is scored the same way (uncond_*). With `per_scale`, the mesh of every prefix of scales is decoded at
     `resolution` and scored the same way too (per_scale_scores). Returns the item,
     the mesh and the generated mesh; a generation with no surface gives an item with `error` and
     `generation_failed` and None for the generated mesh. A mesh that cannot be read raises VatError."""
@@ -186,6 +188,7 @@ def generation_item(pipeline, path: Path, seed: int = 0, resolution: int = 256, 
     mesh = load_mesh(path)
     view = render_views(load_for_render(path), views=1, size=size, seed=view_seed)[0]
     generation = pipeline.generate(image=view.rgba, seed=seed, resolution=resolution, search=search,
+                                   **({"drafts": drafts, "draft_scales": draft_scales} if drafts else {}),
                                    **(settings or {}))
     generated = generation.mesh()
     if len(generated.faces) == 0:  # the model's failure, not the mesh's: the caller counts it as a miss
@@ -250,7 +253,8 @@ def per_scale_summary(items: list[dict]) -> dict:
 
 def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | None = None, seed: int = 0,
                         resolution: int = 256, settings: dict | None = None, match: bool = True,
-                        search: int = 1, per_scale: bool = False, on_item=None, done: dict | None = None) -> dict:
+                        search: int = 1, per_scale: bool = False, on_item=None, done: dict | None = None,
+                        drafts: int = 0, draft_scales: int | None = None) -> dict:
     """eval-gen: every mesh's generation_item (with `search` samples each; with `per_scale`, every prefix
     of scales scored too: per_scale_scores, per_scale_summary; `on_item(result so far)`, if given, is called
     after each mesh: a long run can be read while it goes; `done`, an earlier (partial) result of the same
@@ -265,7 +269,10 @@ def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | Non
       a loss in cond_beats_uncond; a mesh that cannot be read is left out of both. The N x N
       Chamfers are vat.metrics.match_chamfer_matrix's: ICP and Chamfer on MATCH_SAMPLES surface samples per generation (x ICP_TARGET_FACTOR per mesh), not the
       protocol's exact distances; only their ranking is used."""
-    options = {"seed": seed, "search": search, "per_scale": per_scale, "resolution": resolution, **(settings or {})}
+    if drafts and draft_scales is None:
+        draft_scales = min(DEFAULT_DRAFT_SCALES, pipeline.num_scales - 1)
+    options = {"seed": seed, "search": search, "per_scale": per_scale, "resolution": resolution, **(settings or {}),
+               **({"drafts": drafts, "draft_scales": draft_scales} if drafts else {})}
     if done and match:
         raise VatError("--resume needs --no-match: the match rate compares every generation with every mesh "
                        "in one run")
@@ -284,7 +291,8 @@ def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | Non
             continue
         try:
             item, mesh, generated = generation_item(pipeline, path, seed, resolution, settings, unconditional=floor,
-                                                    search=search, per_scale=per_scale)
+                                                    search=search, per_scale=per_scale, drafts=drafts,
+                                                    draft_scales=draft_scales)
         except VatError as exc:
             log.warning("%s: %s", path, exc)
             items.append({"mesh": str(path), "error": str(exc)})

@@ -23,7 +23,8 @@ from vat.preprocess_config import DEFAULT_PREPROCESS
 from vat.sampling_config import (DEFAULT_SAMPLING, SAMPLING_CONFIG, SAMPLING_DEFAULTS,  # noqa: F401
                                  UNGUIDED_SAMPLING, SamplingConfig, check_sampling, read_sampling)
 from vat.tokens import Generation, Tokens, check_scales
-from vat.ui import DEFAULT_GENERATE_SEARCH, DEFAULT_SEARCH  # noqa: F401  (the CLI's and demo's defaults)
+from vat.ui import (DEFAULT_DRAFT_SCALES, DEFAULT_GENERATE_SEARCH,  # noqa: F401  (the CLI's and demo's defaults)
+                    DEFAULT_SEARCH)
 
 QUERY_BATCH = 65_536
 # Encoder-side search (MeshCodec.encode(search=K)): the candidates are checked against the mesh's own
@@ -32,12 +33,75 @@ QUERY_BATCH = 65_536
 SEARCH_QUERIES = (10_000, 10_000)
 SEARCH_SEED_OFFSET = 0x5EA4C4
 # Generator-side search (Pipeline.generate(search=K)): K samples (seeds seed .. seed + K - 1), drawn
-# SAMPLE_BATCH at a time, each decoded on an OUTLINE_GRID^3 grid (coarse to fine from OUTLINE_COARSE^3: 3.7x
+# SAMPLE_BATCH at a time, each decoded on an OUTLINE_GRID^3 grid (coarse to fine from half that, 24^3: 3.7x
 # fewer queries than the dense grid, the same kept sample on the four examples we checked); the one whose
 # outline best fits the input's foreground mask from some view of vat.geometry.silhouette's grid is kept.
 OUTLINE_GRID = 48
-OUTLINE_COARSE = 24
+# Drafts (Pipeline.generate(drafts=M)): the first scales of M samples, their outlines from a coarser grid (a
+# coarse shape has no detail a finer grid would show), of which the best `search` are finished.
+DRAFT_GRID = 32
 SAMPLE_BATCH = 16  # samples drawn in one batch (one seed per row); also the decoder planes' batch
+
+
+def check_drafts(drafts: int, draft_scales: int, search: int, num_scales: int) -> bool:
+    """Whether Pipeline.generate drafts (drafts > 0); raises VatError for drafts that are not more than
+    the samples it keeps, or draft scales outside 1 .. num_scales - 1."""
+    if int(drafts) != drafts or drafts < 0:
+        raise VatError(f"drafts must be a whole number (0: none), got {drafts}")
+    if drafts == 0:
+        return False
+    if drafts <= search:
+        raise VatError(f"drafts ({drafts}) must be more than the samples kept and finished (search {search})")
+    if int(draft_scales) != draft_scales or not 1 <= draft_scales < num_scales:
+        raise VatError(f"draft scales must be 1 to {num_scales - 1} (of {num_scales}), got {draft_scales}")
+    return True
+
+
+def consensus_scores(volumes: list[np.ndarray], points: int = 2048, seed: int = 0) -> np.ndarray:
+    """For each occupancy volume (occupancy_volumes of one input's samples), minus its mean Chamfer-L1 distance
+    to the others: the surface cells of each, scaled so that their bounding box's longer side is 1 and
+    centred (as the evaluation normalises each mesh), at most `points` of them. The sample nearest the others
+    is the one the samples agree on (minimum Bayes risk); -inf for an empty volume."""
+    from scipy.spatial import cKDTree
+
+    from vat.geometry.silhouette import shell_cells
+
+    rng = np.random.default_rng(seed)
+    clouds = []
+    for volume in volumes:
+        cells = shell_cells(volume).astype(np.float64)
+        if len(cells) == 0:
+            clouds.append(None)
+            continue
+        if len(cells) > points:
+            cells = cells[rng.choice(len(cells), points, replace=False)]
+        low, high = cells.min(0), cells.max(0)
+        clouds.append((cells - (low + high) / 2) / max(float((high - low).max()), 1.0))
+    trees = [None if c is None else cKDTree(c) for c in clouds]
+    n = len(volumes)
+    distance = np.full((n, n), np.nan)
+    for i in range(n):
+        for j in range(i + 1, n):
+            if clouds[i] is not None and clouds[j] is not None:
+                distance[i, j] = distance[j, i] = (trees[j].query(clouds[i])[0].mean() +
+                                                   trees[i].query(clouds[j])[0].mean()) / 2
+    scores = np.full(n, -np.inf)
+    for i in range(n):
+        others = distance[i][np.isfinite(distance[i])]
+        if clouds[i] is not None:
+            scores[i] = -others.mean() if len(others) else 0.0
+    return scores
+
+
+class _ScaleCounter:
+    """progress(done, total) over the scales of every batch a generation samples."""
+
+    def __init__(self, progress, total: int):
+        self.progress, self.total, self.done = progress, total, 0
+
+    def step(self, done: int, total: int) -> None:  # NextScaleGPT.generate's on_scale
+        self.done += 1
+        self.progress(self.done, self.total)
 
 
 def resolve_checkpoint(checkpoint: str | os.PathLike) -> Path:
@@ -326,7 +390,8 @@ class Pipeline:
                  top_p: float | None = None, temperature_last: float | None = None, preprocess: bool = True,
                  foreground_ratio: float = DEFAULT_PREPROCESS.foreground_ratio,
                  remove_background: str = DEFAULT_PREPROCESS.remove_background, resolution: int = 256,
-                 search: int = 1, progress=None) -> Generation:
+                 search: int = 1, drafts: int = 0, draft_scales: int | None = None,
+                 progress=None) -> Generation:
         """Tokens of every scale for an image (path, bytes, PIL or array) and/or a text prompt.
         Sampling settings left None are the pipeline's (`self.sampling`: the checkpoint's
         sampling_config.json, else DEFAULT_SAMPLING). `progress(done_scales, total_scales)` is
@@ -336,7 +401,14 @@ class Pipeline:
         outline, from its best view, overlaps the image's foreground the most (`outline_score`): the
         samples are drawn SAMPLE_BATCH at a time (one seed per row) and each is decoded on a coarse grid.
         The result's `seed` is the kept sample's, so generate(seed=result.seed) gives it again without
-        the search. `progress(done, total)` then counts the scales of each batch."""
+        the search. `progress(done, total)` then counts the scales of each batch.
+
+        `drafts` = M > `search` (needs an image too) first samples only the first `draft_scales` scales (default
+        DEFAULT_DRAFT_SCALES, at most all but the last) of
+        seeds seed .. seed + M - 1, scores those coarse shapes' outlines (on a DRAFT_GRID^3 grid) and
+        finishes only the `search` seeds that fit best, which the outline search then ranks: many samples'
+        coarse shapes, where the image is read least, for the price of few. Each kept seed is sampled from
+        its first scale, so generate(seed=result.seed) still gives the result."""
         from vat.preprocess import load_image, preprocess_image
 
         sampling = self.sampling_with(cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k,
@@ -349,6 +421,11 @@ class Pipeline:
             raise VatError(f"search must be a positive whole number of samples, got {search}")
         if search > 1 and image is None:
             raise VatError("search picks the sample that fits the image's outline: it needs an image")
+        if draft_scales is None:
+            draft_scales = min(DEFAULT_DRAFT_SCALES, self.num_scales - 1)
+        drafting = check_drafts(drafts, draft_scales, search, self.num_scales)
+        if drafting and image is None:
+            raise VatError("drafts are kept by how well their outline fits the image: they need an image")
         timings, input_image, method, mask, warning = {}, None, None, None, ""
         start = time.perf_counter()
         if image is not None:
@@ -360,7 +437,7 @@ class Pipeline:
                 input_image, method = loaded.convert("RGB"), "none"
                 if loaded.mode == "RGBA":
                     mask = np.asarray(loaded.getchannel("A"), dtype=np.float32) / 255.0
-            if search > 1 and mask is None:
+            if (search > 1 or drafting) and mask is None:
                 raise VatError("search needs the object's outline: leave preprocessing on or give an RGBA image")
         timings["preprocess"] = time.perf_counter() - start
 
@@ -369,17 +446,26 @@ class Pipeline:
                                                          texts=[text] if text is not None else None)
         timings["condition"] = time.perf_counter() - start
 
-        start = time.perf_counter()
-        candidates, batches = [], range(0, int(search), SAMPLE_BATCH)
-        for b, first in enumerate(batches):
-            seeds = list(range(seed + first, seed + min(first + SAMPLE_BATCH, int(search))))
-            on_scale = None if progress is None else (lambda s, n, b=b: progress(b * n + s, len(batches) * n))
-            idx = self.generator.generate(self.codec.tokenizer.quantizer, image_tokens=image_tokens, text=text_vector,
-                                          seed=seeds if search > 1 else seed, on_scale=on_scale, **sampling)
-            candidates += [[i[k].cpu().numpy() for i in idx] for k in range(len(seeds))]
-        timings["sample"] = time.perf_counter() - start
         settings = dict(text=text, **sampling, preprocess=preprocess, foreground_ratio=foreground_ratio,
                         remove_background=remove_background, search=int(search))
+        seeds = list(range(seed, seed + int(search)))
+        total = (-(-int(drafts) // SAMPLE_BATCH) * int(draft_scales) if drafting else 0) + \
+            -(-len(seeds) // SAMPLE_BATCH) * self.num_scales
+        counter = None if progress is None else _ScaleCounter(progress, total)
+        if drafting:
+            start = time.perf_counter()
+            drafted = self._sample(image_tokens, text_vector, list(range(seed, seed + int(drafts))), sampling,
+                                   counter, scales=int(draft_scales))
+            timings["draft"] = time.perf_counter() - start
+            start = time.perf_counter()
+            scores = self.outline_scores(drafted, mask, scales=int(draft_scales), grid=DRAFT_GRID)
+            seeds = sorted(seed + int(k) for k in np.argsort(-scores, kind="stable")[:int(search)])
+            timings["draft_search"] = time.perf_counter() - start
+            settings.update(drafts=int(drafts), draft_scales=int(draft_scales))
+        start = time.perf_counter()
+        candidates = self._sample(image_tokens, text_vector, seeds if search > 1 or drafting else seed, sampling,
+                                  counter)
+        timings["sample"] = time.perf_counter() - start
         best = 0
         if search > 1:
             start = time.perf_counter()
@@ -387,24 +473,64 @@ class Pipeline:
             best = int(np.argmax(scores))
             settings["outline_score"] = float(scores[best])
             timings["search"] = time.perf_counter() - start
-        return Generation(candidates[best], self.codec, seed=seed + best, settings=settings, timings=timings,
+        return Generation(candidates[best], self.codec, seed=seeds[best], settings=settings, timings=timings,
                           input_image=input_image, preprocess_method=method, resolution=resolution,
                           preprocess_warning=warning)
 
-    def outline_scores(self, candidates: list[list[np.ndarray]], mask_HW: np.ndarray) -> np.ndarray:
-        """For each candidate's tokens, the IoU of its outline (occupancy at the points of an OUTLINE_GRID^3
-        grid, each standing for a cube of one cell, seen from the best view of vat.geometry.silhouette's
-        grid) with the foreground mask; -1 for a candidate with no occupied point."""
+    def _sample(self, image_tokens, text_vector, seed: int | list[int], sampling: dict, counter=None,
+                scales: int | None = None) -> list[list[np.ndarray]]:
+        """Each seed's tokens (the first `scales` scales, else all), SAMPLE_BATCH seeds to a batch (one seed
+        per row); an int seed: one sample, drawn as generate(seed=...) alone draws it."""
+        rows = seed if isinstance(seed, list) else [seed]
+        out = []
+        for first in range(0, len(rows), SAMPLE_BATCH):
+            batch = rows[first:first + SAMPLE_BATCH]
+            idx = self.generator.generate(self.codec.tokenizer.quantizer, image_tokens=image_tokens, text=text_vector,
+                                          seed=batch if isinstance(seed, list) else seed, scales=scales,
+                                          on_scale=None if counter is None else counter.step, **sampling)
+            out += [[i[k].cpu().numpy() for i in idx] for k in range(len(batch))]
+        return out
+
+    @torch.no_grad()
+    def pmi_scores(self, candidates: list[list[np.ndarray]], image_tokens: torch.Tensor | None,
+                   text_vector: torch.Tensor | None = None, scales: int | None = None) -> np.ndarray:
+        """vat.models.gpt.condition_pmi of each candidate's tokens (all scales given; the mean over the
+        first `scales`) under the condition (image tokens and/or text vector of batch 1, as
+        self.encoders.encode gives them), SAMPLE_BATCH at a time."""
+        from vat.models.gpt import condition_pmi
+
+        out = []
+        for start in range(0, len(candidates), SAMPLE_BATCH):
+            batch = candidates[start:start + SAMPLE_BATCH]
+            idx = [torch.as_tensor(np.stack([np.asarray(c[s]) for c in batch]), dtype=torch.long, device=self.device)
+                   for s in range(self.num_scales)]
+            out.append(condition_pmi(self.generator, self.codec.tokenizer.quantizer, idx, image_tokens, text_vector,
+                                     scales).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def occupancy_volumes(self, candidates: list[list[np.ndarray]], scales: int | None = None,
+                          grid: int = OUTLINE_GRID) -> list[np.ndarray]:
+        """Each candidate's occupancy (bool [grid, grid, grid]) from its first `scales` scales (else all), at
+        the points of a grid^3 grid (vat.geometry.extract.grid_points), found coarse to fine from half that."""
+        return [evaluate_grid(fn, grid, 0.0, coarse_resolution=grid // 2, batch_size=QUERY_BATCH)[0] > 0
+                for fn in self.codec.occupancy_fns(candidates, scales)]
+
+    def outline_scores(self, candidates: list[list[np.ndarray]], mask_HW: np.ndarray, scales: int | None = None,
+                       grid: int = OUTLINE_GRID, volumes: list[np.ndarray] | None = None) -> np.ndarray:
+        """For each candidate's tokens (their first `scales` scales, else all), the IoU of its outline
+        (occupancy_volumes, each occupied point standing for a cube of one cell, seen from the best view of
+        vat.geometry.silhouette's grid) with the foreground mask; -1 for a candidate with no occupied point.
+        `volumes`: the candidates' occupancy_volumes on this grid, if already made."""
         from vat.geometry.silhouette import best_overlap, frame_mask, project_outlines, shell_cells
 
         target = frame_mask(mask_HW)
-        axis = grid_points(OUTLINE_GRID)
+        axis = grid_points(grid)
         scores = np.full(len(candidates), -1.0)
-        for k, fn in enumerate(self.codec.occupancy_fns(candidates)):
-            volume, _ = evaluate_grid(fn, OUTLINE_GRID, 0.0, coarse_resolution=OUTLINE_COARSE, batch_size=QUERY_BATCH)
-            cells = shell_cells(volume > 0)
+        volumes = self.occupancy_volumes(candidates, scales, grid) if volumes is None else volumes
+        for k, volume in enumerate(volumes):
+            cells = shell_cells(volume)
             if len(cells):
-                scores[k] = best_overlap(target, project_outlines(axis[cells], 2 * GRID_BOUND / OUTLINE_GRID))[0]
+                scores[k] = best_overlap(target, project_outlines(axis[cells], 2 * GRID_BOUND / grid))[0]
         return scores
 
     @torch.no_grad()

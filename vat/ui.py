@@ -17,6 +17,8 @@ MAX_TARGET_FACES = 1_000_000
 # Samples of the searches (vat.pipeline.MeshCodec.encode and Pipeline.generate, whose own default is 1).
 DEFAULT_SEARCH = 8  # what `vat encode`, `vat eval-recon` and the demo use
 DEFAULT_GENERATE_SEARCH = 8  # what `vat generate`, `vat eval-gen` and the demo use
+# Drafts of the generator-side search (Pipeline.generate(drafts=M)): how many first scales a draft has.
+DEFAULT_DRAFT_SCALES = 6
 # Refinement steps of the encoder's latent (vat.refine; MeshCodec.encode's own default is 0). On 7 validation
 # pieces (search 8, 128^3) F@0.01 was 0.577 / 0.584 / 0.643 / 0.644 for N = 0 / 10 / 20 / 40.
 DEFAULT_REFINE = 20  # what `vat encode`, `vat eval-recon`, `vat bench` and the demo use
@@ -34,7 +36,8 @@ BACKGROUND_METHODS = {
 }
 # Pipeline.generate's timings, in words (decoding a mesh is timed as "decode...").
 STAGES = {"preprocess": "preprocessing", "condition": "encoding the image", "sample": "sampling tokens",
-          "search": "outline search", "decode": "decoding the mesh"}
+          "draft": "drafting coarse scales", "draft_search": "choosing drafts", "search": "outline search",
+          "decode": "decoding the mesh"}
 
 
 def stage_times(timings: dict, sep: str = ", ") -> str:

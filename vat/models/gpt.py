@@ -312,9 +312,11 @@ class NextScaleGPT(nn.Module):
                  top_p: float = DEFAULT_SAMPLING.top_p,
                  temperature_last: float | None = DEFAULT_SAMPLING.temperature_last,
                  seed: int | torch.Generator | list[int] | None = None,
-                 use_cache: bool = True, on_scale=None, choose=None) -> list[torch.Tensor]:
-        """Token indices per scale (idx_Bl), coarse to fine. With cfg != 0 and a condition, the conditional
-        and unconditional (null) passes run as one doubled batch; see guidance_weight for the formula.
+                 use_cache: bool = True, on_scale=None, choose=None, scales: int | None = None) -> list[torch.Tensor]:
+        """Token indices per scale (idx_Bl), coarse to fine; with `scales`, only the first that many (a prefix:
+        the same tokens the full sampling of the same seed starts with, up to float rounding). With cfg != 0
+        and a condition, the conditional and unconditional (null) passes run as one doubled batch; see
+        guidance_weight for the formula.
         use_cache=True feeds only each new scale's tokens; False re-runs the whole prefix every step.
         batch_size only counts when no condition is given; seed: an int or a torch.Generator for
         reproducible tokens, None for torch's global generator; a list of ints samples one row per seed
@@ -348,11 +350,14 @@ class NextScaleGPT(nn.Module):
         if guided:
             null_image_BNW, null_text_BW = self.condition(None, None, batch_size)
             image_BNW, text_BW = torch.cat([image_BNW, null_image_BNW]), torch.cat([text_BW, null_text_BW])
+        num_scales = len(c.scale_sides) if scales is None else int(scales)
+        if not 1 <= num_scales <= len(c.scale_sides):
+            raise VatError(f"scales must be 1 to {len(c.scale_sides)}, got {scales}")
         mask_TT = self.attention_mask()
         caches = [{} for _ in self.blocks] if use_cache else None
         new_BTW = torch.cat([image_BNW, self.scale_tokens(0, None, text_BW)], dim=1)
         seen_BTW, f_hat, indices = None, None, []
-        for si in range(len(c.scale_sides)):
+        for si in range(num_scales):
             begin, end = self.ends[si], self.ends[si + 1]
             if use_cache:
                 start = end - new_BTW.shape[1]
@@ -375,7 +380,9 @@ class NextScaleGPT(nn.Module):
                                     for b, g in enumerate(generators)])
             indices.append(idx_Bl)
             if on_scale is not None:
-                on_scale(si + 1, len(c.scale_sides))
+                on_scale(si + 1, num_scales)
+            if si + 1 == num_scales:
+                break
             f_hat, x_next_BlC = quantizer.next_scale_input(si, f_hat, idx_Bl)
             if x_next_BlC is not None:
                 new_BTW = self.scale_tokens(si + 1, x_next_BlC.repeat(2 if guided else 1, 1, 1), text_BW)
@@ -413,6 +420,27 @@ def image_retrieval_losses(generator: NextScaleGPT, tokens_NL: torch.Tensor, x_N
             loss_NN[a:b, j] = F.cross_entropy(logits.flatten(0, 1), tokens_NL[a:b, :prefix].flatten(),
                                               reduction="none").view(b - a, prefix).mean(1).double()
     return loss_NN
+
+
+@torch.no_grad()
+def condition_pmi(generator: NextScaleGPT, quantizer: MultiScaleQuantizer, indices: list[torch.Tensor],
+                  image_tokens: torch.Tensor | None, text: torch.Tensor | None,
+                  scales: int | None = None) -> torch.Tensor:
+    """[B]: for each row of `indices` (idx_Bl per scale, all scales), the mean over the tokens of the first
+    `scales` scales (default all) of log p(token | condition) - log p(token | null condition), teacher
+    forced: how much more likely the condition (a batch-1 image and/or text, shared by the rows) makes
+    those tokens than no input does. The pointwise mutual information of samples and input: the
+    retrieval score (image_retrieval_losses) seen from the shapes' side. Call it in eval mode."""
+    batch = indices[0].shape[0]
+    x_BLC = quantizer.teacher_forcing_input(indices)
+    image, text = (given if given is None else given.expand(batch, *given.shape[1:]) for given in (image_tokens, text))
+    scales = len(generator.config.scale_sides) if scales is None else scales
+    target_BL = torch.cat(indices[:scales], dim=1)
+    log_p = []
+    for condition in ((image, text), (None, None)):
+        logits_BLV = generator(*condition, x_BLC, scales=scales).float()
+        log_p.append(-F.cross_entropy(logits_BLV.flatten(0, 1), target_BL.flatten(), reduction="none"))
+    return (log_p[0] - log_p[1]).view(batch, -1).mean(1)
 
 
 def retrieval_scores(loss_NN: torch.Tensor) -> dict[str, float]:
