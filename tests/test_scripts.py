@@ -143,4 +143,16 @@ def test_selection_study_scores_every_sample_and_resumes(tiny_checkpoint, tmp_pa
     ceiling = table["best F-score (ceiling)"]["f_score"]
     assert all(means["f_score"] <= ceiling + 1e-12 for means in table.values())
     assert table["seed alone"]["f_score"] == pytest.approx(np.mean([r["f_score"][0] for r in rows]))
-    assert "| best outline |" in capsys.readouterr().out
+    assert all(len(r["fused_top3"]) == len(r["fused_all"]) == 2 for r in rows)
+    assert all(0.0 <= f <= 1.0 for r in rows for f in r["fused_top3"] + r["fused_all"])
+    printed = capsys.readouterr().out
+    assert "| best outline |" in printed and "| fused top3 |" in printed
+    # A second pass with the outline's variants takes the F-scores from the first; a variant with the search's
+    # own settings gives the search's score.
+    second_pass = [*argv[:-1], str(tmp_path / "v.jsonl"), "--variants", "--reuse", str(tmp_path / "s.jsonl")]
+    assert namespace["main"](second_pass) == 0
+    again = [json.loads(line) for line in (tmp_path / "v.jsonl").read_text().splitlines()]
+    for first, second in zip(rows, again):
+        assert second["f_score"] == first["f_score"] and second["outline"] == pytest.approx(first["outline"])
+        assert all(len(second[name]) == 3 for name in namespace["VARIANTS"])
+    assert "| best outline_views |" in capsys.readouterr().out
