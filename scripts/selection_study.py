@@ -6,9 +6,9 @@ For each mesh of --meshes (sorted by path, at most --limit) the view eval-gen re
 input; seeds SEED .. SEED+K-1 are sampled one by one with the checkpoint's sampling settings (the samples
 `vat generate --search K` draws), and each sample gets
 - `outline`: its outline's fit to the image (Pipeline.outline_scores, what the search keeps by);
-- `consensus`: how near it is to the other samples (vat.pipeline.consensus_scores on the same volumes);
+- `consensus`: how near it is to the other samples (consensus_scores on the same volumes);
 - `pmi` and `pmi_coarse`: how much more likely the image makes its tokens than no input does
-  (Pipeline.pmi_scores over all scales, and over the first --coarse-scales);
+  (pmi_scores over all scales, and over the first --coarse-scales);
 - `f_score`, `f_score_005`, `chamfer`: the mesh decoded at --resolution, ICP-aligned and scored against the
   piece as eval-gen scores it (vat.metrics.compare_meshes).
 Beside them, per mesh, `fused_top3` and `fused_all`: the F-scores (@0.01, @0.05) of one mesh made from several
@@ -30,6 +30,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from vat.errors import VatError
@@ -40,7 +41,8 @@ from vat.geometry.render import load_for_render, render_views
 from vat.geometry.silhouette import (GRID_AZIMUTHS, GRID_ELEVATIONS, SILHOUETTE_SIDE, best_overlap, frame_mask,
                                      project_outlines, shell_cells)
 from vat.metrics import compare_meshes
-from vat.pipeline import OUTLINE_GRID, Pipeline, consensus_scores
+from vat.models.gpt import condition_pmi
+from vat.pipeline import OUTLINE_GRID, SAMPLE_BATCH, Pipeline
 from vat.preprocess import preprocess_image
 
 SCORES = ("outline", "consensus", "pmi", "pmi_coarse")
@@ -51,6 +53,57 @@ VARIANTS = {"outline_g64": (64, GRID_AZIMUTHS, GRID_ELEVATIONS, SILHOUETTE_SIDE)
                               SILHOUETTE_SIDE),
             "outline_side128": (OUTLINE_GRID, GRID_AZIMUTHS, GRID_ELEVATIONS, 128)}
 COPIED = ("f_score", "f_score_005", "chamfer", "fused_top3", "fused_all")  # what --reuse takes from a row
+
+
+def consensus_scores(volumes: list[np.ndarray], points: int = 2048, seed: int = 0) -> np.ndarray:
+    """For each occupancy volume (occupancy_volumes of one input's samples), minus its mean Chamfer-L1 distance
+    to the others: the surface cells of each, scaled so that their bounding box's longer side is 1 and
+    centred (as the evaluation normalises each mesh), at most `points` of them. The sample nearest the others
+    is the one the samples agree on (minimum Bayes risk); -inf for an empty volume."""
+    from scipy.spatial import cKDTree
+
+    from vat.geometry.silhouette import shell_cells
+
+    rng = np.random.default_rng(seed)
+    clouds = []
+    for volume in volumes:
+        cells = shell_cells(volume).astype(np.float64)
+        if len(cells) == 0:
+            clouds.append(None)
+            continue
+        if len(cells) > points:
+            cells = cells[rng.choice(len(cells), points, replace=False)]
+        low, high = cells.min(0), cells.max(0)
+        clouds.append((cells - (low + high) / 2) / max(float((high - low).max()), 1.0))
+    trees = [None if c is None else cKDTree(c) for c in clouds]
+    n = len(volumes)
+    distance = np.full((n, n), np.nan)
+    for i in range(n):
+        for j in range(i + 1, n):
+            if clouds[i] is not None and clouds[j] is not None:
+                distance[i, j] = distance[j, i] = (trees[j].query(clouds[i])[0].mean() +
+                                                   trees[i].query(clouds[j])[0].mean()) / 2
+    scores = np.full(n, -np.inf)
+    for i in range(n):
+        others = distance[i][np.isfinite(distance[i])]
+        if clouds[i] is not None:
+            scores[i] = -others.mean() if len(others) else 0.0
+    return scores
+
+
+@torch.no_grad()
+def pmi_scores(pipeline: Pipeline, candidates: list[list[np.ndarray]], image_tokens: torch.Tensor,
+               scales: int | None = None) -> np.ndarray:
+    """vat.models.gpt.condition_pmi of each candidate's tokens (all scales given; the mean over the first
+    `scales`) given the image tokens (batch 1, as pipeline.encoders.encode gives them), SAMPLE_BATCH at a time."""
+    out = []
+    for start in range(0, len(candidates), SAMPLE_BATCH):
+        batch = candidates[start:start + SAMPLE_BATCH]
+        idx = [torch.as_tensor(np.stack([np.asarray(c[s]) for c in batch]), dtype=torch.long, device=pipeline.device)
+               for s in range(pipeline.num_scales)]
+        out.append(condition_pmi(pipeline.generator, pipeline.codec.tokenizer.quantizer, idx, image_tokens, None,
+                                 scales).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def outline_variant(volumes: list[np.ndarray], mask_HW: np.ndarray, azimuths, elevations, side: int) -> list[float]:
@@ -74,8 +127,8 @@ def mesh_row(pipeline: Pipeline, path: Path, args: argparse.Namespace, earlier: 
     row = {"mesh": str(path), "seeds": [g.seed for g in samples],
            "outline": pipeline.outline_scores(candidates, done.mask, volumes=volumes).tolist(),
            "consensus": consensus_scores(volumes).tolist(),
-           "pmi": pipeline.pmi_scores(candidates, image_tokens).tolist(),
-           "pmi_coarse": pipeline.pmi_scores(candidates, image_tokens, scales=args.coarse_scales).tolist()}
+           "pmi": pmi_scores(pipeline, candidates, image_tokens).tolist(),
+           "pmi_coarse": pmi_scores(pipeline, candidates, image_tokens, scales=args.coarse_scales).tolist()}
     if args.variants:
         by_grid = {OUTLINE_GRID: volumes}
         for name, (grid, azimuths, elevations, side) in VARIANTS.items():

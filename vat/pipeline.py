@@ -57,42 +57,6 @@ def check_drafts(drafts: int, draft_scales: int, search: int, num_scales: int) -
     return True
 
 
-def consensus_scores(volumes: list[np.ndarray], points: int = 2048, seed: int = 0) -> np.ndarray:
-    """For each occupancy volume (occupancy_volumes of one input's samples), minus its mean Chamfer-L1 distance
-    to the others: the surface cells of each, scaled so that their bounding box's longer side is 1 and
-    centred (as the evaluation normalises each mesh), at most `points` of them. The sample nearest the others
-    is the one the samples agree on (minimum Bayes risk); -inf for an empty volume."""
-    from scipy.spatial import cKDTree
-
-    from vat.geometry.silhouette import shell_cells
-
-    rng = np.random.default_rng(seed)
-    clouds = []
-    for volume in volumes:
-        cells = shell_cells(volume).astype(np.float64)
-        if len(cells) == 0:
-            clouds.append(None)
-            continue
-        if len(cells) > points:
-            cells = cells[rng.choice(len(cells), points, replace=False)]
-        low, high = cells.min(0), cells.max(0)
-        clouds.append((cells - (low + high) / 2) / max(float((high - low).max()), 1.0))
-    trees = [None if c is None else cKDTree(c) for c in clouds]
-    n = len(volumes)
-    distance = np.full((n, n), np.nan)
-    for i in range(n):
-        for j in range(i + 1, n):
-            if clouds[i] is not None and clouds[j] is not None:
-                distance[i, j] = distance[j, i] = (trees[j].query(clouds[i])[0].mean() +
-                                                   trees[i].query(clouds[j])[0].mean()) / 2
-    scores = np.full(n, -np.inf)
-    for i in range(n):
-        others = distance[i][np.isfinite(distance[i])]
-        if clouds[i] is not None:
-            scores[i] = -others.mean() if len(others) else 0.0
-    return scores
-
-
 class _ScaleCounter:
     """progress(done, total) over the scales of every batch a generation samples."""
 
@@ -490,23 +454,6 @@ class Pipeline:
                                           on_scale=None if counter is None else counter.step, **sampling)
             out += [[i[k].cpu().numpy() for i in idx] for k in range(len(batch))]
         return out
-
-    @torch.no_grad()
-    def pmi_scores(self, candidates: list[list[np.ndarray]], image_tokens: torch.Tensor | None,
-                   text_vector: torch.Tensor | None = None, scales: int | None = None) -> np.ndarray:
-        """vat.models.gpt.condition_pmi of each candidate's tokens (all scales given; the mean over the
-        first `scales`) under the condition (image tokens and/or text vector of batch 1, as
-        self.encoders.encode gives them), SAMPLE_BATCH at a time."""
-        from vat.models.gpt import condition_pmi
-
-        out = []
-        for start in range(0, len(candidates), SAMPLE_BATCH):
-            batch = candidates[start:start + SAMPLE_BATCH]
-            idx = [torch.as_tensor(np.stack([np.asarray(c[s]) for c in batch]), dtype=torch.long, device=self.device)
-                   for s in range(self.num_scales)]
-            out.append(condition_pmi(self.generator, self.codec.tokenizer.quantizer, idx, image_tokens, text_vector,
-                                     scales).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros(0)
 
     def occupancy_volumes(self, candidates: list[list[np.ndarray]], scales: int | None = None,
                           grid: int = OUTLINE_GRID) -> list[np.ndarray]:
