@@ -189,3 +189,8 @@ def test_search_refuses_what_it_cannot_do(pipeline, tmp_path):
         pipeline.generate(image=image, search=2, drafts=4, draft_scales=pipeline.num_scales)
     with pytest.raises(VatError, match="they need an image"):
         pipeline.generate(text="a chair", drafts=4)
+    for bad in (-1, 2.5):
+        with pytest.raises(VatError, match="drafts must be a whole number"):
+            pipeline.generate(image=image, drafts=bad)
+    with pytest.raises(VatError, match="outline"):  # drafts are kept by their outline: no mask, no drafts
+        pipeline.generate(image=image, drafts=4, preprocess=False)
