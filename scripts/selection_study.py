@@ -35,11 +35,10 @@ from tqdm.auto import tqdm
 
 from vat.errors import VatError
 from vat.evaluate import EVAL_GEN_VIEW_SEED, mesh_files
-from vat.geometry.extract import GRID_BOUND, extract_mesh, grid_points, postprocess
+from vat.geometry.extract import extract_mesh, postprocess
 from vat.geometry.io import load_mesh
 from vat.geometry.render import load_for_render, render_views
-from vat.geometry.silhouette import (GRID_AZIMUTHS, GRID_ELEVATIONS, SILHOUETTE_SIDE, best_overlap, frame_mask,
-                                     project_outlines, shell_cells)
+from vat.geometry.silhouette import GRID_AZIMUTHS, GRID_ELEVATIONS, SILHOUETTE_SIDE, outline_scores, shell_cells
 from vat.metrics import compare_meshes
 from vat.models.gpt import condition_pmi
 from vat.pipeline import OUTLINE_GRID, SAMPLE_BATCH, Pipeline
@@ -61,8 +60,6 @@ def consensus_scores(volumes: list[np.ndarray], points: int = 2048, seed: int = 
     centred (as the evaluation normalises each mesh), at most `points` of them. The sample nearest the others
     is the one the samples agree on (minimum Bayes risk); -inf for an empty volume."""
     from scipy.spatial import cKDTree
-
-    from vat.geometry.silhouette import shell_cells
 
     rng = np.random.default_rng(seed)
     clouds = []
@@ -106,16 +103,6 @@ def pmi_scores(pipeline: Pipeline, candidates: list[list[np.ndarray]], image_tok
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def outline_variant(volumes: list[np.ndarray], mask_HW: np.ndarray, azimuths, elevations, side: int) -> list[float]:
-    """Pipeline.outline_scores of occupancy volumes of one grid, with another grid of views and square."""
-    target, scores = frame_mask(mask_HW, side=side), []
-    for volume in volumes:
-        axis, cells = grid_points(len(volume) - 1), shell_cells(volume)
-        scores.append(best_overlap(target, project_outlines(axis[cells], 2 * GRID_BOUND / (len(volume) - 1), azimuths,
-                                                            elevations, side=side))[0] if len(cells) else -1.0)
-    return scores
-
-
 def mesh_row(pipeline: Pipeline, path: Path, args: argparse.Namespace, earlier: dict | None = None) -> dict:
     view = render_views(load_for_render(path), views=1, size=512, seed=EVAL_GEN_VIEW_SEED)[0]
     done = preprocess_image(view.rgba)
@@ -134,7 +121,7 @@ def mesh_row(pipeline: Pipeline, path: Path, args: argparse.Namespace, earlier: 
         for name, (grid, azimuths, elevations, side) in VARIANTS.items():
             if grid not in by_grid:
                 by_grid[grid] = pipeline.occupancy_volumes(candidates, grid=grid)
-            row[name] = outline_variant(by_grid[grid], done.mask, azimuths, elevations, side)
+            row[name] = outline_scores(by_grid[grid], done.mask, azimuths, elevations, side).tolist()
     if earlier is not None and earlier["seeds"] == row["seeds"]:
         return {**row, **{key: earlier[key] for key in COPIED}}
     mesh = load_mesh(path)

@@ -21,8 +21,7 @@ from vat.geometry.io import LOAD_FORMATS, find_mesh_files, load_mesh, normalize_
 from vat.geometry.sampling import sample_surface
 from vat.metrics import (ICP_TARGET_FACTOR, MATCH_SAMPLES, accuracy, chamfer_fscore, compare_meshes, cs_iou, iou,
                          match_chamfer_matrix, match_ranks, near_queries, protocol_queries)
-from vat.pipeline import UNGUIDED_SAMPLING, MeshCodec
-from vat.ui import DEFAULT_DRAFT_SCALES
+from vat.pipeline import UNGUIDED_SAMPLING, MeshCodec, resolve_draft_scales
 
 log = logging.getLogger(__name__)
 
@@ -187,9 +186,8 @@ def generation_item(pipeline, path: Path, seed: int = 0, resolution: int = 256, 
     start = time.perf_counter()
     mesh = load_mesh(path)
     view = render_views(load_for_render(path), views=1, size=size, seed=view_seed)[0]
-    generation = pipeline.generate(image=view.rgba, seed=seed, resolution=resolution, search=search,
-                                   **({"drafts": drafts, "draft_scales": draft_scales} if drafts else {}),
-                                   **(settings or {}))
+    generation = pipeline.generate(image=view.rgba, seed=seed, resolution=resolution, search=search, drafts=drafts,
+                                   draft_scales=draft_scales, **(settings or {}))
     generated = generation.mesh()
     if len(generated.faces) == 0:  # the model's failure, not the mesh's: the caller counts it as a miss
         return ({"mesh": str(path), "error": "the generated occupancy has no surface", "generation_failed": True,
@@ -269,8 +267,8 @@ def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | Non
       a loss in cond_beats_uncond; a mesh that cannot be read is left out of both. The N x N
       Chamfers are vat.metrics.match_chamfer_matrix's: ICP and Chamfer on MATCH_SAMPLES surface samples per generation (x ICP_TARGET_FACTOR per mesh), not the
       protocol's exact distances; only their ranking is used."""
-    if drafts and draft_scales is None:
-        draft_scales = min(DEFAULT_DRAFT_SCALES, pipeline.num_scales - 1)
+    if drafts:
+        draft_scales = resolve_draft_scales(draft_scales, pipeline.num_scales)
     options = {"seed": seed, "search": search, "per_scale": per_scale, "resolution": resolution, **(settings or {}),
                **({"drafts": drafts, "draft_scales": draft_scales} if drafts else {})}
     if done and match:

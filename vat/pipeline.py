@@ -4,6 +4,7 @@ Image/text generation joins it once the generator lands."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import trimesh
 
 from vat.codec import Placement, TokenFile, decode_tokens, encode_tokens
 from vat.errors import VatError
-from vat.geometry.extract import GRID_BOUND, OccupancyFn, evaluate_grid, extract_mesh, grid_points, postprocess
+from vat.geometry.extract import OccupancyFn, evaluate_grid, extract_mesh, postprocess
 from vat.geometry.io import normalize_mesh
 from vat.geometry.sampling import sample_surface
 from vat.models.checkpoint import part_files  # noqa: F401  (vat.pipeline.part_files before issue 30)
@@ -41,6 +42,11 @@ OUTLINE_GRID = 48
 # coarse shape has no detail a finer grid would show), of which the best `search` are finished.
 DRAFT_GRID = 32
 SAMPLE_BATCH = 16  # samples drawn in one batch (one seed per row); also the decoder planes' batch
+
+
+def resolve_draft_scales(draft_scales: int | None, num_scales: int) -> int:
+    """The scales of a draft: as given, else DEFAULT_DRAFT_SCALES (at most all but the last)."""
+    return min(DEFAULT_DRAFT_SCALES, num_scales - 1) if draft_scales is None else draft_scales
 
 
 def check_drafts(drafts: int, draft_scales: int, search: int, num_scales: int) -> bool:
@@ -385,8 +391,7 @@ class Pipeline:
             raise VatError(f"search must be a positive whole number of samples, got {search}")
         if search > 1 and image is None:
             raise VatError("search picks the sample that fits the image's outline: it needs an image")
-        if draft_scales is None:
-            draft_scales = min(DEFAULT_DRAFT_SCALES, self.num_scales - 1)
+        draft_scales = resolve_draft_scales(draft_scales, self.num_scales)
         drafting = check_drafts(drafts, draft_scales, search, self.num_scales)
         if drafting and image is None:
             raise VatError("drafts are kept by how well their outline fits the image: they need an image")
@@ -413,8 +418,8 @@ class Pipeline:
         settings = dict(text=text, **sampling, preprocess=preprocess, foreground_ratio=foreground_ratio,
                         remove_background=remove_background, search=int(search))
         seeds = list(range(seed, seed + int(search)))
-        total = (-(-int(drafts) // SAMPLE_BATCH) * int(draft_scales) if drafting else 0) + \
-            -(-len(seeds) // SAMPLE_BATCH) * self.num_scales
+        batches = math.ceil(len(seeds) / SAMPLE_BATCH)  # the scales progress counts: drafts', then the finished
+        total = (math.ceil(drafts / SAMPLE_BATCH) * int(draft_scales) if drafting else 0) + batches * self.num_scales
         counter = None if progress is None else _ScaleCounter(progress, total)
         if drafting:
             start = time.perf_counter()
@@ -468,17 +473,10 @@ class Pipeline:
         (occupancy_volumes, each occupied point standing for a cube of one cell, seen from the best view of
         vat.geometry.silhouette's grid) with the foreground mask; -1 for a candidate with no occupied point.
         `volumes`: the candidates' occupancy_volumes on this grid, if already made."""
-        from vat.geometry.silhouette import best_overlap, frame_mask, project_outlines, shell_cells
+        from vat.geometry.silhouette import outline_scores
 
-        target = frame_mask(mask_HW)
-        axis = grid_points(grid)
-        scores = np.full(len(candidates), -1.0)
         volumes = self.occupancy_volumes(candidates, scales, grid) if volumes is None else volumes
-        for k, volume in enumerate(volumes):
-            cells = shell_cells(volume)
-            if len(cells):
-                scores[k] = best_overlap(target, project_outlines(axis[cells], 2 * GRID_BOUND / grid))[0]
-        return scores
+        return outline_scores(volumes, mask_HW)
 
     @torch.no_grad()
     def generate_unconditional(self, seed: int = 0, temperature: float | None = None, top_k: int | None = None,

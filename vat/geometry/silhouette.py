@@ -15,6 +15,7 @@ from PIL import Image
 
 from vat.errors import VatError
 from vat.geometry.cameras import FOV_DEGREES, camera_axes, fit_distance
+from vat.geometry.extract import GRID_BOUND, grid_points
 
 SILHOUETTE_SIDE = 64  # pixels of the square both outlines are compared on
 FILL = 0.9  # the framed bounding box's longer side, as a share of SILHOUETTE_SIDE
@@ -77,6 +78,21 @@ def best_overlap(target_HW: np.ndarray, outlines_VHW: np.ndarray) -> tuple[float
     iou_V = inter / np.maximum(union, 1)
     best = int(np.argmax(iou_V))
     return float(iou_V[best]), best
+
+
+def outline_scores(volumes: list[np.ndarray], mask_HW: np.ndarray, azimuths=GRID_AZIMUTHS,
+                   elevations=GRID_ELEVATIONS, side: int = SILHOUETTE_SIDE) -> np.ndarray:
+    """For each occupancy volume (bool [R + 1]^3 at the points of vat.geometry.extract.grid_points(R)), the
+    IoU of its outline (each occupied point standing for a cube of one cell, seen from the best view of the
+    azimuth x elevation grid) with the framed foreground mask; -1 for a volume with no occupied point."""
+    target = frame_mask(mask_HW, side=side)
+    scores = np.full(len(volumes), -1.0)
+    for k, volume in enumerate(volumes):
+        cells, grid = shell_cells(volume), len(volume) - 1
+        if len(cells):
+            outlines = project_outlines(grid_points(grid)[cells], 2 * GRID_BOUND / grid, azimuths, elevations, side)
+            scores[k] = best_overlap(target, outlines)[0]
+    return scores
 
 
 def shell_cells(occupied_RRR: np.ndarray) -> np.ndarray:
