@@ -1,6 +1,7 @@
 """train/train_tokenizer.py: DDP lockstep under torchrun, resuming, the exported model, and an
 overfit run of the real (quantised) tokenizer that must actually learn."""
 
+import json
 import re
 import subprocess
 import sys
@@ -127,6 +128,58 @@ def test_hold_out_validation_leaves_the_split_out_of_training(shards, tmp_path, 
     monkeypatch.setattr(data, "in_validation", lambda shape_id: True)
     with pytest.raises(SystemExit, match="outside the validation split"):
         train_tokenizer.main([*args, "--out", str(tmp_path / "c"), "--hold-out-validation"])
+
+
+def test_augmentation_moves_a_box_with_its_labels_normals_and_uniform_cover():
+    """A box's stored samples, augmented: framed again (longest side 1, centred), its proportions changed,
+    every sure label (inside / outside) still true of the moved box, its normals still outward, and the
+    uniform queries still fill the whole cube evenly (the part the moved cube leaves is filled empty)."""
+    import trimesh
+
+    from vat.geometry.io import normalize_mesh
+    from vat.geometry.sampling import occupancy_queries, sample_surface
+    from vat.training.tokenizer_data import Augmentation
+
+    mesh, _ = normalize_mesh(trimesh.creation.box(extents=(1.0, 0.6, 0.4)))
+    rng = np.random.default_rng(0)
+    points, normals = sample_surface(mesh, 4096, rng)
+    queries = occupancy_queries(mesh, 4096, 4096, 0.55, seed=rng)
+    item = {"surface_points": points, "surface_normals": normals, "query_points": queries["points"],
+            "query_sdf": queries["sdf"]}
+    proportions = set()
+    for seed in range(4):
+        draw = np.random.default_rng(seed)
+        out = Augmentation(0.55)(item, np.arange(0, 4096, 4), 4096, 4096 + np.arange(1024), 1024, draw)
+        assert {k: v.shape for k, v in out.items()} == {"points": (1024, 3), "normals": (1024, 3),
+                                                         "queries": (2048, 3), "occupancy": (2048,)}
+        lo, hi = out["points"].min(0), out["points"].max(0)
+        assert abs((hi - lo).max() - 1.0) < 0.01 and np.abs(lo + hi).max() < 0.01
+        proportions.add(tuple(np.round((hi - lo) / (hi - lo).max(), 2)))
+        inside = np.all(np.abs(out["queries"]) < (hi - lo) / 2, axis=1)
+        sure = (out["occupancy"] == 0) | (out["occupancy"] == 1)
+        assert sure.sum() > 1000 and np.array_equal(out["occupancy"][sure] == 1, inside[sure])
+        assert np.all(np.sum(out["normals"] * out["points"], axis=1) > 0)
+        uniform = out["queries"][:1024]
+        assert np.abs(uniform).max() <= 0.55
+        for axis in range(3):  # ten slabs of the cube along each axis, about 102 queries each
+            counts = np.histogram(uniform[:, axis], bins=10, range=(-0.55, 0.55))[0]
+            assert counts.min() > 60 and counts.max() < 150, counts
+    assert len(proportions) == 4 and (1.0, 0.6, 0.4) not in proportions
+
+
+def test_augment_option_draws_augmented_shapes_and_is_saved(shards, tmp_path, one_thread):
+    """--augment: every training draw is moved (same arrays and sizes, other values, the same for the
+    same seed), the option is saved with the run, and scoring still reads the shapes as stored."""
+    plain = ShapeSamples(shards, 128, 128, 128)
+    moved = ShapeSamples(shards, 128, 128, 128, augment=True)
+    a, b = plain[(0, (0, 1))], moved[(0, (0, 1))]
+    assert {k: (v.shape, v.dtype) for k, v in a.items()} == {k: (v.shape, v.dtype) for k, v in b.items()}
+    assert not torch.equal(a["points"], b["points"])
+    assert all(torch.equal(b[k], moved[(0, (0, 1))][k]) for k in b)
+    out = tmp_path / "run"
+    train_tokenizer.main(["--data", str(shards), "--out", str(out), "--steps", "2", *FAST, "--augment",
+                          "--fresh-shapes", "2", "--val-every", "2"])
+    assert json.loads((out / "train_config.json").read_text())["train"]["augment"] is True
 
 
 def test_source_weight_repeats_a_source_and_is_saved(shards, tmp_path, one_thread, caplog):

@@ -88,14 +88,19 @@ def family_items(count_per_family: int, families=None) -> list[MeshItem]:
     ]
 
 
-def augmentation(item_id: str) -> dict:
-    """The scale factors (x, y, z) and mirror flag of an augmented copy, fixed by its id."""
-    digest = hashlib.sha256(f"augment:{item_id}".encode()).digest()
-    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+def augmentation_draw(rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """Scale factors (x, y, z) of shape augmentation and whether to mirror x, drawn from `rng`."""
     limit = np.log(AUGMENT_MAX_SCALE)
     logs = rng.uniform(-limit, limit, 3)
     logs = np.clip(logs - logs.mean(), -limit, limit)
-    return {"augment_scale": [float(v) for v in np.exp(logs)], "augment_mirror": bool(rng.random() < 0.5)}
+    return np.exp(logs), bool(rng.random() < 0.5)
+
+
+def augmentation(item_id: str) -> dict:
+    """The scale factors (x, y, z) and mirror flag of an augmented copy, fixed by its id."""
+    digest = hashlib.sha256(f"augment:{item_id}".encode()).digest()
+    scale, mirror = augmentation_draw(np.random.default_rng(int.from_bytes(digest[:8], "little")))
+    return {"augment_scale": [float(v) for v in scale], "augment_mirror": mirror}
 
 
 def augmented_items(items: list[MeshItem], copies: int) -> list[MeshItem]:

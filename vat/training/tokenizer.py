@@ -89,6 +89,9 @@ class TrainConfig:
     # Train the decoder only (from_latent and the field); the encoder and the codebook stay as
     # --init-from has them, so a shape's tokens, and a generator trained on them, stay valid.
     freeze_encoder: bool = False
+    # Scale each training draw per axis (0.75-1.33) and mirror it half the time, framed again
+    # (vat.training.tokenizer_data.Augmentation): the offline augmented copies' distribution, a new draw each time.
+    augment: bool = False
     fresh_shapes: int = 0  # if N > 0: keep 10% of every shape's queries out of training and score the first N
     # training shapes on them at each validation (how well the field interpolates between its samples)
 
@@ -136,6 +139,8 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
         ("fresh_shapes", int, "hold 10%% of each shape's queries out of training; score N training shapes on them"),
         ("prefix_share", float, "phase 2: share of shapes decoded from a random prefix of the scales (coarse to fine)"),
     ))
+    optim.add_argument("--augment", action="store_true",
+                       help="scale each training draw per axis and mirror it half the time (shape augmentation)")
     optim.add_argument("--freeze-encoder", action="store_true",
                        help="train the decoder only; tokens (and a generator trained on them) stay valid")
     return config_from_args(p, argv, TrainConfig, ("data", "out"), check=TrainConfig.model_config)
@@ -330,7 +335,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     shapes = ShapeSamples(config.data, model_config.num_points, config.uniform_queries, config.near_queries,
                           limit=config.max_shapes, reserve=0.1 if config.fresh_shapes else 0.0,
-                          exclude=data.in_validation if config.hold_out_validation else None)
+                          exclude=data.in_validation if config.hold_out_validation else None, augment=config.augment)
     val_shapes = ShapeSamples(config.val_data, model_config.num_points, 0, 0) if config.val_data else None
     loader = run.loader(shapes)
     log.info("%d training shapes, %d ranks x %d per step, %.2fM parameters, device %s",
