@@ -46,9 +46,9 @@ class Augmentation:
         linear = scale * np.array([-1.0 if mirror else 1.0, 1.0, 1.0])
         stored = item["surface_points"].astype(np.float64)
         lo, hi = stored.min(0), stored.max(0)
-        moved_lo, moved_hi = np.minimum(lo * linear, hi * linear), np.maximum(lo * linear, hi * linear)
-        factor = (hi - lo).max() / (moved_hi - moved_lo).max()
-        gain, shift = factor * linear, (lo + hi) / 2 - factor * (moved_lo + moved_hi) / 2
+        factor = (hi - lo).max() / ((hi - lo) * scale).max()  # the longest side stays as long as it was
+        gain = factor * linear
+        shift = (lo + hi) / 2 * (1 - gain)  # and the bounding box's centre where it was
         sdf_gain = factor * float(np.prod(scale)) ** (1 / 3)  # distances grow by about the map's mean scale
 
         def move(points: np.ndarray) -> np.ndarray:
