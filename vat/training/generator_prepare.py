@@ -295,8 +295,8 @@ def _run(args: argparse.Namespace, inputs: list[Path], pool) -> dict:
 
     def collect(submitted) -> list[tuple[Earlier | None, str | None]]:
         records, reuse, handle = submitted
-        fresh = iter([(shape and (*shape, {}), error)
-                      for shape, error in (handle.get() if pool is not None else [render_task(t) for t in handle])])
+        results = handle.get() if pool is not None else [render_task(t) for t in handle]
+        fresh = iter([(None if shape is None else (*shape, {}), error) for shape, error in results])  # no features yet
         return [(None, EXCLUDED) if r["id"] in excluded else (reuse[r["id"]], None) if r["id"] in reuse
                 else next(fresh) for r in records]
 
