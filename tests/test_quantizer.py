@@ -67,3 +67,34 @@ def test_dead_codes_restart_onto_samples():
     assert q.restart_dead_codes(samples) == 54
     moved = q.codebook.weight[10:]
     assert all((moved[i] - samples).abs().sum(1).min() < 1e-6 for i in range(len(moved)))
+
+
+def test_self_correcting_input_is_teacher_forcing_at_rate_0_and_corrects_mistakes_above():
+    q = quantizer().eval()
+    indices = q(torch.randn(3, 8, 8, 8)).indices
+    torch.manual_seed(1)
+    x, targets = q.self_correcting_input(indices, torch.zeros(3))
+    assert torch.equal(x, q.teacher_forcing_input(indices)) and torch.equal(targets, torch.cat(indices, 1))
+    # Rate 1 with one near miss: every earlier token of samples 1 and 2 is the second nearest code.
+    x, targets = q.self_correcting_input(indices, torch.tensor([0.0, 1.0, 1.0]), near=1)
+    clean = q.teacher_forcing_input(indices)
+    assert torch.equal(x[0], clean[0]) and torch.equal(targets[0], torch.cat(indices, 1)[0])
+    assert not torch.allclose(x[1:], clean[1:])
+    # The reference, scale by scale: the first target is the true token, each later one the code nearest
+    # to what the altered prefix leaves of the true tokens' Z_hat.
+    f = q.indices_to_f_hat(indices)[1:]
+    f_hat, expected, inputs = None, [indices[0][1:]], []
+    for si, side in enumerate((1, 2, 4, 8)):
+        rest = f if f_hat is None else f - f_hat
+        z = torch.nn.functional.interpolate(rest, size=(side, side), mode="area").permute(0, 2, 3, 1).reshape(-1, 8)
+        ranked = q._distances(z).argsort(dim=1)
+        if si:
+            expected.append(ranked[:, 0].view(2, -1))
+        if si < 3:
+            f_hat, x_next = q.next_scale_input(si, f_hat, ranked[:, 1].view(2, -1))
+            inputs.append(x_next)
+    assert torch.equal(targets[1:], torch.cat(expected, 1))
+    assert torch.allclose(x[1:], torch.cat(inputs, 1))
+    assert not torch.equal(targets[1:, 5:], torch.cat(indices, 1)[1:, 5:])  # the later targets changed
+    with pytest.raises(ValueError, match="all 4 scales"):
+        q.self_correcting_input(indices[:2], torch.zeros(3))

@@ -508,3 +508,18 @@ def test_cli_reads_config_files_and_overrides(tmp_path):
     with pytest.raises(SystemExit):
         train_generator.parse_args(["--data", "d", "--out", "o", "--tokenizer", "t", "--encoders", "some/folder",
                                     "--image-encoder", "facebook/dinov2-large"])
+
+
+def test_self_correction_trains_on_altered_prefixes_and_replays_them(inputs, prepared, tmp_path, one_thread, capsys):
+    args = ["--data", str(prepared[0]), "--tokenizer", str(inputs / "tokenizer"), "--steps", "2", "--no-augment",
+            "--encoders", str(inputs / "encoders"), *FAST]
+    weights = {}
+    for name, extra in (("plain", []), ("sc", ["--self-correct", "1"]), ("sc-again", ["--self-correct", "1"])):
+        summary = train_generator.main([*args, "--out", str(tmp_path / name), *extra])
+        assert summary["step"] == 2
+        weights[name] = NextScaleGPT.from_pretrained(tmp_path / name / FINAL).state_dict()
+    assert any(not torch.equal(weights["plain"][k], weights["sc"][k]) for k in weights["plain"])
+    assert all(torch.equal(weights["sc"][k], weights["sc-again"][k]) for k in weights["sc"])  # seeded by the step
+    with pytest.raises(SystemExit):
+        train_generator.main([*args, "--out", str(tmp_path / "bad"), "--self-correct", "1.5"])
+    assert "self_correct is a rate between 0 and 1, got 1.5" in capsys.readouterr().err

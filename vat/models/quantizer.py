@@ -82,10 +82,13 @@ class MultiScaleQuantizer(nn.Module):
     def bits_per_token(self) -> int:
         return max(1, math.ceil(math.log2(self.codebook_size)))
 
-    def _nearest(self, z_NC: torch.Tensor) -> torch.Tensor:
+    def _distances(self, z_NC: torch.Tensor) -> torch.Tensor:
+        """Squared distances [N, V] of the vectors to every code."""
         codes = self.codebook.weight
-        distance = z_NC.pow(2).sum(1, keepdim=True) - 2 * z_NC @ codes.T + codes.pow(2).sum(1)[None]
-        return distance.argmin(dim=1)
+        return z_NC.pow(2).sum(1, keepdim=True) - 2 * z_NC @ codes.T + codes.pow(2).sum(1)[None]
+
+    def _nearest(self, z_NC: torch.Tensor) -> torch.Tensor:
+        return self._distances(z_NC).argmin(dim=1)
 
     def _lookup(self, idx_Bl: torch.Tensor, side: int) -> torch.Tensor:
         B = idx_Bl.shape[0]
@@ -147,6 +150,41 @@ class MultiScaleQuantizer(nn.Module):
             f_hat, x_BlC = self.next_scale_input(si, f_hat, idx_Bl)
             inputs.append(x_BlC)
         return torch.cat(inputs, dim=1)
+
+    @torch.no_grad()
+    def self_correcting_input(self, indices: list[torch.Tensor], rate_B: torch.Tensor,
+                              near: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher forcing with mistakes, so that a generator learns to correct its earlier scales rather
+        than build on their errors (Infinity's bitwise self-correction, for index tokens). On every scale
+        but the last, each token of sample b is replaced with probability rate_B[b] by one of the `near`
+        codes next nearest its residual (a near miss, the kind a sampler makes). Once a sample's prefix is
+        altered, its later targets are quantised again from the residual that the altered prefix leaves,
+        Z_hat of the true tokens standing in for the encoder's features; before that they are the true
+        tokens. Returns the generator's inputs [B, L - 1, C] (as teacher_forcing_input) and its targets
+        [B, L]; with rate 0 they are teacher_forcing_input(indices) and the indices."""
+        if len(indices) != len(self.scale_sides):
+            raise ValueError(f"need the indices of all {len(self.scale_sides)} scales, got {len(indices)}")
+        f = self.indices_to_f_hat(indices)
+        B, C = f.shape[:2]
+        near = max(1, min(near, self.codebook_size - 1))
+        altered_B = torch.zeros(B, dtype=torch.bool, device=f.device)
+        f_hat, inputs, targets = None, [], []
+        for si, side in enumerate(self.scale_sides):
+            rest = f if f_hat is None else f - f_hat
+            z_BChw = F.interpolate(rest, size=(side, side), mode="area") if side != self.side else rest
+            ranked_Nk = self._distances(z_BChw.permute(0, 2, 3, 1).reshape(-1, C)).topk(near + 1, dim=1,
+                                                                                      largest=False).indices
+            target_Bl = torch.where(altered_B[:, None], ranked_Nk[:, 0].view(B, -1), indices[si])
+            targets.append(target_Bl)
+            if si + 1 == len(self.scale_sides):
+                break
+            swap_Bl = torch.rand(target_Bl.shape, device=f.device) < rate_B[:, None]
+            pick_N1 = torch.randint(1, near + 1, (ranked_Nk.shape[0], 1), device=f.device)
+            used_Bl = torch.where(swap_Bl, ranked_Nk.gather(1, pick_N1).view(B, -1), target_Bl)
+            altered_B |= swap_Bl.any(dim=1)
+            f_hat, x_BlC = self.next_scale_input(si, f_hat, used_Bl)
+            inputs.append(x_BlC)
+        return torch.cat(inputs, dim=1), torch.cat(targets, dim=1)
 
     @torch.no_grad()
     def restart_dead_codes(self, samples_NC: torch.Tensor, threshold: float = 0.03) -> int:

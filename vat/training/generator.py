@@ -9,7 +9,9 @@ r"""Stage 2: train the next-scale generator on data written by train/prepare_gen
 
 Each step takes one random view of every shape of the batch and its caption; the generator learns
 the tokenizer's tokens of all scales at once, teacher-forced with the tokenizer's own quantiser
-(`teacher_forcing_input`, the same code path as sampling). Condition dropout (for classifier-free
+(`teacher_forcing_input`, the same code path as sampling); `--self-correct R` puts near-miss mistakes
+into the earlier scales at a rate up to R and re-quantises the later targets, so the generator learns to
+correct a wrong scale as it samples (`self_correcting_input`). Condition dropout (for classifier-free
 guidance) happens inside the generator. The view is augmented (augment_view: scale and shift
 jitter that keeps the object whole, a random background colour half the time), seeded by the step,
 unless --no-augment; validation sees view 0 as it is. `--train-encoders` trains the condition
@@ -95,6 +97,9 @@ class TrainConfig:
     grad_clip: float = 2.0
     ema_decay: float = 0.999
     label_smoothing: float = 0.0
+    # Self-correction: each sample's earlier-scale tokens are replaced by near misses at a rate drawn from
+    # U(0, self_correct), and later targets re-quantised (MultiScaleQuantizer.self_correcting_input). 0: off.
+    self_correct: float = 0.0
     val_every: int = 2_000
     val_shapes: int = 64  # at most this many validation shapes (teacher-forced loss and accuracy)
     val_generate: int = 8  # of which this many are also sampled greedily (token accuracy of generation)
@@ -108,6 +113,8 @@ class TrainConfig:
     def __post_init__(self):
         self.betas = tuple(self.betas)
         check_source_weights(self.source_weights)
+        if not 0.0 <= self.self_correct <= 1.0:
+            raise ValueError(f"self_correct is a rate between 0 and 1, got {self.self_correct}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         self.image_strides = tuple(self.image_strides)
@@ -157,6 +164,8 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
                        help="scale/shift jitter and background colour on the training views (default: on)")
     model.add_argument("--allow-download", action="store_true", help="fetch missing hub weights (needs internet)")
     add_options(optim, (("label_smoothing", float, "cross-entropy label smoothing"),
+                        ("self_correct", float, "replace earlier scales' tokens by near misses at a rate up to "
+                                                "this and learn to correct them (0: plain teacher forcing)"),
                         ("precision", str, "auto | bf16 | fp32 (auto: bf16 autocast on CUDA and CPUs with bf16)")))
     add_options(run, (("val_generate", int, "of which N are sampled greedily"),))
     return config_from_args(p, argv, TrainConfig, ("data", "out", "tokenizer"))
@@ -263,7 +272,12 @@ class GeneratorSteps:
         config, run, trainee = self.config, self.run, self.trainee
         tokens_BL = batch.pop("tokens")
         with torch.no_grad():
-            x_BLC = self.quantizer.teacher_forcing_input(split_scales(tokens_BL, self.tokens_per_scale))
+            scales = split_scales(tokens_BL, self.tokens_per_scale)
+            if config.self_correct > 0:  # the rates come from the step's seeded generator: a resume replays them
+                rate_B = torch.rand(tokens_BL.shape[0], device=tokens_BL.device) * config.self_correct
+                x_BLC, tokens_BL = self.quantizer.self_correcting_input(scales, rate_B)
+            else:
+                x_BLC = self.quantizer.teacher_forcing_input(scales)
         with self.autocast:
             logits_BLV = self.wrapped(x_BLC, **self.conditions(batch))
         loss = F.cross_entropy(logits_BLV.float().flatten(0, 1), tokens_BL.flatten(), label_smoothing=config.label_smoothing)
