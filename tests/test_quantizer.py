@@ -80,18 +80,20 @@ def test_self_correcting_input_is_teacher_forcing_at_rate_0_and_corrects_mistake
     clean = q.teacher_forcing_input(indices)
     assert torch.equal(x[0], clean[0]) and torch.equal(targets[0], torch.cat(indices, 1)[0])
     assert not torch.allclose(x[1:], clean[1:])
-    # The reference, scale by scale: the first target is the true token, each later one the code nearest
-    # to what the altered prefix leaves of the true tokens' Z_hat.
-    f = q.indices_to_f_hat(indices)[1:]
-    f_hat, expected, inputs = None, [indices[0][1:]], []
+    # The reference, scale by scale: the first target is the true token, each later one the code nearest to
+    # the true token's code plus what the fed prefix's mistakes leave out (all of the grid: scale 1 was wrong).
+    true_hat = fed_hat = None
+    expected, inputs = [indices[0][1:]], []
     for si, side in enumerate((1, 2, 4, 8)):
-        rest = f if f_hat is None else f - f_hat
-        z = torch.nn.functional.interpolate(rest, size=(side, side), mode="area").permute(0, 2, 3, 1).reshape(-1, 8)
-        ranked = q._distances(z).argsort(dim=1)
+        z = q._lookup(indices[si][1:], side)
+        if si:
+            z = z + torch.nn.functional.interpolate(true_hat - fed_hat, size=(side, side), mode="area")
+        ranked = q._distances(z.permute(0, 2, 3, 1).reshape(-1, 8)).argsort(dim=1)
         if si:
             expected.append(ranked[:, 0].view(2, -1))
         if si < 3:
-            f_hat, x_next = q.next_scale_input(si, f_hat, ranked[:, 1].view(2, -1))
+            true_hat, _ = q.next_scale_input(si, true_hat, indices[si][1:])
+            fed_hat, x_next = q.next_scale_input(si, fed_hat, ranked[:, 1].view(2, -1))
             inputs.append(x_next)
     assert torch.equal(targets[1:], torch.cat(expected, 1))
     assert torch.allclose(x[1:], torch.cat(inputs, 1))

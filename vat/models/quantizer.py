@@ -157,32 +157,41 @@ class MultiScaleQuantizer(nn.Module):
         """Teacher forcing with mistakes, so that a generator learns to correct its earlier scales rather
         than build on their errors (Infinity's bitwise self-correction, for index tokens). On every scale
         but the last, each token of sample b is replaced with probability rate_B[b] by one of the `near`
-        codes next nearest its residual (a near miss, the kind a sampler makes). Once a sample's prefix is
-        altered, its later targets are quantised again from the residual that the altered prefix leaves,
-        Z_hat of the true tokens standing in for the encoder's features; before that they are the true
-        tokens. Returns the generator's inputs [B, L - 1, C] (as teacher_forcing_input) and its targets
-        [B, L]; with rate 0 they are teacher_forcing_input(indices) and the indices."""
+        codes next nearest its target (a near miss, the kind a sampler makes). Each target is the code
+        nearest to what its scale has to quantise after the prefix actually fed: the true token's code
+        plus D = Down(Z_hat of the true prefix - Z_hat of the fed one). The true scale's input Down(residual)
+        is unknown without the encoder, so its true code stands in for it; where the prefix's mistakes do
+        not reach (D = 0) the target is the true token exactly. Returns the generator's inputs [B, L - 1, C]
+        (as teacher_forcing_input) and its targets [B, L]; with rate 0, teacher_forcing_input(indices) and
+        the indices."""
         if len(indices) != len(self.scale_sides):
             raise ValueError(f"need the indices of all {len(self.scale_sides)} scales, got {len(indices)}")
-        f = self.indices_to_f_hat(indices)
-        B, C = f.shape[:2]
         near = max(1, min(near, self.codebook_size - 1))
-        altered_B = torch.zeros(B, dtype=torch.bool, device=f.device)
-        f_hat, inputs, targets = None, [], []
+        true_hat = fed_hat = None
+        inputs, targets = [], []
         for si, side in enumerate(self.scale_sides):
-            rest = f if f_hat is None else f - f_hat
-            z_BChw = F.interpolate(rest, size=(side, side), mode="area") if side != self.side else rest
-            ranked_Nk = self._distances(z_BChw.permute(0, 2, 3, 1).reshape(-1, C)).topk(near + 1, dim=1,
-                                                                                      largest=False).indices
-            target_Bl = torch.where(altered_B[:, None], ranked_Nk[:, 0].view(B, -1), indices[si])
+            true_Bl = indices[si]
+            if fed_hat is None:
+                target_Bl = true_Bl
+                z_BChw = self._lookup(true_Bl, side)
+            else:
+                gap = true_hat - fed_hat
+                gap_BChw = F.interpolate(gap, size=(side, side), mode="area") if side != self.side else gap
+                z_BChw = self._lookup(true_Bl, side) + gap_BChw
+            B, C = z_BChw.shape[:2]
+            ranked_Nk = self._distances(z_BChw.permute(0, 2, 3, 1).reshape(-1, C)).topk(
+                near + 1, dim=1, largest=False).indices
+            if fed_hat is not None:
+                reached_Bl = gap_BChw.flatten(2).abs().amax(dim=1) > 0
+                target_Bl = torch.where(reached_Bl, ranked_Nk[:, 0].view(B, -1), true_Bl)
             targets.append(target_Bl)
             if si + 1 == len(self.scale_sides):
                 break
-            swap_Bl = torch.rand(target_Bl.shape, device=f.device) < rate_B[:, None]
-            pick_N1 = torch.randint(1, near + 1, (ranked_Nk.shape[0], 1), device=f.device)
-            used_Bl = torch.where(swap_Bl, ranked_Nk.gather(1, pick_N1).view(B, -1), target_Bl)
-            altered_B |= swap_Bl.any(dim=1)
-            f_hat, x_BlC = self.next_scale_input(si, f_hat, used_Bl)
+            swap_Bl = torch.rand(target_Bl.shape, device=target_Bl.device) < rate_B[:, None]
+            pick_N1 = torch.randint(1, near + 1, (ranked_Nk.shape[0], 1), device=target_Bl.device)
+            fed_Bl = torch.where(swap_Bl, ranked_Nk.gather(1, pick_N1).view(B, -1), target_Bl)
+            true_hat, _ = self.next_scale_input(si, true_hat, true_Bl)
+            fed_hat, x_BlC = self.next_scale_input(si, fed_hat, fed_Bl)
             inputs.append(x_BlC)
         return torch.cat(inputs, dim=1), torch.cat(targets, dim=1)
 

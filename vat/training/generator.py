@@ -10,8 +10,8 @@ r"""Stage 2: train the next-scale generator on data written by train/prepare_gen
 Each step takes one random view of every shape of the batch and its caption; the generator learns
 the tokenizer's tokens of all scales at once, teacher-forced with the tokenizer's own quantiser
 (`teacher_forcing_input`, the same code path as sampling); `--self-correct R` puts near-miss mistakes
-into the earlier scales at a rate up to R and re-quantises the later targets, so the generator learns to
-correct a wrong scale as it samples (`self_correcting_input`). Condition dropout (for classifier-free
+into the earlier scales at a rate up to R and retargets the later scales to what the mistakes left, so the
+generator learns to carry on past a wrong token as it must when it samples (`self_correcting_input`). Condition dropout (for classifier-free
 guidance) happens inside the generator. The view is augmented (augment_view: scale and shift
 jitter that keeps the object whole, a random background colour half the time), seeded by the step,
 unless --no-augment; validation sees view 0 as it is. `--train-encoders` trains the condition
@@ -98,7 +98,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     label_smoothing: float = 0.0
     # Self-correction: each sample's earlier-scale tokens are replaced by near misses at a rate drawn from
-    # U(0, self_correct), and later targets re-quantised (MultiScaleQuantizer.self_correcting_input). 0: off.
+    # U(0, self_correct), and later targets retargeted (MultiScaleQuantizer.self_correcting_input). 0: off.
     self_correct: float = 0.0
     val_every: int = 2_000
     val_shapes: int = 64  # at most this many validation shapes (teacher-forced loss and accuracy)
