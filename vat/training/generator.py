@@ -11,8 +11,8 @@ Each step takes one random view of every shape of the batch and its caption; the
 the tokenizer's tokens of all scales at once, teacher-forced with the tokenizer's own quantiser
 (`teacher_forcing_input`, the same code path as sampling); `--self-correct R` puts near-miss mistakes
 into the earlier scales at a rate up to R and retargets the later scales to what the mistakes left, so the
-generator learns to carry on past a wrong token as it must when it samples (`self_correcting_input`). Condition dropout (for classifier-free
-guidance) happens inside the generator. The view is augmented (augment_view: scale and shift
+generator learns to carry on past a wrong token as it must when it samples (`self_correcting_input`).
+Condition dropout (for classifier-free guidance) happens inside the generator. The view is augmented (augment_view: scale and shift
 jitter that keeps the object whole, a random background colour half the time), seeded by the step,
 unless --no-augment; validation sees view 0 as it is. `--train-encoders` trains the condition
 encoders with the generator (the shipped tiny model does: nothing comes from the hub offline).
