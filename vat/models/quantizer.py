@@ -122,20 +122,24 @@ class MultiScaleQuantizer(nn.Module):
         return QuantizerOutput(f_hat_st.to(f_BChw.dtype), indices, loss / len(self.scale_sides),
                                [x.to(f_BChw.dtype) for x in partials] if partial else None)
 
+    def _scale_term(self, si: int, idx_Bl: torch.Tensor) -> torch.Tensor:
+        """Up(x_si): scale `si`'s tokens as their share of Z_hat, on the full grid."""
+        return self.up[si](self._lookup(idx_Bl, self.scale_sides[si]), self.side)
+
     def indices_to_f_hat(self, indices: list[torch.Tensor]) -> torch.Tensor:
         """Z_hat from the first len(indices) scales (decoding a prefix is how coarse scales are seen)."""
         if not 1 <= len(indices) <= len(self.scale_sides):
             raise ValueError(f"need 1..{len(self.scale_sides)} scales of indices, got {len(indices)}")
         f_hat = None
         for si, idx_Bl in enumerate(indices):
-            h_BChw = self.up[si](self._lookup(idx_Bl, self.scale_sides[si]), self.side)
+            h_BChw = self._scale_term(si, idx_Bl)
             f_hat = h_BChw if f_hat is None else f_hat + h_BChw
         return f_hat
 
     def next_scale_input(self, si: int, f_hat_BChw: torch.Tensor | None, idx_Bl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Add scale `si`'s tokens to Z_hat; return it and the generator's input for scale si+1
         (Z_hat area-downsampled to that scale, [B, l, C]), or None after the last scale."""
-        h_BChw = self.up[si](self._lookup(idx_Bl, self.scale_sides[si]), self.side)
+        h_BChw = self._scale_term(si, idx_Bl)
         f_hat_BChw = h_BChw if f_hat_BChw is None else f_hat_BChw + h_BChw
         if si + 1 == len(self.scale_sides):
             return f_hat_BChw, None
@@ -171,26 +175,24 @@ class MultiScaleQuantizer(nn.Module):
         inputs, targets = [], []
         for si, side in enumerate(self.scale_sides):
             true_Bl = indices[si]
-            if fed_hat is None:
-                target_Bl = true_Bl
-                z_BChw = self._lookup(true_Bl, side)
-            else:
+            z_BChw = self._lookup(true_Bl, side)
+            B, C = z_BChw.shape[:2]
+            if fed_hat is not None:
                 gap = true_hat - fed_hat
                 gap_BChw = F.interpolate(gap, size=(side, side), mode="area") if side != self.side else gap
-                z_BChw = self._lookup(true_Bl, side) + gap_BChw
-            B, C = z_BChw.shape[:2]
+                z_BChw = z_BChw + gap_BChw
             ranked_Nk = self._distances(z_BChw.permute(0, 2, 3, 1).reshape(-1, C)).topk(
                 near + 1, dim=1, largest=False).indices
-            if fed_hat is not None:
-                reached_Bl = gap_BChw.flatten(2).abs().amax(dim=1) > 0
-                target_Bl = torch.where(reached_Bl, ranked_Nk[:, 0].view(B, -1), true_Bl)
+            target_Bl = true_Bl if fed_hat is None else torch.where(
+                gap_BChw.flatten(2).abs().amax(dim=1) > 0, ranked_Nk[:, 0].view(B, -1), true_Bl)
             targets.append(target_Bl)
             if si + 1 == len(self.scale_sides):
                 break
             swap_Bl = torch.rand(target_Bl.shape, device=target_Bl.device) < rate_B[:, None]
             pick_N1 = torch.randint(1, near + 1, (ranked_Nk.shape[0], 1), device=target_Bl.device)
             fed_Bl = torch.where(swap_Bl, ranked_Nk.gather(1, pick_N1).view(B, -1), target_Bl)
-            true_hat, _ = self.next_scale_input(si, true_hat, true_Bl)
+            true_term = self._scale_term(si, true_Bl)
+            true_hat = true_term if true_hat is None else true_hat + true_term
             fed_hat, x_BlC = self.next_scale_input(si, fed_hat, fed_Bl)
             inputs.append(x_BlC)
         return torch.cat(inputs, dim=1), torch.cat(targets, dim=1)

@@ -12,9 +12,9 @@ the tokenizer's tokens of all scales at once, teacher-forced with the tokenizer'
 (`teacher_forcing_input`, the same code path as sampling); `--self-correct R` puts near-miss mistakes
 into the earlier scales at a rate up to R and retargets the later scales to what the mistakes left, so the
 generator learns to carry on past a wrong token as it must when it samples (`self_correcting_input`).
-Condition dropout (for classifier-free guidance) happens inside the generator. The view is augmented (augment_view: scale and shift
-jitter that keeps the object whole, a random background colour half the time), seeded by the step,
-unless --no-augment; validation sees view 0 as it is. `--train-encoders` trains the condition
+Condition dropout (for classifier-free guidance) happens inside the generator. The view is augmented
+(augment_view: scale and shift jitter that keeps the object whole, a random background colour half the
+time), seeded by the step, unless --no-augment; validation sees view 0 as it is. `--train-encoders` trains the condition
 encoders with the generator (the shipped tiny model does: nothing comes from the hub offline).
 An encoder that stays frozen uses the features cached in the data when they came from the very
 same encoder and its inputs are not augmented, else it runs on the renders or captions at every step.
