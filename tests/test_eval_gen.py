@@ -1,6 +1,8 @@
 """vat eval-gen's scores that ignoring the input cannot pass, on a pipeline whose generations are
 known: the match rate, the unconditional floor and F@0.05 (vat.evaluate.evaluate_generation)."""
 
+import copy
+
 import numpy as np
 import pytest
 import trimesh
@@ -162,7 +164,7 @@ def test_per_scale_flags_a_full_decode_worse_than_a_prefix(pieces):
 
 def test_a_stopped_run_resumes_without_generating_its_meshes_again(pieces):
     """`done` (what --json held when a run stopped) keeps its items; only the rest are generated, and the
-    options must be the same. The match rate needs every generation in one run: resuming refuses it."""
+    options must be the same."""
     folder, meshes = pieces
     partial = []
     evaluate_generation(KnownGenerations(meshes, floor=trimesh.Trimesh()), folder, limit=2, resolution=32,
@@ -179,8 +181,63 @@ def test_a_stopped_run_resumes_without_generating_its_meshes_again(pieces):
     with pytest.raises(VatError, match="cannot resume: that run used"):
         evaluate_generation(KnownGenerations([], floor=trimesh.Trimesh()), folder, resolution=32, match=False,
                             seed=6, done=stopped)
-    with pytest.raises(VatError, match="needs --no-match"):
-        evaluate_generation(KnownGenerations([], floor=trimesh.Trimesh()), folder, resolution=32, done=stopped)
+    with pytest.raises(VatError, match="cannot resume the match"):  # that run kept no match samples
+        evaluate_generation(KnownGenerations([], floor=trimesh.Trimesh()), folder, resolution=32, seed=5,
+                            done=stopped)
     with pytest.raises(VatError, match="not an eval-gen result"):
         evaluate_generation(KnownGenerations([], floor=trimesh.Trimesh()), folder, resolution=32, match=False,
                             done={"items": []})
+
+
+def _with(run: dict, **options) -> dict:
+    """An eval-gen result as if run with other `options`."""
+    return {"summary": {**run["summary"], **options}, "items": run["items"]}
+
+
+def _saved_samples(path):
+    with np.load(path) as saved:
+        return {key: saved[key].copy() for key in saved.files}
+
+
+@pytest.mark.parametrize("stopped_after", [1, 2])
+def test_a_stopped_run_resumes_with_the_match_it_would_have_had(pieces, tmp_path, stopped_after):
+    """With `match_file`, the match samples (and their generator's state) are saved after each piece, before
+    the JSON: stopped after `stopped_after` pieces of its JSON (with the samples of 2 saved: one more than the
+    JSON when it stopped between the two writes) and resumed, a run draws the samples an unstopped run draws
+    and reports its match."""
+    folder, meshes = pieces
+    blob = trimesh.creation.icosphere(3, radius=0.5)
+    outputs = [meshes[1], meshes[0], trimesh.Trimesh(), meshes[3]]  # two swapped, one with no surface
+    whole = evaluate_generation(KnownGenerations(outputs, floor=blob), folder, resolution=32, seed=2,
+                                match_file=tmp_path / "whole.match.npz")
+    partial = []
+    evaluate_generation(KnownGenerations(outputs, floor=blob), folder, limit=2, resolution=32, seed=2,
+                        match_file=tmp_path / "run.match.npz", on_item=lambda run: partial.append(copy.deepcopy(run)))
+    pipeline = KnownGenerations(outputs[stopped_after:], floor=blob)
+    resumed = evaluate_generation(pipeline, folder, resolution=32, seed=2, match_file=tmp_path / "run.match.npz",
+                                  done=partial[stopped_after - 1])
+    assert len([c for c in pipeline.calls if c[0] == "image"]) == 4 - stopped_after
+    assert resumed["summary"]["match_rate"] == whole["summary"]["match_rate"] == 0.25
+    assert [i.get("match_rank") for i in resumed["items"]] == [i.get("match_rank") for i in whole["items"]]
+    one_go, again = _saved_samples(tmp_path / "whole.match.npz"), _saved_samples(tmp_path / "run.match.npz")
+    assert one_go.keys() == again.keys() and all(np.array_equal(one_go[k], again[k]) for k in one_go)
+    assert len(one_go["generated"]) == 3 and len(one_go["meshes"]) == 4  # the miss adds its mesh alone
+
+
+def test_match_samples_of_other_pieces_are_refused(pieces, tmp_path):
+    folder, meshes = pieces
+    partial = []
+    evaluate_generation(KnownGenerations(meshes, floor=trimesh.Trimesh()), folder, limit=2, resolution=32,
+                        match_file=tmp_path / "run.match.npz", on_item=partial.append)
+    stopped = partial[-1]
+    stopped["items"] = stopped["items"][::-1]
+    with pytest.raises(VatError, match="cannot resume the match from .*not those of the file"):
+        evaluate_generation(KnownGenerations([], floor=trimesh.Trimesh()), folder, resolution=32,
+                            match_file=tmp_path / "run.match.npz", done=stopped)
+    with pytest.raises(VatError, match="cannot resume the match from .*other options"):
+        evaluate_generation(KnownGenerations([], floor=trimesh.Trimesh()), folder, resolution=32,
+                            match_file=tmp_path / "run.match.npz", done=_with(partial[-1], search=2), search=2)
+    (tmp_path / "broken.match.npz").write_bytes(b"not a zip")
+    with pytest.raises(VatError, match="cannot resume the match from"):
+        evaluate_generation(KnownGenerations([], floor=trimesh.Trimesh()), folder, resolution=32,
+                            match_file=tmp_path / "broken.match.npz", done=partial[-1])

@@ -211,9 +211,14 @@ def _cmd_eval_gen(args: argparse.Namespace) -> int:
                                  settings=pipeline.sampling_with(**_generation_settings(args)).to_dict(),
                                  match=not args.no_match, search=_search(args), per_scale=args.per_scale,
                                  drafts=args.drafts, draft_scales=args.draft_scales,
-                                 done=_resume_json(args),
+                                 done=_resume_json(args), match_file=_match_file(args),
                                  on_item=lambda partial: _write_json(args.json, partial["summary"], partial["items"]))
     return _report(args, result, 20, "{:.3f}")
+
+
+def _match_file(args: argparse.Namespace) -> Path | None:
+    """eval-gen's match samples, kept beside --json (OUT.match.npz) so that --resume can finish the match."""
+    return Path(args.json).with_suffix(".match.npz") if args.json and not args.no_match else None
 
 
 def _codec(args: argparse.Namespace):
@@ -440,11 +445,11 @@ def _generate_command(sub) -> None:
     _sampling_options(p, DEFAULT_RESOLUTION)
 
 
-def _meshes_options(p, resume: str = "") -> None:
-    """--meshes and --limit, and --resume (`resume` says when it applies)."""
+def _meshes_options(p) -> None:
+    """--meshes and --limit, and --resume."""
     p.add_argument("--meshes", required=True, metavar="DIR", help="folder of meshes (recursive)")
     p.add_argument("--limit", type=int, help="evaluate only the first N meshes (sorted by path)")
-    p.add_argument("--resume", action="store_true", help=f"{resume}keep the meshes already in --json (a stopped "
+    p.add_argument("--resume", action="store_true", help="keep the meshes already in --json (a stopped "
                    "run of the same options) and do the rest")
 
 
@@ -464,7 +469,7 @@ def _evaluation_commands(sub) -> None:
 
     p = _command(sub, "eval-gen", "render a view of each mesh, generate from it, ICP-align, F-score and Chamfer; "
                  "the unconditional sample's scores (the floor) and the match rate", _cmd_eval_gen, True)
-    _meshes_options(p, "with --no-match: ")
+    _meshes_options(p)
     p.add_argument("--no-match", action="store_true",
                    help="skip the match rate (N x N ICPs on 512-point samples, about 0.1 s each)")
     p.add_argument("--per-scale", action="store_true",

@@ -5,6 +5,7 @@ match rate."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -249,15 +250,85 @@ def per_scale_summary(items: list[dict]) -> dict:
             "distinct_prefixes_per_scale": [len({i["prefix_digests"][s] for i in scored}) for s in range(scales)]}
 
 
+def _attempted(item: dict) -> bool:
+    """An eval-gen item the match counts: generated and scored, or generated with no surface (a miss)."""
+    return "error" not in item or bool(item.get("generation_failed"))
+
+
+class MatchSamples:
+    """What eval-gen's match rate compares: surface samples of each generation (MATCH_SAMPLES) and of each
+    mesh (x ICP_TARGET_FACTOR; a generation with no surface adds its mesh alone), drawn in the order the
+    pieces are visited from one generator seeded with the run's seed; samples, not meshes: N meshes of 256^3
+    marching cubes would not fit in memory. With `path` they are saved after each piece (.npz: arrays and
+    strings, no pickles), with the generator's state after it and the run's `options`, so that a stopped run
+    resumed with the same options (`restore`) draws what the run would have drawn in one go."""
+
+    def __init__(self, seed: int, path: str | os.PathLike | None = None, options: dict | None = None):
+        self.rng = np.random.default_rng(seed)
+        self.path = Path(path) if path else None
+        self.options = json.dumps(options or {}, sort_keys=True)
+        self.generated: list[np.ndarray] = []
+        self.meshes: list[np.ndarray] = []
+        self.own: list[int] = []  # the mesh of each generation
+        self.names: list[str] = []  # the mesh file of each entry of self.meshes
+        self.states: list[str] = []  # the generator's state after each piece (JSON)
+
+    def add(self, name: str, mesh: trimesh.Trimesh, generated: trimesh.Trimesh | None) -> None:
+        if generated is not None:
+            self.own.append(len(self.meshes))
+            self.generated.append(sample_surface(normalize_mesh(generated)[0], MATCH_SAMPLES, self.rng)[0])
+        self.meshes.append(sample_surface(normalize_mesh(mesh)[0], MATCH_SAMPLES * ICP_TARGET_FACTOR, self.rng)[0])
+        self.names.append(name)
+        self.states.append(json.dumps(self.rng.bit_generator.state))
+        if self.path is not None:
+            self._save()
+
+    def ranks(self) -> np.ndarray:
+        """Each generation's rank of its own mesh by Chamfer after ICP (vat.metrics.match_ranks)."""
+        return match_ranks(match_chamfer_matrix(self.generated, self.meshes, progress=True), self.own)
+
+    def _save(self) -> None:
+        temporary = self.path.with_name(self.path.name + ".tmp.npz")
+        empty = np.zeros((0, MATCH_SAMPLES, 3), np.float32)
+        np.savez(temporary, generated=np.stack(self.generated) if self.generated else empty,
+                 meshes=np.stack(self.meshes), own=np.asarray(self.own, np.int64), names=np.asarray(self.names),
+                 states=np.asarray(self.states), options=np.asarray(self.options))
+        os.replace(temporary, self.path)
+
+    def restore(self, names: list[str]) -> None:
+        """Take back the samples of the pieces `names` (the earlier run's, in its order) from `path`."""
+        if not names:
+            return
+        if self.path is None or not self.path.is_file():
+            raise VatError(f"cannot resume the match: the samples of that run are not in {self.path} (it ran with "
+                           "--no-match, or without --json); resume with --no-match, or start again")
+        try:
+            with np.load(self.path, allow_pickle=False) as saved:
+                kept = len(names)
+                if str(saved["options"]) != self.options:
+                    raise ValueError(f"they come from a run with other options ({saved['options']})")
+                if [str(n) for n in saved["names"][:kept]] != names:
+                    raise ValueError("its pieces are not those of the file to resume")
+                self.own = [int(o) for o in saved["own"] if o < kept]
+                self.generated = list(saved["generated"][:len(self.own)])
+                self.meshes, self.names = list(saved["meshes"][:kept]), names
+                self.states = [str(s) for s in saved["states"][:kept]]
+                self.rng.bit_generator.state = json.loads(self.states[-1])
+        except (OSError, ValueError, KeyError, IndexError) as exc:
+            raise VatError(f"cannot resume the match from {self.path}: {exc}") from exc
+
+
 def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | None = None, seed: int = 0,
                         resolution: int = 256, settings: dict | None = None, match: bool = True,
                         search: int = 1, per_scale: bool = False, on_item=None, done: dict | None = None,
-                        drafts: int = 0, draft_scales: int | None = None) -> dict:
+                        drafts: int = 0, draft_scales: int | None = None,
+                        match_file: str | os.PathLike | None = None) -> dict:
     """eval-gen: every mesh's generation_item (with `search` samples each; with `per_scale`, every prefix
     of scales scored too: per_scale_scores, per_scale_summary; `on_item(result so far)`, if given, is called
     after each mesh: a long run can be read while it goes; `done`, an earlier (partial) result of the same
-    options without the match, resumes it: its meshes are kept and not generated again), and in the
-    summary their means plus
+    options, resumes it: its meshes are kept and not generated again; with `match`, the run's MatchSamples
+    are kept in `match_file` after each mesh and a resumed run reads them back, so that stopped and resumed it
+    gives what it would have given in one go), and in the summary their means plus
     - the floor: the unconditional sample (null condition, the same seed and sampling settings; one
       mesh for the whole run, since nothing of the input reaches it) scored against every mesh, and
       cond_beats_uncond, the number of meshes whose conditional F@0.01 beats it;
@@ -271,19 +342,17 @@ def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | Non
         draft_scales = resolve_draft_scales(draft_scales, pipeline.num_scales)
     options = {"seed": seed, "search": search, "per_scale": per_scale, "resolution": resolution, **(settings or {}),
                **({"drafts": drafts, "draft_scales": draft_scales} if drafts else {})}
-    if done and match:
-        raise VatError("--resume needs --no-match: the match rate compares every generation with every mesh "
-                       "in one run")
     items = resumed_items(done, options, "eval-gen") if done else []
     finished = {item["mesh"] for item in items}
+    samples = MatchSamples(seed, match_file, options) if match else None
+    if samples is not None and items:
+        samples.restore([item["mesh"] for item in items if _attempted(item)])
     floor = pipeline.generate_unconditional(
         seed=seed, resolution=resolution,
         **{k: v for k, v in (settings or {}).items() if k in UNGUIDED_SAMPLING}).mesh()
     if len(floor.faces) == 0:
         log.warning("the unconditional sample has no surface: no floor this run")
         floor = None
-    rng = np.random.default_rng(seed)
-    generated_points, mesh_points, own = [], [], []
     for path in tqdm(mesh_files(directory, limit), desc="eval-gen", unit="mesh"):
         if str(path) in finished:
             continue
@@ -298,17 +367,14 @@ def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | Non
         if generated is None:
             log.warning("%s: %s", path, item["error"])
         items.append(item)
+        if samples is not None:  # saved before the JSON: a resumed run finds every piece of its JSON in them
+            samples.add(str(path), mesh, generated)
         if on_item is not None:
             on_item({"summary": {"partial": True, **options}, "items": items})
-        if match:  # the samples only: N meshes of 256^3 marching cubes would not fit in memory
-            if generated is not None:
-                own.append(len(mesh_points))
-                generated_points.append(sample_surface(normalize_mesh(generated)[0], MATCH_SAMPLES, rng)[0])
-            mesh_points.append(sample_surface(normalize_mesh(mesh)[0], MATCH_SAMPLES * ICP_TARGET_FACTOR, rng)[0])
     ok = [item for item in items if "error" not in item]
-    attempted = [item for item in items if "error" not in item or item.get("generation_failed")]
+    attempted = [item for item in items if _attempted(item)]
     if match and ok:
-        ranks = match_ranks(match_chamfer_matrix(generated_points, mesh_points, progress=True), own)
+        ranks = samples.ranks()
         for item, rank in zip(ok, ranks):
             item["match_rank"] = int(rank)
     summary = {**summarize(items), **per_scale_summary(ok)}
