@@ -290,7 +290,7 @@ def test_eval_gen_scores_rendered_meshes(tiny_checkpoint, tmp_path):
     assert main(resume) == 0
     resumed = json.loads(out.read_text())
     assert resumed["items"][0] == result["items"][0] and resumed["summary"]["meshes"] == 3
-    assert main([arg for arg in resume if arg != "--no-match"]) == 1  # that run kept no match samples
+    assert main([arg for arg in resume if arg != "--no-match"]) == 1  # the match samples beside it: another run's
 
 
 @pytest.mark.slow
