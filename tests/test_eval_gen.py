@@ -237,7 +237,9 @@ def test_match_samples_of_other_pieces_are_refused(pieces, tmp_path):
     with pytest.raises(VatError, match="cannot resume the match from .*other options"):
         evaluate_generation(KnownGenerations([], floor=trimesh.Trimesh()), folder, resolution=32,
                             match_file=tmp_path / "run.match.npz", done=_with(partial[-1], search=2), search=2)
-    (tmp_path / "broken.match.npz").write_bytes(b"not a zip")
-    with pytest.raises(VatError, match="cannot resume the match from"):
-        evaluate_generation(KnownGenerations([], floor=trimesh.Trimesh()), folder, resolution=32,
-                            match_file=tmp_path / "broken.match.npz", done=partial[-1])
+    saved = (tmp_path / "run.match.npz").read_bytes()
+    for name, content in (("broken", b"not a zip"), ("truncated", saved[:len(saved) // 2])):
+        (tmp_path / f"{name}.match.npz").write_bytes(content)
+        with pytest.raises(VatError, match="cannot resume the match from"):
+            evaluate_generation(KnownGenerations([], floor=trimesh.Trimesh()), folder, resolution=32,
+                                match_file=tmp_path / f"{name}.match.npz", done=partial[-1])

@@ -10,6 +10,7 @@ import logging
 import os
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -314,7 +315,7 @@ class MatchSamples:
                 self.meshes, self.names = list(saved["meshes"][:kept]), names
                 self.states = [str(s) for s in saved["states"][:kept]]
                 self.rng.bit_generator.state = json.loads(self.states[-1])
-        except (OSError, ValueError, KeyError, IndexError) as exc:
+        except (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile) as exc:
             raise VatError(f"cannot resume the match from {self.path}: {exc}") from exc
 
 
