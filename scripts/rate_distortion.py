@@ -122,19 +122,25 @@ def main() -> None:
     parser.add_argument("--from-json", nargs="+", metavar="JSON",
                         help="instead: merge the items of earlier runs' JSON files, summarise and plot them")
     parser.add_argument("--limit", type=int)
-    parser.add_argument("--prefixes", default="4,6,7,8,9,10", help="numbers of scales stored, comma-separated")
+    parser.add_argument("--prefixes", help="numbers of scales stored, comma-separated (default 4,6,7,8,9,10; "
+                        "with --from-json, those every merged item has)")
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--refine", type=int, default=DEFAULT_REFINE)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", required=True)
     parser.add_argument("--plot")
     args = parser.parse_args()
-    prefixes = [int(s) for s in args.prefixes.split(",")]
+    prefixes = [int(s) for s in (args.prefixes or "4,6,7,8,9,10").split(",")]
     if args.from_json:
         runs = [json.loads(Path(f).read_text()) for f in args.from_json]
         items = [item for run in runs for item in run["items"]]
         for item in items:
             item["prefixes"] = {int(k): v for k, v in item["prefixes"].items()}
+        common = sorted(set.intersection(*(set(item["prefixes"]) for item in items)))
+        if args.prefixes is None:
+            prefixes = common
+        elif missing := sorted(set(prefixes) - set(common)):
+            parser.error(f"--prefixes {args.prefixes}: not every merged item has {missing} (they share {common})")
         summary = summarize(items, prefixes)
         Path(args.json).write_text(json.dumps({"summary": summary, "items": items, "meshes": len(items),
                                                "resolution": runs[0]["resolution"], "refine": runs[0]["refine"]},

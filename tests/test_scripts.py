@@ -113,6 +113,16 @@ def test_rate_distortion_measures_prefixes_and_merges_runs(tiny_checkpoint, tmp_
     merged = json.loads((tmp_path / "m.json").read_text())
     assert merged["meshes"] == 2 and merged["summary"]["6"]["vat_bytes"] == rows["6"]["vat_bytes"]
     assert Image.open(tmp_path / "rd.png").size[0] > 100
+    # Without --prefixes a merge takes the prefixes its items were measured at; one they lack is refused.
+    monkeypatch.setattr(sys, "argv", [str(script), "--from-json", str(tmp_path / "a.json"),
+                                      "--json", str(tmp_path / "n.json")])
+    runpy.run_path(str(script), run_name="__main__")
+    assert sorted(json.loads((tmp_path / "n.json").read_text())["summary"]) == ["3", "6"]
+    monkeypatch.setattr(sys, "argv", [str(script), "--from-json", str(tmp_path / "a.json"), "--prefixes", "4,6",
+                                      "--json", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(script), run_name="__main__")
+    assert exit_info.value.code == 2 and not (tmp_path / "x.json").exists()
 
 
 def test_selection_study_scores_every_sample_and_resumes(tiny_checkpoint, tmp_path, capsys):

@@ -18,9 +18,18 @@ from vat.models.tokenizer import (PRESETS, VAT, CrossAttentionDecoderConfig, Gri
                                   VolumeDecoderConfig)
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints"
-# What main's code (before the typed config) gave; any change breaks every .vat file written since.
-SHIPPED_FINGERPRINT = "f311013a"
-SHIPPED_TOKENS_SHA256 = "fca734dfbb1f3063"  # tokens of procedural shape 0, MeshCodec.encode defaults
+# The shipped vat-tiny-grid-2 (session 31); any change breaks every .vat file written with it since.
+SHIPPED_FINGERPRINT = "93b7952a"
+SHIPPED_TOKENS_SHA256 = "c312b1b21c1e1bd0"  # tokens of procedural shape 0, MeshCodec.encode defaults
+# The tokenizer_config.json of the checkpoint shipped before it (vat-tiny-grid, v1's flat form, git dcb1f65),
+# whose real weights gave fingerprint f311013a with main's code before and after the typed config.
+PREVIOUS_SHIPPED_V1 = {
+    "num_points": 4096, "width": 128, "heads": 4, "num_queries": 3072, "num_latents": 256, "encoder_layers": 2,
+    "decoder_layers": 2, "latent_channels": 16, "codebook_size": 1024, "scale_sides": [1, 2, 3, 4, 5, 6, 8, 10, 13, 16],
+    "compression": "in-context", "quantizer": "vvq", "decoder": "triplane", "triplane_tokens": 32,
+    "plane_channels": 16, "mlp_hidden": 128, "num_frequencies": 8, "point_mlp": True, "locality": "grid",
+    "grid_up_levels": 2, "grid_cubic_levels": False, "surface_logit": -0.45,
+    "surface_logits": [-1.05, -1.1, -1.05, -0.9, -0.85, -0.8, -0.7, -0.7, -0.65, -0.45]}
 # The tiny preset as v1's code saved it (TokenizerConfig.to_dict() of the flat dataclass).
 V1_TINY = {"num_points": 4096, "width": 128, "heads": 4, "num_queries": 256, "num_latents": 256, "encoder_layers": 4,
            "decoder_layers": 4, "latent_channels": 16, "codebook_size": 1024,
@@ -85,20 +94,29 @@ def test_shipped_checkpoint_keeps_fingerprint_config_and_tokens(tmp_path):
     from vat.geometry.procedural import random_shape
     from vat.pipeline import MeshCodec
 
-    v1 = json.loads((CHECKPOINT / "tokenizer_config.json").read_text())
     codec = MeshCodec.from_pretrained(CHECKPOINT, device="cpu")
     config = codec.tokenizer.config
     assert codec.tokenizer.fingerprint().hex() == SHIPPED_FINGERPRINT
     assert isinstance(config.encoder, GridEncoderConfig) and isinstance(config.decoder, VolumeDecoderConfig)
-    assert config.surface.levels == tuple(v1["surface_logits"]) and not config.fingerprint_extras
-    flat = config.to_flat()
-    assert flat == {**v1, "scale_sides": tuple(v1["scale_sides"]), "surface_logits": tuple(v1["surface_logits"])}
+    saved = json.loads((CHECKPOINT / "tokenizer_config.json").read_text())
+    assert config.surface.levels == tuple(saved["surface"]["levels"]) and not config.fingerprint_extras
     encoded = codec.encode(random_shape(0).mesh)
     digest = hashlib.sha256(b"".join(np.asarray(i, np.int64).tobytes() for i in encoded.indices)).hexdigest()
     assert digest[:16] == SHIPPED_TOKENS_SHA256
     codec.tokenizer.save_pretrained(tmp_path)  # typed, and back
     again = VAT.from_pretrained(tmp_path)
     assert again.config == config and again.fingerprint().hex() == SHIPPED_FINGERPRINT
+
+
+def test_previous_shipped_config_still_loads_with_its_fingerprint():
+    """The previous checkpoint's flat config (from git history) loads as the tiny-grid design with its levels,
+    and its fingerprint with a fixed codebook is the tiny-grid preset's: its .vat files still decode with it."""
+    config = TokenizerConfig.from_dict(PREVIOUS_SHIPPED_V1)
+    assert isinstance(config.encoder, GridEncoderConfig) and isinstance(config.decoder, VolumeDecoderConfig)
+    assert config.surface.levels == tuple(PREVIOUS_SHIPPED_V1["surface_logits"]) and not config.fingerprint_extras
+    assert config.to_flat() == {**PREVIOUS_SHIPPED_V1, "scale_sides": tuple(PREVIOUS_SHIPPED_V1["scale_sides"]),
+                                "surface_logits": tuple(PREVIOUS_SHIPPED_V1["surface_logits"])}
+    assert fixed_codebook_fingerprint(config) == fixed_codebook_fingerprint(PRESETS["tiny-grid"]) == "c17d24ac"
 
 
 def _changed(value):

@@ -81,10 +81,31 @@ step collect     $PY train/collect_meshes.py --source all --dedupe --debs-root "
 step collected   $P --out data/train/collected --collected data/collected
 step families    $P --out data/train/families --families 400
 step augmented   $P --out data/train/augmented --collected data/collected --sweethome3d --augment 1 --augment-only
-# The paper's filter (shapes the shipped tokenizer reconstructs at IoU < 0.05 leave training), the card.
-step filter      $PY train/filter_shapes.py --data data/train --tokenizer checkpoints --min-iou 0.05
+# The paper's filter (shapes a trained tokenizer reconstructs at IoU < 0.05 leave training), the card. The
+# shipped model's data was filtered by the tokenizer shipped before it (commit dcb1f65), taken from git history
+# so that a remake leaves out the same shapes; without that history, the shipped tokenizer (a few shapes differ).
+FILTER_COMMIT=dcb1f65
+filter_tokenizer() {
+  local dir=data/filter-tokenizer
+  if [ ! -f "$dir/tokenizer.safetensors" ]; then
+    rm -rf "$dir.part" && mkdir -p "$dir.part"
+    if git cat-file -e "$FILTER_COMMIT:checkpoints/tokenizer.safetensors" 2>/dev/null; then
+      for f in tokenizer_config.json tokenizer.safetensors; do
+        git show "$FILTER_COMMIT:checkpoints/$f" > "$dir.part/$f"
+      done
+      mv "$dir.part" "$dir"
+    else
+      echo "remake_data: no git history of $FILTER_COMMIT: the filter uses checkpoints/ instead" >&2
+      rm -rf "$dir.part"; echo checkpoints; return
+    fi
+  fi
+  echo "$dir"
+}
+run_filter() { $PY train/filter_shapes.py --data data/train --tokenizer "$(filter_tokenizer)" --min-iou 0.05; }
+step filter      run_filter
 step card        $PY train/data_card.py --data data/train --json data/train/card.json
-# Generator data: 4 views of 224 px, the shipped tokenizer's tokens, EfficientNet-Lite0 stride-32 features.
+# Generator data: 4 views of 224 px, the shipped tokenizer's tokens (those the shipped generator was trained on;
+# data/gen-tc and data/gen-val-tc on the machine that trained it), EfficientNet-Lite0 stride-32 features.
 G="--tokenizer checkpoints --views 4 --size 224 --image-encoder efficientnet --image-strides 32 --workers $WORKERS"
 step gen-val     $PY train/prepare_generator_data.py --data data/val-sh3d --out data/gen-val $G
 step gen-heldout $PY train/prepare_generator_data.py --data data/heldout-sh3d --out data/gen-heldout $G
