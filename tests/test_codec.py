@@ -48,8 +48,13 @@ def test_prefix_of_scales_is_smaller_and_decodes():
 def test_clear_errors():
     sides = SCALE_SIDES[256]
     data = encode_tokens(random_indices(sides, 11), sides, 11, FP)
-    with pytest.raises(CodecError, match="another tokenizer"):
+    with pytest.raises(CodecError, match="another tokenizer") as error:
         decode_tokens(data, expected_fingerprint=b"\xff" * 4)
+    assert "vat-tiny-grid" not in str(error.value)
+    # a file of the tokenizer shipped before is named, with where that checkpoint is
+    earlier = encode_tokens(random_indices(sides, 11), sides, 11, bytes.fromhex("f311013a"))
+    with pytest.raises(CodecError, match=r"f311013a, vat-tiny-grid, .*git show dcb1f65:checkpoints"):
+        decode_tokens(earlier, expected_fingerprint=b"\xff" * 4)
     with pytest.raises(CodecError, match="truncated"):
         decode_tokens(data[:-10])
     with pytest.raises(CodecError, match="checksum"):

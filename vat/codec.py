@@ -40,6 +40,9 @@ _KNOWN_FLAGS = FLAG_PLACEMENT | FLAG_PLACEMENT_F32 | FLAG_ENTROPY
 PLACEMENT_TOLERANCE = 1e-3
 _FIXED = struct.Struct("<3sB4sBBB")  # magic, version, fingerprint, bits, scales, stored
 _CRC_BYTES = 4
+# Tokenizers this project shipped before, by fingerprint: a file of theirs is named with where its model is.
+EARLIER_SHIPPED = {bytes.fromhex("f311013a"): "vat-tiny-grid, the default checkpoint until session 31 (its files: "
+                                              "`git show dcb1f65:checkpoints/FILE`)"}
 
 
 class CodecError(VatError):
@@ -225,8 +228,9 @@ def decode_tokens(data: bytes, expected_fingerprint: bytes | None = None, codebo
     if not flags & FLAG_ENTROPY and crc != zlib.crc32(body):
         raise CodecError("corrupted .vat file: its checksum does not match its contents")
     if expected_fingerprint is not None and fingerprint != expected_fingerprint:
+        known = f", {EARLIER_SHIPPED[fingerprint]}" if fingerprint in EARLIER_SHIPPED else ""
         raise CodecError(
-            f"this .vat file was made by another tokenizer (fingerprint {fingerprint.hex()}, "
+            f"this .vat file was made by another tokenizer (fingerprint {fingerprint.hex()}{known}; "
             f"this model is {expected_fingerprint.hex()}): decode it with the checkpoint that encoded it"
         )
     if flags & FLAG_ENTROPY:
