@@ -243,6 +243,28 @@ def test_condition_dropout_only_in_training():
     assert not torch.allclose(model(image, text, x), model(None, None, x))
 
 
+def test_residual_dropout_only_in_training_and_saved_with_the_config(tmp_path):
+    model, quantizer = micro(dataclasses.replace(MICRO, condition_dropout=0.0, dropout=0.5))
+    image, text = conditions()
+    _, x = ground_truth(quantizer)
+    evaluated = model(image, text, x)
+    torch.testing.assert_close(model(image, text, x), evaluated)  # eval mode: deterministic, no dropout
+    plain, _ = micro(dataclasses.replace(MICRO, condition_dropout=0.0))  # same seed: the same weights
+    torch.testing.assert_close(plain(image, text, x), evaluated)
+    model.train()
+    torch.manual_seed(0)
+    first = model(image, text, x)
+    torch.manual_seed(1)
+    assert not torch.allclose(model(image, text, x), first)  # a different mask
+    torch.manual_seed(0)
+    torch.testing.assert_close(model(image, text, x), first)  # seeded: a resumed step replays it
+    model.eval().save_pretrained(tmp_path, dtype=torch.float32)
+    assert json.loads((tmp_path / "generator_config.json").read_text())["dropout"] == 0.5
+    torch.testing.assert_close(NextScaleGPT.from_pretrained(tmp_path)(image, text, x), evaluated)
+    with pytest.raises(ValueError, match="dropout"):
+        dataclasses.replace(MICRO, dropout=1.0)
+
+
 def test_bad_condition_shapes_are_refused():
     model, quantizer = micro()
     image, text = conditions()

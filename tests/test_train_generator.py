@@ -300,7 +300,8 @@ def test_single_process_trains_encoders_and_exports_a_pipeline_folder(inputs, pr
     summary = train_generator.main(["--data", str(prepared[0]), "--val-data", str(prepared[0]),
                                     "--tokenizer", str(inputs / "tokenizer"), "--out", str(out), "--steps", "3",
                                     "--val-every", "3", "--train-encoders", *FAST,
-                                    "--model-override", "global_image=true", "--model-override", "text_dropout=0.5"])
+                                    "--model-override", "global_image=true", "--model-override", "text_dropout=0.5",
+                                    "--model-override", "dropout=0.1"])
     assert summary["step"] == 3 and (summary["image"], summary["text"]) == ("views", "ids")
     assert {"loss", "loss_mismatched", "loss_image_only", "loss_image_only_mismatched", "acc", "generated_acc",
             "retrieval_top1", "retrieval_rank", "retrieval_shapes",
@@ -317,7 +318,7 @@ def test_single_process_trains_encoders_and_exports_a_pipeline_folder(inputs, pr
     for key, value in encoders.image.model.state_dict().items():
         torch.testing.assert_close(value, ema["encoders.image.model." + key], rtol=0, atol=0)
     assert generator.config.width == 32 and generator.config.image_tokens == 65
-    assert generator.config.global_image and generator.config.text_dropout == 0.5
+    assert generator.config.global_image and generator.config.text_dropout == 0.5 and generator.config.dropout == 0.1
     assert any((out / "tb").iterdir()) and (out / "train_config.json").is_file()
 
 

@@ -43,6 +43,9 @@ class GeneratorConfig:
     # Per sample, in training, independently of condition_dropout: the text alone becomes null, so that the
     # image-only use (the demo's, eval-gen's) is trained too; 0 (the paper): text and image always come together.
     text_dropout: float = 0.0
+    # In training, dropout on every block's attention and MLP outputs before they join the residual stream
+    # (GPT-2's residual dropout): a regulariser for small data. 0 (the paper, and every shipped model): none.
+    dropout: float = 0.0
     # False (the paper): the image reaches the generator only as the attended prefix and the text vector is
     # the start token and every block's AdaLN condition. True: the mean of the projected image tokens joins
     # the text vector there as well (VAR's class-embedding path), so every block is modulated by the image.
@@ -57,6 +60,8 @@ class GeneratorConfig:
         for name in ("condition_dropout", "text_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
     @property
     def tokens_per_scale(self) -> tuple[int, ...]:
@@ -120,13 +125,15 @@ class NormalizedAttention(nn.Module):
 
 
 class AdaLNBlock(nn.Module):
-    """Pre-norm transformer block whose norms' scale and shift and the residual gates come from the text vector."""
+    """Pre-norm transformer block whose norms' scale and shift and the residual gates come from the text
+    vector; `dropout` (training only) on the attention and MLP outputs before they join the residual stream."""
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float):
+    def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float = 0.0):
         super().__init__()
         self.norm = nn.LayerNorm(width, elementwise_affine=False)
         self.attn = NormalizedAttention(width, heads)
         self.mlp = MLP(width, mlp_ratio)
+        self.drop = nn.Dropout(dropout)
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
         # adaLN-Zero (DiT): zero gates make every block start as the identity.
         nn.init.zeros_(self.modulation[1].weight)
@@ -134,8 +141,8 @@ class AdaLNBlock(nn.Module):
 
     def forward(self, x_BTW: torch.Tensor, cond_BW: torch.Tensor, mask_TM: torch.Tensor, cache: dict | None):
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond_BW)[:, None].chunk(6, dim=-1)
-        x_BTW = x_BTW + gate1 * self.attn(self.norm(x_BTW) * (1 + scale1) + shift1, mask_TM, cache)
-        return x_BTW + gate2 * self.mlp(self.norm(x_BTW) * (1 + scale2) + shift2)
+        x_BTW = x_BTW + gate1 * self.drop(self.attn(self.norm(x_BTW) * (1 + scale1) + shift1, mask_TM, cache))
+        return x_BTW + gate2 * self.drop(self.mlp(self.norm(x_BTW) * (1 + scale2) + shift2))
 
 
 def top_k_filter(logits_BV: torch.Tensor, k: int) -> torch.Tensor:
@@ -209,7 +216,7 @@ class NextScaleGPT(nn.Module):
         self.pos_scales = nn.Parameter(torch.randn(sum(c.tokens_per_scale), c.width) * 0.02)
         self.level_embed = nn.Embedding(len(c.scale_sides), c.width)
         nn.init.normal_(self.level_embed.weight, std=0.02)
-        self.blocks = nn.ModuleList(AdaLNBlock(c.width, c.heads, c.mlp_ratio) for _ in range(c.depth))
+        self.blocks = nn.ModuleList(AdaLNBlock(c.width, c.heads, c.mlp_ratio, c.dropout) for _ in range(c.depth))
         self.head_norm = nn.LayerNorm(c.width, elementwise_affine=False)
         self.head_modulation = nn.Sequential(nn.SiLU(), nn.Linear(c.width, 2 * c.width))
         nn.init.zeros_(self.head_modulation[1].weight)
