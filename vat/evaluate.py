@@ -1,4 +1,4 @@
-"""Evaluation runs on the pinned protocol (DESIGN.md): tokenizer reconstruction beside the Draco
+"""Evaluation runs on the pinned protocol (docs/protocol.md): tokenizer reconstruction beside the Draco
 and voxel baselines at the same byte budget; generation against its unconditional floor and the
 match rate."""
 

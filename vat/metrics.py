@@ -1,4 +1,4 @@
-"""The evaluation protocol pinned in DESIGN.md: Chamfer-L1 and F-score to the other *surface*,
+"""The evaluation protocol pinned in docs/protocol.md: Chamfer-L1 and F-score to the other *surface*,
 ICP alignment for generation, Acc / IoU / Near-Acc query sets and CS-IoU."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Pipelines over trained models: the VAT mesh codec (mesh -> tokens -> .vat -> mesh per scale).
-Image/text generation joins it once the generator lands."""
+"""Pipelines over trained models: MeshCodec, the VAT mesh codec (mesh -> tokens -> .vat -> mesh per scale),
+and Pipeline, image/text -> tokens -> mesh with the outline search."""
 
 from __future__ import annotations
 

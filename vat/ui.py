@@ -10,7 +10,7 @@ MAX_SEED = 2**31 - 1  # seeds are 0 .. MAX_SEED in the CLI, the demo and its API
 # [MIN_RESOLUTION, MAX_RESOLUTION] (below, the grid misses whole parts; above, a CPU takes many minutes).
 RESOLUTIONS = (64, 128, 256)
 DEFAULT_RESOLUTION = 128  # the demo's "Standard", and `vat generate` / `vat decode`
-PROTOCOL_RESOLUTION = 256  # the evaluation protocol's grid (DESIGN.md): the eval commands' and the bench's
+PROTOCOL_RESOLUTION = 256  # the evaluation protocol's grid (docs/protocol.md): the eval commands' and the bench's
 MIN_RESOLUTION, MAX_RESOLUTION = 16, 512
 # "Simplify to faces": a mesh decoded at 256^3 has well under this many faces.
 MAX_TARGET_FACES = 1_000_000

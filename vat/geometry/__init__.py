@@ -1,4 +1,6 @@
-"""Geometry: mesh io and normalisation, inside/outside, sampling, procedural shapes, extraction.
+"""Geometry: mesh io and normalisation (io.py), game mesh formats (formats.py), inside/outside (inside.py),
+sampling (sampling.py), procedural shapes (procedural.py, analytic.py, families/), mesh extraction (extract.py),
+rendering on the paper's cameras (render.py, cameras.py, drawable.py) and outlines (silhouette.py).
 
 Coordinate convention everywhere: a normalised shape has its bounding box centred at the origin
 and its longest side equal to 1, i.e. it lies in the unit cube [-0.5, 0.5]^3. Signed distances

@@ -8,4 +8,5 @@ tokenizer.py      stage 1 (train/train_tokenizer.py), with tokenizer_data.py and
 generator.py      stage 2 (train/train_generator.py), with generator_data.py and generator_eval.py
 generator_prepare.py, renders.py    stage-2 data (train/prepare_generator_data.py)
 arms.py           arms of one comparison: ablation.py (train/ablate_tokenizer.py), curves.py (train/learning_curves.py)
+scaling.py        the data-scaling and model-size tables and plots (train/data_scaling.py)
 """

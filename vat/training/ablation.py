@@ -4,7 +4,7 @@ protocol. Prints a Markdown table and writes OUT/ablation.json.
 
     python train/ablate_tokenizer.py --out runs/ablation --meshes data/heldout-meshes/geometry --limit 24 \\
         --arms baseline,residual-vq,pooling -- \\
-        --data data/train --val-data data/heldout --preset tiny --steps 1200 --phase1-steps 800 --lr 1e-3
+        --data data/train --val-data data/val-sh3d --preset tiny --steps 1200 --phase1-steps 800 --lr 1e-3
 
 Everything after `--` goes to train_tokenizer.py for every arm (each in OUT/ARM, so an interrupted
 ablation resumes: finished arms are neither retrained nor re-scored); `--model-override`s there apply
