@@ -1,5 +1,6 @@
 """Stage 2: a VAR-style next-scale autoregressive transformer over the tokenizer's multi-scale tokens,
-conditioned on image tokens (DINOv2 or EfficientNet-Lite0; a prefix) and a CLIP text embedding (start token and AdaLN condition).
+conditioned on image tokens (DINOv2 or EfficientNet-Lite0; a prefix) and a CLIP text embedding (start token and
+AdaLN condition).
 
 Sequence layout: [N image tokens | start token = scale 1 | scales 2..S], one level id per token
 (0 for the image tokens, s for scale s); a token attends to every token of a lower or equal level.
