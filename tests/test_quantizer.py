@@ -100,3 +100,22 @@ def test_self_correcting_input_is_teacher_forcing_at_rate_0_and_corrects_mistake
     assert not torch.equal(targets[1:, 5:], torch.cat(indices, 1)[1:, 5:])  # the later targets changed
     with pytest.raises(ValueError, match="all 4 scales"):
         q.self_correcting_input(indices[:2], torch.zeros(3))
+
+
+def test_near_misses_swap_tokens_for_codes_near_their_own_at_the_rate_given():
+    q = quantizer().eval()
+    indices = q(torch.randn(3, 8, 8, 8)).indices
+    torch.manual_seed(0)
+    noisy = q.near_misses(indices, torch.tensor([0.0, 1.0, 0.5]), near=2)
+    assert [x.shape for x in noisy] == [x.shape for x in indices]
+    flat, noisy_flat = torch.cat(indices, 1), torch.cat(noisy, 1)
+    assert torch.equal(noisy_flat[0], flat[0])  # rate 0: untouched
+    assert (noisy_flat[1] != flat[1]).all()  # rate 1: every token of every scale replaced...
+    ranked = q._distances(q.codebook.weight).argsort(dim=1)[:, 1:3]  # ...by one of the 2 codes nearest its own
+    assert (ranked[flat[1]] == noisy_flat[1][:, None]).any(dim=1).all()
+    share = (noisy_flat[2] != flat[2]).float().mean().item()
+    assert 0.3 < share < 0.7, share
+    # decoding the mistakes: Z_hat after each scale, the last one what indices_to_f_hat gives
+    prefixes = q.prefix_f_hats(noisy)
+    assert len(prefixes) == 4 and torch.equal(prefixes[-1], q.indices_to_f_hat(noisy))
+    assert torch.equal(prefixes[1], q.indices_to_f_hat(noisy[:2]))

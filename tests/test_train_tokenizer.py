@@ -326,6 +326,16 @@ def test_decoder_only_prefix_training_keeps_the_tokens_and_scores_cs_iou(shards,
     assert 0.0 <= start["val"]["iou"] <= 1.0 and "cs_iou" in start["val"]
     with pytest.raises(SystemExit):  # argparse: one line, no traceback
         train_tokenizer.main([*grid_args, "--out", str(tmp_path / "c"), "--steps", "1", "--freeze-encoder"])
+    # --token-noise: the decoder learns from tokens with near misses; the tokens themselves stay as they were
+    train_tokenizer.main([*grid_args, "--out", str(tmp_path / "n"), "--steps", "2", "--phase1-steps", "0",
+                          "--init-from", str(tmp_path / "a" / FINAL), "--freeze-encoder", "--token-noise", "0.5",
+                          "--lr", "1e-2"])
+    noisy = VAT.from_pretrained(tmp_path / "n" / FINAL)
+    assert noisy.fingerprint() == source.fingerprint()
+    assert {key.split(".")[0] for key, value in noisy.state_dict().items()
+            if not torch.equal(before[key], value)} == {"field", "from_latent"}
+    with pytest.raises(SystemExit):  # wrong tokens would train the encoder too
+        train_tokenizer.main([*grid_args, "--out", str(tmp_path / "m"), "--steps", "1", "--token-noise", "0.5"])
     with pytest.raises(SystemExit, match="another encoder config or codebook"):  # the tokens would change
         train_tokenizer.main([*grid_args, "--out", str(tmp_path / "e"), "--steps", "1", "--phase1-steps", "0",
                               "--init-from", str(tmp_path / "a" / FINAL), "--freeze-encoder",
@@ -358,6 +368,11 @@ def test_forward_decodes_each_shape_from_its_own_scale_prefix():
             torch.testing.assert_close(mixed[b], prefix, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(mixed[2], full[2], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(mixed[0], full[0], atol=1e-3)
+    # token_noise_B: shape b decodes its tokens with near misses at that rate; at rate 0 its own tokens
+    with torch.no_grad():
+        noisy = model(p, p, q, scales_B=scales, token_noise_B=torch.tensor([0.0, 1.0, 1.0]))["logits"]
+    torch.testing.assert_close(noisy[0], mixed[0], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(noisy[1], mixed[1], atol=1e-3) and not torch.allclose(noisy[2], mixed[2], atol=1e-3)
 
 
 def test_surface_levels_are_fitted_on_training_shapes_per_prefix_and_move_with_the_field(shards, tmp_path,

@@ -128,13 +128,35 @@ class MultiScaleQuantizer(nn.Module):
 
     def indices_to_f_hat(self, indices: list[torch.Tensor]) -> torch.Tensor:
         """Z_hat from the first len(indices) scales (decoding a prefix is how coarse scales are seen)."""
+        return self.prefix_f_hats(indices)[-1]
+
+    def prefix_f_hats(self, indices: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Z_hat after each of the first len(indices) scales: [Z_hat from scale 1, from scales 1-2, ...]."""
         if not 1 <= len(indices) <= len(self.scale_sides):
             raise ValueError(f"need 1..{len(self.scale_sides)} scales of indices, got {len(indices)}")
-        f_hat = None
+        f_hats = []
         for si, idx_Bl in enumerate(indices):
             h_BChw = self._scale_term(si, idx_Bl)
-            f_hat = h_BChw if f_hat is None else f_hat + h_BChw
-        return f_hat
+            f_hats.append(h_BChw if not f_hats else f_hats[-1] + h_BChw)
+        return f_hats
+
+    @torch.no_grad()
+    def near_misses(self, indices: list[torch.Tensor], rate_B: torch.Tensor, near: int = 8) -> list[torch.Tensor]:
+        """The indices with mistakes of the kind a sampler makes: each token of sample b (every scale) is
+        replaced with probability rate_B[b] by one of the `near` codes nearest its own code. A decoder
+        trained on them learns to draw a clean shape from a generator's slightly wrong tokens."""
+        near = max(1, min(near, self.codebook_size - 1))
+        codes = self.codebook.weight.float()
+        neighbours_VK = self._distances(codes).topk(near + 1, dim=1, largest=False).indices
+        # a code's nearest is itself (distance 0) unless two codes coincide: drop it either way
+        own = torch.arange(self.codebook_size, device=codes.device)[:, None]
+        neighbours_VK = torch.where(neighbours_VK[:, :1] == own, neighbours_VK[:, 1:], neighbours_VK[:, :near])
+        noisy = []
+        for idx_Bl in indices:
+            swap_Bl = torch.rand(idx_Bl.shape, device=idx_Bl.device) < rate_B[:, None].to(idx_Bl.device)
+            pick_Bl = torch.randint(0, near, idx_Bl.shape, device=idx_Bl.device)
+            noisy.append(torch.where(swap_Bl, neighbours_VK[idx_Bl, pick_Bl], idx_Bl))
+        return noisy
 
     def next_scale_input(self, si: int, f_hat_BChw: torch.Tensor | None, idx_Bl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Add scale `si`'s tokens to Z_hat; return it and the generator's input for scale si+1

@@ -232,18 +232,25 @@ class VAT(nn.Module):
         return self.field.query(features, points_BN3) - self.surface_level(scales)
 
     def forward(self, points_BN3, normals_BN3, queries_BQ3, quantize: bool = True,
-                scales_B: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                scales_B: torch.Tensor | None = None,
+                token_noise_B: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Training pass: logits at the queries and the auxiliary losses. Phase 1 uses quantize=False.
         `scales_B` (with quantisation): decode shape b from its first scales_B[b] scales only, as a
-        coarse prefix is decoded; prefixes shorter than all scales pass no gradient to the encoder."""
+        coarse prefix is decoded; prefixes shorter than all scales pass no gradient to the encoder.
+        `token_noise_B` (with quantisation): decode shape b from its tokens with near misses at that rate
+        (MultiScaleQuantizer.near_misses); no gradient then reaches the encoder (for a frozen one)."""
         stats = {}
         z, kl = self.latent(points_BN3, normals_BN3, sample=self.training, stats=stats)
         out = {"kl": kl, "codebook": z.new_zeros(()), **stats}
         if quantize:
             q = self.quantizer(self._grid(z), partial=scales_B is not None)
-            f_hat = q.f_hat_BChw
+            f_hat, partial_f_hat = q.f_hat_BChw, q.partial_f_hat
+            if token_noise_B is not None:
+                fed = self.quantizer.near_misses(q.indices, token_noise_B)
+                partial_f_hat = [x.to(f_hat.dtype) for x in self.quantizer.prefix_f_hats(fed)]
+                f_hat = partial_f_hat[-1]
             if scales_B is not None:
-                prefix_SBChw = torch.stack(q.partial_f_hat[:-1] + [f_hat])
+                prefix_SBChw = torch.stack(partial_f_hat[:-1] + [f_hat])
                 f_hat = prefix_SBChw[scales_B.to(f_hat.device) - 1, torch.arange(f_hat.shape[0], device=f_hat.device)]
             z = self._tokens(f_hat)
             out.update(codebook=q.codebook_loss, indices=q.indices)

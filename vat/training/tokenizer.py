@@ -89,6 +89,10 @@ class TrainConfig:
     # Train the decoder only (from_latent and the field); the encoder and the codebook stay as
     # --init-from has them, so a shape's tokens, and a generator trained on them, stay valid.
     freeze_encoder: bool = False
+    # With --freeze-encoder: decode each shape from its tokens with near misses (one of the 8 codes nearest
+    # the true one) at a rate drawn from U(0, token_noise) per shape, so that the decoder draws a clean shape
+    # from a generator's slightly wrong tokens (MultiScaleQuantizer.near_misses). 0: off.
+    token_noise: float = 0.0
     # Scale each training draw per axis (0.75-1.33) and mirror it half the time, framed again
     # (vat.training.tokenizer_data.Augmentation): the offline augmented copies' distribution, a new draw each time.
     augment: bool = False
@@ -108,6 +112,10 @@ class TrainConfig:
             raise ValueError(f"prefix_share must be in [0, 1], got {self.prefix_share}")
         if self.freeze_encoder and (not self.init_from or self.phase1_steps):
             raise ValueError("freeze_encoder keeps a trained encoder and codebook: give --init-from and --phase1-steps 0")
+        if not 0.0 <= self.token_noise <= 1.0:
+            raise ValueError(f"token_noise must be in [0, 1], got {self.token_noise}")
+        if self.token_noise and not self.freeze_encoder:
+            raise ValueError("token_noise trains the decoder on wrong tokens: only with --freeze-encoder")
 
     def model_config(self) -> TokenizerConfig:
         overrides = dict(self.model_overrides)
@@ -138,6 +146,8 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
         ("snapshot_every", int, "keep the EMA model every N steps in OUT/snapshots (0: never)"),
         ("fresh_shapes", int, "hold 10%% of each shape's queries out of training; score N training shapes on them"),
         ("prefix_share", float, "phase 2: share of shapes decoded from a random prefix of the scales (coarse to fine)"),
+        ("token_noise", float, "with --freeze-encoder: decode each shape's tokens with near misses at a rate "
+                               "from U(0, R) (a decoder robust to a generator's mistakes; 0: off)"),
     ))
     optim.add_argument("--augment", action="store_true",
                        help="scale each training draw per axis and mirror it half the time (shape augmentation)")
@@ -244,9 +254,12 @@ class TokenizerSteps:
             S = self.scales
             scales = torch.where(torch.rand(len(batch["points"])) < config.prefix_share,
                                  torch.randint(1, S, (len(batch["points"]),)), S)
+        noise = None
+        if self.quantize and config.token_noise > 0:
+            noise = torch.rand(len(batch["points"])) * config.token_noise
         with self.autocast:
             result = self.trained(batch["points"], batch["normals"], batch["queries"], quantize=self.quantize,
-                                  scales_B=scales)
+                                  scales_B=scales, token_noise_B=noise)
         occupancy = F.binary_cross_entropy_with_logits(result["logits"].float(), batch["occupancy"])
         loss = (config.occupancy_weight * occupancy + config.codebook_weight * result["codebook"]
                 + kl_factor(step, config) * config.kl_weight * result["kl"])
