@@ -146,11 +146,8 @@ class MultiScaleQuantizer(nn.Module):
         replaced with probability rate_B[b] by one of the `near` codes nearest its own code. A decoder
         trained on them learns to draw a clean shape from a generator's slightly wrong tokens."""
         near = max(1, min(near, self.codebook_size - 1))
-        codes = self.codebook.weight.float()
-        neighbours_VK = self._distances(codes).topk(near + 1, dim=1, largest=False).indices
-        # a code's nearest is itself (distance 0) unless two codes coincide: drop it either way
-        own = torch.arange(self.codebook_size, device=codes.device)[:, None]
-        neighbours_VK = torch.where(neighbours_VK[:, :1] == own, neighbours_VK[:, 1:], neighbours_VK[:, :near])
+        distances_VV = self._distances(self.codebook.weight.float()).fill_diagonal_(float("inf"))  # never itself
+        neighbours_VK = distances_VV.topk(near, dim=1, largest=False).indices
         noisy = []
         for idx_Bl in indices:
             swap_Bl = torch.rand(idx_Bl.shape, device=idx_Bl.device) < rate_B[:, None].to(idx_Bl.device)
