@@ -4,8 +4,10 @@ N Adam steps through the frozen decoder, the quantiser in the loop with a straig
 same number of tokens), on the BCE of the decoded occupancy against the mesh's own inside/outside at points
 drawn for this from the encoder's seed (REFINE_SEED_OFFSET; never the evaluation protocol's queries), plus
 REFINE_ANCHOR times the latent's squared distance from where it started (an entropy-coded file grows when
-the tokens stray from what the prior expects). The decoder runs under bfloat16 autocast on the CPU (about
-2.5x faster per step on 2 cores than float32).
+the tokens stray from what the prior expects). The decoder runs under bfloat16 autocast where that is fast
+(vat.models.layers.fast_bf16: CUDA, and CPUs with native bf16, about 2.5x faster a step there on 2 cores
+than float32); on other CPUs in float32, since their bf16 3D convolutions are reference kernels (14x slower a
+step than float32 on an AVX2 EPYC: 20 steps took 170 s).
 
 The result is kept only when its decoded occupancy agrees better (IoU) with the mesh at the encoder's check
 points (the encoder search's, SEARCH_QUERIES) than the unrefined tokens do: refinement never makes a file
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vat.models.layers import fast_bf16
 from vat.ui import DEFAULT_REFINE  # noqa: F401  (what the CLI, bench and demo use; the library's default: 0)
 
 REFINE_SEED_OFFSET = 0x2EF1AE  # the training points' seed is the encoder's seed + this
@@ -98,14 +101,14 @@ def refine_tokens(codec, normalized, z_1KC: torch.Tensor, steps: int, seed: int,
                   bf16: bool | None = None, schedule: str = "full") -> Refined:
     """Refine the latent z_1KC (the encoder's mean for the unit-cube mesh `normalized`) for up to `steps`
     Adam steps; `check` holds the encoder's check points and their inside flags. bf16: autocast the decoder
-    in bfloat16 (default: on the CPU, where it is faster; the kept tokens are always checked in float32).
+    in bfloat16 (default: where that is faster, fast_bf16; the kept tokens are always checked in float32).
     schedule: what the steps fit (SCHEDULES; the module's docstring)."""
     from vat.metrics import protocol_queries
 
     check_schedule(schedule)
     tokenizer = codec.tokenizer
     device = z_1KC.device
-    bf16 = device.type == "cpu" if bf16 is None else bf16
+    bf16 = fast_bf16(device) if bf16 is None else bf16
     with torch.no_grad():
         start = [i[0].cpu().numpy() for i in tokenizer.quantizer(tokenizer._grid(z_1KC)).indices]
     best = Refined(start, _check_iou(codec, start, check), 0.0, 0, False)

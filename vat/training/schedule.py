@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vat.models.layers import fast_bf16
+
 
 class ShardBatches(torch.utils.data.Sampler):
     """One rank's endless batches from `start_step` on. Each epoch visits the chunks in a shuffled
@@ -83,8 +85,7 @@ def uses_bf16(precision: str, device: torch.device) -> bool:
     (oneDNN says so; with AMX, large bf16 matrix products are many times faster than fp32)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    return precision == "bf16" or (precision == "auto" and (
-        device.type == "cuda" or (device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())))
+    return precision == "bf16" or (precision == "auto" and fast_bf16(device))
 
 
 def lr_factor(step: int, config) -> float:
