@@ -90,6 +90,8 @@ def test_bench_small_grid(tmp_path):
     assert summary["extract_query_ratio"] > 1
     assert summary["extract_chamfer_diff"] < 5e-3
     assert summary["extract_time_ratio"] > 0
+    # what the timings ran on, so that numbers from two machines can be told apart
+    assert summary["cpu"] and summary["torch_threads"] >= 1 and isinstance(summary["cpu_fast_bf16"], bool)
 
 
 def test_bench_generation(tiny_checkpoint, tmp_path):

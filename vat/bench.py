@@ -23,6 +23,23 @@ from vat.metrics import chamfer_fscore
 from vat.sampling_config import DEFAULT_SAMPLING
 
 
+def bench_machine() -> dict:
+    """What the timings ran on: the CPU's name, torch's threads and version, and whether bfloat16 is fast
+    here (vat.models.layers.fast_bf16: the codec's refinement autocasts to it only then)."""
+    import platform
+
+    from vat.models.layers import fast_bf16
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cuda": torch.cuda.is_available(), "cpu_fast_bf16": fast_bf16(torch.device("cpu"))}
+
+
 def bench_extraction(resolution: int = 256, coarse_resolution: int = 32) -> dict:
     """Extract the bench shape densely and coarse-to-fine at `resolution`; the ratios are dense
     over coarse-to-fine, the Chamfer difference is the protocol's Chamfer-L1 between the meshes."""

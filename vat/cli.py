@@ -115,12 +115,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from vat.bench import (bench_app_memory, bench_codec, bench_extraction, bench_image, bench_image_to_mesh,
-                           bench_models, bench_sampling)
+                           bench_machine, bench_models, bench_sampling)
     from vat.geometry import load_mesh
 
-    items = [{"bench": "extraction", **bench_extraction(resolution=args.resolution,
+    machine = bench_machine()
+    items = [{"bench": "machine", **machine},
+             {"bench": "extraction", **bench_extraction(resolution=args.resolution,
                                                        coarse_resolution=args.coarse_resolution)}]
-    summary = {k: items[0][k] for k in ("extract_query_ratio", "extract_chamfer_diff", "extract_time_ratio")}
+    summary = {**machine, **{k: items[1][k] for k in ("extract_query_ratio", "extract_chamfer_diff",
+                                                       "extract_time_ratio")}}
     if not args.skip_generation:
         pipeline, weights = bench_models(args.checkpoint)
         image = bench_image(args.image)
