@@ -566,3 +566,12 @@ def test_eval_recon_resumes_a_stopped_run(tiny_checkpoint, tmp_path, capsys):
     report.write_text('{"summary": ')
     assert main([*common, "--resume"]) == 1
     assert "cannot resume from" in capsys.readouterr().err
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """`vat bench | head -2`: the pipe closes before the output is written; no traceback, exit status 141."""
+    process = subprocess.Popen([sys.executable, "-m", "vat", "bench", "--resolution", "32", "--coarse-resolution",
+                                "16", "--skip-generation"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 141 and b"Traceback" not in err, err.decode()[-2000:]

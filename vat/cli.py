@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -508,6 +509,9 @@ def main(argv: list[str] | None = None) -> int:
     except VatError as exc:
         print(f"vat {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `vat bench | head`: the reader has gone; stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 141  # what a shell reports for a command ended by SIGPIPE
 
 
 if __name__ == "__main__":
