@@ -120,11 +120,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from vat.geometry import load_mesh
 
     machine = bench_machine()
-    items = [{"bench": "machine", **machine},
-             {"bench": "extraction", **bench_extraction(resolution=args.resolution,
-                                                       coarse_resolution=args.coarse_resolution)}]
-    summary = {**machine, **{k: items[1][k] for k in ("extract_query_ratio", "extract_chamfer_diff",
-                                                       "extract_time_ratio")}}
+    extraction = bench_extraction(resolution=args.resolution, coarse_resolution=args.coarse_resolution)
+    items = [{"bench": "machine", **machine}, {"bench": "extraction", **extraction}]
+    summary = {**machine, **{k: extraction[k] for k in ("extract_query_ratio", "extract_chamfer_diff",
+                                                         "extract_time_ratio")}}
     if not args.skip_generation:
         pipeline, weights = bench_models(args.checkpoint)
         image = bench_image(args.image)
