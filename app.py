@@ -152,6 +152,9 @@ def generate_tab(demo: Demo, state: gr.State, num_scales: int) -> None:
                 seen = gr.Image(label="What the model sees", interactive=False, height=280, format="png",
                                 elem_id="model-input")
                 method = gr.Markdown(label="Background")
+                gr.Markdown("**Samples** of the search, best outline first: click one to show its mesh.")
+                gallery = gr.Gallery(label="Samples", show_label=False, columns=2, height=600, allow_preview=False,
+                                     object_fit="contain", interactive=False, elem_id="samples-gallery")
             with gr.Column(scale=2):
                 view = gr.Model3D(label="Mesh", height=420, clear_color=(1.0, 1.0, 1.0, 1.0), elem_id="mesh-view")
                 scale = scale_slider(num_scales, "Scales decoded (coarse to fine)", elem_id="scale-slider",
@@ -181,7 +184,15 @@ def generate_tab(demo: Demo, state: gr.State, num_scales: int) -> None:
             [c.image, c.text, c.seed, c.guidance, c.temperature, c.top_k, c.top_p, c.resolution, c.foreground_ratio,
              c.skip_removal, c.search, state],
             [seen, method, view, c.seed, info, scale, readout, state], api_name="generate",
-            concurrency_id="model", preprocess=False, show_progress_on=[view])
+            concurrency_id="model", preprocess=False, show_progress_on=[view]).success(
+            demo.samples, [state], [gallery, state], api_name="samples", preprocess=False)
+        shown = [view, info, scale, readout, state]
+        gallery.select(demo.pick_sample, [state], shown, api_visibility="private", concurrency_id="model",
+                       preprocess=False)
+        # The API's /use_sample takes the sample's seed (a box and button never shown).
+        sample_seed = gr.Number(0, precision=0, visible=False)
+        gr.Button(visible=False).click(demo.use_sample, [sample_seed, state], shown, api_name="use_sample",
+                                       concurrency_id="model", preprocess=False)
         scale.release(demo.show_scale, [scale, state], [view, readout, state], api_name="show_scale",
                       trigger_mode="always_last", concurrency_id="model", preprocess=False)
         prepare.click(demo.download, [file_format, target_faces, floaters, scale, state],

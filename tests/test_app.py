@@ -15,7 +15,7 @@ from conftest import draw_object_image, like, mesh_facts
 
 import app
 from vat.app import gpu
-from vat.app.handlers import F_SCORE, compare, example_images, procedural
+from vat.app.handlers import F_SCORE, compare, example_images, ordinal, procedural
 from vat.app.inputs import EXPORT_CHOICES, SEARCH, TEMPERATURE
 from vat.app.models import SUMMARY_MARKER, Models, model_summary
 from vat.app.sessions import OUTPUT_ROOT, SESSION_TTL_S, SESSIONS, close_session, end_session
@@ -116,6 +116,43 @@ def test_scale_slider_decodes_on_demand_and_caches(demo, generated, monkeypatch)
         demo.show_scale(result.num_scales + 1, session)
     with pytest.raises(gr.Error, match="generate a mesh"):
         demo.show_scale(1, None)
+
+
+def test_the_searchs_samples_are_shown_best_first_and_another_can_be_chosen(demo, image, monkeypatch):
+    session = demo.generate(image, seed=20, resolution="64", search=4, progress=Progress())[-1]
+    result = session.results["generate"]
+    pictures, captions = zip(*demo.samples(session)[0])
+    ranked = sorted(result.samples, key=lambda s: (-s.outline_score, s.seed))
+    assert ranked == result.samples_by_fit()
+    assert [s.seed for s in result.samples] == [20, 21, 22, 23] and len(captions) == 4
+    assert [int(c.split()[1]) for c in captions] == [s.seed for s in ranked]  # best fit first
+    assert captions[0] == f"seed {ranked[0].seed} · fit {ranked[0].outline_score:.2f}"
+    assert ranked[0].seed == result.seed  # the search kept the first
+    assert all(p.shape == (gpu.PREVIEW_SIZE, gpu.PREVIEW_SIZE, 3) and (p < 255).any() for p in pictures)
+    # The gallery's second picture, clicked: that sample's mesh, info and readout, and what the tab then uses.
+    picked = demo.pick_sample(session, gr.SelectData(None, {"index": 1, "value": None}))
+    glb, info, slider, readout, _ = picked
+    chosen = session.results["generate"]
+    assert chosen.seed == ranked[1].seed and slider == chosen.num_scales
+    assert all(np.array_equal(a, b) for a, b in zip(chosen.indices, ranked[1].indices))
+    assert mesh_facts(glb) == like(result.codec.decode_mesh(ranked[1].indices, resolution=64))
+    assert info.startswith(f"Sample seed **{ranked[1].seed}**, chosen: 2nd best outline of 4 (fit ")
+    assert f"{len(chosen.vat()):,} bytes" in info and readout.startswith(f"Scale **{chosen.num_scales} of")
+    with open(demo.download("glb", 0, True, 0, session)[1], "rb") as f:
+        assert f.read() == chosen.vat()
+    # The same sample by seed (the API's /use_sample); the gallery keeps its order and pictures.
+    assert mesh_facts(demo.use_sample(ranked[1].seed, session)[0]) == mesh_facts(glb)
+    assert [c for _, c in demo.samples(session)[0]] == list(captions)
+    with pytest.raises(gr.Error, match="not one of this generation's samples"):
+        demo.use_sample(99, session)
+    with pytest.raises(gr.Error, match="no longer on show"):
+        demo.pick_sample(session, gr.SelectData(None, {"index": 4, "value": None}))
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 111)] == [
+        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "111th"]
+    one = demo.generate(image, seed=20, resolution="64", search=1, progress=Progress())[-1]
+    assert demo.samples(one)[0] == []  # a single sample: nothing to choose from
+    with pytest.raises(gr.Error, match="generate a mesh"):
+        demo.use_sample(20, None)
 
 
 @pytest.mark.parametrize("file_format", EXPORT_CHOICES)
@@ -285,8 +322,9 @@ def test_queue_is_bounded_and_sessions_are_cleaned_up(demo, monkeypatch):
 def test_every_handler_has_a_stable_api_name_and_generate_needs_only_the_image(demo):
     blocks = demo.build()
     endpoints = blocks.get_api_info()["named_endpoints"]
-    assert set(endpoints) == {f"/{n}" for n in ("preprocess", "generate", "show_scale", "download", "encode",
-                                                "show_reconstruction", "decode", "compare", "procedural")}
+    assert set(endpoints) == {f"/{n}" for n in ("preprocess", "generate", "samples", "use_sample", "show_scale",
+                                                "download", "encode", "show_reconstruction", "decode", "compare",
+                                                "procedural")}
     first, *rest = endpoints["/generate"]["parameters"]
     assert first["parameter_name"] == "image" and not first["parameter_has_default"]
     assert [p["parameter_name"] for p in rest][:3] == ["text", "seed", "guidance_scale"]

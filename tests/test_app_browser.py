@@ -1,7 +1,8 @@
 """The demo in a real browser: headless Debian Chromium driven by Playwright loads the page, uploads an
 example image, presses Generate, waits for the 3D viewer to draw the mesh, moves the scale slider,
 types a scale into the slider's number box (Enter updates the mesh), types the last scale and saves a
-screenshot of the full mesh.
+screenshot of the full mesh; then clicks the second picture of the search's samples and waits for that
+sample's mesh.
 
 Needs the Debian package `chromium` (`apt-get install -y chromium`); Playwright's own browser
 download (`playwright install`) is never used. The same code makes the README's screenshot:
@@ -74,6 +75,10 @@ WAIT_FOR_READOUT = ("before => { const m = (document.querySelector('#scale-reado
                     f".match(/{READOUT}/); return m !== null && m[0] !== before && m; }}")
 
 
+SAMPLES = "#samples-gallery"
+CHOSEN = "() => (document.querySelector('#generate-info')?.innerText ?? '').startsWith('Sample seed')"
+
+
 def _readout(page, before: str | None = None) -> str:
     """The readout's line, once it differs from `before` (waits for the handler to answer)."""
     return page.wait_for_function(WAIT_FOR_READOUT, arg=before, timeout=TIMEOUT_MS).json_value()[0]
@@ -143,6 +148,13 @@ def drive_demo(url: str, image: str | Path, screenshot: str | Path, example_name
             _wait_for_model(page, "#mesh-view")
             page.wait_for_timeout(500)  # let the viewer finish its frame before the picture
             page.screenshot(path=str(screenshot), full_page=True)
+            # The search's samples, a picture each, best fit first: clicking the second shows that sample instead.
+            page.wait_for_function(f"() => document.querySelectorAll('{SAMPLES} img').length > 1", timeout=TIMEOUT_MS)
+            seen["samples"] = page.locator(f"{SAMPLES} img").count()
+            page.locator(f"{SAMPLES} img").nth(1).click()
+            page.wait_for_function(CHOSEN, timeout=TIMEOUT_MS)
+            seen["chosen_info"] = page.locator("#generate-info").inner_text()
+            seen["chosen_drawn"] = _wait_for_model(page, "#mesh-view")
         finally:
             browser.close()
     return seen
@@ -151,6 +163,7 @@ def drive_demo(url: str, image: str | Path, screenshot: str | Path, example_name
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no {CHROMIUM}: apt-get install -y chromium (Debian)")
 def test_generate_and_scrub_in_a_browser(app_url, examples_dir, tmp_path):
     from vat.app.sessions import OUTPUT_ROOT
+    from vat.pipeline import DEFAULT_GENERATE_SEARCH
 
     shot = tmp_path / "demo.png"
     before = set(OUTPUT_ROOT.iterdir())
@@ -173,6 +186,8 @@ def test_generate_and_scrub_in_a_browser(app_url, examples_dir, tmp_path):
     assert seen["typed_readout"].startswith(f"Scale {seen['typed']} of {total}")
     assert seen["final_readout"].startswith(f"Scale {total} of {total}")
     assert "How to use:" in seen["header"] and "Model:" in seen["header"]
+    assert seen["samples"] == DEFAULT_GENERATE_SEARCH and seen["chosen_drawn"] > 0.01
+    assert f"2nd best outline of {DEFAULT_GENERATE_SEARCH}" in seen["chosen_info"]
     with Image.open(shot) as picture:
         assert picture.width == 1400 and picture.height >= 1000
     _assert_fits_and_reads(seen)

@@ -16,6 +16,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
+from vat.app import gpu
 from vat.app.handlers import F_SCORE
 from vat.app.inputs import DEFAULT_RESOLUTION_CHOICE
 from vat.app.sessions import MESHES_PER_SESSION, SESSION_TTL_S, SESSIONS, Session
@@ -70,6 +71,21 @@ def test_generate_with_the_image_alone(client, image):
     assert line.startswith(f"Scale **2 of {scales}**")
     mesh, vat = client.predict("stl", 400, True, 2, api_name="/download")
     assert mesh.endswith(".stl") and 0 < _faces(mesh) <= 440 and open(vat, "rb").read(3) == b"VAT"
+
+
+def test_the_searchs_samples_and_another_chosen_by_seed(client, image):
+    client.predict(handle_file(image), seed=5, resolution="64", search=3, api_name="/generate")
+    gallery = client.predict(api_name="/samples")
+    result = _session_of(client).results["generate"]
+    assert [item["caption"] for item in gallery] == [f"seed {s.seed} · fit {s.outline_score:.2f}"
+                                                     for s in result.samples_by_fit()]
+    assert all(Image.open(item["image"]).size == (gpu.PREVIEW_SIZE,) * 2 for item in gallery)
+    other = result.samples_by_fit()[-1]
+    glb, info, scales, readout = client.predict(other.seed, api_name="/use_sample")
+    assert info.startswith(f"Sample seed **{other.seed}**, chosen: 3rd best outline of 3")
+    assert mesh_facts(glb) == like(result.codec.decode_mesh(other.indices, resolution=64))
+    with pytest.raises(AppError, match="not one of this generation's samples"):
+        client.predict(4, api_name="/use_sample")
 
 
 def test_every_scale_is_shown_in_the_same_frame_with_what_changed(client, image):

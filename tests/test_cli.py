@@ -195,6 +195,9 @@ def test_generate_with_search_keeps_and_names_the_best_sample(tiny_checkpoint, t
     from vat.pipeline import Pipeline
 
     assert kept == _best_outline_seed(Pipeline.from_pretrained(tiny_checkpoint, device="cpu"), image, 3, 3, 32)[0]
+    fits = printed.split("outline fit (IoU) by seed, best first: ")[1].splitlines()[0].split(", ")
+    assert sorted(int(f.split()[0]) for f in fits) == [3, 4, 5] and int(fits[0].split()[0]) == kept
+    assert [float(f.split()[1]) for f in fits] == sorted((float(f.split()[1]) for f in fits), reverse=True)
     searched = vat.read_bytes()
     assert main(["generate", str(image), "--checkpoint", str(tiny_checkpoint), "-o", str(out), "--vat", str(vat),
                  "--resolution", "32", "--seed", str(kept), "--search", "1"]) == 0

@@ -8,8 +8,8 @@ import trimesh
 
 from vat.errors import VatError
 from vat.geometry.inside import contains
-from vat.geometry.silhouette import (GRID_AZIMUTHS, GRID_ELEVATIONS, best_overlap, frame_mask, project_outlines,
-                                     shell_cells)
+from vat.geometry.silhouette import (GRID_AZIMUTHS, GRID_ELEVATIONS, best_overlap, frame_mask, grid_view,
+                                     outline_fits, outline_scores, project_outlines, shaded_view, shell_cells)
 
 SIDE = 32  # occupancy cells per axis in these tests
 
@@ -95,6 +95,34 @@ def _volume(mesh):
     return contains(mesh, grid.reshape(-1, 3)).reshape(SIDE, SIDE, SIDE)
 
 
+def test_the_fit_names_the_view_it_was_found_from():
+    mesh = _l_shape()
+    mask = _rendered_mask(mesh, 45.0, 15.0)
+    volumes = [_volume(mesh), _volume(trimesh.creation.icosphere(3, radius=0.45)), np.zeros((SIDE,) * 3, bool)]
+    scores, views = outline_fits(volumes, mask)
+    assert scores.tolist() == outline_scores(volumes, mask).tolist()
+    assert scores[0] > 0.8 and scores[0] > scores[1] + 0.1 and scores[2] == -1
+    assert abs((views[0, 0] - 45.0 + 180) % 360 - 180) <= 15 and views[0, 1] in GRID_ELEVATIONS
+    assert np.isnan(views[2]).all()  # no surface, no view
+    grid = [(a, e) for a in GRID_AZIMUTHS for e in GRID_ELEVATIONS]  # project_outlines' order of views
+    assert [grid_view(k) for k in range(len(grid))] == grid
+
+
+def test_a_preview_is_the_solid_seen_from_the_view_asked_and_lit():
+    mesh = _l_shape()
+    volume = _volume(mesh)
+    picture = shaded_view(volume, 45.0, 15.0, size=96)
+    assert picture.shape == (96, 96, 3) and picture.dtype == np.uint8
+    drawn = (picture < 255).any(axis=-1)
+    target = frame_mask(_rendered_mask(mesh, 45.0, 15.0), side=96)
+    assert (drawn & target).sum() / (drawn | target).sum() > 0.85  # the renderer's outline, framed alike
+    other = frame_mask(_rendered_mask(mesh, 135.0, 15.0), side=96)
+    assert (drawn & other).sum() / (drawn | other).sum() < 0.8  # and not another view's
+    greys = picture[drawn].mean(axis=-1)
+    assert greys.max() - greys.min() > 60  # faces turned to the light and away from it differ
+    assert (shaded_view(np.zeros((SIDE,) * 3, bool), 0.0, 0.0) == 255).all()  # nothing to draw: white
+
+
 def test_consensus_prefers_the_shape_the_samples_agree_on():
     """scripts/selection_study.py's consensus score (a rule the study measured, not the search's)."""
     import runpy
@@ -135,6 +163,15 @@ def test_search_keeps_the_sample_whose_outline_fits_best(pipeline, tmp_path, mon
     assert len(set(np.round(scores, 6))) > 1, "the samples should differ in outline for this test to mean anything"
     searched = pipeline.generate(image=image, seed=seed, search=k)
     assert searched.seed == seed + int(np.argmax(scores))
+    # Every sample drawn comes back, in seed order, with its score and the tokens its seed alone gives.
+    assert [s.seed for s in searched.samples] == list(range(seed, seed + k))
+    assert [s.outline_score for s in searched.samples] == pytest.approx(scores.tolist())
+    for sample, single in zip(searched.samples, singles):
+        assert all(np.array_equal(a, b) for a, b in zip(sample.indices, single.indices))
+        assert sample.occupancy.ndim == 3 and sample.occupancy.any() and len(sample.view) == 2
+    other = searched.choose(seed + int(np.argmin(scores)))
+    assert all(np.array_equal(a, b) for a, b in zip(other.indices, singles[other.seed - seed].indices))
+    assert other.settings["outline_score"] == pytest.approx(scores.min()) and other.samples is searched.samples
     assert searched.settings["search"] == k
     assert searched.settings["outline_score"] == pytest.approx(scores.max())
     for a, b in zip(searched.indices, singles[searched.seed - seed].indices):  # seed alone gives it again

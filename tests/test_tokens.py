@@ -11,7 +11,7 @@ from vat.codec import FLAG_ENTROPY
 from vat.errors import VatError
 from vat.geometry.extract import postprocess
 from vat.pipeline import Encoded, Generation, MeshCodec, Pipeline
-from vat.tokens import Tokens, check_scales, decode_key
+from vat.tokens import Sample, Tokens, check_scales, decode_key
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +97,25 @@ def test_a_generation_is_tokens_with_its_seed_and_settings(tiny_checkpoint, code
     # An encoded mesh's tokens decode the same way through the same type.
     encoded = codec.encode(trimesh.creation.icosphere(2))
     assert type(encoded).mesh is type(generation).mesh and type(encoded).vat is type(generation).vat
+
+
+def test_another_sample_of_a_search_is_chosen_by_its_seed(tiny_checkpoint):
+    pipeline = Pipeline.from_pretrained(tiny_checkpoint, device="cpu")
+    drawn = [pipeline.generate(text="a chair", seed=s, resolution=16) for s in (4, 5, 6)]
+    samples = [Sample(g.seed, g.indices, score, (15.0 * k, 0.0))
+               for k, (g, score) in enumerate(zip(drawn, (0.5, 0.7, -1.0)))]
+    shown = Generation(drawn[1].indices, pipeline.codec, seed=5, settings={**drawn[1].settings, "outline_score": 0.7},
+                       timings={"sample": 1.0, "decode_s1_r16": 0.1}, resolution=16, samples=samples)
+    other = shown.choose(4)
+    assert other.seed == 4 and other.samples is samples and other.resolution == 16
+    assert all(np.array_equal(a, b) for a, b in zip(other.indices, drawn[0].indices))
+    assert other.settings == {**shown.settings, "outline_score": 0.5}
+    assert other.timings == {"sample": 1.0}  # how it was drawn; its meshes are not decoded yet
+    assert other.vat() == pipeline.codec.write(drawn[0].indices)
+    with pytest.raises(VatError, match=r"sample seed 9 is not one of this generation's samples \(seeds: 4, 5, 6\)"):
+        shown.choose(9)
+    with pytest.raises(VatError, match="no search was made"):
+        drawn[0].choose(4)
 
 
 def test_pickled_tokens_leave_their_codec_behind(codec, moved_box):

@@ -199,6 +199,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         kept = f", {searched} of them finished" if drafts else ""
         print(f"  the best outline of {tried} samples (seeds {args.seed} to {args.seed + tried - 1}{kept}); "
               f"this sample alone: --seed {generation.seed} --search 1")
+        fits = ", ".join(f"{s.seed} {s.outline_score:.2f}" for s in generation.samples_by_fit())
+        print(f"  outline fit (IoU) by seed, best first: {fits}")
     if generation.preprocess_method:
         print(f"  background: {BACKGROUND_METHODS.get(generation.preprocess_method, generation.preprocess_method)}")
     print(f"  time: {stage_times(generation.timings)}")

@@ -23,7 +23,7 @@ from vat.models.tokenizer import VAT, TokenizerConfig
 from vat.preprocess_config import DEFAULT_PREPROCESS
 from vat.sampling_config import (DEFAULT_SAMPLING, SAMPLING_CONFIG, SAMPLING_DEFAULTS,  # noqa: F401
                                  UNGUIDED_SAMPLING, SamplingConfig, check_sampling, read_sampling)
-from vat.tokens import Generation, Tokens, check_scales
+from vat.tokens import Generation, Sample, Tokens, check_scales
 from vat.ui import (DEFAULT_DRAFT_SCALES, DEFAULT_GENERATE_SEARCH,  # noqa: F401  (the CLI's and demo's defaults)
                     DEFAULT_SEARCH)
 
@@ -371,7 +371,9 @@ class Pipeline:
         outline, from its best view, overlaps the image's foreground the most (`outline_score`): the
         samples are drawn SAMPLE_BATCH at a time (one seed per row) and each is decoded on a coarse grid.
         The result's `seed` is the kept sample's, so generate(seed=result.seed) gives it again without
-        the search. `progress(done, total)` then counts the scales of each batch.
+        the search; its `samples` are every sample drawn (vat.tokens.Sample: seed, tokens, outline score, best
+        view, coarse occupancy), and `result.choose(seed)` is another of them. `progress(done, total)` then
+        counts the scales of each batch.
 
         `drafts` = M > `search` (needs an image too) first samples only the first `draft_scales` scales (default
         DEFAULT_DRAFT_SCALES, at most all but the last) of
@@ -379,6 +381,7 @@ class Pipeline:
         finishes only the `search` seeds that fit best, which the outline search then ranks: many samples'
         coarse shapes, where the image is read least, for the price of few. Each kept seed is sampled from
         its first scale, so generate(seed=result.seed) still gives the result."""
+        from vat.geometry.silhouette import outline_fits
         from vat.preprocess import load_image, preprocess_image
 
         sampling = self.sampling_with(cfg=cfg, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k,
@@ -435,16 +438,19 @@ class Pipeline:
         candidates = self._sample(image_tokens, text_vector, seeds if search > 1 or drafting else seed, sampling,
                                   counter)
         timings["sample"] = time.perf_counter() - start
-        best = 0
+        best, samples = 0, []
         if search > 1:
             start = time.perf_counter()
-            scores = self.outline_scores(candidates, mask)
+            volumes = self.occupancy_volumes(candidates)
+            scores, views = outline_fits(volumes, mask)
             best = int(np.argmax(scores))
             settings["outline_score"] = float(scores[best])
+            samples = [Sample(s, tokens, float(score), (float(view[0]), float(view[1])), volume)
+                       for s, tokens, score, view, volume in zip(seeds, candidates, scores, views, volumes)]
             timings["search"] = time.perf_counter() - start
         return Generation(candidates[best], self.codec, seed=seeds[best], settings=settings, timings=timings,
                           input_image=input_image, preprocess_method=method, resolution=resolution,
-                          preprocess_warning=warning)
+                          preprocess_warning=warning, samples=samples)
 
     def _sample(self, image_tokens, text_vector, seed: int | list[int], sampling: dict, counter=None,
                 scales: int | None = None) -> list[list[np.ndarray]]:

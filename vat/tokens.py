@@ -112,14 +112,48 @@ class Tokens:
         return self._meshes[key]
 
 
+@dataclass(eq=False)
+class Sample:
+    """One sample of an outline search (Pipeline.generate(search=K)): its seed (generate(seed=...) alone gives
+    it again), its tokens, how well its outline fits the image (IoU, -1 when it has no surface) and from which
+    view of the search's cameras (azimuth, elevation in degrees), and its occupancy on the search's grid (bool
+    [R + 1]^3, vat.geometry.silhouette.outline_fits' input; None once dropped) for previews
+    (vat.geometry.silhouette.shaded_view)."""
+
+    seed: int
+    indices: list[np.ndarray]
+    outline_score: float
+    view: tuple[float, float]
+    occupancy: np.ndarray | None = None
+
+
 @dataclass(eq=False, kw_only=True)
 class Generation(Tokens):
     """What `Pipeline.generate` returns: the tokens, the seed and settings that made them, the preprocessed
     input and the timings (seconds: preprocess, condition, sample, search; decode_s<S>_r<R> as meshes are
-    decoded)."""
+    decoded). After an outline search, `samples` holds every sample drawn (in seed order), the kept one among
+    them, and `choose(seed)` gives the Generation of another."""
 
     seed: int
     settings: dict  # the sampling settings used, the text, and the preprocessing's
     input_image: object | None = None  # PIL.Image the model saw (RGB on white), None for text only
     preprocess_method: str | None = None  # alpha | rembg | grabcut | builtin | none
     preprocess_warning: str = ""  # the segmented foreground looks wrong (vat.preprocess.Preprocessed.warning)
+    samples: list[Sample] = field(default_factory=list)  # the outline search's samples, in seed order
+
+    def samples_by_fit(self) -> list[Sample]:
+        """The search's samples, best outline first (the kept one), equal fits by seed."""
+        return sorted(self.samples, key=lambda s: (-s.outline_score, s.seed))
+
+    def choose(self, seed: int) -> Generation:
+        """The Generation of another of the search's samples (by its seed): its tokens, with this one's input,
+        settings (its outline score), samples and resolution. VatError for a seed the search did not draw."""
+        sample = next((s for s in self.samples if s.seed == seed), None)
+        if sample is None:
+            drawn = ", ".join(str(s.seed) for s in self.samples) or "none: no search was made"
+            raise VatError(f"sample seed {seed} is not one of this generation's samples (seeds: {drawn})")
+        settings = {**self.settings, "outline_score": sample.outline_score}
+        timings = {k: v for k, v in self.timings.items() if not k.startswith("decode_")}
+        return Generation(sample.indices, self.codec, seed=sample.seed, settings=settings, resolution=self.resolution,
+                          timings=timings, input_image=self.input_image, preprocess_method=self.preprocess_method,
+                          preprocess_warning=self.preprocess_warning, samples=self.samples, raw=self.raw)

@@ -6,7 +6,8 @@ take and return plain data (paths, numbers, arrays, meshes) and find the models,
 from __future__ import annotations
 
 from vat.app.models import models_for
-from vat.tokens import Tokens
+from vat.geometry.silhouette import shaded_view
+from vat.tokens import Sample, Tokens
 from vat.ui import DEFAULT_REFINE, DEFAULT_SEARCH
 
 try:  # Hugging Face Spaces (ZeroGPU): a GPU is attached only while a decorated call runs
@@ -15,6 +16,7 @@ except ImportError:
     spaces = None
 
 GPU_SECONDS = 120  # ZeroGPU time asked for per model call
+PREVIEW_SIZE = 128  # pixels a side of the pictures of the outline search's samples
 
 
 def on_gpu(fn):
@@ -26,7 +28,9 @@ def on_gpu(fn):
 def generate_tokens(checkpoint: str, image: str | None, text: str | None, seed: int, settings: dict,
                     progress=None) -> dict:
     """vat.pipeline.Pipeline.generate, reduced to plain data: the tokens per scale, the image the
-    model saw, how its background was found, the timings. `settings`: generate's keyword arguments."""
+    model saw, how its background was found, the timings, the search's samples (vat.tokens.Sample without
+    occupancy) and a PREVIEW_SIZE picture of each that has a surface (seed -> uint8 [H, W, 3]).
+    `settings`: generate's keyword arguments."""
     samples = settings.get("search", 1)  # at most SEARCH.maximum = SAMPLE_BATCH: drawn as one batch
 
     def on_scale(done: int, total: int) -> None:
@@ -36,8 +40,13 @@ def generate_tokens(checkpoint: str, image: str | None, text: str | None, seed: 
 
     result = models_for(checkpoint).pipeline().generate(image=image, text=text, seed=seed, progress=on_scale,
                                                         **settings)
+    # The search's samples travel without their occupancy grids; a small picture of each stands in for them.
+    previews = {s.seed: shaded_view(s.occupancy, *s.view, size=PREVIEW_SIZE) for s in result.samples
+                if s.outline_score >= 0}
+    samples = [Sample(s.seed, s.indices, s.outline_score, s.view) for s in result.samples]
     return dict(indices=result.indices, input_image=result.input_image, method=result.preprocess_method,
-                timings=result.timings, settings=result.settings, seed=result.seed, warning=result.preprocess_warning)
+                timings=result.timings, settings=result.settings, seed=result.seed, warning=result.preprocess_warning,
+                samples=samples, previews=previews)
 
 
 @on_gpu

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 
 from vat.app import gpu
 from vat.app.inputs import (DECODE_SCALES, DEFAULT_RESOLUTION_CHOICE, EACH_LABEL, EXPORT_CHOICES, FLOATERS_LABEL,
@@ -112,6 +113,24 @@ def scale_readout(session: Session, tab: str, result, scales: int, extra: str = 
         table.append("| " + " | ".join(f"**{c}**" if s == scales and c else c for c in cells) + " |")
     note = "\n\nA scale's faces are counted once it is decoded (move the slider)." if None in faces else ""
     return line + "\n\n" + "\n".join(table) + note
+
+
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, ... 11th, 12th, 13th, 21st."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def sample_caption(sample) -> str:
+    """'seed 12 · fit 0.57' for the gallery: the sample's seed and its outline's IoU with the image."""
+    if sample.outline_score < 0:
+        return f"seed {sample.seed} · no surface"
+    return f"seed {sample.seed} · fit {sample.outline_score:.2f}"
+
+
+def blank_preview() -> np.ndarray:
+    """A white picture for a sample with no surface."""
+    return np.full((gpu.PREVIEW_SIZE, gpu.PREVIEW_SIZE, 3), 255, dtype=np.uint8)
 
 
 # ---------------------------------------------------------------------------- tools without a model
@@ -259,25 +278,68 @@ class Handlers:
         codec = self.models.pipeline().codec  # loads the models here, or says what is missing
         with for_visitors(path, name):
             tokens = gpu.generate_tokens(self.checkpoint, path, text or None, seed, settings, progress=progress)
-        result = Generation(indices=tokens["indices"], codec=codec, seed=seed, settings=tokens["settings"],
+        # The result's seed is the kept sample's (as the library's): that seed alone, with one sample, gives it again.
+        result = Generation(indices=tokens["indices"], codec=codec, seed=tokens["seed"], settings=tokens["settings"],
                             timings=tokens["timings"], input_image=tokens["input_image"],
-                            preprocess_method=tokens["method"], resolution=settings["resolution"])
+                            preprocess_method=tokens["method"], resolution=settings["resolution"],
+                            samples=tokens["samples"])
         session = session_of(state, request)
         session.store("generate", result)
+        session.previews = tokens["previews"]
         progress(1.0, desc=f"Decoding the mesh ({result.resolution}³ grid)")
+        searched = (f" · best outline of {settings['search']} samples (sample seed {tokens['seed']})"
+                    if settings["search"] > 1 else "")
+        glb, info, readout = self._show_generation(session, result, f"Seed **{seed}**{searched}")
+        note = method_note(result.preprocess_method, tokens["warning"]) if result.preprocess_method else ""
+        return result.input_image, note, glb, seed, info, result.num_scales, readout, session
+
+    def _show_generation(self, session: Session, result, headline: str) -> tuple[str, str, str]:
+        """The view (GLB path) of the Image to 3D tab's result from all its scales, its info line (after
+        `headline`: its bytes and stage times) and its scale readout."""
         mesh = self._mesh(session, "generate", result.num_scales)
-        glb = export_view(mesh, session.file("generate", "view", f"generated-{seed}-s{result.num_scales}.glb"))
+        glb = export_view(mesh, session.file("generate", "view", f"generated-{result.seed}-s{result.num_scales}.glb"))
         timings = {k: result.timings.get(k, 0.0) for k in ("preprocess", "condition", "sample", "search")
                    if k != "search" or k in result.timings}
         timings["decode"] = result.timings[decode_key(result.num_scales, result.resolution)]
-        kept = tokens["seed"]
-        searched = (f" · best outline of {settings['search']} samples (sample seed {kept})"
-                    if settings["search"] > 1 else "")
-        info = (f"Seed **{seed}**{searched} · {result.num_scales} scales · {count(result.tokens_at(), 'token')} in "
+        info = (f"{headline} · {result.num_scales} scales · {count(result.tokens_at(), 'token')} in "
                 f"**{len(result.vat()):,} bytes** · " + stage_times(timings, " · "))
-        note = method_note(result.preprocess_method, tokens["warning"]) if result.preprocess_method else ""
-        return (result.input_image, note, glb, seed, info, result.num_scales,
-                scale_readout(session, "generate", result, result.num_scales), session)
+        return str(glb), info, scale_readout(session, "generate", result, result.num_scales)
+
+    @handler
+    def samples(self, state=None, request: gr.Request = None):
+        """The outline search's samples of the shown generation, best fit first: (picture, caption) pairs for a
+        gallery (none after a single sample). Their order is what pick_sample's index counts."""
+        session = session_of(state, request)
+        result = session.results.get("generate")
+        ranked = result.samples_by_fit() if result is not None else []
+        return [(session.previews[s.seed] if s.seed in session.previews else blank_preview(),
+                 sample_caption(s)) for s in ranked], session
+
+    @handler
+    def use_sample(self, sample_seed: float, state=None, request: gr.Request = None):
+        """Show another of the outline search's samples (by its seed) in place of the one it kept: its mesh
+        from all scales, info and readout; downloads and the scale slider then use it."""
+        session = session_of(state, request)
+        result = session.result("generate", "generate a mesh")
+        chosen = result.choose(SEED.check(sample_seed))
+        session.store("generate", chosen)
+        ranked = chosen.samples_by_fit()
+        rank = next(k for k, s in enumerate(ranked) if s.seed == chosen.seed)
+        headline = (f"Sample seed **{chosen.seed}**, chosen: {ordinal(rank + 1)} best outline of {len(ranked)} "
+                    f"(fit {chosen.settings['outline_score']:.2f})")
+        glb, info, readout = self._show_generation(session, chosen, headline)
+        return glb, info, chosen.num_scales, readout, session
+
+    @handler
+    def pick_sample(self, state=None, selected: gr.SelectData = None, request: gr.Request = None):
+        """The page's click on the samples gallery: use_sample of the sample at the clicked place."""
+        session = session_of(state, request)
+        result = session.results.get("generate")
+        ranked = result.samples_by_fit() if result is not None else []
+        index = selected.index if selected is not None else None
+        if not isinstance(index, int) or not 0 <= index < len(ranked):
+            raise gr.Error("that sample is no longer on show: generate again", print_exception=False)
+        return self.use_sample(ranked[index].seed, session, request)
 
     @handler
     def show_scale(self, scales: float, state=None, request: gr.Request = None):

@@ -42,6 +42,7 @@ class Session:
         self.meshes: OrderedDict = OrderedDict()
         self.faces: dict = {}  # (tab, scales) -> faces of the cleaned mesh: the readout keeps them after the mesh goes
         self.files: dict = {}  # (tab, slot) -> the slot's file
+        self.previews: dict = {}  # the outline search's samples of the Image to 3D tab: seed -> picture
         self.released = False  # its results were dropped (idle too long, evicted, or its tab closed)
 
     @staticmethod
@@ -96,7 +97,7 @@ class Session:
     def close(self) -> None:
         """Drop the results, meshes and files (a new result starts the session again)."""
         self.released = self.released or bool(self.results)
-        for held in (self.results, self.sources, self.meshes, self.faces, self.files):
+        for held in (self.results, self.sources, self.meshes, self.faces, self.files, self.previews):
             held.clear()
         shutil.rmtree(self.folder, ignore_errors=True)
 
