@@ -153,7 +153,7 @@ def generate_tab(demo: Demo, state: gr.State, num_scales: int) -> None:
                                 elem_id="model-input")
                 method = gr.Markdown(label="Background")
                 gr.Markdown("**Samples** of the search, best outline first: click one to show its mesh.")
-                gallery = gr.Gallery(label="Samples", show_label=False, columns=2, height=600, allow_preview=False,
+                gallery = gr.Gallery(label="Samples", show_label=False, columns=2, height=660, allow_preview=False,
                                      object_fit="contain", interactive=False, elem_id="samples-gallery")
             with gr.Column(scale=2):
                 view = gr.Model3D(label="Mesh", height=420, clear_color=(1.0, 1.0, 1.0, 1.0), elem_id="mesh-view")
