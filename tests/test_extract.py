@@ -7,7 +7,8 @@ import pytest
 
 from vat.errors import VatError
 from vat.geometry.analytic import bench_shape_sdf, box_sdf, sphere_sdf, union
-from vat.geometry.extract import GRID_BOUND, _upsample, evaluate_grid, extract_mesh, grid_points, postprocess
+from vat.geometry.extract import (FLOATER_FRACTION, GRID_BOUND, _upsample, drop_floaters, evaluate_grid,
+                                  extract_mesh, grid_points, postprocess)
 from vat.metrics import chamfer_fscore
 
 
@@ -126,3 +127,17 @@ def test_floater_removal_keeps_the_largest_part_by_volume_not_by_faces_or_area()
     # A part with a sensible share of the volume stays: a second box of a quarter of the first's volume.
     second = trimesh.creation.box((0.5, 0.5, 0.125)).apply_translation((0.3, 0, 0.3))
     assert len(postprocess(trimesh.util.concatenate([box, second, ball])).split(only_watertight=False)) == 2
+
+
+def test_a_grids_floaters_go_as_a_meshs_do():
+    grid = np.zeros((20, 20, 20), dtype=bool)
+    grid[2:12, 2:12, 2:12] = True  # the body: 1,000 cells
+    grid[15:19, 15:19, 15:19] = True  # 64 cells: 6.4% of the body, kept
+    grid[15:18, 2:5, 15:18] = True  # 27 cells: 2.7%, a floater
+    grid[14, 14, 14] = True  # meets the 64-cell block only at a corner: its own component, a floater
+    cleaned = drop_floaters(grid)
+    assert cleaned.sum() == 1000 + 64 and cleaned[2:12, 2:12, 2:12].all() and cleaned[15:19, 15:19, 15:19].all()
+    assert not cleaned[15:18, 2:5, 15:18].any() and not cleaned[14, 14, 14]
+    assert drop_floaters(grid, fraction=0.07).sum() == 1000 and FLOATER_FRACTION == 0.05
+    assert (drop_floaters(grid[:13, :13, :13]) == grid[:13, :13, :13]).all()  # one component: as it was
+    assert not drop_floaters(np.zeros((4, 4, 4), bool)).any()

@@ -6,6 +6,7 @@ take and return plain data (paths, numbers, arrays, meshes) and find the models,
 from __future__ import annotations
 
 from vat.app.models import models_for
+from vat.geometry.extract import drop_floaters
 from vat.geometry.silhouette import shaded_view
 from vat.tokens import Sample, Tokens
 from vat.ui import DEFAULT_REFINE, DEFAULT_SEARCH
@@ -29,7 +30,7 @@ def generate_tokens(checkpoint: str, image: str | None, text: str | None, seed: 
                     progress=None) -> dict:
     """vat.pipeline.Pipeline.generate, reduced to plain data: the tokens per scale, the image the
     model saw, how its background was found, the timings, the search's samples (vat.tokens.Sample without
-    occupancy) and a PREVIEW_SIZE picture of each that has a surface (seed -> uint8 [H, W, 3]).
+    occupancy) and a PREVIEW_SIZE picture of each that has a surface (seed -> uint8 [H, W, 3], floaters left out).
     `settings`: generate's keyword arguments."""
     samples = settings.get("search", 1)  # at most SEARCH.maximum = SAMPLE_BATCH: drawn as one batch
 
@@ -40,8 +41,9 @@ def generate_tokens(checkpoint: str, image: str | None, text: str | None, seed: 
 
     result = models_for(checkpoint).pipeline().generate(image=image, text=text, seed=seed, progress=on_scale,
                                                         **settings)
-    # The search's samples travel without their occupancy grids; a small picture of each stands in for them.
-    previews = {s.seed: shaded_view(s.occupancy, *s.view, size=PREVIEW_SIZE) for s in result.samples
+    # The search's samples travel without their occupancy grids; a small picture of each stands in for them,
+    # without the floaters the shown mesh loses (vat.geometry.extract.postprocess).
+    previews = {s.seed: shaded_view(drop_floaters(s.occupancy), *s.view, size=PREVIEW_SIZE) for s in result.samples
                 if s.outline_score >= 0}
     samples = [Sample(s.seed, s.indices, s.outline_score, s.view) for s in result.samples]
     return dict(indices=result.indices, input_image=result.input_image, method=result.preprocess_method,

@@ -247,6 +247,19 @@ def component_volumes(mesh: trimesh.Trimesh) -> tuple[np.ndarray, np.ndarray]:
     return labels, np.abs(np.bincount(labels, weights=signed))
 
 
+def drop_floaters(occupied: np.ndarray, fraction: float = FLOATER_FRACTION) -> np.ndarray:
+    """An occupancy grid (bool, any shape in 3D) without its floaters, as postprocess drops them from a mesh:
+    the connected components (cells sharing a face) with fewer than `fraction` of the largest one's cells."""
+    from scipy.ndimage import label
+
+    labels, count = label(occupied)
+    if count <= 1:
+        return occupied.copy()
+    cells = np.bincount(labels.ravel())
+    cells[0] = 0  # the empty space
+    return cells[labels] >= max(1, fraction * cells.max())
+
+
 def postprocess(
     mesh: trimesh.Trimesh, remove_floaters: bool | float = True, target_faces: int | None = None
 ) -> trimesh.Trimesh:
