@@ -188,12 +188,14 @@ def test_resolution_takes_the_documented_type_on_every_endpoint(client, image, b
     ("/download", dict(target_faces=-1), "Simplify to faces (0: keep all) must be between 0 and 1000000, got -1"),
     ("/download", dict(target_faces=1e9), "Simplify to faces (0: keep all) must be between 0 and 1000000, got 1000000000"),
     ("/show_scale", dict(scales=99), "Scales decoded must be between 1 and"),
+    ("/use_sample", dict(sample_seed=-2), "Seed must be between 0 and 2147483647, got -2"),
+    ("/use_sample", dict(sample_seed=2.5), "Seed must be a whole number, got 2.5"),
     ("/decode", dict(scales=-1), "Scales to decode (0: all) must be at least 0, got -1"),
 ])
 def test_numbers_out_of_range_are_messages(client, image, box_mesh, caplog, endpoint, args, message):
     inputs = {"/generate": [handle_file(image)], "/decode": [handle_file(
         client.predict(handle_file(str(box_mesh)), "64", api_name="/encode")[3])]}.get(endpoint, [])
-    if endpoint in ("/download", "/show_scale"):
+    if endpoint in ("/download", "/show_scale", "/use_sample"):
         client.predict(handle_file(image), resolution="64", api_name="/generate")
     with caplog.at_level(logging.WARNING, logger="vat.app"), pytest.raises(AppError) as error:
         client.predict(*inputs, **args, api_name=endpoint)
