@@ -5,7 +5,7 @@ generated from an image or text (a Generation, vat.pipeline.Pipeline.generate). 
 from __future__ import annotations
 
 import time
-from dataclasses import KW_ONLY, InitVar, dataclass, field
+from dataclasses import KW_ONLY, InitVar, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -152,8 +152,6 @@ class Generation(Tokens):
         if sample is None:
             drawn = ", ".join(str(s.seed) for s in self.samples) or "none: no search was made"
             raise VatError(f"sample seed {seed} is not one of this generation's samples (seeds: {drawn})")
-        settings = {**self.settings, "outline_score": sample.outline_score}
-        timings = {k: v for k, v in self.timings.items() if not k.startswith("decode_")}
-        return Generation(sample.indices, self.codec, seed=sample.seed, settings=settings, resolution=self.resolution,
-                          timings=timings, input_image=self.input_image, preprocess_method=self.preprocess_method,
-                          preprocess_warning=self.preprocess_warning, samples=self.samples, raw=self.raw)
+        return replace(self, indices=sample.indices, seed=sample.seed,
+                       settings={**self.settings, "outline_score": sample.outline_score},
+                       timings={k: v for k, v in self.timings.items() if not k.startswith("decode_")})

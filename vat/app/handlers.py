@@ -128,6 +128,12 @@ def sample_caption(sample) -> str:
     return f"seed {sample.seed} · fit {sample.outline_score:.2f}"
 
 
+def samples_on_show(session: Session) -> list:
+    """The Image to 3D result's search samples, best fit first (the gallery's order); none before a generation."""
+    result = session.results.get("generate")
+    return result.samples_by_fit() if result is not None else []
+
+
 def blank_preview() -> np.ndarray:
     """A white picture for a sample with no surface."""
     return np.full((gpu.PREVIEW_SIZE, gpu.PREVIEW_SIZE, 3), 255, dtype=np.uint8)
@@ -310,8 +316,7 @@ class Handlers:
         """The outline search's samples of the shown generation, best fit first: (picture, caption) pairs for a
         gallery (none after a single sample). Their order is what pick_sample's index counts."""
         session = session_of(state, request)
-        result = session.results.get("generate")
-        ranked = result.samples_by_fit() if result is not None else []
+        ranked = samples_on_show(session)
         return [(session.previews[s.seed] if s.seed in session.previews else blank_preview(),
                  sample_caption(s)) for s in ranked], session
 
@@ -334,8 +339,7 @@ class Handlers:
     def pick_sample(self, state=None, selected: gr.SelectData = None, request: gr.Request = None):
         """The page's click on the samples gallery: use_sample of the sample at the clicked place."""
         session = session_of(state, request)
-        result = session.results.get("generate")
-        ranked = result.samples_by_fit() if result is not None else []
+        ranked = samples_on_show(session)
         index = selected.index if selected is not None else None
         if not isinstance(index, int) or not 0 <= index < len(ranked):
             raise gr.Error("that sample is no longer on show: generate again", print_exception=False)

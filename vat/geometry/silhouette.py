@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
+from scipy.ndimage import uniform_filter
 
 from vat.errors import VatError
 from vat.geometry.cameras import FOV_DEGREES, camera_axes, fit_distance
@@ -151,12 +152,8 @@ def shaded_view(occupied_RRR: np.ndarray, azimuth: float, elevation: float, size
     # The depth map smoothed over seen pixels (3 x 3), so the points' layers inside each cell do not stripe it;
     # then its slopes per unit of width (a pixel spans about the median depth / scale) where neighbours are seen.
     filled = np.where(seen, depth_HW, 0.0)
-    sums, counts = np.zeros_like(filled), np.zeros_like(filled)
-    for dr in (-1, 0, 1):
-        for dc in (-1, 0, 1):
-            sums += np.roll(filled, (dr, dc), (0, 1))
-            counts += np.roll(seen, (dr, dc), (0, 1))
-    filled = np.where(seen, sums / np.maximum(counts, 1), 0.0)
+    share_seen = uniform_filter(seen.astype(np.float64), 3, mode="constant")
+    filled = np.where(seen, uniform_filter(filled, 3, mode="constant") / np.maximum(share_seen, 1e-9), 0.0)
     slopes = []
     for axis in (1, 0):
         ahead, behind = np.roll(filled, -1, axis), np.roll(filled, 1, axis)
