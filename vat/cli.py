@@ -16,9 +16,9 @@ from vat import __version__
 from vat.errors import VatError
 from vat.preprocess_config import DEFAULT_PREPROCESS
 from vat.sampling_config import CFG_SCHEDULES, DEFAULT_SAMPLING
-from vat.ui import (BACKGROUND_METHODS, DEFAULT_DRAFT_SCALES, DEFAULT_GENERATE_SEARCH, DEFAULT_REFINE,
-                    DEFAULT_RESOLUTION, DEFAULT_SEARCH, MAX_RESOLUTION, MAX_SEED, MIN_RESOLUTION, PROTOCOL_RESOLUTION,
-                    RESOLUTIONS, size_change, stage_times)
+from vat.ui import (BACKGROUND_METHODS, DEFAULT_AVERAGE, DEFAULT_DRAFT_SCALES, DEFAULT_GENERATE_SEARCH, DEFAULT_REFINE,
+                    DEFAULT_RESOLUTION, DEFAULT_SEARCH, MAX_AVERAGE, MAX_RESOLUTION, MAX_SEED, MIN_RESOLUTION,
+                    PROTOCOL_RESOLUTION, RESOLUTIONS, size_change, stage_times)
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints"
 APP = Path(__file__).resolve().parent.parent / "app.py"  # the demo, which `vat bench --soak` launches
@@ -74,6 +74,13 @@ def _refine_option(parser: argparse.ArgumentParser) -> None:
                         help="fit the tokens to the mesh: up to N optimisation steps of the latent through the decoder, "
                              "kept only where they decode closer to the mesh (same bytes, slower encoding; "
                              f"default {DEFAULT_REFINE}; 0: off)")
+
+
+def _average_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--average", type=lambda text: _whole_number(text, "--average", 1, MAX_AVERAGE),
+                        default=DEFAULT_AVERAGE, metavar="A",
+                        help="encode each candidate from the mean latent of A samplings of the surface: less of "
+                             f"one sampling's noise, same bytes (1 to {MAX_AVERAGE}; default {DEFAULT_AVERAGE})")
 
 
 def _write_json(path: str | None, summary: dict, items: list[dict]) -> None:
@@ -240,7 +247,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     if args.bytes is not None and args.scales is not None:
         raise VatError("give --scales or --bytes, not both")
     encoded = codec.encode(mesh, scales=args.scales, seed=args.seed, search=args.search, max_bytes=args.bytes,
-                           raw=True if args.raw else None, refine=args.refine)
+                           raw=True if args.raw else None, refine=args.refine, average=args.average)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(encoded.data)
@@ -300,7 +307,7 @@ def _cmd_eval_recon(args: argparse.Namespace) -> int:
     result = evaluate_reconstruction(_codec(args), args.meshes, limit=args.limit, resolution=args.resolution,
                                      baselines=not args.no_baselines, seed=args.seed, search=args.search,
                                      raw=True if args.raw else None, max_bytes=args.bytes, out_dir=args.out,
-                                     refine=args.refine, done=_resume_json(args),
+                                     refine=args.refine, average=args.average, done=_resume_json(args),
                                      on_item=lambda partial: _write_json(args.json, partial["summary"], partial["items"]))
     return _report(args, result, 16, "{:.3g}")
 
@@ -396,6 +403,7 @@ def _codec_commands(sub) -> None:
                    help="also print the refinement's gain and the bits per token of each scale")
     _search_option(p)
     _refine_option(p)
+    _average_option(p)
 
     p = _command(sub, "decode", ".vat token file -> mesh", _cmd_decode)
     p.add_argument("vat_file", metavar="IN.vat")
@@ -468,6 +476,7 @@ def _evaluation_commands(sub) -> None:
     p.add_argument("--bytes", type=int, metavar="B", help="store the longest prefix of scales that fits in B bytes")
     p.add_argument("--raw", action="store_true", help="bit-packed tokens, not entropy-coded (as vat encode --raw)")
     _refine_option(p)
+    _average_option(p)
     p.add_argument("--out", metavar="DIR", help="keep the .vat files here (default: a temporary folder)")
     p.add_argument("--no-baselines", action="store_true", help="skip Draco and voxel")
     _seed_option(p, "seed of the surface sampling and the queries")

@@ -38,7 +38,7 @@ def mesh_files(directory: str | os.PathLike, limit: int | None = None) -> list[P
 
 def reconstruction_item(codec: MeshCodec, path: Path, resolution: int = 256, baselines: bool = True,
                         seed: int = 0, search: int = 1, raw: bool | None = None, max_bytes: int | None = None,
-                        vat_path: Path | None = None, refine: int = 0) -> dict:
+                        vat_path: Path | None = None, refine: int = 0, average: int = 1) -> dict:
     """Every protocol number for one mesh: Acc, IoU, Near-Acc, CS-IoU, Chamfer, F-score, bytes,
     ratio, and the baselines' F-score and bytes at the tokenizer's byte budget. The mesh is encoded as it is
     in its file (`vat encode`'s options), the bytes are written (to `vat_path` when given) and read back, and
@@ -47,7 +47,8 @@ def reconstruction_item(codec: MeshCodec, path: Path, resolution: int = 256, bas
     start = time.perf_counter()
     original = load_mesh(path)
     mesh, _ = normalize_mesh(original)
-    encoded = codec.encode(original, seed=seed, search=search, raw=raw, max_bytes=max_bytes, refine=refine)
+    encoded = codec.encode(original, seed=seed, search=search, raw=raw, max_bytes=max_bytes, refine=refine,
+                           average=average)
     data = encoded.data
     if vat_path is not None:
         Path(vat_path).write_bytes(data)
@@ -122,13 +123,15 @@ def evaluate_reconstruction(codec: MeshCodec, directory: str | os.PathLike, limi
                             resolution: int = 256, baselines: bool = True, seed: int = 0, search: int = 1,
                             raw: bool | None = None, max_bytes: int | None = None,
                             out_dir: str | os.PathLike | None = None, refine: int = 0, on_item=None,
-                            done: dict | None = None) -> dict:
-    """eval-recon: every mesh of `directory` encoded (with `search` candidates and `refine` steps,
-    MeshCodec.encode; `raw`, `max_bytes` as there), written to a file (NNN-NAME.vat in `out_dir`, else in a temporary folder), read
+                            done: dict | None = None, average: int = 1) -> dict:
+    """eval-recon: every mesh of `directory` encoded (with `search` candidates, each the mean latent of
+    `average` samplings, and `refine` steps, MeshCodec.encode; `raw`, `max_bytes` as there), written to a file (NNN-NAME.vat in `out_dir`, else in a temporary folder), read
     back, decoded and scored; the summary holds the means and the options used. on_item(result so far) is
     called after each mesh. `done`, an earlier (partial) result of the same options, resumes it: its meshes
     are kept and not evaluated again."""
     options = {"search": search, "refine": refine, "raw": raw, "max_bytes": max_bytes}
+    if average != 1:  # results written before the option have no such key: they resume with average 1
+        options["average"] = average
     items = resumed_items(done, options) if done else []
     finished = {item["mesh"] for item in items}
     with tempfile.TemporaryDirectory(prefix="vat-eval-recon-") as temporary:
@@ -139,7 +142,7 @@ def evaluate_reconstruction(codec: MeshCodec, directory: str | os.PathLike, limi
                 continue
             try:
                 items.append(reconstruction_item(codec, path, resolution, baselines, seed, search, raw, max_bytes,
-                                                 folder / f"{k:03d}-{path.stem}.vat", refine))
+                                                 folder / f"{k:03d}-{path.stem}.vat", refine, average))
             except VatError as exc:  # a bad mesh or an empty decode: record it, go on
                 log.warning("%s: %s", path, exc)
                 items.append({"mesh": str(path), "error": str(exc)})

@@ -161,7 +161,7 @@ class MeshCodec:
 
     def encode(self, mesh: trimesh.Trimesh, scales: int | None = None, seed: int = 0, search: int = 1,
                max_bytes: int | None = None, raw: bool | None = None, refine: int = 0,
-               refine_schedule: str = "full") -> Tokens:
+               refine_schedule: str = "full", average: int = 1) -> Tokens:
         """Tokens of `mesh` (any placement; it is normalised first, and the file stores where it was) and
         its .vat bytes (`data`; entropy-coded or bit-packed: `raw` as in write()).
         `scales` keeps only the first scales: a smaller file of a coarser shape; `max_bytes` keeps the
@@ -172,21 +172,27 @@ class MeshCodec:
         its candidates as a video encoder tries its modes. Same file size, slower encoding.
         `refine` > 0: then fit the kept candidate's latent to the mesh for up to that many steps
         (vat.refine), keeping the refined tokens only where they do better on the same check;
-        `refine_schedule` picks what the steps fit (vat.refine.SCHEDULES; "full": the full decode)."""
+        `refine_schedule` picks what the steps fit (vat.refine.SCHEDULES; "full": the full decode).
+        `average` = A > 1: each candidate's latent is the mean of the encoder's latents of A samplings of the
+        surface (candidate k: seeds seed + k, seed + k + search, ...; A = 1 is seed + k alone), quantised
+        once: an estimate of the shape's latent with less of one sampling's noise, at the same file size."""
         from vat.metrics import protocol_queries
         from vat.refine import check_schedule, refine_tokens
 
-        if search < 1 or refine < 0:
-            raise VatError(f"search must be at least 1 and refine at least 0, got {search} and {refine}")
+        for name, value, least in (("search", search, 1), ("refine", refine, 0), ("average", average, 1)):
+            if int(value) != value or value < least:
+                raise VatError(f"{name} must be a whole number of at least {least}, got {value}")
+        search, refine, average = int(search), int(refine), int(average)
         check_schedule(refine_schedule)
         scales = check_scales(scales, self.num_scales)
         normalized, transform = normalize_mesh(mesh)
         placement = Placement.from_transform(transform)
-        samples = [sample_surface(normalized, self.config.num_points, seed + k) for k in range(search)]
+        samples = [sample_surface(normalized, self.config.num_points, seed + k) for k in range(search * average)]
         to = dict(device=self.device, dtype=torch.float32)
         with torch.no_grad():
             z, _ = self.tokenizer.latent(torch.as_tensor(np.stack([p for p, _ in samples]), **to),
                                          torch.as_tensor(np.stack([n for _, n in samples]), **to), sample=False)
+            z = z.view(average, search, *z.shape[1:]).mean(0)  # sampling j of candidate k is row j * search + k
             idx = self.tokenizer.quantizer(self.tokenizer._grid(z)).indices
         check = None
         if search > 1 or refine > 0:

@@ -22,6 +22,9 @@ DEFAULT_DRAFT_SCALES = 6
 # Refinement steps of the encoder's latent (vat.refine; MeshCodec.encode's own default is 0). On 7 validation
 # pieces (search 8, 128^3) F@0.01 was 0.577 / 0.584 / 0.643 / 0.644 for N = 0 / 10 / 20 / 40.
 DEFAULT_REFINE = 20  # what `vat encode`, `vat eval-recon`, `vat bench` and the demo use
+# Samplings of the surface averaged into each candidate's latent (MeshCodec.encode(average=A); its own default is 1).
+DEFAULT_AVERAGE = 1  # what `vat encode`, `vat eval-recon`, `vat bench` and the demo use
+MAX_AVERAGE = 64
 
 # How the object was cut out of an input image (vat.preprocess: Preprocessed.method), in words that
 # follow "Background: ".
