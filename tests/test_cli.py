@@ -542,6 +542,11 @@ def test_eval_recon_scores_the_files_it_wrote(tiny_checkpoint_of_each_design, tm
         assert item["voxel_bytes"] is None or item["voxel_bytes"] <= item["bytes"]
         assert len(item["bits_per_scale"]) == 6
     assert result["summary"]["round_trip"] is True and len(result["summary"]["bits_per_scale"]) == 6
+    assert "average" not in result["summary"]  # one sampling: the summary reads as before the option
+    assert main(["eval-recon", "--meshes", str(meshes), "--checkpoint", str(tiny_checkpoint), "--resolution", "32",
+                 "--search", "2", "--average", "3", "--refine", "0", "--no-baselines", "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["summary"]["average"] == 3 and all(i["round_trip"] for i in result["items"])
 
 
 def test_eval_recon_resumes_a_stopped_run(tiny_checkpoint, tmp_path, capsys):
@@ -565,6 +570,8 @@ def test_eval_recon_resumes_a_stopped_run(tiny_checkpoint, tmp_path, capsys):
     assert main([*common[:-2], "--resume"]) == 1  # no --json
     assert "--resume needs --json" in capsys.readouterr().err
     assert main([*common, "--resume", "--search", "2"]) == 1
+    assert "cannot resume: that run used" in capsys.readouterr().err
+    assert main([*common, "--resume", "--average", "2"]) == 1  # averaged tokens are other tokens
     assert "cannot resume: that run used" in capsys.readouterr().err
     report.write_text('{"summary": ')
     assert main([*common, "--resume"]) == 1

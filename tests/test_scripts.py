@@ -166,3 +166,36 @@ def test_selection_study_scores_every_sample_and_resumes(tiny_checkpoint, tmp_pa
         assert second["f_score"] == first["f_score"] and second["outline"] == pytest.approx(first["outline"])
         assert all(len(second[name]) == 3 for name in namespace["VARIANTS"])
     assert "| best outline_views |" in capsys.readouterr().out
+
+
+def test_token_stability_compares_two_encodings_per_average(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    """scripts/token_stability.py: per --average A, the share of equal tokens between the encodings of seeds
+    0.. and A.. of each mesh, per scale and weighted by the scales' token counts over all tokens."""
+    import json
+
+    import trimesh
+
+    from vat.pipeline import MeshCodec
+
+    script = SCRIPT.parent / "token_stability.py"
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    trimesh.creation.box((0.5, 0.3, 0.4)).export(meshes / "box.ply")
+    trimesh.creation.icosphere(2, radius=0.4).export(meshes / "sphere.ply")
+    monkeypatch.setattr(sys, "argv", [str(script), "--checkpoint", str(tiny_checkpoint), "--meshes", str(meshes),
+                                      "--averages", "1,3", "--json", str(tmp_path / "s.json")])
+    runpy.run_path(str(script), run_name="__main__")
+    result = json.loads((tmp_path / "s.json").read_text())
+    codec = MeshCodec.from_pretrained(tiny_checkpoint)
+    box = load_mesh(meshes / "box.ply")
+    for a in (1, 3):
+        first, second = (codec.encode(box, seed=s, average=a).indices for s in (0, a))
+        assert result["shares"][str(a)][0] == [float(np.mean(x == y)) for x, y in zip(first, second)]
+        sizes = np.array([len(i) for i in first], dtype=float)
+        overall = np.mean(np.array(result["shares"][str(a)]) @ (sizes / sizes.sum()))
+        assert result["summary"][str(a)]["all_tokens"] == pytest.approx(overall, abs=1e-4)
+    assert result["meshes"] == ["box.ply", "sphere.ply"] and "average 3: equal tokens" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", [str(script), "--meshes", str(meshes), "--averages", "0"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(script), run_name="__main__")
+    assert exit_info.value.code == 2

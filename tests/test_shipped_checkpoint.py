@@ -137,3 +137,41 @@ def test_codec_quality_floor_on_procedural_shapes(pipeline, shape):
     f_score = chamfer_fscore(unit, codec.decode_mesh(encoded.indices, resolution=64), seed=0)["f_score"]
     iou_floor, f_floor = QUALITY_FLOORS[shape]
     assert measured_iou >= iou_floor and f_score >= f_floor, (measured_iou, f_score)
+
+
+def test_encoder_average_quantises_the_mean_latent_of_its_samplings(pipeline):
+    """MeshCodec.encode(average=A): each candidate is the mean of the encoder's latents of A samplings,
+    quantised once; candidate k of a search of K averages seeds k, k + K, ...; a search keeps the candidate
+    that decodes closest, as without averaging; A must be a whole number of at least 1."""
+    import numpy as np
+
+    from vat.errors import VatError
+    from vat.geometry.io import normalize_mesh
+    from vat.geometry.sampling import sample_surface
+    from vat.metrics import iou, protocol_queries
+    from vat.pipeline import SEARCH_QUERIES, SEARCH_SEED_OFFSET
+
+    codec, mesh = pipeline.codec, random_shape(3).mesh
+    normalized, _ = normalize_mesh(mesh)
+    tokenizer = codec.tokenizer
+
+    def tokens_of_mean(seeds):
+        clouds = [sample_surface(normalized, codec.config.num_points, s) for s in seeds]
+        with torch.no_grad():
+            z, _ = tokenizer.latent(torch.as_tensor(np.stack([p for p, _ in clouds])),
+                                    torch.as_tensor(np.stack([n for _, n in clouds])), sample=False)
+            idx = tokenizer.quantizer(tokenizer._grid(z.mean(0, keepdim=True))).indices
+        return [i[0].numpy() for i in idx]
+
+    averaged = codec.encode(mesh, average=3)
+    assert all((a == b).all() for a, b in zip(averaged.indices, tokens_of_mean([0, 1, 2]), strict=True))
+    assert codec.encode(mesh, average=1).data == codec.encode(mesh).data
+    candidates = [tokens_of_mean([0, 2]), tokens_of_mean([1, 3])]
+    queries = protocol_queries(normalized, *SEARCH_QUERIES, seed=SEARCH_SEED_OFFSET)
+    scores = [iou(codec.occupancy_fn(c)(queries["points"]) > 0, queries["inside"]) for c in candidates]
+    searched = codec.encode(mesh, search=2, average=2)
+    kept = candidates[int(np.argmax(scores))]
+    assert all((a == b).all() for a, b in zip(searched.indices, kept, strict=True))
+    for bad in (0, 1.5):
+        with pytest.raises(VatError, match="average"):
+            codec.encode(mesh, average=bad)

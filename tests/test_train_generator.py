@@ -161,6 +161,34 @@ def test_prepare_reuses_earlier_renders_with_another_tokenizer(inputs, prepared,
         prepare_generator_data.main([*args[:-2], "--views-from", str(old_format), "--out", str(tmp_path / "f1")])
 
 
+def test_prepare_averages_token_latents_over_point_subsets(inputs, prepared, tmp_path, monkeypatch, capsys):
+    """--token-average A: each shape's tokens quantise the mean latent of the first A subsets its seed draws
+    (the first is the subset of A = 1); the manifest records A, so a folder is not resumed with another."""
+    out, _ = prepared
+    monkeypatch.setattr(shape_renders, "render_record", lambda *a: pytest.fail("rendered again"))
+    args = ["--data", str(inputs / "shards"), "--tokenizer", str(inputs / "tokenizer"), "--views", "2",
+            "--size", "64", "--workers", "1", "--views-from", str(out), "--out", str(tmp_path / "avg")]
+    assert prepare_generator_data.main([*args, "--token-average", "3"])["ok"] == 4
+    tokenizer = VAT.from_pretrained(inputs / "tokenizer")
+    for (arrays, records), (source, _), (single, _) in zip(_chunks(tmp_path / "avg"), _chunks(inputs / "shards"),
+                                                            _chunks(out)):
+        rng = np.random.default_rng(records[0]["seed"])
+        subsets = [rng.choice(512, 256, replace=False) for _ in range(3)]
+        points = torch.tensor(np.stack([source["surface_points"][0][i] for i in subsets]), dtype=torch.float32)
+        normals = torch.tensor(np.stack([source["surface_normals"][0][i] for i in subsets]), dtype=torch.float32)
+        with torch.no_grad():
+            z, _ = tokenizer.latent(points, normals, sample=False)
+            expected = torch.cat(tokenizer.quantizer(tokenizer._grid(z.mean(0, keepdim=True))).indices, dim=1)[0]
+        np.testing.assert_array_equal(arrays["tokens"][0], expected.numpy())
+        np.testing.assert_array_equal(arrays["views"], single["views"])
+    assert json.loads((tmp_path / "avg" / "manifest.json").read_text())["token_average"] == 3
+    with pytest.raises(SystemExit, match="token_average"):
+        prepare_generator_data.main(args)
+    with pytest.raises(SystemExit):
+        prepare_generator_data.main([*args, "--token-average", "0"])
+    assert "--token-average must be at least 1" in capsys.readouterr().err
+
+
 def test_prepare_logs_and_skips_bad_shapes(tmp_path, inputs, one_thread):
     """A mesh file gone since its shard was written: that shape is listed as bad, the others go on."""
     from vat.geometry.procedural import random_shape

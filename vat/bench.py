@@ -97,14 +97,16 @@ def bench_codec(codec, mesh, resolution: int = 256, repeats: int = 3) -> dict:
     search alone (encode_search_s) and with one sampling (encode_one_s), to decode
     those bytes back to a mesh at `resolution` (read and entropy-decode, decode the field, extract, put back in
     place: decode_s) and to read the tokens alone (read_s); best of `repeats`."""
-    from vat.ui import DEFAULT_REFINE, DEFAULT_SEARCH
+    from vat.ui import DEFAULT_AVERAGE, DEFAULT_REFINE, DEFAULT_SEARCH
 
-    encoded = codec.encode(mesh, search=DEFAULT_SEARCH, refine=DEFAULT_REFINE)
+    average = dict(average=DEFAULT_AVERAGE)
+    encoded = codec.encode(mesh, search=DEFAULT_SEARCH, refine=DEFAULT_REFINE, **average)
     decoded = codec.decode(encoded.data, resolution=resolution)
-    return {"encode_s": _best_of(lambda: codec.encode(mesh, search=DEFAULT_SEARCH, refine=DEFAULT_REFINE), repeats),
-            "encode_search_s": _best_of(lambda: codec.encode(mesh, search=DEFAULT_SEARCH), repeats),
-            "encode_one_s": _best_of(lambda: codec.encode(mesh), repeats), "search": DEFAULT_SEARCH,
-            "refine": DEFAULT_REFINE, "refine_steps": encoded.refined.steps if encoded.refined else 0,
+    return {"encode_s": _best_of(lambda: codec.encode(mesh, search=DEFAULT_SEARCH, refine=DEFAULT_REFINE, **average),
+                                 repeats),
+            "encode_search_s": _best_of(lambda: codec.encode(mesh, search=DEFAULT_SEARCH, **average), repeats),
+            "encode_one_s": _best_of(lambda: codec.encode(mesh, **average), repeats), "search": DEFAULT_SEARCH,
+            "average": DEFAULT_AVERAGE, "refine": DEFAULT_REFINE, "refine_steps": encoded.refined.steps if encoded.refined else 0,
             "decode_s": _best_of(lambda: codec.decode(encoded.data, resolution=resolution), repeats),
             "read_s": _best_of(lambda: codec.read(encoded.data), repeats),
             "bytes": len(encoded.data), "raw_bytes": len(codec.write(encoded.indices, encoded.placement, raw=True)),

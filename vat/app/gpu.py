@@ -9,7 +9,7 @@ from vat.app.models import models_for
 from vat.geometry.extract import drop_floaters
 from vat.geometry.silhouette import shaded_view
 from vat.tokens import Sample, Tokens
-from vat.ui import DEFAULT_REFINE, DEFAULT_SEARCH
+from vat.ui import DEFAULT_AVERAGE, DEFAULT_REFINE, DEFAULT_SEARCH
 
 try:  # Hugging Face Spaces (ZeroGPU): a GPU is attached only while a decorated call runs
     import spaces
@@ -62,4 +62,5 @@ def tokens_to_mesh(checkpoint: str, indices: list, scales: int, resolution: int,
 def encode_mesh(checkpoint: str, mesh):
     """vat.pipeline.MeshCodec.encode (with the encoder-side search and refinement `vat encode` uses): a
     vat.tokens.Tokens with its .vat file written (pickled across without its codec: set .codec again)."""
-    return models_for(checkpoint).codec().encode(mesh, search=DEFAULT_SEARCH, refine=DEFAULT_REFINE)
+    return models_for(checkpoint).codec().encode(mesh, search=DEFAULT_SEARCH, refine=DEFAULT_REFINE,
+                                                  average=DEFAULT_AVERAGE)

@@ -259,9 +259,13 @@ class VAT(nn.Module):
 
     # --- the codec ---------------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, points_BN3, normals_BN3) -> list[torch.Tensor]:
-        """Token indices per scale (idx_Bl); the Gaussian's mean is stored, not a sample."""
+    def encode(self, points_BN3, normals_BN3, average: int = 1) -> list[torch.Tensor]:
+        """Token indices per scale (idx_Bl); the Gaussian's mean is stored, not a sample. `average` = A > 1:
+        the rows are groups of A samplings of one shape each (shape b: rows b * A .. b * A + A - 1), and the mean
+        of each group's latents is quantised (B / A shapes out)."""
         z, _ = self.latent(points_BN3, normals_BN3, sample=False)
+        if average > 1:
+            z = z.view(-1, average, *z.shape[1:]).mean(1)
         return self.quantizer(self._grid(z)).indices
 
     @torch.no_grad()

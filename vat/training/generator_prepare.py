@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--views", type=int, default=8, help="renders per shape")
     p.add_argument("--size", type=int, default=224, help="render side in pixels")
+    p.add_argument("--token-average", type=int, default=1, metavar="A",
+                   help="each shape's tokens from the mean latent of A subsets of its surface points (as vat encode "
+                        "--average; 1: one subset, as before); A > 1 gives tokens that vary less with the sampling")
     p.add_argument("--views-from", type=Path, help="an earlier output folder whose renders to reuse (same views and "
                    "size), with its features where the encoders are the same")
     encoders = p.add_argument_group("condition features (optional; frozen encoders, cached per view and caption)")
@@ -87,6 +90,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("give --encoders or --image-encoder/--text-encoder, not both")
     if tuple(args.image_strides) not in EFFICIENTNET_STRIDES:
         p.error(f"--image-strides must be one of {EFFICIENTNET_STRIDES}, got {tuple(args.image_strides)}")
+    if args.token_average < 1:
+        p.error(f"--token-average must be at least 1, got {args.token_average}")
     if args.views < 1 or args.size < 8:
         p.error("--views must be at least 1 and --size at least 8")
     args.workers = args.workers or len(os.sched_getaffinity(0))
@@ -141,20 +146,25 @@ def earlier_views(folder: Path | None, relative: Path, views: int, size: int,
 
 @torch.no_grad()
 def shape_tokens(tokenizer: VAT, points_MP3: np.ndarray, normals_MP3: np.ndarray, seeds: list[int], batch_size: int,
-                 device: torch.device) -> np.ndarray:
+                 device: torch.device, average: int = 1) -> np.ndarray:
     """int32 [M, L]: VAT.encode (the Gaussian's mean, no sampling) of a fixed subset of each shape's
-    stored surface points (the tokenizer's num_points, chosen by the shape's seed)."""
+    stored surface points (the tokenizer's num_points, chosen by the shape's seed). `average` = A > 1: the
+    mean latent of A such subsets (the first A draws of the shape's seed; the first is the one A = 1 takes)."""
     num_points = tokenizer.config.num_points
     if points_MP3.shape[1] < num_points:
         raise VatError(f"the tokenizer reads {num_points} surface points per shape, the shards hold "
                        f"{points_MP3.shape[1]}")
-    subsets = [np.random.default_rng(seed).choice(points_MP3.shape[1], num_points, replace=False) for seed in seeds]
+    subsets = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        subsets.append([rng.choice(points_MP3.shape[1], num_points, replace=False) for _ in range(average)])
     tokens = [np.zeros((0, sum(s * s for s in tokenizer.config.scale_sides)), np.int32)]
     for start in range(0, len(seeds), batch_size):
         rows = range(start, min(start + batch_size, len(seeds)))
-        points = torch.from_numpy(np.stack([points_MP3[m][subsets[m]] for m in rows]).astype(np.float32))
-        normals = torch.from_numpy(np.stack([normals_MP3[m][subsets[m]] for m in rows]).astype(np.float32))
-        tokens.append(torch.cat(tokenizer.encode(points.to(device), normals.to(device)), dim=1).cpu().numpy())
+        points = torch.from_numpy(np.stack([points_MP3[m][i] for m in rows for i in subsets[m]]).astype(np.float32))
+        normals = torch.from_numpy(np.stack([normals_MP3[m][i] for m in rows for i in subsets[m]]).astype(np.float32))
+        indices = tokenizer.encode(points.to(device), normals.to(device), average=average)
+        tokens.append(torch.cat(indices, dim=1).cpu().numpy())
     return np.concatenate(tokens).astype(np.int32)
 
 
@@ -219,7 +229,7 @@ def _write_output(args: argparse.Namespace, path: Path, target: Path, rendered: 
     if good:
         views, masks = (np.stack(parts) for parts in zip(*(rendered[row][0][:2] for row in good)))
     out = {"tokens": shape_tokens(tokenizer, arrays["surface_points"][good], arrays["surface_normals"][good],
-                                  [r["seed"] for r in good_records], args.batch_size, device),
+                                  [r["seed"] for r in good_records], args.batch_size, device, args.token_average),
            "views": views, "masks": masks}
     if encoders is not None and good:
         names = [n for n, e in zip(FEATURES, (encoders.image, encoders.text)) if e is not None]
@@ -268,6 +278,8 @@ def _run(args: argparse.Namespace, inputs: list[Path], pool) -> dict:
         "size": args.size,
         "encoders": encoder_fingerprints(encoders),
     }
+    if args.token_average != 1:  # folders made before the option have no such key: they are A = 1
+        manifest["token_average"] = args.token_average
     args.out.mkdir(parents=True, exist_ok=True)
     if args.views_from is not None and not (args.views_from / MANIFEST).is_file():
         raise SystemExit(f"--views-from {args.views_from}: no {MANIFEST} of this script there")
