@@ -187,6 +187,10 @@ def test_prepare_averages_token_latents_over_point_subsets(inputs, prepared, tmp
     with pytest.raises(SystemExit):
         prepare_generator_data.main([*args, "--token-average", "0"])
     assert "--token-average must be at least 1" in capsys.readouterr().err
+    # Training refuses validation data tokenised otherwise: its loss would score another kind of target.
+    with pytest.raises(SystemExit, match="token-average 1"):
+        train_generator.main(["--data", str(tmp_path / "avg"), "--val-data", str(out), "--tokenizer",
+                              str(inputs / "tokenizer"), "--out", str(tmp_path / "run"), "--steps", "1", *FAST])
 
 
 def test_prepare_logs_and_skips_bad_shapes(tmp_path, inputs, one_thread):

@@ -326,6 +326,10 @@ def datasets(config: TrainConfig, encoders: ConditionEncoders, manifest: dict) -
     val_manifest = read_manifest(config.val_data)
     if val_manifest["tokenizer"]["fingerprint"] != manifest["tokenizer"]["fingerprint"]:
         raise SystemExit(f"{config.val_data} was prepared with another tokenizer than {config.data}")
+    averages = [m.get("token_average", 1) for m in (manifest, val_manifest)]
+    if averages[0] != averages[1]:  # its loss would score the model against another kind of target
+        raise SystemExit(f"{config.val_data} was tokenised with --token-average {averages[1]}, {config.data} with "
+                         f"{averages[0]}: prepare both alike")
     val_image, val_text = condition_sources(encoders, val_manifest, config.uses_image, config.uses_text, augment=False)
     return shapes, GeneratorShapes(config.val_data, val_image, val_text,
                                    encoders.tokenize if val_text == "ids" else None, view=0)
