@@ -125,10 +125,10 @@ def evaluate_reconstruction(codec: MeshCodec, directory: str | os.PathLike, limi
                             out_dir: str | os.PathLike | None = None, refine: int = 0, on_item=None,
                             done: dict | None = None, average: int = 1) -> dict:
     """eval-recon: every mesh of `directory` encoded (with `search` candidates, each the mean latent of
-    `average` samplings, and `refine` steps, MeshCodec.encode; `raw`, `max_bytes` as there), written to a file (NNN-NAME.vat in `out_dir`, else in a temporary folder), read
-    back, decoded and scored; the summary holds the means and the options used. on_item(result so far) is
-    called after each mesh. `done`, an earlier (partial) result of the same options, resumes it: its meshes
-    are kept and not evaluated again."""
+    `average` samplings, and `refine` steps, MeshCodec.encode; `raw`, `max_bytes` as there), written to a file
+    (NNN-NAME.vat in `out_dir`, else in a temporary folder), read back, decoded and scored; the summary holds
+    the means and the options used. on_item(result so far) is called after each mesh. `done`, an earlier
+    (partial) result of the same options, resumes it: its meshes are kept and not evaluated again."""
     options = {"search": search, "refine": refine, "raw": raw, "max_bytes": max_bytes}
     if average != 1:  # results written before the option have no such key: they resume with average 1
         options["average"] = average
