@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -99,13 +100,12 @@ def bench_codec(codec, mesh, resolution: int = 256, repeats: int = 3) -> dict:
     place: decode_s) and to read the tokens alone (read_s); best of `repeats`."""
     from vat.ui import DEFAULT_AVERAGE, DEFAULT_REFINE, DEFAULT_SEARCH
 
-    average = dict(average=DEFAULT_AVERAGE)
-    encoded = codec.encode(mesh, search=DEFAULT_SEARCH, refine=DEFAULT_REFINE, **average)
+    encode = partial(codec.encode, mesh, average=DEFAULT_AVERAGE)
+    encoded = encode(search=DEFAULT_SEARCH, refine=DEFAULT_REFINE)
     decoded = codec.decode(encoded.data, resolution=resolution)
-    return {"encode_s": _best_of(lambda: codec.encode(mesh, search=DEFAULT_SEARCH, refine=DEFAULT_REFINE, **average),
-                                 repeats),
-            "encode_search_s": _best_of(lambda: codec.encode(mesh, search=DEFAULT_SEARCH, **average), repeats),
-            "encode_one_s": _best_of(lambda: codec.encode(mesh, **average), repeats), "search": DEFAULT_SEARCH,
+    return {"encode_s": _best_of(lambda: encode(search=DEFAULT_SEARCH, refine=DEFAULT_REFINE), repeats),
+            "encode_search_s": _best_of(lambda: encode(search=DEFAULT_SEARCH), repeats),
+            "encode_one_s": _best_of(encode, repeats), "search": DEFAULT_SEARCH,
             "average": DEFAULT_AVERAGE, "refine": DEFAULT_REFINE,
             "refine_steps": encoded.refined.steps if encoded.refined else 0,
             "decode_s": _best_of(lambda: codec.decode(encoded.data, resolution=resolution), repeats),

@@ -187,12 +187,12 @@ class MeshCodec:
         scales = check_scales(scales, self.num_scales)
         normalized, transform = normalize_mesh(mesh)
         placement = Placement.from_transform(transform)
-        samples = [sample_surface(normalized, self.config.num_points, seed + k) for k in range(search * average)]
+        samples = [sample_surface(normalized, self.config.num_points, seed + k + j * search)
+                   for k in range(search) for j in range(average)]  # candidate k's samplings, in a row
         to = dict(device=self.device, dtype=torch.float32)
         with torch.no_grad():
-            z, _ = self.tokenizer.latent(torch.as_tensor(np.stack([p for p, _ in samples]), **to),
-                                         torch.as_tensor(np.stack([n for _, n in samples]), **to), sample=False)
-            z = z.view(average, search, *z.shape[1:]).mean(0)  # sampling j of candidate k is row j * search + k
+            z = self.tokenizer.mean_latent(torch.as_tensor(np.stack([p for p, _ in samples]), **to),
+                                           torch.as_tensor(np.stack([n for _, n in samples]), **to), average)
             idx = self.tokenizer.quantizer(self.tokenizer._grid(z)).indices
         check = None
         if search > 1 or refine > 0:

@@ -259,14 +259,17 @@ class VAT(nn.Module):
 
     # --- the codec ---------------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, points_BN3, normals_BN3, average: int = 1) -> list[torch.Tensor]:
-        """Token indices per scale (idx_Bl); the Gaussian's mean is stored, not a sample. `average` = A > 1:
-        the rows are groups of A samplings of one shape each (shape b: rows b * A .. b * A + A - 1), and the mean
-        of each group's latents is quantised (B / A shapes out)."""
+    def mean_latent(self, points_BN3, normals_BN3, average: int = 1) -> torch.Tensor:
+        """The Gaussian's mean Z0 [B / A, K, Cq] (no sample), with the rows in groups of `average` = A samplings of
+        one shape each (shape b: rows b * A .. b * A + A - 1) and each group's latents averaged."""
         z, _ = self.latent(points_BN3, normals_BN3, sample=False)
-        if average > 1:
-            z = z.view(-1, average, *z.shape[1:]).mean(1)
-        return self.quantizer(self._grid(z)).indices
+        return z.view(-1, average, *z.shape[1:]).mean(1) if average > 1 else z
+
+    @torch.no_grad()
+    def encode(self, points_BN3, normals_BN3, average: int = 1) -> list[torch.Tensor]:
+        """Token indices per scale (idx_Bl) of mean_latent: the Gaussian's mean is stored, not a sample;
+        `average` = A > 1 quantises the mean latent of each group of A rows (B / A shapes out)."""
+        return self.quantizer(self._grid(self.mean_latent(points_BN3, normals_BN3, average))).indices
 
     @torch.no_grad()
     def decode_indices(self, indices: list[torch.Tensor]) -> list[torch.Tensor]:
