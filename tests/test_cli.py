@@ -440,6 +440,18 @@ def test_help_is_quick_because_it_imports_no_model_code():
     assert result.stdout.strip() == "[]"
 
 
+def test_help_names_every_mesh_format_and_both_spellings_of_scales():
+    from vat.cli import MESH_FILE_HELP, build_parser
+    from vat.geometry.io import LOAD_FORMATS
+
+    named = [word.strip(",)").lstrip(".") for word in MESH_FILE_HELP.replace("(", " ").split() if word.startswith(".")]
+    assert sorted(named) == sorted(LOAD_FORMATS)
+    parser = build_parser()
+    for spelling in ("--scale", "--scales"):
+        assert parser.parse_args(["encode", "m.ply", "-o", "m.vat", spelling, "3"]).scales == 3
+        assert parser.parse_args(["decode", "m.vat", "-o", "m.glb", spelling, "3"]).scale == 3
+
+
 def test_python_dash_m_and_info():
     result = subprocess.run([sys.executable, "-m", "vat", "info"], capture_output=True, text=True, check=True)
     assert "torch" in result.stdout and "checkpoint" in result.stdout
@@ -572,6 +584,9 @@ def test_eval_recon_resumes_a_stopped_run(tiny_checkpoint, tmp_path, capsys):
     assert main([*common, "--resume", "--search", "2"]) == 1
     assert "cannot resume: that run used" in capsys.readouterr().err
     assert main([*common, "--resume", "--average", "2"]) == 1  # averaged tokens are other tokens
+    assert "cannot resume: that run used" in capsys.readouterr().err
+    assert main([*common, "--limit", "1", "--average", "2"]) == 0  # and the other way round:
+    assert main([*common, "--resume"]) == 1  # one sampling does not finish an averaged run
     assert "cannot resume: that run used" in capsys.readouterr().err
     report.write_text('{"summary": ')
     assert main([*common, "--resume"]) == 1

@@ -41,6 +41,8 @@ def test_table_counts_training_shapes_and_compares_at_common_steps(tmp_path):
     assert scaling.common_step(records) == 1000
     text = (tmp_path / "out" / "scaling.md").read_text()
     assert "| large | 60 | - | - | 1,500 | 2.400 |" in text
+    assert text.startswith("# Generator runs compared: small, large\n") and "[scaling.png](scaling.png)" in text
+    assert f"`python train/data_scaling.py --runs small={small} large={large} --out" in text
     assert (tmp_path / "out" / "scaling.png").stat().st_size > 1000
 
 

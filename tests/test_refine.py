@@ -102,7 +102,7 @@ def test_a_prefix_decode_is_the_files_prefix_with_a_gradient(codec):
     points = torch.rand(64, 3) - 0.5
     logits = _decoded_logits(tokenizer, z, [None, max(1, S - 1)], points)
     with torch.no_grad():
-        idx = tokenizer.quantizer(tokenizer._grid(z)).indices
+        idx = tokenizer.quantize(z)
         for row, s in ((0, S), (1, max(1, S - 1))):
             expected = tokenizer.query(tokenizer.decode_indices(idx[:s]), points[None], s)[0]
             assert torch.allclose(logits[row], expected, atol=1e-4)

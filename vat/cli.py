@@ -388,12 +388,17 @@ def _tool_commands(sub) -> None:
     _command(sub, "info", "versions, device and checkpoint", _cmd_info)
 
 
+# The formats vat.geometry.io.LOAD_FORMATS reads (spelled out here: `vat --help` does not import trimesh).
+MESH_FILE_HELP = "mesh file (.obj .ply .stl .glb .gltf .off, or a game model: .md2 .pmd .spm .g3d)"
+
+
 def _codec_commands(sub) -> None:
     """encode, decode."""
     p = _command(sub, "encode", "mesh -> .vat token file (prints tokens, bytes, compression ratio)", _cmd_encode)
-    p.add_argument("mesh", help="mesh file (.obj .ply .stl .glb .gltf .off)")
+    p.add_argument("mesh", help=MESH_FILE_HELP)
     p.add_argument("-o", "--output", required=True, metavar="OUT.vat")
-    p.add_argument("--scales", type=int, help="store only the first S scales (smaller, coarser)")
+    p.add_argument("--scales", "--scale", dest="scales", type=int,
+                   help="store only the first S scales (smaller, coarser)")
     p.add_argument("--bytes", type=int, metavar="B", help="store the longest prefix of scales that fits in B bytes")
     p.add_argument("--raw", action="store_true",
                    help="store the tokens bit-packed, not entropy-coded with the checkpoint's generator (larger; "
@@ -408,7 +413,8 @@ def _codec_commands(sub) -> None:
     p = _command(sub, "decode", ".vat token file -> mesh", _cmd_decode)
     p.add_argument("vat_file", metavar="IN.vat")
     p.add_argument("-o", "--output", required=True, metavar="OUT.{glb,obj,stl,ply}", type=_mesh_output)
-    p.add_argument("--scale", type=int, help="decode from the first S scales only (coarse-to-fine)")
+    p.add_argument("--scale", "--scales", dest="scale", type=int,
+                   help="decode from the first S scales only (coarse-to-fine)")
     _resolution_option(p, DEFAULT_RESOLUTION)
     p.add_argument("--unit-cube", action="store_true",
                    help="leave the mesh in the unit cube [-0.5, 0.5]^3 (default: where the encoded mesh was)")
@@ -450,7 +456,8 @@ def _generate_command(sub) -> None:
     p.add_argument("--text", help="text prompt (with or without an image)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.{glb,obj,stl,ply}", type=_mesh_output)
     p.add_argument("--vat", metavar="OUT.vat", help="also write the generated tokens as a .vat file")
-    p.add_argument("--scale", type=int, help="decode from the first S scales only (coarse-to-fine)")
+    p.add_argument("--scale", "--scales", dest="scale", type=int,
+                   help="decode from the first S scales only (coarse-to-fine)")
     p.add_argument("--foreground-ratio", type=float, default=DEFAULT_PREPROCESS.foreground_ratio,
                    help="object size in the recentred input (default %(default)s: its longer side, as a share of "
                         "the square's)")
@@ -495,7 +502,7 @@ def _evaluation_commands(sub) -> None:
 
 def _render_command(sub) -> None:
     p = _command(sub, "render", "render a mesh from the paper's 24-view orbit: RGBA PNGs + cameras.json", _cmd_render)
-    p.add_argument("mesh", help="mesh file (.obj .ply .stl .glb .gltf .off); textures and colours are kept")
+    p.add_argument("mesh", help=MESH_FILE_HELP + "; textures and colours are kept")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="writes DIR/000.png ... and DIR/cameras.json")
     p.add_argument("--views", type=int, default=24, help="views on the orbit (protocol: 24)")
     p.add_argument("--size", type=int, default=512, help="image width and height in pixels (protocol: 512)")

@@ -11,9 +11,9 @@ Layout, format version 2 (integers little-endian):
     4 B  prior fingerprint (flag ENTROPY): which model's probabilities coded the tokens
     ...  payload: indices of scales 1..n, row-major, b bits each, packed LSB-first, zero-padded to a byte;
          with flag ENTROPY, the range coder's 32-bit words (vat.entropy) instead
-    4 B  CRC-32 of everything before it, followed (flag ENTROPY) by the tokens bit-packed as above:
-         a file whose prior computed differently on the decoding machine fails the check instead of
-         decoding to other tokens
+    4 B  CRC-32 of everything before it; with flag ENTROPY, of everything before it followed by the decoded
+         tokens bit-packed as above (which the file does not store): a file whose prior computed differently
+         on the decoding machine fails the check instead of decoding to other tokens
 Format version 1 (what vat wrote before placement; still read) has no flags byte, no placement and no
 entropy coding. Storing only the first n scales gives a smaller, coarser file that decodes all the same.
 """

@@ -24,6 +24,7 @@ from vat.geometry.sampling import sample_surface
 from vat.metrics import (ICP_TARGET_FACTOR, MATCH_SAMPLES, accuracy, chamfer_fscore, compare_meshes, cs_iou, iou,
                          match_chamfer_matrix, match_ranks, near_queries, protocol_queries)
 from vat.pipeline import UNGUIDED_SAMPLING, MeshCodec, resolve_draft_scales
+from vat.ui import PROTOCOL_RESOLUTION
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def mesh_files(directory: str | os.PathLike, limit: int | None = None) -> list[P
     return files[:limit] if limit else files
 
 
-def reconstruction_item(codec: MeshCodec, path: Path, resolution: int = 256, baselines: bool = True,
+def reconstruction_item(codec: MeshCodec, path: Path, resolution: int = PROTOCOL_RESOLUTION, baselines: bool = True,
                         seed: int = 0, search: int = 1, raw: bool | None = None, max_bytes: int | None = None,
                         vat_path: Path | None = None, refine: int = 0, average: int = 1) -> dict:
     """Every protocol number for one mesh: Acc, IoU, Near-Acc, CS-IoU, Chamfer, F-score, bytes,
@@ -120,8 +121,8 @@ def summarize(items: list[dict]) -> dict:
 
 
 def evaluate_reconstruction(codec: MeshCodec, directory: str | os.PathLike, limit: int | None = None,
-                            resolution: int = 256, baselines: bool = True, seed: int = 0, search: int = 1,
-                            raw: bool | None = None, max_bytes: int | None = None,
+                            resolution: int = PROTOCOL_RESOLUTION, baselines: bool = True, seed: int = 0,
+                            search: int = 1, raw: bool | None = None, max_bytes: int | None = None,
                             out_dir: str | os.PathLike | None = None, refine: int = 0, on_item=None,
                             done: dict | None = None, average: int = 1) -> dict:
     """eval-recon: every mesh of `directory` encoded (with `search` candidates, each the mean latent of
@@ -130,9 +131,9 @@ def evaluate_reconstruction(codec: MeshCodec, directory: str | os.PathLike, limi
     the means and the options used. on_item(result so far) is called after each mesh. `done`, an earlier
     (partial) result of the same options, resumes it: its meshes are kept and not evaluated again."""
     options = {"search": search, "refine": refine, "raw": raw, "max_bytes": max_bytes}
-    if average != 1:  # results written before the option have no such key: they resume with average 1
+    if average != 1:  # written only when not 1: results from before the option have no such key
         options["average"] = average
-    items = resumed_items(done, options) if done else []
+    items = resumed_items(done, {**options, "average": average}, defaults={"average": 1}) if done else []
     finished = {item["mesh"] for item in items}
     with tempfile.TemporaryDirectory(prefix="vat-eval-recon-") as temporary:
         folder = Path(out_dir if out_dir is not None else temporary)
@@ -151,12 +152,14 @@ def evaluate_reconstruction(codec: MeshCodec, directory: str | os.PathLike, limi
     return _recon_result(items, options)
 
 
-def resumed_items(done: dict, options: dict, command: str = "eval-recon") -> list[dict]:
+def resumed_items(done: dict, options: dict, command: str = "eval-recon",
+                  defaults: dict | None = None) -> list[dict]:
     """The items of an earlier `command` result (its JSON, partial or whole), checked to come from the same
-    options (the keys of `options` in its summary)."""
+    options (the keys of `options` in its summary; a key it lacks counts as its value in `defaults`)."""
+    defaults = defaults or {}
     try:
         summary, items = done["summary"], done["items"]
-        ran = {key: summary.get(key) for key in options}
+        ran = {key: summary.get(key, defaults.get(key)) for key in options}
         if not isinstance(items, list) or not all(isinstance(i, dict) and "mesh" in i for i in items):
             raise TypeError
     except (KeyError, TypeError, AttributeError):
@@ -175,8 +178,8 @@ def _recon_result(items: list[dict], options: dict) -> dict:
 EVAL_GEN_VIEW_SEED = 0
 
 
-def generation_item(pipeline, path: Path, seed: int = 0, resolution: int = 256, settings: dict | None = None,
-                    view_seed: int = EVAL_GEN_VIEW_SEED, size: int = 512,
+def generation_item(pipeline, path: Path, seed: int = 0, resolution: int = PROTOCOL_RESOLUTION,
+                    settings: dict | None = None, view_seed: int = EVAL_GEN_VIEW_SEED, size: int = 512,
                     unconditional: trimesh.Trimesh | None = None,
                     search: int = 1, per_scale: bool = False, drafts: int = 0,
                     draft_scales: int | None = None) -> tuple[dict, trimesh.Trimesh, trimesh.Trimesh]:
@@ -323,7 +326,7 @@ class MatchSamples:
 
 
 def evaluate_generation(pipeline, directory: str | os.PathLike, limit: int | None = None, seed: int = 0,
-                        resolution: int = 256, settings: dict | None = None, match: bool = True,
+                        resolution: int = PROTOCOL_RESOLUTION, settings: dict | None = None, match: bool = True,
                         search: int = 1, per_scale: bool = False, on_item=None, done: dict | None = None,
                         drafts: int = 0, draft_scales: int | None = None,
                         match_file: str | os.PathLike | None = None) -> dict:

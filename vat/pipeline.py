@@ -193,7 +193,7 @@ class MeshCodec:
         with torch.no_grad():
             z = self.tokenizer.mean_latent(torch.as_tensor(np.stack([p for p, _ in samples]), **to),
                                            torch.as_tensor(np.stack([n for _, n in samples]), **to), average)
-            idx = self.tokenizer.quantizer(self.tokenizer._grid(z)).indices
+            idx = self.tokenizer.quantize(z)
         check = None
         if search > 1 or refine > 0:
             check = protocol_queries(normalized, *SEARCH_QUERIES, seed=seed + SEARCH_SEED_OFFSET)

@@ -86,7 +86,7 @@ def _step_prefixes(schedule: str, step: int, steps: int, sides: tuple[int, ...],
 def _decoded_logits(tokenizer, z_1KC: torch.Tensor, prefixes: list[int | None], points_N3: torch.Tensor) -> torch.Tensor:
     """Occupancy logits [len(prefixes), N] at the points of the decodes of z's quantised features (a
     straight-through gradient to z): None the full decode, s the first s scales (decoded together)."""
-    grid = tokenizer._grid(z_1KC)
+    grid = tokenizer.latent_map(z_1KC)
     q = tokenizer.quantizer(grid, partial=prefixes != [None])
     f_hats = [q.f_hat_BChw if s is None else q.partial_f_hat[s - 1] + (grid - grid.detach()) for s in prefixes]
     features = tokenizer.decode_features(tokenizer._tokens(torch.cat(f_hats)))
@@ -110,7 +110,7 @@ def refine_tokens(codec, normalized, z_1KC: torch.Tensor, steps: int, seed: int,
     device = z_1KC.device
     bf16 = fast_bf16(device) if bf16 is None else bf16
     with torch.no_grad():
-        start = [i[0].cpu().numpy() for i in tokenizer.quantizer(tokenizer._grid(z_1KC)).indices]
+        start = [i[0].cpu().numpy() for i in tokenizer.quantize(z_1KC)]
     best = Refined(start, _check_iou(codec, start, check), 0.0, 0, False)
     best.iou_after = best.iou_before
     if steps <= 0:
@@ -141,7 +141,7 @@ def refine_tokens(codec, normalized, z_1KC: torch.Tensor, steps: int, seed: int,
             if step % REFINE_CHECK_EVERY and step != steps:
                 continue
             with torch.no_grad():
-                indices = [i[0].cpu().numpy() for i in tokenizer.quantizer(tokenizer._grid(z)).indices]
+                indices = [i[0].cpu().numpy() for i in tokenizer.quantize(z)]
             score = _check_iou(codec, indices, check)
             if score > best.iou_after:
                 best.indices, best.iou_after, best.kept, stale = indices, score, True, 0

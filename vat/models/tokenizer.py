@@ -200,9 +200,14 @@ class VAT(nn.Module):
             stats["sigma"] = torch.exp(0.5 * logvar.detach()).mean()
         return z, kl
 
-    def _grid(self, z_BKC: torch.Tensor) -> torch.Tensor:
+    def latent_map(self, z_BKC: torch.Tensor) -> torch.Tensor:
+        """Latent tokens Z0 [B, K, Cq] as the square map [B, Cq, s, s] the multi-scale quantiser reads."""
         s = self.quantizer.side
         return z_BKC.transpose(1, 2).reshape(z_BKC.shape[0], -1, s, s)
+
+    def quantize(self, z_BKC: torch.Tensor) -> list[torch.Tensor]:
+        """Token indices per scale (idx_Bl) of latents Z0 [B, K, Cq]."""
+        return self.quantizer(self.latent_map(z_BKC)).indices
 
     @staticmethod
     def _tokens(f_BChw: torch.Tensor) -> torch.Tensor:
@@ -243,7 +248,7 @@ class VAT(nn.Module):
         z, kl = self.latent(points_BN3, normals_BN3, sample=self.training, stats=stats)
         out = {"kl": kl, "codebook": z.new_zeros(()), **stats}
         if quantize:
-            q = self.quantizer(self._grid(z), partial=scales_B is not None)
+            q = self.quantizer(self.latent_map(z), partial=scales_B is not None)
             f_hat, partial_f_hat = q.f_hat_BChw, q.partial_f_hat
             if token_noise_B is not None:
                 fed = self.quantizer.near_misses(q.indices, token_noise_B)
@@ -269,7 +274,7 @@ class VAT(nn.Module):
     def encode(self, points_BN3, normals_BN3, average: int = 1) -> list[torch.Tensor]:
         """Token indices per scale (idx_Bl) of mean_latent: the Gaussian's mean is stored, not a sample;
         `average` = A > 1 quantises the mean latent of each group of A rows (B / A shapes out)."""
-        return self.quantizer(self._grid(self.mean_latent(points_BN3, normals_BN3, average))).indices
+        return self.quantize(self.mean_latent(points_BN3, normals_BN3, average))
 
     @torch.no_grad()
     def decode_indices(self, indices: list[torch.Tensor]) -> list[torch.Tensor]:

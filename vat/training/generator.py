@@ -1,6 +1,6 @@
 r"""Stage 2: train the next-scale generator on data written by train/prepare_generator_data.py.
 
-    python train/train_generator.py --data /data/vat/gen-train --val-data /data/vat/gen-heldout \
+    python train/train_generator.py --data data/gen --val-data data/gen-val \
         --tokenizer runs/tiny/final --out runs/gen-tiny --config train/configs/generator_tiny.json
     torchrun --nproc_per_node 8 train/train_generator.py --data ... --tokenizer ... --out runs/gen-paper \
         --preset paper --encoders paper --batch-size 32 --steps 200000
@@ -63,7 +63,7 @@ class TrainConfig:
     data: str  # folder of train/prepare_generator_data.py
     out: str  # run folder: checkpoint, tb/, final/
     tokenizer: str  # the tokenizer checkpoint the data was prepared with
-    val_data: str | None = None  # held-out folder of train/prepare_generator_data.py
+    val_data: str | None = None  # validation folder of train/prepare_generator_data.py (e.g. data/gen-val)
     # Leave the validation split (vat.data.in_validation: a fixed 1/12 of every source) out of training,
     # so sampling settings can be chosen on its shapes (train/export_meshes.py --validation), not on the test split.
     hold_out_validation: bool = False
@@ -145,7 +145,7 @@ class TrainConfig:
 def parse_args(argv: list[str] | None) -> TrainConfig:
     p, model, optim, run = training_parser(
         __doc__, (("--data", "training folder of train/prepare_generator_data.py"),
-                  ("--val-data", "held-out folder for validation"),
+                  ("--val-data", "validation folder (e.g. data/gen-val)"),
                   ("--tokenizer", "the tokenizer checkpoint folder the data was prepared with")),
         PRESETS, "GeneratorConfig")
     model.add_argument("--encoders", help=f"condition encoders: {' | '.join(conditioning.PRESETS)} or a folder")
@@ -315,7 +315,7 @@ def load_parts(config: TrainConfig) -> tuple[VAT, ConditionEncoders, dict]:
 
 
 def datasets(config: TrainConfig, encoders: ConditionEncoders, manifest: dict) -> tuple[GeneratorShapes, GeneratorShapes | None]:
-    """The training shapes (the validation split left out with --hold-out-validation) and the held-out
+    """The training shapes (the validation split left out with --hold-out-validation) and the validation
     ones of --val-data (view 0, no augmentation), each condition in the form its data allows."""
     image_source, text_source = condition_sources(encoders, manifest, config.uses_image, config.uses_text,
                                                   config.augment)

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,6 +165,16 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def page(records: list[dict], out: Path, argv: list[str]) -> str:
+    """OUT.md: a title naming the runs, the command that wrote it and where its runs are described, the table."""
+    stage = records[0]["stage"] if records else "generator"
+    command = " ".join(["python train/data_scaling.py", *map(shlex.quote, argv)])
+    return (f"# {stage.capitalize()} runs compared: {', '.join(r['name'] for r in records)}\n\n"
+            f"Validation numbers of each run at each of its validation steps, written by `{command}`; the plot is "
+            f"[{out.name}.png]({out.name}.png). What the runs are and what they showed: docs/{stage}.md.\n\n"
+            + table(records))
+
+
 def common_step(records: list[dict]) -> int | None:
     """The last step every run has validated at."""
     shared = set.intersection(*({row["step"] for row in r["rows"]} for r in records)) if records else set()
@@ -208,11 +220,12 @@ def plot(records: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     records = one_stage([record for path in args.earlier for record in earlier(path)] + collect(args.runs))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     text = table(records)
-    args.out.with_suffix(".md").write_text(text + "\n")
+    args.out.with_suffix(".md").write_text(page(records, args.out, argv) + "\n")
     args.out.with_suffix(".json").write_text(json.dumps(records, indent=2) + "\n")
     plot(records, args.out.with_suffix(".png"))
     print(text)

@@ -1,6 +1,6 @@
 r"""Stage 1: train the VAT tokenizer on shards written by train/prepare_data.py.
 
-    python train/train_tokenizer.py --data /data/vat/train --val-data /data/vat/heldout --out runs/tiny \
+    python train/train_tokenizer.py --data /data/vat/train --val-data data/val-sh3d --out runs/tiny \
         --config train/configs/tokenizer_tiny.json
     torchrun --nproc_per_node 8 train/train_tokenizer.py --data ... --out runs/paper256 --preset paper-256 \
         --batch-size 32 --steps 300000 --phase1-steps 200000
@@ -43,7 +43,7 @@ class TrainConfig:
 
     data: str  # shard folder (train/prepare_data.py --out)
     out: str  # run folder: checkpoint, tb/, final/
-    val_data: str | None = None  # held-out shard folder for IoU / accuracy
+    val_data: str | None = None  # validation shard folder for IoU / accuracy (e.g. data/val-sh3d)
     # Leave the validation split (vat.data.in_validation: a fixed 1/12 of every source) out of training,
     # as train_generator.py's option does, so that --val-data data/val-sh3d validates on unseen shapes.
     hold_out_validation: bool = False
@@ -129,7 +129,7 @@ class TrainConfig:
 
 def parse_args(argv: list[str] | None) -> TrainConfig:
     p, _, optim, _ = training_parser(__doc__, (("--data", "training shard folder"),
-                                               ("--val-data", "held-out shard folder for validation")),
+                                               ("--val-data", "validation shard folder (e.g. data/val-sh3d)")),
                                      PRESETS, "TokenizerConfig")
     add_options(optim, (
         ("phase1_steps", int, "steps before quantisation is switched on"),
@@ -301,7 +301,7 @@ def build_model(config: TrainConfig, model_config: TokenizerConfig, resuming: bo
 
 def validation(run: Run, shapes: ShapeSamples, val_shapes: ShapeSamples | None, bf16: bool):
     """Run.train's `validate`: the EMA model on the fresh queries of training shapes (fresh/, with
-    --fresh-shapes) and on the held-out shapes (val/); None when there is neither."""
+    --fresh-shapes) and on the validation shapes of --val-data (val/); None when there is neither."""
     config = run.config
     if val_shapes is None and not config.fresh_shapes:
         return None
