@@ -165,14 +165,13 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def page(records: list[dict], out: Path, argv: list[str]) -> str:
-    """OUT.md: a title naming the runs, the command that wrote it and where its runs are described, the table."""
+def header(records: list[dict], out: Path, argv: list[str]) -> str:
+    """OUT.md above its table: a title naming the runs, the command that wrote it, where they are described."""
     stage = records[0]["stage"] if records else "generator"
     command = " ".join(["python train/data_scaling.py", *map(shlex.quote, argv)])
     return (f"# {stage.capitalize()} runs compared: {', '.join(r['name'] for r in records)}\n\n"
             f"Validation numbers of each run at each of its validation steps, written by `{command}`; the plot is "
-            f"[{out.name}.png]({out.name}.png). What the runs are and what they showed: docs/{stage}.md.\n\n"
-            + table(records))
+            f"[{out.name}.png]({out.name}.png). What the runs are and what they showed: docs/{stage}.md.\n\n")
 
 
 def common_step(records: list[dict]) -> int | None:
@@ -225,7 +224,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     records = one_stage([record for path in args.earlier for record in earlier(path)] + collect(args.runs))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     text = table(records)
-    args.out.with_suffix(".md").write_text(page(records, args.out, argv) + "\n")
+    args.out.with_suffix(".md").write_text(header(records, args.out, argv) + text + "\n")
     args.out.with_suffix(".json").write_text(json.dumps(records, indent=2) + "\n")
     plot(records, args.out.with_suffix(".png"))
     print(text)

@@ -1,6 +1,6 @@
 r"""Stage 1: train the VAT tokenizer on shards written by train/prepare_data.py.
 
-    python train/train_tokenizer.py --data /data/vat/train --val-data data/val-sh3d --out runs/tiny \
+    python train/train_tokenizer.py --data data/train --val-data data/val-sh3d --out runs/tiny \
         --config train/configs/tokenizer_tiny.json
     torchrun --nproc_per_node 8 train/train_tokenizer.py --data ... --out runs/paper256 --preset paper-256 \
         --batch-size 32 --steps 300000 --phase1-steps 200000
